@@ -1,0 +1,284 @@
+#include "sidecar/config.h"
+
+#include <errno.h>
+#include <ini.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "sidecar/log.h"
+#include "sidecar/spec.h"
+
+#define DISTSUP_VERSION "0.1.0"
+
+static void sup_defaults(struct sup_config *s, const char *name)
+{
+    memset(s, 0, sizeof *s);
+    snprintf(s->name, sizeof s->name, "%s", name);
+    snprintf(s->strategy, sizeof s->strategy, "hash_ring");
+    s->max_restarts = 3;
+    s->max_seconds = 5;
+    s->backoff_ms = 100;
+    s->backoff_max_ms = 2000;
+    s->mailbox = 1024;
+    s->mailbox_bytes = 16u << 20;
+    s->start_timeout_ms = 10000;
+    s->watch_queue = 4096;
+    s->monitor_nodes = 1;
+}
+
+void config_defaults(struct config *c)
+{
+    memset(c, 0, sizeof *c);
+    snprintf(c->listen, sizeof c->listen, "127.0.0.1:50051");
+    snprintf(c->data_dir, sizeof c->data_dir, "./data");
+    c->log_level = LOG_INFO;
+    char host[200] = "localhost";
+    if (gethostname(host, sizeof host - 1) != 0) snprintf(host, sizeof host, "localhost");
+    host[sizeof host - 1] = 0;
+    snprintf(c->node_name, sizeof c->node_name, "node1@%s", host);
+    c->threads = 2;
+    c->max_payload = 4u << 20;
+    sup_defaults(&c->sups[0], "default");
+    c->n_sups = 1;
+}
+
+const struct sup_config *config_find_sup(const struct config *c, const char *name)
+{
+    for (size_t i = 0; i < c->n_sups; i++)
+        if (!strcmp(c->sups[i].name, name)) return &c->sups[i];
+    return NULL;
+}
+
+static int set_str(char *dst, size_t cap, const char *v, char *err, size_t errlen)
+{
+    if (strlen(v) >= cap) {
+        snprintf(err, errlen, "value is too long (limit %zu bytes)", cap - 1);
+        return -1;
+    }
+    memcpy(dst, v, strlen(v) + 1);
+    return 0;
+}
+
+static int set_uint(unsigned long long *out, const char *v, unsigned long long lo,
+                    unsigned long long hi, char *err, size_t errlen)
+{
+    char *end;
+    errno = 0;
+    unsigned long long x = strtoull(v, &end, 10);
+    if (errno || end == v || *end || v[0] == '-' || x < lo || x > hi) {
+        snprintf(err, errlen, "'%s' is not a whole number from %llu to %llu", v, lo, hi);
+        return -1;
+    }
+    *out = x;
+    return 0;
+}
+
+static int set_bool(int *out, const char *v, char *err, size_t errlen)
+{
+    if (!strcmp(v, "true") || !strcmp(v, "yes") || !strcmp(v, "1") || !strcmp(v, "on")) *out = 1;
+    else if (!strcmp(v, "false") || !strcmp(v, "no") || !strcmp(v, "0") || !strcmp(v, "off")) *out = 0;
+    else {
+        snprintf(err, errlen, "'%s' is not true or false", v);
+        return -1;
+    }
+    return 0;
+}
+
+/* Sets one daemon-level key; shared by the [daemon] section and the flags. */
+static int set_daemon_key(struct config *c, const char *k, const char *v, char *err, size_t errlen)
+{
+    unsigned long long x;
+    if (!strcmp(k, "listen")) return set_str(c->listen, sizeof c->listen, v, err, errlen);
+    if (!strcmp(k, "data_dir")) return set_str(c->data_dir, sizeof c->data_dir, v, err, errlen);
+    if (!strcmp(k, "node_name")) {
+        if (spec_name_check("node_name", v, err, errlen)) return -1;
+        return set_str(c->node_name, sizeof c->node_name, v, err, errlen);
+    }
+    if (!strcmp(k, "strategy_dir")) return set_str(c->strategy_dir, sizeof c->strategy_dir, v, err, errlen);
+    if (!strcmp(k, "port_file")) return set_str(c->port_file, sizeof c->port_file, v, err, errlen);
+    if (!strcmp(k, "log_level")) {
+        int l = log_level_parse(v);
+        if (l < 0) {
+            snprintf(err, errlen, "log level '%s' is not debug, info, warn or error", v);
+            return -1;
+        }
+        c->log_level = l;
+        return 0;
+    }
+    if (!strcmp(k, "threads")) {
+        if (set_uint(&x, v, 1, 64, err, errlen)) return -1;
+        c->threads = (unsigned)x;
+        return 0;
+    }
+    if (!strcmp(k, "max_payload_bytes")) {
+        if (set_uint(&x, v, 1024, 64u << 20, err, errlen)) return -1;
+        c->max_payload = (size_t)x;
+        return 0;
+    }
+    snprintf(err, errlen, "unknown key '%s'", k);
+    return -1;
+}
+
+static int set_sup_key(struct sup_config *s, const char *k, const char *v, char *err, size_t errlen)
+{
+    unsigned long long x;
+    if (!strcmp(k, "strategy")) return set_str(s->strategy, sizeof s->strategy, v, err, errlen);
+    if (!strcmp(k, "strategy_options"))
+        return set_str(s->strategy_options, sizeof s->strategy_options, v, err, errlen);
+    if (!strcmp(k, "nodes")) return set_str(s->nodes, sizeof s->nodes, v, err, errlen);
+    if (!strcmp(k, "monitor_nodes")) return set_bool(&s->monitor_nodes, v, err, errlen);
+    struct { const char *key; unsigned long long lo, hi; } nums[] = {
+        {"max_restarts", 0, 100}, {"max_seconds", 1, 86400}, {"restart_backoff_ms", 0, 600000},
+        {"restart_backoff_max_ms", 0, 3600000}, {"mailbox", 1, 1000000},
+        {"mailbox_bytes", 4096, 1ull << 32}, {"start_timeout_ms", 1, 3600000},
+        {"watch_queue", 1, 1000000},
+    };
+    for (size_t i = 0; i < sizeof nums / sizeof nums[0]; i++) {
+        if (strcmp(k, nums[i].key)) continue;
+        if (set_uint(&x, v, nums[i].lo, nums[i].hi, err, errlen)) return -1;
+        switch (i) {
+        case 0: s->max_restarts = (unsigned)x; break;
+        case 1: s->max_seconds = (unsigned)x; break;
+        case 2: s->backoff_ms = (unsigned)x; break;
+        case 3: s->backoff_max_ms = (unsigned)x; break;
+        case 4: s->mailbox = (unsigned)x; break;
+        case 5: s->mailbox_bytes = (size_t)x; break;
+        case 6: s->start_timeout_ms = (unsigned)x; break;
+        default: s->watch_queue = (unsigned)x; break;
+        }
+        return 0;
+    }
+    snprintf(err, errlen, "unknown key '%s'", k);
+    return -1;
+}
+
+struct ini_ctx {
+    struct config *c;
+    char err[512];
+};
+
+static int on_ini(void *user, const char *section, const char *key, const char *value)
+{
+    struct ini_ctx *x = user;
+    char e[400];
+    if (!strcmp(section, "daemon")) {
+        if (set_daemon_key(x->c, key, value, e, sizeof e) == 0) return 1;
+    } else if (!strncmp(section, "supervisor:", 11)) {
+        const char *name = section + 11;
+        if (spec_name_check("supervisor name", name, e, sizeof e) != 0) goto bad;
+        struct sup_config *s = (struct sup_config *)config_find_sup(x->c, name);
+        if (!s) {
+            if (x->c->n_sups == CONFIG_MAX_SUPERVISORS) {
+                snprintf(e, sizeof e, "more than %d supervisors", CONFIG_MAX_SUPERVISORS);
+                goto bad;
+            }
+            s = &x->c->sups[x->c->n_sups++];
+            sup_defaults(s, name);
+        }
+        if (set_sup_key(s, key, value, e, sizeof e) == 0) return 1;
+    } else {
+        snprintf(e, sizeof e, "unknown section [%s] (use [daemon] or [supervisor:NAME])", section);
+    }
+bad:
+    snprintf(x->err, sizeof x->err, "[%s] %s: %s", section, key, e);
+    return 0;
+}
+
+int config_load_file(struct config *c, const char *path, char *err, size_t errlen)
+{
+    struct ini_ctx x = {.c = c};
+    int rc = ini_parse(path, on_ini, &x);
+    if (rc == -1) {
+        snprintf(err, errlen, "cannot read config file %s: %s", path, strerror(errno));
+        return -1;
+    }
+    if (rc == -2) {
+        snprintf(err, errlen, "config file %s: out of memory", path);
+        return -1;
+    }
+    if (rc > 0) {
+        snprintf(err, errlen, "%s:%d: %s", path, rc, x.err[0] ? x.err : "syntax error");
+        return -1;
+    }
+    return 0;
+}
+
+void config_usage(FILE *out)
+{
+    fprintf(out,
+            "usage: distsupd [options]\n"
+            "\n"
+            "Runs the distsup sidecar: a gRPC distsup.v1.Supervisor service that starts,\n"
+            "supervises and messages worker processes.\n"
+            "\n"
+            "  --listen HOST:PORT     gRPC address (default 127.0.0.1:50051; port 0 picks one)\n"
+            "  --data-dir DIR         SQLite state and children's default cwd (default ./data)\n"
+            "  --config FILE          INI config file (docs/configuration.md)\n"
+            "  --log-level LEVEL      debug, info, warn or error (default info)\n"
+            "  --node-name NAME       this node's name (default node1@HOSTNAME)\n"
+            "  --strategy-dir DIR     where built-in strategies live (default: beside the binary)\n"
+            "  --port-file FILE       write the bound port here once serving\n"
+            "  --threads N            gRPC completion-queue threads (default 2)\n"
+            "  --help, --version\n");
+}
+
+int config_from_args(struct config *c, int argc, char **argv, char *err, size_t errlen)
+{
+    static const struct { const char *flag, *key; } flags[] = {
+        {"--listen", "listen"}, {"--data-dir", "data_dir"}, {"--log-level", "log_level"},
+        {"--node-name", "node_name"}, {"--strategy-dir", "strategy_dir"},
+        {"--port-file", "port_file"}, {"--threads", "threads"},
+    };
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--config")) {
+            if (i + 1 >= argc) {
+                snprintf(err, errlen, "--config needs a file");
+                return -1;
+            }
+            if (config_load_file(c, argv[i + 1], err, errlen)) return -1;
+        }
+    }
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            config_usage(stdout);
+            return 1;
+        }
+        if (!strcmp(a, "--version")) {
+            printf("distsupd %s\n", DISTSUP_VERSION);
+            return 1;
+        }
+        if (!strcmp(a, "--config")) {
+            i++;
+            continue;
+        }
+        size_t j;
+        for (j = 0; j < sizeof flags / sizeof flags[0]; j++) {
+            size_t fl = strlen(flags[j].flag);
+            const char *v = NULL;
+            if (!strcmp(a, flags[j].flag)) {
+                if (i + 1 >= argc) {
+                    snprintf(err, errlen, "%s needs a value", a);
+                    return -1;
+                }
+                v = argv[++i];
+            } else if (!strncmp(a, flags[j].flag, fl) && a[fl] == '=') {
+                v = a + fl + 1;
+            }
+            if (!v) continue;
+            char e[400];
+            if (set_daemon_key(c, flags[j].key, v, e, sizeof e)) {
+                snprintf(err, errlen, "%s: %s", flags[j].flag, e);
+                return -1;
+            }
+            break;
+        }
+        if (j == sizeof flags / sizeof flags[0]) {
+            snprintf(err, errlen, "unknown option '%s' (see --help)", a);
+            return -1;
+        }
+    }
+    return 0;
+}

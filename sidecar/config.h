@@ -1,0 +1,80 @@
+/* config: the daemon's settings, from embedded defaults, an INI config file
+ * (parsed by Debian's libinih) and command-line flags, in that order of precedence.
+ *
+ *   [daemon]
+ *   listen = 127.0.0.1:50051
+ *   data_dir = ./data
+ *   log_level = info
+ *   node_name = node1@localhost
+ *   threads = 2
+ *   max_payload_bytes = 4194304
+ *
+ *   [supervisor:NAME]          ; one per supervisor; "default" always exists
+ *   strategy = hash_ring       ; a built-in name or a path to a .so
+ *   strategy_options = vnodes=160
+ *   max_restarts = 3           ; restart intensity: at most this many restarts ...
+ *   max_seconds = 5            ; ... within this many seconds, then the child is FAILED
+ *   restart_backoff_ms = 100   ; delay before the 2nd restart in a window (doubles after)
+ *   restart_backoff_max_ms = 2000
+ *   mailbox = 1024             ; calls in flight per child before RESOURCE_EXHAUSTED
+ *   mailbox_bytes = 16777216   ; bytes queued to a child before RESOURCE_EXHAUSTED
+ *   start_timeout_ms = 10000   ; a FRAMES child must send Ready within this
+ *   watch_queue = 4096         ; events buffered per Watch subscriber
+ *   nodes = a@h1,b@h2          ; eligible nodes (empty: all)
+ *   monitor_nodes = true
+ *
+ * See docs/configuration.md. */
+#ifndef DISTSUP_CONFIG_H
+#define DISTSUP_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define CONFIG_MAX_SUPERVISORS 64
+
+struct sup_config {
+    char name[201];
+    char strategy[512];
+    char strategy_options[1024];
+    unsigned max_restarts;
+    unsigned max_seconds;
+    unsigned backoff_ms;
+    unsigned backoff_max_ms;
+    unsigned mailbox;
+    size_t mailbox_bytes;
+    unsigned start_timeout_ms;
+    unsigned watch_queue;
+    char nodes[2048];        /* comma-separated; empty = every node */
+    int monitor_nodes;
+};
+
+struct config {
+    char listen[256];
+    char data_dir[1024];
+    int log_level;           /* enum log_level */
+    char node_name[256];
+    char strategy_dir[1024]; /* where built-in strategies live; empty = beside the binary */
+    char port_file[1024];
+    unsigned threads;
+    size_t max_payload;
+    struct sup_config sups[CONFIG_MAX_SUPERVISORS];
+    size_t n_sups;
+};
+
+/* Fills the embedded defaults: one supervisor named "default". */
+void config_defaults(struct config *c);
+
+/* Reads an INI file over c.  0, or -1 with "FILE:LINE: reason" in err. */
+int config_load_file(struct config *c, const char *path, char *err, size_t errlen);
+
+/* Applies command-line flags (argv[1..]).  Returns 0, 1 when --help or --version was
+ * printed (exit 0), or -1 with the reason in err.  --config FILE is read first,
+ * wherever it appears, so flags override the file. */
+int config_from_args(struct config *c, int argc, char **argv, char *err, size_t errlen);
+
+const struct sup_config *config_find_sup(const struct config *c, const char *name);
+
+void config_usage(FILE *out);
+
+#endif

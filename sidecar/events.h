@@ -1,0 +1,44 @@
+/* events: fan-out of lifecycle events to Watch subscribers.
+ *
+ * The publisher (the supervisor core) never blocks: each subscriber has its own
+ * bounded queue of packed distsup.v1.Event messages.  A subscriber that falls
+ * max_queue events behind is marked overflowed; its reader learns that from
+ * event_sub_pop and ends the stream (RESOURCE_EXHAUSTED), so a slow reader loses
+ * its subscription, never the daemon's time.  Thread-safe. */
+#ifndef DISTSUP_EVENTS_H
+#define DISTSUP_EVENTS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "distsup/v1/supervisor.pb-c.h"
+
+struct event_bus;
+struct event_sub;
+
+/* Called when a subscriber that had found its queue empty (and so is "armed") gets
+ * an event, or overflows.  Runs on the publisher's thread with the bus locked: it
+ * must not block and must not call event_bus_* (event_sub_pop is fine). */
+typedef void (*event_wake_fn)(void *arg);
+
+struct event_bus *event_bus_new(void);
+void event_bus_free(struct event_bus *b); /* every subscriber must be gone */
+
+/* supervisor: only its events ("*" for all).  kinds_mask: bit k set = EventKind k
+ * wanted (0 = all).  NULL when out of memory. */
+struct event_sub *event_bus_subscribe(struct event_bus *b, const char *supervisor,
+                                      uint32_t kinds_mask, size_t max_queue,
+                                      event_wake_fn wake, void *arg);
+/* After it returns, wake is never called again for sub, and sub is freed. */
+void event_bus_unsubscribe(struct event_bus *b, struct event_sub *sub);
+
+/* Stamps ev->seq with the bus's next sequence number and delivers a copy to every
+ * matching subscriber. */
+void event_bus_publish(struct event_bus *b, Distsup__V1__Event *ev);
+
+/* 1: *data (malloc'd; caller frees) holds the next packed Event.
+ * 0: queue empty; the subscriber is armed (wake will be called on the next event).
+ * -1: the subscriber overflowed; it gets nothing more. */
+int event_sub_pop(struct event_sub *sub, uint8_t **data, size_t *len);
+
+#endif

@@ -1,0 +1,677 @@
+#include "sidecar/rpc.h"
+
+#include <grpc/byte_buffer.h>
+#include <grpc/byte_buffer_reader.h>
+#include <grpc/grpc.h>
+#include <grpc/grpc_security.h>
+#include <grpc/slice.h>
+#include <grpc/support/alloc.h>
+#include <grpc/support/time.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "distsup/v1/supervisor.pb-c.h"
+#include "grpc/health/v1/health.pb-c.h"
+#include "sidecar/log.h"
+#include "sidecar/reflection.h"
+
+extern const unsigned char distsup_descriptor_set[];
+extern const size_t distsup_descriptor_set_len;
+
+#define REQUESTS_PER_METHOD 4
+#define SUPERVISOR_SERVICE "distsup.v1.Supervisor"
+
+enum method_kind { M_UNARY, M_WATCH, M_HEALTH_CHECK, M_HEALTH_WATCH, M_REFLECT };
+
+struct method {
+    const char *path;
+    enum method_kind kind;
+    int op;                                 /* enum core_op for M_UNARY */
+    const ProtobufCMessageDescriptor *desc; /* request type */
+    void *handle;                           /* grpc's registered method */
+};
+
+static struct method methods_template[] = {
+    {"/distsup.v1.Supervisor/StartChild", M_UNARY, CORE_START_CHILD, &distsup__v1__start_child_request__descriptor, NULL},
+    {"/distsup.v1.Supervisor/TerminateChild", M_UNARY, CORE_TERMINATE_CHILD, &distsup__v1__terminate_child_request__descriptor, NULL},
+    {"/distsup.v1.Supervisor/Children", M_UNARY, CORE_CHILDREN, &distsup__v1__children_request__descriptor, NULL},
+    {"/distsup.v1.Supervisor/CountChildren", M_UNARY, CORE_COUNT_CHILDREN, &distsup__v1__count_children_request__descriptor, NULL},
+    {"/distsup.v1.Supervisor/WhereIs", M_UNARY, CORE_WHEREIS, &distsup__v1__where_is_request__descriptor, NULL},
+    {"/distsup.v1.Supervisor/WhoIs", M_UNARY, CORE_WHOIS, &distsup__v1__who_is_request__descriptor, NULL},
+    {"/distsup.v1.Supervisor/Call", M_UNARY, CORE_CALL, &distsup__v1__call_request__descriptor, NULL},
+    {"/distsup.v1.Supervisor/Cast", M_UNARY, CORE_CAST, &distsup__v1__cast_request__descriptor, NULL},
+    {"/distsup.v1.Supervisor/Send", M_UNARY, CORE_SEND, &distsup__v1__send_request__descriptor, NULL},
+    {"/distsup.v1.Supervisor/Nodes", M_UNARY, CORE_NODES, &distsup__v1__nodes_request__descriptor, NULL},
+    {"/distsup.v1.Supervisor/NodeFor", M_UNARY, CORE_NODE_FOR, &distsup__v1__node_for_request__descriptor, NULL},
+    {"/distsup.v1.Supervisor/Mine", M_UNARY, CORE_MINE, &distsup__v1__mine_request__descriptor, NULL},
+    {"/distsup.v1.Supervisor/Watch", M_WATCH, 0, &distsup__v1__watch_request__descriptor, NULL},
+    {"/grpc.health.v1.Health/Check", M_HEALTH_CHECK, 0, &grpc__health__v1__health_check_request__descriptor, NULL},
+    {"/grpc.health.v1.Health/Watch", M_HEALTH_WATCH, 0, &grpc__health__v1__health_check_request__descriptor, NULL},
+    {"/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", M_REFLECT, 0, NULL, NULL},
+    {"/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", M_REFLECT, 0, NULL, NULL},
+};
+#define N_METHODS (sizeof methods_template / sizeof methods_template[0])
+
+struct rpc;
+
+struct tag {
+    void (*fn)(struct rpc *r, void *ctx, int ok);
+    void *ctx;
+};
+
+/* One RPC.  Tags point back at it; refs counts tags in flight plus holders. */
+struct ctx {
+    struct rpc *r;
+    const struct method *m; /* NULL: an unknown method */
+    grpc_call *call;
+    gpr_timespec deadline;
+    grpc_metadata_array md;
+    grpc_call_details details;
+    grpc_byte_buffer *payload;
+    struct tag t_req, t_main, t_close, t_send;
+    grpc_byte_buffer *out;
+    grpc_slice status_text;
+    int have_status_text;
+    int cancelled;
+    pthread_mutex_t mu;
+    int refs;
+    /* streams */
+    struct event_sub *sub;
+    int sending, closed, finishing;
+    grpc_byte_buffer *recv;
+};
+
+struct rpc {
+    const struct config *cfg;
+    struct core *core;
+    grpc_server *server;
+    grpc_completion_queue *cq;
+    struct method methods[N_METHODS];
+    struct reflection *refl;
+    pthread_t *threads;
+    unsigned n_threads;
+    atomic_int stopping;
+    struct tag t_shutdown;
+    atomic_int shutdown_done;
+    atomic_long live_ctx;
+};
+
+static void request_one(struct rpc *r, const struct method *m);
+
+/* ---------- contexts ---------- */
+
+static struct ctx *ctx_new(struct rpc *r, const struct method *m)
+{
+    struct ctx *c = calloc(1, sizeof *c);
+    if (!c) return NULL;
+    if (pthread_mutex_init(&c->mu, NULL) != 0) {
+        free(c);
+        return NULL;
+    }
+    c->r = r;
+    c->m = m;
+    c->refs = 1;
+    grpc_metadata_array_init(&c->md);
+    grpc_call_details_init(&c->details);
+    atomic_fetch_add(&r->live_ctx, 1);
+    return c;
+}
+
+static void ctx_unref(struct ctx *c)
+{
+    pthread_mutex_lock(&c->mu);
+    int left = --c->refs;
+    pthread_mutex_unlock(&c->mu);
+    if (left > 0) return;
+    if (c->call) grpc_call_unref(c->call);
+    grpc_metadata_array_destroy(&c->md);
+    grpc_call_details_destroy(&c->details);
+    if (c->payload) grpc_byte_buffer_destroy(c->payload);
+    if (c->out) grpc_byte_buffer_destroy(c->out);
+    if (c->recv) grpc_byte_buffer_destroy(c->recv);
+    if (c->have_status_text) grpc_slice_unref(c->status_text);
+    pthread_mutex_destroy(&c->mu);
+    atomic_fetch_sub(&c->r->live_ctx, 1);
+    free(c);
+}
+
+static void start_batch(struct ctx *c, const grpc_op *ops, size_t n, struct tag *t)
+{
+    grpc_call_error e = grpc_call_start_batch(c->call, ops, n, t, NULL);
+    if (e != GRPC_CALL_OK) {
+        log_error("rpc", "grpc_call_start_batch: error %d", (int)e);
+        /* The tag will never come back: drop its reference here. */
+        ctx_unref(c);
+    }
+}
+
+static grpc_byte_buffer *pack(const ProtobufCMessage *msg)
+{
+    size_t n = protobuf_c_message_get_packed_size(msg);
+    grpc_slice s = grpc_slice_malloc(n);
+    protobuf_c_message_pack(msg, GRPC_SLICE_START_PTR(s));
+    grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&s, 1);
+    grpc_slice_unref(s);
+    return bb;
+}
+
+static grpc_byte_buffer *wrap(uint8_t *data, size_t len)
+{
+    grpc_slice s = grpc_slice_new(data, len, free);
+    grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&s, 1);
+    grpc_slice_unref(s);
+    return bb;
+}
+
+/* Reads a byte buffer into one contiguous slice. */
+static grpc_slice read_all(grpc_byte_buffer *bb)
+{
+    grpc_byte_buffer_reader rd;
+    if (!grpc_byte_buffer_reader_init(&rd, bb)) return grpc_empty_slice();
+    grpc_slice s = grpc_byte_buffer_reader_readall(&rd);
+    grpc_byte_buffer_reader_destroy(&rd);
+    return s;
+}
+
+static ProtobufCMessage *decode(const ProtobufCMessageDescriptor *d, grpc_byte_buffer *bb)
+{
+    if (!bb) return NULL;
+    grpc_slice s = read_all(bb);
+    ProtobufCMessage *m = protobuf_c_message_unpack(d, NULL, GRPC_SLICE_LENGTH(s), GRPC_SLICE_START_PTR(s));
+    grpc_slice_unref(s);
+    return m;
+}
+
+static void on_finished(struct rpc *r, void *p, int ok)
+{
+    (void)r;
+    (void)ok;
+    ctx_unref(p);
+}
+
+/* Sends the final answer of a unary call (msg may be NULL) and status. */
+static void finish(struct ctx *c, int code, const char *text, grpc_byte_buffer *msg)
+{
+    grpc_op ops[4];
+    memset(ops, 0, sizeof ops);
+    size_t n = 0;
+    ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
+    if (msg) {
+        c->out = msg;
+        ops[n].op = GRPC_OP_SEND_MESSAGE;
+        ops[n++].data.send_message.send_message = msg;
+    }
+    c->status_text = grpc_slice_from_copied_string(text ? text : "");
+    c->have_status_text = 1;
+    ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+    ops[n].data.send_status_from_server.status = (grpc_status_code)code;
+    ops[n++].data.send_status_from_server.status_details = &c->status_text;
+    ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+    ops[n++].data.recv_close_on_server.cancelled = &c->cancelled;
+    c->t_main.fn = on_finished;
+    c->t_main.ctx = c;
+    if (code != GRPC_STATUS_OK && log_enabled(LOG_DEBUG))
+        log_debug("rpc", "%s -> status %d: %s", c->m ? c->m->path : "?", code, text ? text : "");
+    start_batch(c, ops, n, &c->t_main);
+}
+
+/* ---------- unary Supervisor calls ---------- */
+
+static void core_done(void *arg, int code, const char *message, const ProtobufCMessage *reply)
+{
+    struct ctx *c = arg;
+    finish(c, code, message, code == GRPC_STATUS_OK && reply ? pack(reply) : NULL);
+}
+
+static uint64_t deadline_ms(gpr_timespec dl)
+{
+    gpr_timespec now = gpr_now(GPR_CLOCK_MONOTONIC);
+    dl = gpr_convert_clock_type(dl, GPR_CLOCK_MONOTONIC);
+    if (dl.tv_sec > now.tv_sec + 86400 * 365) return 0;
+    gpr_timespec left = gpr_time_sub(dl, now);
+    int64_t ms = left.tv_sec * 1000 + left.tv_nsec / 1000000;
+    if (ms < 1) ms = 1;
+    return core_now_ms() + (uint64_t)ms;
+}
+
+static void bad_request(struct ctx *c)
+{
+    char text[256];
+    snprintf(text, sizeof text, "malformed request: the payload is not a valid %s message",
+             c->m->desc ? c->m->desc->name : "request");
+    finish(c, GRPC_STATUS_INVALID_ARGUMENT, text, NULL);
+}
+
+static void handle_unary(struct ctx *c)
+{
+    ProtobufCMessage *req = decode(c->m->desc, c->payload);
+    if (!req) {
+        bad_request(c);
+        return;
+    }
+    core_request(c->r->core, (enum core_op)c->m->op, req, deadline_ms(c->deadline), core_done, c);
+}
+
+/* ---------- health ---------- */
+
+static int health_known(const char *service)
+{
+    return !service[0] || !strcmp(service, SUPERVISOR_SERVICE);
+}
+
+static grpc_byte_buffer *health_status(struct rpc *r)
+{
+    Grpc__Health__V1__HealthCheckResponse resp = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
+    resp.status = atomic_load(&r->stopping) ? GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING
+                                            : GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
+    return pack(&resp.base);
+}
+
+static void handle_health_check(struct ctx *c)
+{
+    Grpc__Health__V1__HealthCheckRequest *q = (void *)decode(c->m->desc, c->payload);
+    if (!q) {
+        bad_request(c);
+        return;
+    }
+    if (!health_known(q->service)) {
+        char text[300];
+        snprintf(text, sizeof text, "unknown service '%.200s'", q->service);
+        finish(c, GRPC_STATUS_NOT_FOUND, text, NULL);
+    } else {
+        finish(c, GRPC_STATUS_OK, NULL, health_status(c->r));
+    }
+    grpc__health__v1__health_check_request__free_unpacked(q, NULL);
+}
+
+/* ---------- server streams: Watch and Health/Watch ---------- */
+
+static void stream_pump(struct ctx *c);
+
+static void on_stream_sent(struct rpc *r, void *p, int ok)
+{
+    (void)r;
+    struct ctx *c = p;
+    pthread_mutex_lock(&c->mu);
+    c->sending = 0;
+    if (c->out) {
+        grpc_byte_buffer_destroy(c->out);
+        c->out = NULL;
+    }
+    pthread_mutex_unlock(&c->mu);
+    if (ok && c->m->kind == M_WATCH) stream_pump(c);
+    ctx_unref(c);
+}
+
+static void on_stream_closed(struct rpc *r, void *p, int ok)
+{
+    (void)ok;
+    struct ctx *c = p;
+    pthread_mutex_lock(&c->mu);
+    c->closed = 1;
+    struct event_sub *sub = c->sub;
+    c->sub = NULL;
+    pthread_mutex_unlock(&c->mu);
+    if (sub) {
+        event_bus_unsubscribe(core_events(r->core), sub);
+        ctx_unref(c); /* the subscription's reference */
+    }
+    ctx_unref(c);
+}
+
+/* Sends the next queued event, if no send is in flight.  Called from the bus
+ * (wake) and from send completions. */
+static void stream_pump(struct ctx *c)
+{
+    pthread_mutex_lock(&c->mu);
+    if (c->sending || c->closed || c->finishing || !c->sub) {
+        pthread_mutex_unlock(&c->mu);
+        return;
+    }
+    uint8_t *data;
+    size_t len;
+    int got = event_sub_pop(c->sub, &data, &len);
+    grpc_op op;
+    memset(&op, 0, sizeof op);
+    if (got == 1) {
+        c->sending = 1;
+        c->refs++;
+        c->out = wrap(data, len);
+        op.op = GRPC_OP_SEND_MESSAGE;
+        op.data.send_message.send_message = c->out;
+        c->t_send.fn = on_stream_sent;
+        c->t_send.ctx = c;
+        pthread_mutex_unlock(&c->mu);
+        start_batch(c, &op, 1, &c->t_send);
+        return;
+    }
+    if (got < 0) {
+        c->finishing = 1;
+        c->refs++;
+        c->status_text = grpc_slice_from_static_string(
+            "this Watch fell too far behind (watch_queue events unread) and was dropped; "
+            "subscribe again");
+        c->have_status_text = 1;
+        op.op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+        op.data.send_status_from_server.status = GRPC_STATUS_RESOURCE_EXHAUSTED;
+        op.data.send_status_from_server.status_details = &c->status_text;
+        c->t_send.fn = on_finished;
+        c->t_send.ctx = c;
+        pthread_mutex_unlock(&c->mu);
+        log_warn("rpc", "dropping a Watch subscriber that fell behind");
+        start_batch(c, &op, 1, &c->t_send);
+        return;
+    }
+    pthread_mutex_unlock(&c->mu);
+}
+
+static void stream_wake(void *arg) { stream_pump(arg); }
+
+/* Sends initial metadata and waits for the close, keeping a reference for it. */
+static void stream_open(struct ctx *c, grpc_byte_buffer *first)
+{
+    grpc_op ops[3];
+    memset(ops, 0, sizeof ops);
+    size_t n = 0;
+    ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+    ops[n++].data.recv_close_on_server.cancelled = &c->cancelled;
+    c->refs++; /* the close tag */
+    c->t_close.fn = on_stream_closed;
+    c->t_close.ctx = c;
+    start_batch(c, ops, n, &c->t_close);
+    if (first) {
+        memset(ops, 0, sizeof ops);
+        pthread_mutex_lock(&c->mu);
+        c->sending = 1;
+        c->refs++;
+        c->out = first;
+        pthread_mutex_unlock(&c->mu);
+        ops[0].op = GRPC_OP_SEND_MESSAGE;
+        ops[0].data.send_message.send_message = first;
+        c->t_send.fn = on_stream_sent;
+        c->t_send.ctx = c;
+        start_batch(c, ops, 1, &c->t_send);
+    }
+}
+
+static void handle_watch(struct ctx *c)
+{
+    Distsup__V1__WatchRequest *q = (void *)decode(c->m->desc, c->payload);
+    if (!q) {
+        bad_request(c);
+        return;
+    }
+    const char *sup = q->supervisor[0] ? q->supervisor : "default";
+    uint32_t mask = 0;
+    for (size_t i = 0; i < q->n_kinds; i++)
+        if (q->kinds[i] > 0 && q->kinds[i] < 32) mask |= 1u << (unsigned)q->kinds[i];
+    if (strcmp(sup, "*") && !core_has_supervisor(c->r->core, sup)) {
+        char text[300];
+        snprintf(text, sizeof text, "no supervisor named '%.200s'", sup);
+        finish(c, GRPC_STATUS_NOT_FOUND, text, NULL);
+        distsup__v1__watch_request__free_unpacked(q, NULL);
+        return;
+    }
+    const struct sup_config *sc = config_find_sup(c->r->cfg, strcmp(sup, "*") ? sup : "default");
+    size_t qlen = sc ? sc->watch_queue : 4096;
+    /* From here the call's first reference is the subscription's. */
+    stream_open(c, NULL);
+    struct event_sub *sub = event_bus_subscribe(core_events(c->r->core), sup, mask, qlen, stream_wake, c);
+    distsup__v1__watch_request__free_unpacked(q, NULL);
+    if (!sub) {
+        ctx_unref(c);
+        grpc_call_cancel_with_status(c->call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory", NULL);
+        return;
+    }
+    pthread_mutex_lock(&c->mu);
+    int closed = c->closed;
+    if (!closed) c->sub = sub;
+    pthread_mutex_unlock(&c->mu);
+    if (closed) { /* cancelled before we got here */
+        event_bus_unsubscribe(core_events(c->r->core), sub);
+        ctx_unref(c);
+        return;
+    }
+    stream_pump(c);
+}
+
+static void handle_health_watch(struct ctx *c)
+{
+    Grpc__Health__V1__HealthCheckRequest *q = (void *)decode(c->m->desc, c->payload);
+    if (!q) {
+        bad_request(c);
+        return;
+    }
+    Grpc__Health__V1__HealthCheckResponse resp = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
+    resp.status = health_known(q->service) ? GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING
+                                           : GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVICE_UNKNOWN;
+    grpc__health__v1__health_check_request__free_unpacked(q, NULL);
+    /* The status never changes while serving: send it, then hold the stream until
+     * the client leaves or the server stops. */
+    stream_open(c, pack(&resp.base));
+    ctx_unref(c); /* the close tag keeps it alive now */
+}
+
+/* ---------- reflection (bidirectional) ---------- */
+
+static void reflect_recv(struct ctx *c, int with_md, grpc_byte_buffer *send);
+
+static void on_reflect_recv(struct rpc *r, void *p, int ok)
+{
+    struct ctx *c = p;
+    if (c->out) {
+        grpc_byte_buffer_destroy(c->out);
+        c->out = NULL;
+    }
+    grpc_byte_buffer *in = c->recv;
+    c->recv = NULL;
+    if (!ok || !in) { /* the client finished sending (or went away) */
+        if (in) grpc_byte_buffer_destroy(in);
+        finish(c, GRPC_STATUS_OK, NULL, NULL);
+        return;
+    }
+    grpc_slice s = read_all(in);
+    grpc_byte_buffer_destroy(in);
+    uint8_t *out;
+    size_t len;
+    int rc = reflection_answer(r->refl, GRPC_SLICE_START_PTR(s), GRPC_SLICE_LENGTH(s), &out, &len);
+    grpc_slice_unref(s);
+    if (rc != 0) {
+        finish(c, GRPC_STATUS_INVALID_ARGUMENT, "malformed ServerReflectionRequest", NULL);
+        return;
+    }
+    reflect_recv(c, 0, wrap(out, len));
+}
+
+static void reflect_recv(struct ctx *c, int with_md, grpc_byte_buffer *send)
+{
+    grpc_op ops[3];
+    memset(ops, 0, sizeof ops);
+    size_t n = 0;
+    if (with_md) ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
+    if (send) {
+        c->out = send;
+        ops[n].op = GRPC_OP_SEND_MESSAGE;
+        ops[n++].data.send_message.send_message = send;
+    }
+    ops[n].op = GRPC_OP_RECV_MESSAGE;
+    ops[n++].data.recv_message.recv_message = &c->recv;
+    c->t_main.fn = on_reflect_recv;
+    c->t_main.ctx = c;
+    start_batch(c, ops, n, &c->t_main);
+}
+
+/* ---------- accepting calls ---------- */
+
+static void on_request(struct rpc *r, void *p, int ok)
+{
+    struct ctx *c = p;
+    if (!ok || atomic_load(&r->stopping)) {
+        ctx_unref(c);
+        return;
+    }
+    request_one(r, c->m); /* keep one waiting in its place */
+    if (!c->m) {
+        char text[600];
+        char *method = grpc_slice_to_c_string(c->details.method);
+        snprintf(text, sizeof text, "unknown method %.500s", method ? method : "?");
+        gpr_free(method);
+        finish(c, GRPC_STATUS_UNIMPLEMENTED, text, NULL);
+        return;
+    }
+    switch (c->m->kind) {
+    case M_UNARY: handle_unary(c); break;
+    case M_WATCH: handle_watch(c); break;
+    case M_HEALTH_CHECK: handle_health_check(c); break;
+    case M_HEALTH_WATCH: handle_health_watch(c); break;
+    case M_REFLECT: reflect_recv(c, 1, NULL); break;
+    }
+}
+
+static void request_one(struct rpc *r, const struct method *m)
+{
+    if (atomic_load(&r->stopping)) return;
+    struct ctx *c = ctx_new(r, m);
+    if (!c) {
+        log_error("rpc", "out of memory: cannot accept more calls for %s", m ? m->path : "unknown methods");
+        return;
+    }
+    c->t_req.fn = on_request;
+    c->t_req.ctx = c;
+    grpc_call_error e;
+    if (m) {
+        int with_payload = m->kind != M_REFLECT;
+        e = grpc_server_request_registered_call(r->server, m->handle, &c->call, &c->deadline, &c->md,
+                                                with_payload ? &c->payload : NULL, r->cq, r->cq, &c->t_req);
+    } else {
+        e = grpc_server_request_call(r->server, &c->call, &c->details, &c->md, r->cq, r->cq, &c->t_req);
+    }
+    if (e != GRPC_CALL_OK) {
+        log_error("rpc", "cannot request calls: grpc error %d", (int)e);
+        ctx_unref(c);
+    }
+}
+
+static void on_shutdown(struct rpc *r, void *p, int ok)
+{
+    (void)p;
+    (void)ok;
+    atomic_store(&r->shutdown_done, 1);
+}
+
+static void *cq_thread(void *arg)
+{
+    struct rpc *r = arg;
+    for (;;) {
+        grpc_event ev = grpc_completion_queue_next(r->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+        if (ev.type == GRPC_QUEUE_SHUTDOWN) break;
+        if (ev.type != GRPC_OP_COMPLETE) continue;
+        struct tag *t = ev.tag;
+        t->fn(r, t->ctx, ev.success);
+    }
+    return NULL;
+}
+
+struct rpc *rpc_start(const struct config *cfg, struct core *core, int *port, char *err, size_t errlen)
+{
+    struct rpc *r = calloc(1, sizeof *r);
+    if (!r) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    r->cfg = cfg;
+    r->core = core;
+    memcpy(r->methods, methods_template, sizeof methods_template);
+    static const char *const services[] = {
+        SUPERVISOR_SERVICE, "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection", NULL,
+    };
+    r->refl = reflection_new(distsup_descriptor_set, distsup_descriptor_set_len, services, err, errlen);
+    if (!r->refl) {
+        free(r);
+        return NULL;
+    }
+    grpc_arg args[2];
+    args[0].type = GRPC_ARG_INTEGER;
+    args[0].key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
+    /* Room for the largest valid request; our own checks answer INVALID_ARGUMENT
+     * above max_payload_bytes, grpc itself answers RESOURCE_EXHAUSTED above this. */
+    args[0].value.integer = (int)(cfg->max_payload * 4 + (1 << 20));
+    args[1].type = GRPC_ARG_INTEGER;
+    args[1].key = GRPC_ARG_MAX_SEND_MESSAGE_LENGTH;
+    args[1].value.integer = -1;
+    grpc_channel_args ch_args = {2, args};
+    r->server = grpc_server_create(&ch_args, NULL);
+    r->cq = grpc_completion_queue_create_for_next(NULL);
+    grpc_server_register_completion_queue(r->server, r->cq, NULL);
+    for (size_t i = 0; i < N_METHODS; i++) {
+        grpc_server_register_method_payload_handling h =
+            r->methods[i].kind == M_REFLECT ? GRPC_SRM_PAYLOAD_NONE : GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER;
+        r->methods[i].handle = grpc_server_register_method(r->server, r->methods[i].path, NULL, h, 0);
+    }
+    grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
+    *port = grpc_server_add_http2_port(r->server, cfg->listen, creds);
+    grpc_server_credentials_release(creds);
+    if (*port <= 0) {
+        snprintf(err, errlen, "cannot listen on %s (address in use, or not a HOST:PORT?)", cfg->listen);
+        grpc_server_destroy(r->server);
+        grpc_completion_queue_shutdown(r->cq);
+        while (grpc_completion_queue_next(r->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
+               GRPC_QUEUE_SHUTDOWN) {}
+        grpc_completion_queue_destroy(r->cq);
+        reflection_free(r->refl);
+        free(r);
+        return NULL;
+    }
+    grpc_server_start(r->server);
+    for (size_t i = 0; i < N_METHODS; i++)
+        for (int k = 0; k < REQUESTS_PER_METHOD; k++) request_one(r, &r->methods[i]);
+    request_one(r, NULL);
+    r->n_threads = cfg->threads;
+    r->threads = calloc(r->n_threads, sizeof *r->threads);
+    for (unsigned i = 0; r->threads && i < r->n_threads; i++) {
+        if (pthread_create(&r->threads[i], NULL, cq_thread, r) != 0) {
+            r->n_threads = i;
+            break;
+        }
+    }
+    if (!r->threads || r->n_threads == 0) {
+        snprintf(err, errlen, "cannot start the completion-queue threads");
+        rpc_stop(r);
+        rpc_free(r);
+        return NULL;
+    }
+    return r;
+}
+
+void rpc_stop(struct rpc *r)
+{
+    if (atomic_exchange(&r->stopping, 1)) return;
+    r->t_shutdown.fn = on_shutdown;
+    r->t_shutdown.ctx = NULL;
+    grpc_server_shutdown_and_notify(r->server, r->cq, &r->t_shutdown);
+    grpc_server_cancel_all_calls(r->server);
+}
+
+void rpc_free(struct rpc *r)
+{
+    /* Calls parked in the core were answered by core_shutdown; wait for grpc to
+     * report the server down, then drain the queue and stop the threads. */
+    for (int i = 0; i < 1000 && !atomic_load(&r->shutdown_done); i++) {
+        struct timespec ts = {0, 5 * 1000000};
+        nanosleep(&ts, NULL);
+    }
+    grpc_server_destroy(r->server);
+    grpc_completion_queue_shutdown(r->cq);
+    for (unsigned i = 0; i < r->n_threads; i++) pthread_join(r->threads[i], NULL);
+    grpc_completion_queue_destroy(r->cq);
+    long left = atomic_load(&r->live_ctx);
+    if (left) log_warn("rpc", "%ld call contexts still alive at exit", left);
+    free(r->threads);
+    reflection_free(r->refl);
+    free(r);
+}

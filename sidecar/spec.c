@@ -1,0 +1,126 @@
+#include "sidecar/spec.h"
+
+#include <stdio.h>
+#include <string.h>
+
+int spec_name_check(const char *what, const char *name, char *err, size_t errlen)
+{
+    size_t n = strlen(name);
+    if (n == 0) {
+        snprintf(err, errlen, "%s is empty", what);
+        return -1;
+    }
+    if (n > SPEC_NAME_MAX) {
+        snprintf(err, errlen, "%s is %zu bytes long; the limit is %d", what, n, SPEC_NAME_MAX);
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)name[i];
+        if (c <= 0x20 || c == 0x7f) {
+            snprintf(err, errlen, "%s '%.40s' contains a space or control character at byte %zu",
+                     what, name, i);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int has_control(const char *s)
+{
+    for (; *s; s++)
+        if ((unsigned char)*s < 0x20 && *s != '\t') return 1;
+    return 0;
+}
+
+int spec_validate(const Distsup__V1__ChildSpec *s, size_t max_init, char *err, size_t errlen)
+{
+    size_t text = 0;
+    if (s->name[0] && spec_name_check("child name", s->name, err, errlen) != 0) return -1;
+    if (s->n_argv == 0 || s->argv[0][0] == 0) {
+        snprintf(err, errlen, "spec.argv is empty: give the program to run as argv[0]");
+        return -1;
+    }
+    if (s->n_argv > SPEC_ARGV_MAX) {
+        snprintf(err, errlen, "spec.argv has %zu entries; the limit is %d", s->n_argv, SPEC_ARGV_MAX);
+        return -1;
+    }
+    for (size_t i = 0; i < s->n_argv; i++) text += strlen(s->argv[i]) + 1;
+    if (s->n_env > SPEC_ENV_MAX) {
+        snprintf(err, errlen, "spec.env has %zu entries; the limit is %d", s->n_env, SPEC_ENV_MAX);
+        return -1;
+    }
+    for (size_t i = 0; i < s->n_env; i++) {
+        const char *k = s->env[i]->key, *v = s->env[i]->value;
+        if (!k[0] || strchr(k, '=') || has_control(k)) {
+            snprintf(err, errlen, "spec.env key '%.40s' is not a valid variable name", k);
+            return -1;
+        }
+        text += strlen(k) + strlen(v) + 2;
+    }
+    text += strlen(s->cwd);
+    for (size_t i = 0; i < s->n_labels; i++) {
+        if (!s->labels[i]->key[0]) {
+            snprintf(err, errlen, "spec.labels has an empty key");
+            return -1;
+        }
+        text += strlen(s->labels[i]->key) + strlen(s->labels[i]->value);
+    }
+    if (s->node[0] && spec_name_check("spec.node", s->node, err, errlen) != 0) return -1;
+    text += strlen(s->key);
+    if (text > SPEC_TEXT_MAX) {
+        snprintf(err, errlen, "spec text (argv, env, cwd, labels, key) is %zu bytes; the limit is %d",
+                 text, SPEC_TEXT_MAX);
+        return -1;
+    }
+    if (s->shutdown_ms > SPEC_SHUTDOWN_MAX_MS) {
+        snprintf(err, errlen, "spec.shutdown_ms %u is above the limit of %u", s->shutdown_ms,
+                 SPEC_SHUTDOWN_MAX_MS);
+        return -1;
+    }
+    if (s->restart != DISTSUP__V1__RESTART_TYPE__PERMANENT &&
+        s->restart != DISTSUP__V1__RESTART_TYPE__TRANSIENT &&
+        s->restart != DISTSUP__V1__RESTART_TYPE__TEMPORARY) {
+        snprintf(err, errlen, "spec.restart %d is not PERMANENT, TRANSIENT or TEMPORARY", (int)s->restart);
+        return -1;
+    }
+    if (s->protocol != DISTSUP__V1__PROTOCOL__FRAMES && s->protocol != DISTSUP__V1__PROTOCOL__NONE) {
+        snprintf(err, errlen, "spec.protocol %d is not FRAMES or NONE", (int)s->protocol);
+        return -1;
+    }
+    if (s->init.len > max_init) {
+        snprintf(err, errlen, "spec.init is %zu bytes; the limit is %zu", s->init.len, max_init);
+        return -1;
+    }
+    return 0;
+}
+
+uint32_t spec_shutdown_ms(const Distsup__V1__ChildSpec *spec)
+{
+    if (spec->kill_immediately) return 0;
+    return spec->shutdown_ms ? spec->shutdown_ms : SPEC_DEFAULT_SHUTDOWN_MS;
+}
+
+int restart_allow(struct restart_window *w, unsigned max_restarts, uint64_t period_ms,
+                  uint64_t now_ms, unsigned *recent)
+{
+    unsigned keep = 0;
+    for (unsigned i = 0; i < w->n; i++)
+        if (now_ms < w->at_ms[i] || now_ms - w->at_ms[i] < period_ms) w->at_ms[keep++] = w->at_ms[i];
+    w->n = keep;
+    *recent = w->n;
+    if (w->n >= max_restarts) return 0;
+    if (w->n == RESTART_TRACK) { /* cannot happen while max_restarts <= RESTART_TRACK */
+        memmove(w->at_ms, w->at_ms + 1, (RESTART_TRACK - 1) * sizeof w->at_ms[0]);
+        w->n--;
+    }
+    w->at_ms[w->n++] = now_ms;
+    return 1;
+}
+
+uint64_t restart_backoff_ms(unsigned recent, uint64_t base_ms, uint64_t max_ms)
+{
+    if (recent == 0) return 0;
+    uint64_t d = base_ms;
+    for (unsigned i = 1; i < recent && d < max_ms; i++) d *= 2;
+    return d < max_ms ? d : max_ms;
+}

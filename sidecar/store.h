@@ -1,0 +1,48 @@
+/* store: each node's durable state in one SQLite file (WAL) under the data dir.
+ *
+ * Holds the specs of the children this node runs, with their state, restart count
+ * and incarnation.  Every write is committed with synchronous=FULL before the call
+ * returns, so what the caller acknowledges afterwards is on disk.  One connection,
+ * used by one thread at a time (the supervisor core's reactor). */
+#ifndef DISTSUP_STORE_H
+#define DISTSUP_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct store;
+
+/* Opens (creating) DIR/distsup.db, creating DIR if missing.  Checks the file's
+ * integrity; a corrupt or unwritable database gives NULL and a clear message. */
+struct store *store_open(const char *dir, char *err, size_t errlen);
+void store_close(struct store *s);
+
+/* Child states as stored. */
+enum store_child_state { STORE_RUNNING = 0, STORE_FAILED = 1 };
+
+struct store_child {
+    const char *supervisor;
+    const char *name;
+    const uint8_t *spec; /* a packed distsup.v1.ChildSpec */
+    size_t spec_len;
+    int state;           /* enum store_child_state */
+    uint32_t restarts;
+    uint64_t incarnation;
+};
+
+/* Inserts or replaces.  0, or -1 (logged) on failure. */
+int store_put_child(struct store *s, const struct store_child *c);
+int store_set_child_state(struct store *s, const char *supervisor, const char *name, int state,
+                          uint32_t restarts, uint64_t incarnation);
+int store_delete_child(struct store *s, const char *supervisor, const char *name);
+
+/* Calls fn for every stored child, in insertion order.  fn's pointers are valid only
+ * during the call.  A non-zero return from fn stops and is returned. */
+typedef int (*store_child_fn)(void *arg, const struct store_child *c);
+int store_load_children(struct store *s, store_child_fn fn, void *arg);
+
+/* Groups the writes that follow into one transaction (one fsync) until store_commit. */
+int store_begin(struct store *s);
+int store_commit(struct store *s);
+
+#endif
