@@ -3,7 +3,7 @@
  *   init bytes   the starting count, as decimal text (default 0)
  *   call "get"   replies the count as decimal text
  *   call "incr"  adds one and replies the new count
- *   cast "incr"  adds one
+ *   cast "incr"  adds one (so does a Send of "incr")
  *   call "sleep:MS"  sleeps MS milliseconds, then replies "slept"
  *   call "crash" exits with code 1 (the sidecar restarts it)
  *   call "echo:X" replies X
@@ -82,7 +82,7 @@ int main(void)
     struct counter c = {0};
     struct ds_worker_callbacks cb = {
         .arg = &c, .on_init = on_init, .on_call = on_call, .on_cast = on_cast,
-        .get_state = get_state,
+        .on_info = on_cast, .get_state = get_state,
     };
     return ds_worker_run(&cb);
 }
