@@ -85,6 +85,7 @@ struct child {
     void *start_arg;
     struct waiter *term_waiters;
     int removing;                 /* TerminateChild asked: do not restart */
+    int start_timed_out;          /* killed for want of a Ready frame */
     uint8_t *state_blob;          /* last State frame (handoff) */
     size_t state_len;
     uint64_t log_window;          /* rate limit of log lines */
@@ -501,6 +502,7 @@ out:
 static int start_incarnation(struct core *c, struct child *ch, char *err, size_t errlen)
 {
     ch->incarnation++;
+    ch->start_timed_out = 0;
     snprintf(ch->id, sizeof ch->id, "%s/%llx.%llu", c->cfg->node_name,
              (unsigned long long)c->boot_ms, (unsigned long long)++c->seq);
     if (spawn(c, ch, err, errlen) != 0) return -1;
@@ -911,8 +913,15 @@ static void on_exit_status(struct core *c, struct child *ch, int status)
     fail_calls(ch, GRPC_STATUS_UNAVAILABLE, normal ? "exited" : "died");
 
     if (ch->start_done) { /* died before Ready: the StartChild fails, nothing is kept */
-        fail(ch->start_done, ch->start_arg, GRPC_STATUS_FAILED_PRECONDITION,
-             "child '%s' %s before it was ready (see the daemon log for its stderr)", ch->name, reason);
+        if (ch->start_timed_out)
+            fail(ch->start_done, ch->start_arg, GRPC_STATUS_DEADLINE_EXCEEDED,
+                 "child '%s' did not send Ready within %ums (start_timeout_ms); it was killed. "
+                 "Does it speak the frame protocol? Use protocol NONE for plain programs",
+                 ch->name, ch->sup->cfg->start_timeout_ms);
+        else
+            fail(ch->start_done, ch->start_arg, GRPC_STATUS_FAILED_PRECONDITION,
+                 "child '%s' %s before it was ready (see the daemon log for its stderr)", ch->name,
+                 reason);
         ch->start_done = NULL;
         emit(c, ch, DISTSUP__V1__EVENT_KIND__PROCESS_STOP, code, sig, reason);
         remove_child(c, ch);
@@ -968,15 +977,10 @@ static void child_timer(struct core *c, struct child *ch, uint64_t now)
     if (!ch->timer_at || now < ch->timer_at) return;
     switch (ch->state) {
     case DISTSUP__V1__CHILD_STATE__STARTING:
+        /* The StartChild is answered when the process has been reaped (on_exit_status),
+         * so that nothing of the child is left once the caller hears it failed. */
         ch->timer_at = 0;
-        if (ch->start_done) {
-            fail(ch->start_done, ch->start_arg, GRPC_STATUS_DEADLINE_EXCEEDED,
-                 "child '%s' did not send Ready within %ums (start_timeout_ms); it was killed. "
-                 "Does it speak the frame protocol? Use protocol NONE for plain programs",
-                 ch->name, ch->sup->cfg->start_timeout_ms);
-            ch->start_done = NULL;
-            ch->removing = 1;
-        }
+        ch->start_timed_out = 1;
         kill_child(c, ch, "no Ready frame in time");
         break;
     case DISTSUP__V1__CHILD_STATE__RESTARTING:
