@@ -457,6 +457,18 @@ struct watch_state {
     bool header_done;
 };
 
+static void watch_header(struct watch_state *w) {
+    if (w->header_done || w->o->json) return;
+    printf("%-12s  %-6s  %-15s  %-10s  %-20s  %-16s  %-7s  %s\n", "TIME", "SEQ", "KIND",
+           "SUPERVISOR", "NAME", "NODE", "PID", "DETAIL");
+    fflush(stdout);
+    w->header_done = true;
+}
+
+/* The daemon has subscribed the stream: the table's header shows that events from
+ * now on will be printed (scripts may wait for it before acting). */
+static void on_open(void *arg) { watch_header(arg); }
+
 static int on_event(void *arg, const ds_event *e) {
     struct watch_state *w = arg;
     const struct ctl_opts *o = w->o;
@@ -476,11 +488,7 @@ static int on_event(void *arg, const ds_event *e) {
         ctl_json_cstr(stdout, e->reason);
         printf(",\"at_ms\":%" PRId64 ",\"restarts\":%" PRIu32 "}\n", e->at_ms, e->restarts);
     } else {
-        if (!w->header_done) {
-            printf("%-12s  %-6s  %-15s  %-10s  %-20s  %-16s  %-7s  %s\n", "TIME", "SEQ", "KIND",
-                   "SUPERVISOR", "NAME", "NODE", "PID", "DETAIL");
-            w->header_done = true;
-        }
+        watch_header(w);
         char when[32] = "-";
         if (e->at_ms > 0) {
             time_t t = (time_t)(e->at_ms / 1000);
@@ -530,6 +538,7 @@ static int cmd_watch(ds_client *c, const struct ctl_opts *o) {
         .n_kinds = o->n_kinds,
         .timeout_ms = o->timeout_ms,
         .stop = &g_stop,
+        .on_open = on_open,
     };
     ds_error err;
     if (ds_watch(c, &wo, on_event, &w, &err) != DS_OK) {
