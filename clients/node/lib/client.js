@@ -1,0 +1,366 @@
+'use strict';
+// The distsup Node client: promises over @grpc/grpc-js, the .proto files loaded at run
+// time with @grpc/proto-loader.  Times are milliseconds; payloads are Buffer,
+// Uint8Array or string (sent as UTF-8); replies are Buffers.
+const path = require('path');
+const grpc = require('@grpc/grpc-js');
+const protoLoader = require('@grpc/proto-loader');
+const { protoDir } = require('./protos');
+const { DistsupError, errorFor, fromGrpcError, Unavailable } = require('./errors');
+
+const DEFAULT_ADDRESS = '127.0.0.1:50051';
+const DEFAULT_TIMEOUT_MS = 10000;
+
+let cached = null;
+function api() {
+  if (!cached) {
+    const dir = protoDir();
+    const def = protoLoader.loadSync('distsup/v1/supervisor.proto', {
+      includeDirs: [dir],
+      keepCase: true,
+      longs: Number,
+      enums: String,
+      bytes: Buffer,
+      defaults: true,
+      oneofs: true,
+    });
+    const pkg = grpc.loadPackageDefinition(def).distsup.v1;
+    cached = { Service: pkg.Supervisor, def, dir };
+  }
+  return cached;
+}
+
+const ENUMS = {
+  restart: ['PERMANENT', 'TRANSIENT', 'TEMPORARY'],
+  protocol: ['FRAMES', 'NONE'],
+  kind: ['PROCESS_START', 'PROCESS_STOP', 'PROCESS_RESTART', 'PROCESS_FAILED', 'PROCESS_MOVED',
+    'NODE_UP', 'NODE_DOWN', 'NODE_TERMINATE'],
+};
+
+function enumName(what, value) {
+  const names = ENUMS[what];
+  const v = typeof value === 'number' ? names[value] : String(value).toUpperCase().replace(/-/g, '_');
+  if (!names.includes(v)) {
+    throw new TypeError(`${what} must be one of ${names.map((n) => n.toLowerCase()).join(', ')}, not ${value}`);
+  }
+  return v;
+}
+
+function toBuffer(p) {
+  if (p === undefined || p === null) return Buffer.alloc(0);
+  if (typeof p === 'string') return Buffer.from(p, 'utf8');
+  if (Buffer.isBuffer(p)) return p;
+  if (p instanceof Uint8Array) return Buffer.from(p.buffer, p.byteOffset, p.byteLength);
+  throw new TypeError('a payload is a Buffer, Uint8Array or string');
+}
+
+function toChild(c) {
+  if (!c) return null;
+  const s = c.spec || {};
+  return {
+    supervisor: c.supervisor,
+    name: c.name,
+    id: c.id,
+    node: c.node,
+    osPid: c.os_pid,
+    state: c.state,
+    restarts: c.restarts,
+    startedAtMs: c.started_at_ms,
+    incarnation: c.incarnation,
+    spec: {
+      name: s.name,
+      argv: s.argv || [],
+      env: s.env || {},
+      cwd: s.cwd,
+      restart: s.restart,
+      shutdownMs: s.shutdown_ms,
+      killImmediately: s.kill_immediately,
+      node: s.node,
+      key: s.key,
+      init: s.init || Buffer.alloc(0),
+      labels: s.labels || {},
+      protocol: s.protocol,
+    },
+  };
+}
+
+function toEvent(e) {
+  return {
+    seq: e.seq,
+    kind: e.kind,
+    supervisor: e.supervisor,
+    name: e.name,
+    id: e.id,
+    node: e.node,
+    osPid: e.os_pid,
+    exitCode: e.exit_code,
+    signal: e.signal,
+    reason: e.reason,
+    atMs: e.at_ms,
+    restarts: e.restarts,
+  };
+}
+
+// grpc.health.v1: two one-field messages, coded by hand (no .proto file needed).
+function encodeHealthRequest(service) {
+  const s = Buffer.from(service || '', 'utf8');
+  if (!s.length) return Buffer.alloc(0);
+  const len = [];
+  let n = s.length;
+  do {
+    let b = n & 0x7f;
+    n >>>= 7;
+    if (n) b |= 0x80;
+    len.push(b);
+  } while (n);
+  return Buffer.concat([Buffer.from([0x0a, ...len]), s]);
+}
+const HEALTH = ['UNKNOWN', 'SERVING', 'NOT_SERVING', 'SERVICE_UNKNOWN'];
+function decodeHealthResponse(buf) {
+  let status = 0;
+  let i = 0;
+  while (i < buf.length) {
+    const tag = buf[i++];
+    if (tag !== 0x08) throw new Error('unexpected field in HealthCheckResponse');
+    let shift = 0;
+    let v = 0;
+    for (;;) {
+      const b = buf[i++];
+      v |= (b & 0x7f) << shift;
+      shift += 7;
+      if (!(b & 0x80)) break;
+    }
+    status = v;
+  }
+  return HEALTH[status] || 'UNKNOWN';
+}
+
+/**
+ * An iterator of events from a Watch stream: `for await (const ev of watch)`.
+ * Ends when the daemon closes the stream or after cancel(); throws DeadlineExceeded
+ * when its timeout passes, or the mapped error when the stream fails.
+ */
+class Watch {
+  constructor(call) {
+    this._call = call;
+    this._cancelled = false;
+    this._failure = null;
+    this.opened = new Promise((resolve, reject) => {
+      call.once('metadata', () => resolve(this));
+      call.once('error', (e) => {
+        this._failure = e;
+        reject(fromGrpcError(e));
+      });
+      call.once('end', () => resolve(this));
+    });
+    this.opened.catch(() => {}); // read by watch(); never an unhandled rejection
+  }
+
+  async *[Symbol.asyncIterator]() {
+    try {
+      for await (const ev of this._call) yield toEvent(ev);
+      // An error emitted before iteration began is not seen by the stream's iterator.
+      if (this._failure) throw this._failure;
+    } catch (e) {
+      if (this._cancelled && e.code === grpc.status.CANCELLED) return;
+      throw fromGrpcError(e);
+    } finally {
+      if (!this._cancelled) this.cancel();
+    }
+  }
+
+  /** The next event, or null when the stream has ended. */
+  async next() {
+    if (!this._iter) this._iter = this[Symbol.asyncIterator]();
+    const r = await this._iter.next();
+    return r.done ? null : r.value;
+  }
+
+  /** Ends the stream; iteration then stops. */
+  cancel() {
+    this._cancelled = true;
+    this._call.cancel();
+  }
+}
+
+class Supervisor {
+  /**
+   * @param {string} [address] "HOST:PORT"; default $DISTSUP_ADDR, else 127.0.0.1:50051
+   * @param {object} [opts] supervisor: the named supervisor to use ("" = default);
+   *   timeout: each RPC's deadline in ms (call() adds the child's own timeout).
+   */
+  constructor(address, opts = {}) {
+    this.address = address || process.env.DISTSUP_ADDR || DEFAULT_ADDRESS;
+    this.supervisor = opts.supervisor || '';
+    this.timeout = opts.timeout || DEFAULT_TIMEOUT_MS;
+    const { Service } = api();
+    this.client = new Service(this.address, grpc.credentials.createInsecure(), {
+      'grpc.primary_user_agent': 'distsup-node/1',
+    });
+  }
+
+  close() {
+    this.client.close();
+  }
+
+  _sup(o) {
+    return o && o.supervisor !== undefined ? o.supervisor : this.supervisor;
+  }
+
+  _unary(method, req, timeoutMs) {
+    const deadline = new Date(Date.now() + (timeoutMs || this.timeout));
+    return new Promise((resolve, reject) => {
+      this.client[method](req, { deadline }, (err, resp) => {
+        if (err) reject(fromGrpcError(err));
+        else resolve(resp);
+      });
+    });
+  }
+
+  /** Resolves once the channel is connected; Unavailable after timeoutMs. */
+  waitReady(timeoutMs = DEFAULT_TIMEOUT_MS) {
+    return new Promise((resolve, reject) => {
+      this.client.waitForReady(new Date(Date.now() + timeoutMs), (err) => {
+        if (err) reject(new Unavailable(`cannot connect to ${this.address} within ${timeoutMs} ms`));
+        else resolve(this);
+      });
+    });
+  }
+
+  /**
+   * Starts a child; resolves to it once it runs (a worker: once it sent Ready).
+   *   await sup.startChild('c1', ['./counter'], { init: '10', restart: 'transient' })
+   * opts: env, cwd, restart, shutdownMs, killImmediately, node, key, init, labels,
+   * protocol ('frames' | 'none'), supervisor.  name '' or null: generated.
+   */
+  async startChild(name, argv, opts = {}) {
+    if (!Array.isArray(argv) || argv.length === 0) {
+      throw new TypeError('argv must be a non-empty array (program and arguments)');
+    }
+    const spec = {
+      name: name || '',
+      argv: argv.map(String),
+      env: opts.env || {},
+      cwd: opts.cwd || '',
+      restart: enumName('restart', opts.restart || 'PERMANENT'),
+      shutdown_ms: opts.shutdownMs || 0,
+      kill_immediately: !!opts.killImmediately,
+      node: opts.node || '',
+      key: opts.key || '',
+      init: toBuffer(opts.init),
+      labels: opts.labels || {},
+      protocol: enumName('protocol', opts.protocol || 'FRAMES'),
+    };
+    const r = await this._unary('StartChild', { supervisor: this._sup(opts), spec });
+    return toChild(r.child);
+  }
+
+  /** Stops a child by name (or { id }); resolves to { name, exitCode, signal }. */
+  async terminateChild(name, opts = {}) {
+    if (!name && !opts.id) throw new TypeError('terminateChild needs a name or { id }');
+    const r = await this._unary('TerminateChild', {
+      supervisor: this._sup(opts), name: name || '', id: name ? '' : opts.id,
+    });
+    return { name: r.name || name, exitCode: r.exit_code, signal: r.signal };
+  }
+
+  /** Every child, cluster-wide (or on opts.node). */
+  async children(opts = {}) {
+    const r = await this._unary('Children', { supervisor: this._sup(opts), node: opts.node || '' });
+    return (r.children || []).map(toChild);
+  }
+
+  async countChildren(opts = {}) {
+    return this._unary('CountChildren', { supervisor: this._sup(opts), node: opts.node || '' });
+  }
+
+  /** The child called name; rejects with NotFound when there is none. */
+  async whereis(name, opts = {}) {
+    return toChild((await this._unary('WhereIs', { supervisor: this._sup(opts), name })).child);
+  }
+
+  /** The child whose current incarnation has this id. */
+  async whois(id, opts = {}) {
+    const r = await this._unary('WhoIs', { supervisor: this._sup(opts), id });
+    const c = toChild(r.child) || { id };
+    if (!c.name) c.name = r.name;
+    return c;
+  }
+
+  /**
+   * Calls the worker; resolves to its reply (a Buffer).  opts.timeout: the worker's
+   * time to answer in ms (default: the daemon's, 5000); past it DeadlineExceeded.
+   */
+  async call(name, payload, opts = {}) {
+    const t = opts.timeout || 0;
+    const r = await this._unary('Call', {
+      supervisor: this._sup(opts), name, payload: toBuffer(payload), timeout_ms: t,
+    }, (t || 5000) + this.timeout);
+    return r.payload;
+  }
+
+  /** Fire and forget (a Cast frame). */
+  async cast(name, payload, opts = {}) {
+    await this._unary('Cast', { supervisor: this._sup(opts), name, payload: toBuffer(payload) });
+  }
+
+  /** A plain message (an Info frame). */
+  async send(name, payload, opts = {}) {
+    await this._unary('Send', { supervisor: this._sup(opts), name, payload: toBuffer(payload) });
+  }
+
+  async nodes(opts = {}) {
+    const r = await this._unary('Nodes', { supervisor: this._sup(opts) });
+    return (r.nodes || []).map((n) => ({
+      name: n.name, address: n.address, up: n.up, self: n.self, children: n.children,
+      labels: n.labels || {},
+    }));
+  }
+
+  /** The node a key is placed on. */
+  async nodeFor(key, opts = {}) {
+    return (await this._unary('NodeFor', { supervisor: this._sup(opts), key })).node;
+  }
+
+  /** { mine, node }: is key placed on this daemon's node, and the key's node. */
+  async mine(key, opts = {}) {
+    const r = await this._unary('Mine', { supervisor: this._sup(opts), key });
+    return { mine: r.mine, node: r.node };
+  }
+
+  /** grpc.health.v1 Check: 'SERVING', 'NOT_SERVING', 'UNKNOWN' or 'SERVICE_UNKNOWN'. */
+  health(service = '', opts = {}) {
+    const deadline = new Date(Date.now() + (opts.timeout || this.timeout));
+    return new Promise((resolve, reject) => {
+      this.client.makeUnaryRequest('/grpc.health.v1.Health/Check', encodeHealthRequest,
+        decodeHealthResponse, service, new grpc.Metadata(), { deadline }, (err, s) => {
+          if (err) reject(fromGrpcError(err));
+          else resolve(s);
+        });
+    });
+  }
+
+  /**
+   * Follows lifecycle events.  Resolves to a Watch (an async iterator of events) once
+   * the daemon has subscribed the stream, so every later event is delivered.
+   * opts: kinds (['process_start', ...]; default every kind), supervisor ('*' = every
+   * supervisor), timeout (the stream's deadline in ms; default none), cluster (every
+   * node's events, cluster mode).
+   */
+  async watch(opts = {}) {
+    const req = {
+      supervisor: this._sup(opts),
+      kinds: (opts.kinds || []).map((k) => enumName('kind', k)),
+    };
+    if (opts.cluster) req.cluster = true;
+    const callOpts = opts.timeout ? { deadline: new Date(Date.now() + opts.timeout) } : {};
+    const w = new Watch(this.client.Watch(req, callOpts));
+    await w.opened;
+    return w;
+  }
+}
+
+module.exports = {
+  Supervisor, Watch, DEFAULT_ADDRESS, DEFAULT_TIMEOUT_MS, EVENT_KINDS: ENUMS.kind,
+  _internal: { api, encodeHealthRequest, decodeHealthResponse, toBuffer, path },
+};

@@ -1,0 +1,3 @@
+'use strict';
+// require('distsup/worker'): see lib/worker.js.
+module.exports = require('./lib/worker');
