@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <ini.h>
+#include <stddef.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +27,7 @@ static void sup_defaults(struct sup_config *s, const char *name)
     s->start_timeout_ms = 10000;
     s->watch_queue = 4096;
     s->monitor_nodes = 1;
+    s->max_moves = 16;
 }
 
 void config_defaults(struct config *c)
@@ -40,6 +42,10 @@ void config_defaults(struct config *c)
     snprintf(c->node_name, sizeof c->node_name, "node1@%s", host);
     c->threads = 2;
     c->max_payload = 4u << 20;
+    c->heartbeat_ms = 200;
+    c->down_after_ms = 1000;
+    c->sync_timeout_ms = 3000;
+    c->weight = 100;
     sup_defaults(&c->sups[0], "default");
     c->n_sups = 1;
 }
@@ -97,6 +103,31 @@ static int set_daemon_key(struct config *c, const char *k, const char *v, char *
         return set_str(c->node_name, sizeof c->node_name, v, err, errlen);
     }
     if (!strcmp(k, "strategy_dir")) return set_str(c->strategy_dir, sizeof c->strategy_dir, v, err, errlen);
+    static const struct { const char *key; size_t off, cap; } strs[] = {
+        {"peer_listen", offsetof(struct config, peer_listen), sizeof c->peer_listen},
+        {"peer_advertise", offsetof(struct config, peer_advertise), sizeof c->peer_advertise},
+        {"seeds", offsetof(struct config, seeds), sizeof c->seeds},
+        {"key_file", offsetof(struct config, key_file), sizeof c->key_file},
+        {"trust_file", offsetof(struct config, trust_file), sizeof c->trust_file},
+        {"cluster_key_file", offsetof(struct config, cluster_key_file), sizeof c->cluster_key_file},
+        {"labels", offsetof(struct config, labels), sizeof c->labels},
+    };
+    for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++)
+        if (!strcmp(k, strs[i].key)) return set_str((char *)c + strs[i].off, strs[i].cap, v, err, errlen);
+    static const struct { const char *key; size_t off; unsigned long long lo, hi; } nums[] = {
+        {"heartbeat_ms", offsetof(struct config, heartbeat_ms), 10, 60000},
+        {"down_after_ms", offsetof(struct config, down_after_ms), 50, 600000},
+        {"sync_timeout_ms", offsetof(struct config, sync_timeout_ms), 0, 600000},
+        {"weight", offsetof(struct config, weight), 1, 1000000},
+        {"cluster_size", offsetof(struct config, cluster_size), 0, 10000},
+    };
+    for (size_t i = 0; i < sizeof nums / sizeof nums[0]; i++) {
+        if (strcmp(k, nums[i].key)) continue;
+        if (set_uint(&x, v, nums[i].lo, nums[i].hi, err, errlen)) return -1;
+        *(unsigned *)((char *)c + nums[i].off) = (unsigned)x;
+        return 0;
+    }
+    if (!strcmp(k, "quorum")) return set_bool(&c->quorum, v, err, errlen);
     if (!strcmp(k, "port_file")) return set_str(c->port_file, sizeof c->port_file, v, err, errlen);
     if (!strcmp(k, "log_level")) {
         int l = log_level_parse(v);
@@ -133,7 +164,7 @@ static int set_sup_key(struct sup_config *s, const char *k, const char *v, char 
         {"max_restarts", 0, 100}, {"max_seconds", 1, 86400}, {"restart_backoff_ms", 0, 600000},
         {"restart_backoff_max_ms", 0, 3600000}, {"mailbox", 1, 1000000},
         {"mailbox_bytes", 4096, 1ull << 32}, {"start_timeout_ms", 1, 3600000},
-        {"watch_queue", 1, 1000000},
+        {"watch_queue", 1, 1000000}, {"max_moves", 1, 100000},
     };
     for (size_t i = 0; i < sizeof nums / sizeof nums[0]; i++) {
         if (strcmp(k, nums[i].key)) continue;
@@ -146,12 +177,44 @@ static int set_sup_key(struct sup_config *s, const char *k, const char *v, char 
         case 4: s->mailbox = (unsigned)x; break;
         case 5: s->mailbox_bytes = (size_t)x; break;
         case 6: s->start_timeout_ms = (unsigned)x; break;
-        default: s->watch_queue = (unsigned)x; break;
+        case 7: s->watch_queue = (unsigned)x; break;
+        default: s->max_moves = (unsigned)x; break;
         }
         return 0;
     }
     snprintf(err, errlen, "unknown key '%s'", k);
     return -1;
+}
+
+/* Settings that only make sense together. */
+static int config_check(const struct config *c, char *err, size_t errlen)
+{
+    if (!config_cluster(c)) {
+        if (c->seeds[0]) {
+            snprintf(err, errlen, "seeds are set but peer_listen is not: cluster mode needs --peer-listen");
+            return -1;
+        }
+        if (c->quorum) {
+            snprintf(err, errlen, "quorum needs cluster mode (--peer-listen)");
+            return -1;
+        }
+        return 0;
+    }
+    if (!c->key_file[0] || !c->trust_file[0]) {
+        snprintf(err, errlen, "cluster mode needs key_file and trust_file (--key-file, --trust-file; "
+                              "see `distsupd keygen`)");
+        return -1;
+    }
+    if (c->quorum && c->cluster_size < 2) {
+        snprintf(err, errlen, "quorum needs cluster_size (the number of nodes), at least 2");
+        return -1;
+    }
+    if (c->heartbeat_ms * 2 > c->down_after_ms) {
+        snprintf(err, errlen, "heartbeat_ms (%u) must be at most half of down_after_ms (%u)", c->heartbeat_ms,
+                 c->down_after_ms);
+        return -1;
+    }
+    return 0;
 }
 
 struct ini_ctx {
@@ -221,6 +284,19 @@ void config_usage(FILE *out)
             "  --strategy-dir DIR     where built-in strategies live (default: beside the binary)\n"
             "  --port-file FILE       write the bound port here once serving\n"
             "  --threads N            gRPC completion-queue threads (default 2)\n"
+            "\n"
+            "cluster mode (docs/cluster.md):\n"
+            "  --peer-listen HOST:PORT    serve peer links here (turns cluster mode on)\n"
+            "  --peer-advertise HOST:PORT the address peers dial (default: --peer-listen)\n"
+            "  --seeds HOST:PORT,...      peers to dial at start; the rest are learned\n"
+            "  --key-file FILE            this node's key pair (distsupd keygen FILE)\n"
+            "  --trust-file FILE          the public keys of the nodes to trust\n"
+            "  --cluster-key-file FILE    optional pre-shared cluster key\n"
+            "  --down-after-ms MS         silence before a peer is down (default 1000)\n"
+            "  --cluster-size N           the cluster's size, for --quorum\n"
+            "  --quorum                   stop children and refuse starts without a majority\n"
+            "\n"
+            "  distsupd keygen FILE [--force]   write a new node key pair, print its public key\n"
             "  --help, --version\n");
 }
 
@@ -230,6 +306,11 @@ int config_from_args(struct config *c, int argc, char **argv, char *err, size_t 
         {"--listen", "listen"}, {"--data-dir", "data_dir"}, {"--log-level", "log_level"},
         {"--node-name", "node_name"}, {"--strategy-dir", "strategy_dir"},
         {"--port-file", "port_file"}, {"--threads", "threads"},
+        {"--peer-listen", "peer_listen"}, {"--peer-advertise", "peer_advertise"}, {"--seeds", "seeds"},
+        {"--key-file", "key_file"}, {"--trust-file", "trust_file"},
+        {"--cluster-key-file", "cluster_key_file"}, {"--down-after-ms", "down_after_ms"},
+        {"--heartbeat-ms", "heartbeat_ms"}, {"--cluster-size", "cluster_size"},
+        {"--sync-timeout-ms", "sync_timeout_ms"},
     };
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--config")) {
@@ -252,6 +333,10 @@ int config_from_args(struct config *c, int argc, char **argv, char *err, size_t 
         }
         if (!strcmp(a, "--config")) {
             i++;
+            continue;
+        }
+        if (!strcmp(a, "--quorum")) {
+            c->quorum = 1;
             continue;
         }
         size_t j;
@@ -280,5 +365,7 @@ int config_from_args(struct config *c, int argc, char **argv, char *err, size_t 
             return -1;
         }
     }
-    return 0;
+    return config_check(c, err, errlen);
 }
+
+int config_cluster(const struct config *c) { return c->peer_listen[0] != 0; }

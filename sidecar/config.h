@@ -9,6 +9,21 @@
  *   threads = 2
  *   max_payload_bytes = 4194304
  *
+ *   ; cluster mode (docs/cluster.md): on when peer_listen is set
+ *   peer_listen = 0.0.0.0:50052 ; peer links (mutually authenticated, encrypted)
+ *   peer_advertise = host1:50052 ; the address peers dial (default: peer_listen)
+ *   seeds = host2:50052,host3:50052
+ *   key_file = /etc/distsup/node.key     ; from `distsupd keygen FILE`
+ *   trust_file = /etc/distsup/trusted    ; the peers' public keys
+ *   cluster_key_file =                   ; optional pre-shared key
+ *   heartbeat_ms = 200
+ *   down_after_ms = 1000       ; silence after which a peer is suspected, then down
+ *   sync_timeout_ms = 3000     ; how long a starting node waits for its peers
+ *   weight = 100               ; this node's capacity, for strategies
+ *   labels = zone=a,disk=ssd   ; this node's labels, for strategies
+ *   quorum = false             ; true: a side without a majority of cluster_size stops
+ *   cluster_size = 0           ; ... its children and refuses StartChild
+ *
  *   [supervisor:NAME]          ; one per supervisor; "default" always exists
  *   strategy = hash_ring       ; a built-in name or a path to a .so
  *   strategy_options = vnodes=160
@@ -21,7 +36,8 @@
  *   start_timeout_ms = 10000   ; a FRAMES child must send Ready within this
  *   watch_queue = 4096         ; events buffered per Watch subscriber
  *   nodes = a@h1,b@h2          ; eligible nodes (empty: all)
- *   monitor_nodes = true
+ *   monitor_nodes = true       ; node events on Watch, and moves when nodes join
+ *   max_moves = 16             ; children moving between nodes at one time
  *
  * See docs/configuration.md. */
 #ifndef DISTSUP_CONFIG_H
@@ -47,6 +63,7 @@ struct sup_config {
     unsigned watch_queue;
     char nodes[2048];        /* comma-separated; empty = every node */
     int monitor_nodes;
+    unsigned max_moves;
 };
 
 struct config {
@@ -58,6 +75,20 @@ struct config {
     char port_file[1024];
     unsigned threads;
     size_t max_payload;
+    /* cluster mode */
+    char peer_listen[256];   /* empty: a single node */
+    char peer_advertise[256];
+    char seeds[4096];        /* comma-separated HOST:PORT */
+    char key_file[1024];
+    char trust_file[1024];
+    char cluster_key_file[1024];
+    unsigned heartbeat_ms;
+    unsigned down_after_ms;
+    unsigned sync_timeout_ms;
+    unsigned weight;
+    char labels[1024];       /* k=v,k=v */
+    int quorum;
+    unsigned cluster_size;
     struct sup_config sups[CONFIG_MAX_SUPERVISORS];
     size_t n_sups;
 };
@@ -65,8 +96,13 @@ struct config {
 /* Fills the embedded defaults: one supervisor named "default". */
 void config_defaults(struct config *c);
 
-/* Reads an INI file over c.  0, or -1 with "FILE:LINE: reason" in err. */
+/* Reads an INI file over c.  0, or -1 with "FILE:LINE: reason" in err.  Checks made
+ * once everything is read (cluster settings that need each other) are in
+ * config_from_args. */
 int config_load_file(struct config *c, const char *path, char *err, size_t errlen);
+
+/* 1 when the daemon runs in cluster mode (peer_listen set). */
+int config_cluster(const struct config *c);
 
 /* Applies command-line flags (argv[1..]).  Returns 0, 1 when --help or --version was
  * printed (exit 0), or -1 with the reason in err.  --config FILE is read first,

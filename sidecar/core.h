@@ -6,7 +6,15 @@
  * and get the answer through a callback; the core never sees a grpc_call.
  *
  * Requests and answers are the API's own protobuf-c messages (supervisor.proto).
- * Status codes are gRPC's (grpc_status_code values). */
+ * Status codes are gRPC's (grpc_status_code values).
+ *
+ * In cluster mode (docs/cluster.md) the core is also the cluster's brain on this
+ * node: it keeps the other nodes' children (a registry per supervisor, cached in the
+ * store), routes each request to the node that must answer it (a StartChild to the
+ * name's directory node, a Call to the child's node), re-homes the children of a
+ * node that went down, moves children when nodes join, resolves duplicate names
+ * after a partition, and holds its own children back until it has synced with its
+ * peers.  It talks to the other nodes only through the peer module. */
 #ifndef DISTSUP_CORE_H
 #define DISTSUP_CORE_H
 
@@ -15,6 +23,7 @@
 #include <stdint.h>
 
 #include "sidecar/config.h"
+#include "distsup/v1/peer.pb-c.h"
 #include "sidecar/events.h"
 #include "sidecar/store.h"
 
@@ -45,8 +54,20 @@ typedef void (*core_done_fn)(void *arg, int code, const char *message,
  * when core_start runs).  cfg and st must outlive the core.  NULL + err on failure. */
 struct core *core_new(const struct config *cfg, struct store *st, char *err, size_t errlen);
 
-/* Starts the reactor thread, which (re)starts the stored children. */
+/* Starts the reactor thread, which (re)starts the stored children (in cluster mode
+ * once it has synced with its peers). */
 int core_start(struct core *c, char *err, size_t errlen);
+
+/* Cluster mode: the peer module to talk through, and this run's boot id.  Before
+ * core_start. */
+struct peer;
+void core_set_peer(struct core *c, struct peer *p, uint64_t boot_id);
+
+/* The peer module's news, queued for the reactor (thread-safe, never blocks). */
+void core_node_up(struct core *c, const Distsup__V1__Join *join);
+void core_node_down(struct core *c, const char *node, int clean);
+void core_cluster_message(struct core *c, const char *node, const uint8_t *data, size_t len);
+void core_peers_settled(struct core *c);
 
 /* Hands a request to the reactor.  req (an unpacked message of the op's request
  * type) now belongs to the core.  deadline_ms is an absolute CLOCK_MONOTONIC time
@@ -63,7 +84,10 @@ int core_has_supervisor(const struct core *c, const char *name);
 
 /* Stops every child as its spec says (Terminate frame, SIGTERM, SIGKILL after
  * shutdown_ms), fails what is still queued with UNAVAILABLE, and joins the reactor.
- * Stored specs stay: the children start again with the next daemon. */
+ * Stored specs stay: the children start again with the next daemon.  In cluster
+ * mode, when other nodes are up, it first hands its children to them (a graceful
+ * leave: each child's State is captured and it starts on its new node), then tells
+ * the peers it leaves. */
 void core_shutdown(struct core *c);
 void core_free(struct core *c);
 

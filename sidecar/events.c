@@ -14,6 +14,8 @@ struct event_sub {
     struct event_sub *prev, *next;
     pthread_mutex_t mu;
     char *supervisor;
+    char *node;                 /* NULL: any */
+    int no_node_events;
     uint32_t kinds_mask;
     size_t max_queue, queued;
     struct event_item *head, *tail;
@@ -46,19 +48,21 @@ void event_bus_free(struct event_bus *b)
     free(b);
 }
 
-struct event_sub *event_bus_subscribe(struct event_bus *b, const char *supervisor,
-                                      uint32_t kinds_mask, size_t max_queue,
-                                      event_wake_fn wake, void *arg)
+struct event_sub *event_bus_subscribe(struct event_bus *b, const struct event_filter *f,
+                                      size_t max_queue, event_wake_fn wake, void *arg)
 {
     struct event_sub *s = calloc(1, sizeof *s);
     if (!s) return NULL;
-    s->supervisor = strdup(supervisor);
-    if (!s->supervisor || pthread_mutex_init(&s->mu, NULL) != 0) {
+    s->supervisor = strdup(f->supervisor);
+    s->node = f->node ? strdup(f->node) : NULL;
+    if (!s->supervisor || (f->node && !s->node) || pthread_mutex_init(&s->mu, NULL) != 0) {
         free(s->supervisor);
+        free(s->node);
         free(s);
         return NULL;
     }
-    s->kinds_mask = kinds_mask;
+    s->no_node_events = f->no_node_events;
+    s->kinds_mask = f->kinds_mask;
     s->max_queue = max_queue ? max_queue : 1;
     s->wake = wake;
     s->arg = arg;
@@ -86,19 +90,27 @@ void event_bus_unsubscribe(struct event_bus *b, struct event_sub *s)
     }
     pthread_mutex_destroy(&s->mu);
     free(s->supervisor);
+    free(s->node);
     free(s);
 }
 
-void event_bus_publish(struct event_bus *b, Distsup__V1__Event *ev)
+static int is_node_event(int kind)
 {
-    pthread_mutex_lock(&b->mu);
-    ev->seq = ++b->seq;
+    return kind == DISTSUP__V1__EVENT_KIND__NODE_UP || kind == DISTSUP__V1__EVENT_KIND__NODE_DOWN ||
+           kind == DISTSUP__V1__EVENT_KIND__NODE_TERMINATE;
+}
+
+static void deliver(struct event_bus *b, const Distsup__V1__Event *ev)
+{
     size_t len = distsup__v1__event__get_packed_size(ev);
     for (struct event_sub *s = b->subs; s; s = s->next) {
         if (s->kinds_mask && !(s->kinds_mask & (1u << (unsigned)ev->kind))) continue;
         if (strcmp(s->supervisor, "*") && strcmp(s->supervisor, ev->supervisor) &&
             ev->supervisor[0]) /* node events carry no supervisor: everyone gets them */
             continue;
+        /* Node events are this node's view of the cluster: every subscriber may get them. */
+        if (s->node && !is_node_event(ev->kind) && strcmp(s->node, ev->node)) continue;
+        if (s->no_node_events && is_node_event(ev->kind)) continue;
         int wake = 0;
         pthread_mutex_lock(&s->mu);
         if (!s->overflowed) {
@@ -121,6 +133,20 @@ void event_bus_publish(struct event_bus *b, Distsup__V1__Event *ev)
         pthread_mutex_unlock(&s->mu);
         if (wake) s->wake(s->arg);
     }
+}
+
+void event_bus_publish(struct event_bus *b, Distsup__V1__Event *ev)
+{
+    pthread_mutex_lock(&b->mu);
+    ev->seq = ++b->seq;
+    deliver(b, ev);
+    pthread_mutex_unlock(&b->mu);
+}
+
+void event_bus_publish_remote(struct event_bus *b, const Distsup__V1__Event *ev)
+{
+    pthread_mutex_lock(&b->mu);
+    deliver(b, ev);
     pthread_mutex_unlock(&b->mu);
 }
 

@@ -9,28 +9,74 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <sodium.h>
+
 #include "sidecar/config.h"
 #include "sidecar/core.h"
+#include "sidecar/identity.h"
 #include "sidecar/log.h"
+#include "sidecar/peer.h"
 #include "sidecar/rpc.h"
 #include "sidecar/store.h"
 
-static int write_port_file(const char *path, int port)
+/* The API port, and in cluster mode the peer port on a second line. */
+static int write_port_file(const char *path, int port, int peer_port)
 {
     char tmp[PATH_MAX];
     if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp) return -1;
     FILE *f = fopen(tmp, "w");
     if (!f) return -1;
     int ok = fprintf(f, "%d\n", port) > 0;
+    if (ok && peer_port > 0) ok = fprintf(f, "%d\n", peer_port) > 0;
     if (fclose(f) != 0) ok = 0;
     if (!ok || rename(tmp, path) != 0) return -1;
     return 0;
 }
 
+/* distsupd keygen FILE [--force] */
+static int keygen(int argc, char **argv)
+{
+    const char *path = NULL;
+    int force = 0;
+    for (int i = 2; i < argc; i++) {
+        if (!strcmp(argv[i], "--force")) force = 1;
+        else if (!path && argv[i][0] != '-') path = argv[i];
+        else {
+            fprintf(stderr, "usage: distsupd keygen FILE [--force]\n");
+            return 2;
+        }
+    }
+    if (!path) {
+        fprintf(stderr, "usage: distsupd keygen FILE [--force]\n"
+                        "Writes a new node key pair to FILE (mode 0600) and prints its public key,\n"
+                        "the line to add to the other nodes' trust files.\n");
+        return 2;
+    }
+    char pub[2 * HS_KEY_LEN + 1], err[512];
+    if (identity_keygen(path, force, pub, err, sizeof err) != 0) {
+        fprintf(stderr, "distsupd keygen: %s\n", err);
+        return 1;
+    }
+    printf("%s\n", pub);
+    return 0;
+}
+
+/* The peer module's news goes to the core's queue. */
+static void on_up(void *arg, const Distsup__V1__Join *j) { core_node_up(arg, j); }
+static void on_down(void *arg, const char *node, int clean) { core_node_down(arg, node, clean); }
+static void on_message(void *arg, const char *node, const uint8_t *d, size_t n) { core_cluster_message(arg, node, d, n); }
+static void on_settled(void *arg) { core_peers_settled(arg); }
+
 int main(int argc, char **argv)
 {
     static struct config cfg;
+    static struct identity id;
     char err[1024] = "";
+    if (sodium_init() < 0) {
+        fprintf(stderr, "distsupd: libsodium failed to initialize\n");
+        return 1;
+    }
+    if (argc > 1 && !strcmp(argv[1], "keygen")) return keygen(argc, argv);
     config_defaults(&cfg);
     int rc = config_from_args(&cfg, argc, argv, err, sizeof err);
     if (rc == 1) return 0;
@@ -52,39 +98,43 @@ int main(int argc, char **argv)
         return 1;
     }
 
+    int cluster = config_cluster(&cfg);
+    if (cluster && identity_load(&id, cfg.key_file, cfg.trust_file, cfg.cluster_key_file, err, sizeof err) != 0) {
+        log_error("main", "%s", err);
+        return 1;
+    }
     struct store *st = store_open(cfg.data_dir, err, sizeof err);
     if (!st) {
         log_error("main", "%s", err);
+        identity_free(&id);
         return 1;
     }
     struct core *core = core_new(&cfg, st, err, sizeof err);
     if (!core) {
         log_error("main", "%s", err);
         store_close(st);
+        identity_free(&id);
         return 1;
     }
     grpc_init();
-    int port = 0;
+    int port = 0, peer_port = 0;
+    struct peer *peer = NULL;
     struct rpc *rpc = rpc_start(&cfg, core, &port, err, sizeof err);
-    if (!rpc) {
-        log_error("main", "%s", err);
-        core_free(core);
-        store_close(st);
-        grpc_shutdown();
-        return 1;
+    if (!rpc) goto fail;
+    if (cluster) {
+        uint64_t boot_id;
+        randombytes_buf(&boot_id, sizeof boot_id);
+        char api[300];
+        const char *colon = strrchr(cfg.listen, ':');
+        snprintf(api, sizeof api, "%.*s:%d", colon ? (int)(colon - cfg.listen) : 0, cfg.listen, port);
+        struct peer_callbacks cb = {core, on_up, on_down, on_message, on_settled};
+        if (!(peer = peer_start(&cfg, &id, boot_id, api, &cb, &peer_port, err, sizeof err))) goto fail;
+        core_set_peer(core, peer, boot_id);
     }
-    if (core_start(core, err, sizeof err) != 0) {
-        log_error("main", "%s", err);
-        rpc_stop(rpc);
-        rpc_free(rpc);
-        core_free(core);
-        store_close(st);
-        grpc_shutdown();
-        return 1;
-    }
-    log_info("main", "distsupd %s serving distsup.v1.Supervisor on %s (port %d), data in %s",
-             cfg.node_name, cfg.listen, port, cfg.data_dir);
-    if (cfg.port_file[0] && write_port_file(cfg.port_file, port) != 0)
+    if (core_start(core, err, sizeof err) != 0) goto fail;
+    log_info("main", "distsupd %s serving distsup.v1.Supervisor on %s (port %d), data in %s%s",
+             cfg.node_name, cfg.listen, port, cfg.data_dir, cluster ? ", cluster mode" : "");
+    if (cfg.port_file[0] && write_port_file(cfg.port_file, port, peer_port) != 0)
         log_error("main", "cannot write the port file %s: %s", cfg.port_file, strerror(errno));
 
     int sig = 0;
@@ -92,12 +142,28 @@ int main(int argc, char **argv)
         if (sig == SIGHUP) log_info("main", "SIGHUP ignored (restart to reload the config)");
     }
     log_info("main", "received %s: shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    /* The API stops first; the core then hands its children off (cluster mode) or
+     * stops them, and only then do the peer links close. */
     rpc_stop(rpc);
     core_shutdown(core);
+    if (peer) peer_stop(peer);
     rpc_free(rpc);
     core_free(core);
+    peer_free(peer);
     store_close(st);
+    identity_free(&id);
     grpc_shutdown();
     log_info("main", "stopped cleanly");
     return 0;
+fail:
+    log_error("main", "%s", err);
+    if (rpc) rpc_stop(rpc);
+    if (peer) peer_stop(peer);
+    if (rpc) rpc_free(rpc);
+    core_free(core);
+    peer_free(peer);
+    store_close(st);
+    identity_free(&id);
+    grpc_shutdown();
+    return 1;
 }

@@ -420,7 +420,13 @@ static void handle_watch(struct ctx *c)
     size_t qlen = sc ? sc->watch_queue : 4096;
     /* From here the call's first reference is the subscription's. */
     stream_open(c, NULL);
-    struct event_sub *sub = event_bus_subscribe(core_events(c->r->core), sup, mask, qlen, stream_wake, c);
+    struct event_filter f = {
+        .supervisor = sup,
+        .kinds_mask = mask,
+        .node = q->cluster ? NULL : c->r->cfg->node_name,
+        .no_node_events = sc && strcmp(sup, "*") && !sc->monitor_nodes,
+    };
+    struct event_sub *sub = event_bus_subscribe(core_events(c->r->core), &f, qlen, stream_wake, c);
     distsup__v1__watch_request__free_unpacked(q, NULL);
     if (!sub) {
         ctx_unref(c);

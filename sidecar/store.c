@@ -13,7 +13,9 @@
 struct store {
     sqlite3 *db;
     sqlite3_stmt *put, *set_state, *del, *load, *begin, *commit;
-    int in_txn;
+    sqlite3_stmt *c_put, *c_del, *c_load;
+    int in_txn;       /* store_begin .. store_commit */
+    int in_batch;     /* a cache batch is open */
 };
 
 static const char schema[] =
@@ -23,6 +25,9 @@ static const char schema[] =
     "  supervisor TEXT NOT NULL, name TEXT NOT NULL, spec BLOB NOT NULL,"
     "  state INTEGER NOT NULL, restarts INTEGER NOT NULL, incarnation INTEGER NOT NULL,"
     "  UNIQUE (supervisor, name));"
+    "CREATE TABLE IF NOT EXISTS cache ("
+    "  supervisor TEXT NOT NULL, name TEXT NOT NULL, node TEXT NOT NULL, info BLOB NOT NULL,"
+    "  PRIMARY KEY (supervisor, name));"
     "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', '1');";
 
 static int prep(struct store *s, const char *sql, sqlite3_stmt **st, char *err, size_t errlen)
@@ -103,7 +108,11 @@ struct store *store_open(const char *dir, char *err, size_t errlen)
         prep(s, "SELECT supervisor, name, spec, state, restarts, incarnation FROM children "
                 "ORDER BY seq", &s->load, err, errlen) ||
         prep(s, "BEGIN IMMEDIATE", &s->begin, err, errlen) ||
-        prep(s, "COMMIT", &s->commit, err, errlen))
+        prep(s, "COMMIT", &s->commit, err, errlen) ||
+        prep(s, "INSERT INTO cache (supervisor, name, node, info) VALUES (?1, ?2, ?3, ?4) "
+                "ON CONFLICT (supervisor, name) DO UPDATE SET node = ?3, info = ?4", &s->c_put, err, errlen) ||
+        prep(s, "DELETE FROM cache WHERE supervisor = ?1 AND name = ?2", &s->c_del, err, errlen) ||
+        prep(s, "SELECT supervisor, name, node, info FROM cache", &s->c_load, err, errlen))
         goto fail;
     return s;
 fail:
@@ -114,12 +123,16 @@ fail:
 void store_close(struct store *s)
 {
     if (!s) return;
+    if (s->db && s->commit && s->in_batch) store_flush(s);
     sqlite3_finalize(s->put);
     sqlite3_finalize(s->set_state);
     sqlite3_finalize(s->del);
     sqlite3_finalize(s->load);
     sqlite3_finalize(s->begin);
     sqlite3_finalize(s->commit);
+    sqlite3_finalize(s->c_put);
+    sqlite3_finalize(s->c_del);
+    sqlite3_finalize(s->c_load);
     if (s->db && sqlite3_close(s->db) != SQLITE_OK)
         log_error("store", "closing the database: %s", sqlite3_errmsg(s->db));
     free(s);
@@ -137,6 +150,13 @@ static int run(struct store *s, sqlite3_stmt *st, const char *what)
     return 0;
 }
 
+/* After a write of this node's own children: commit a cache batch it joined. */
+static int durable(struct store *s, int rc)
+{
+    if (s->in_batch && !s->in_txn && store_flush(s) != 0) return -1;
+    return rc;
+}
+
 int store_put_child(struct store *s, const struct store_child *c)
 {
     sqlite3_bind_text(s->put, 1, c->supervisor, -1, SQLITE_STATIC);
@@ -145,7 +165,7 @@ int store_put_child(struct store *s, const struct store_child *c)
     sqlite3_bind_int(s->put, 4, c->state);
     sqlite3_bind_int64(s->put, 5, c->restarts);
     sqlite3_bind_int64(s->put, 6, (sqlite3_int64)c->incarnation);
-    return run(s, s->put, "saving a child spec");
+    return durable(s, run(s, s->put, "saving a child spec"));
 }
 
 int store_set_child_state(struct store *s, const char *supervisor, const char *name, int state,
@@ -156,14 +176,14 @@ int store_set_child_state(struct store *s, const char *supervisor, const char *n
     sqlite3_bind_int(s->set_state, 3, state);
     sqlite3_bind_int64(s->set_state, 4, restarts);
     sqlite3_bind_int64(s->set_state, 5, (sqlite3_int64)incarnation);
-    return run(s, s->set_state, "updating a child's state");
+    return durable(s, run(s, s->set_state, "updating a child's state"));
 }
 
 int store_delete_child(struct store *s, const char *supervisor, const char *name)
 {
     sqlite3_bind_text(s->del, 1, supervisor, -1, SQLITE_STATIC);
     sqlite3_bind_text(s->del, 2, name, -1, SQLITE_STATIC);
-    return run(s, s->del, "deleting a child");
+    return durable(s, run(s, s->del, "deleting a child"));
 }
 
 int store_load_children(struct store *s, store_child_fn fn, void *arg)
@@ -193,6 +213,7 @@ int store_load_children(struct store *s, store_child_fn fn, void *arg)
 int store_begin(struct store *s)
 {
     if (s->in_txn) return 0;
+    if (s->in_batch && store_flush(s) != 0) return -1;
     if (run(s, s->begin, "BEGIN") != 0) return -1;
     s->in_txn = 1;
     return 0;
@@ -203,4 +224,58 @@ int store_commit(struct store *s)
     if (!s->in_txn) return 0;
     s->in_txn = 0;
     return run(s, s->commit, "COMMIT");
+}
+
+static int batch(struct store *s)
+{
+    if (s->in_txn || s->in_batch) return 0;
+    if (run(s, s->begin, "BEGIN (cache)") != 0) return -1;
+    s->in_batch = 1;
+    return 0;
+}
+
+int store_flush(struct store *s)
+{
+    if (!s->in_batch) return 0;
+    s->in_batch = 0;
+    return run(s, s->commit, "COMMIT (cache)");
+}
+
+int store_cache_put(struct store *s, const char *supervisor, const char *name, const char *node,
+                    const uint8_t *info, size_t len)
+{
+    if (batch(s) != 0) return -1;
+    sqlite3_bind_text(s->c_put, 1, supervisor, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s->c_put, 2, name, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s->c_put, 3, node, -1, SQLITE_STATIC);
+    sqlite3_bind_blob(s->c_put, 4, info, (int)len, SQLITE_STATIC);
+    return run(s, s->c_put, "caching a peer's child");
+}
+
+int store_cache_delete(struct store *s, const char *supervisor, const char *name)
+{
+    if (batch(s) != 0) return -1;
+    sqlite3_bind_text(s->c_del, 1, supervisor, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s->c_del, 2, name, -1, SQLITE_STATIC);
+    return run(s, s->c_del, "uncaching a peer's child");
+}
+
+int store_cache_load(struct store *s, store_cache_fn fn, void *arg)
+{
+    int rc, ret = 0;
+    while ((rc = sqlite3_step(s->c_load)) == SQLITE_ROW) {
+        const char *sup = (const char *)sqlite3_column_text(s->c_load, 0);
+        const char *name = (const char *)sqlite3_column_text(s->c_load, 1);
+        const char *node = (const char *)sqlite3_column_text(s->c_load, 2);
+        if (!sup || !name || !node) continue;
+        if ((ret = fn(arg, sup, name, node, sqlite3_column_blob(s->c_load, 3),
+                      (size_t)sqlite3_column_bytes(s->c_load, 3))) != 0)
+            break;
+    }
+    if (ret == 0 && rc != SQLITE_DONE && rc != SQLITE_ROW) {
+        log_error("store", "loading the cluster cache: %s", sqlite3_errmsg(s->db));
+        ret = -1;
+    }
+    sqlite3_reset(s->c_load);
+    return ret;
 }

@@ -1,7 +1,7 @@
 /* store: each node's durable state in one SQLite file (WAL) under the data dir.
  *
  * Holds the specs of the children this node runs, with their state, restart count
- * and incarnation.  Every write is committed with synchronous=FULL before the call
+ * and incarnation, and (in cluster mode) a cache of the other nodes' children.  Every write is committed with synchronous=FULL before the call
  * returns, so what the caller acknowledges afterwards is on disk.  One connection,
  * used by one thread at a time (the supervisor core's reactor). */
 #ifndef DISTSUP_STORE_H
@@ -44,5 +44,19 @@ int store_load_children(struct store *s, store_child_fn fn, void *arg);
 /* Groups the writes that follow into one transaction (one fsync) until store_commit. */
 int store_begin(struct store *s);
 int store_commit(struct store *s);
+
+/* The cluster child cache: the other nodes' children as they last told us, each a
+ * packed distsup.v1.ChildInfo.  Cache writes are batched: they join a transaction
+ * that stays open until store_flush or the next write of this node's own children
+ * (which commits at once, as above), so a burst of updates costs one fsync.  The
+ * cache can always be rebuilt from the peers; losing a batch to a crash is harmless. */
+int store_cache_put(struct store *s, const char *supervisor, const char *name, const char *node,
+                    const uint8_t *info, size_t len);
+int store_cache_delete(struct store *s, const char *supervisor, const char *name);
+typedef int (*store_cache_fn)(void *arg, const char *supervisor, const char *name,
+                              const char *node, const uint8_t *info, size_t len);
+int store_cache_load(struct store *s, store_cache_fn fn, void *arg);
+/* Commits an open cache batch.  0 or -1 (logged). */
+int store_flush(struct store *s);
 
 #endif

@@ -1,0 +1,47 @@
+/* identity: a node's key pair, the public keys it trusts, and the optional cluster
+ * pre-shared key, read from files at start-up (docs/cluster.md).
+ *
+ *   key file     written by `distsupd keygen FILE` (mode 0600; refused if group- or
+ *                world-readable):
+ *                    # distsup node key (X25519). Keep it secret.
+ *                    public 6f1c...   (64 hex digits)
+ *                    secret 9a02...
+ *   trust file   one trusted public key per line (64 hex digits), optionally followed
+ *                by a label such as the node's name; '#' starts a comment.
+ *   cluster key  any text of at least 16 bytes (like an Erlang cookie, but never sent):
+ *                hashed into a 32-byte key that both sides of every link must share.
+ *
+ * Read-only after identity_load: safe from any thread. */
+#ifndef DISTSUP_IDENTITY_H
+#define DISTSUP_IDENTITY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sidecar/handshake.h"
+
+#define IDENTITY_MAX_TRUSTED 4096
+
+struct identity {
+    struct keypair kp;
+    uint8_t (*trusted)[HS_KEY_LEN];
+    size_t n_trusted;
+    uint8_t psk[HS_KEY_LEN];
+    int has_psk;
+};
+
+/* Writes a new key pair to path (created with mode 0600; an existing file is refused
+ * unless force).  pub_hex gets the public key.  0, or -1 with the reason in err. */
+int identity_keygen(const char *path, int force, char pub_hex[2 * HS_KEY_LEN + 1], char *err,
+                    size_t errlen);
+
+/* Reads the three files (psk_file may be NULL or "").  0, or -1 with "FILE:LINE:
+ * reason" in err.  Free with identity_free. */
+int identity_load(struct identity *id, const char *key_file, const char *trust_file,
+                  const char *psk_file, char *err, size_t errlen);
+void identity_free(struct identity *id);
+
+/* 1 if pk is in the trust list. */
+int identity_trusts(const struct identity *id, const uint8_t pk[HS_KEY_LEN]);
+
+#endif
