@@ -2040,8 +2040,8 @@ static void maybe_finish_sync(struct core *c)
             }
         }
     }
-    if (c->peer) log_info("core", "in sync with the cluster: %zu of this node's children started, %zu left to "
-                                  "the nodes that took them over", started, dropped);
+    if (c->peer) log_info("core", "in sync with the cluster: %zu of this node's stored children started%s",
+                          started, dropped ? " (others were taken over meanwhile)" : "");
     reconcile(c);
 }
 
@@ -2320,6 +2320,15 @@ static void plan_moves(struct core *c)
 static void stop_duplicate(struct core *c, struct child *ch, const Distsup__V1__ChildInfo *winner)
 {
     char why[400];
+    if (ch->state == DISTSUP__V1__CHILD_STATE__SUSPENDED && ch->pid <= 0) {
+        /* Held back while syncing or without quorum: it was taken over meanwhile. */
+        snprintf(why, sizeof why, "taken over by node %s (incarnation %llu) while this node was away",
+                 winner->node, (unsigned long long)winner->incarnation);
+        log_info("core", "child %s was %s; not starting it here", ch->name, why);
+        emit(c, ch, DISTSUP__V1__EVENT_KIND__PROCESS_STOP, 0, 0, why);
+        remove_child(c, ch, why);
+        return;
+    }
     snprintf(why, sizeof why, "duplicate: the copy on node %s (incarnation %llu) survives", winner->node,
              (unsigned long long)winner->incarnation);
     log_warn("core", "child %s runs on node %s too; %s, stopping this one (incarnation %llu)", ch->name,
@@ -2968,9 +2977,16 @@ static void op_nodes(struct core *c, Distsup__V1__NodesRequest *req, core_done_f
         fail(done, arg, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
         goto out;
     }
+    struct node **order = calloc(c->n_nodes, sizeof *order);
+    if (!order) {
+        fail(done, arg, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        goto out;
+    }
+    memcpy(order, c->nodes, c->n_nodes * sizeof *order);
+    qsort(order, c->n_nodes, sizeof *order, cmp_node_ptr); /* the same list on every node */
     size_t k = 0;
     for (size_t i = 0; i < c->n_nodes; i++) {
-        struct node *nd = c->nodes[i];
+        struct node *nd = order[i];
         Distsup__V1__NodeInfo *ni = &infos[i];
         distsup__v1__node_info__init(ni);
         ni->name = nd->name;
@@ -2988,6 +3004,7 @@ static void op_nodes(struct core *c, Distsup__V1__NodesRequest *req, core_done_f
         }
         ptrs[i] = ni;
     }
+    free(order);
     Distsup__V1__NodesResponse r = DISTSUP__V1__NODES_RESPONSE__INIT;
     r.n_nodes = c->n_nodes;
     r.nodes = ptrs;

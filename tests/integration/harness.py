@@ -79,7 +79,8 @@ class Daemon:
             if self.proc.poll() is not None:
                 raise AssertionError("distsupd exited with %d:\n%s" % (self.proc.returncode, self.read_log()))
             if os.path.exists(self.port_file):
-                self.port = int(open(self.port_file).read())
+                lines = open(self.port_file).read().split()
+                self.port = int(lines[0])  # a second line is the peer port (cluster mode)
                 break
             time.sleep(0.02)
         else:

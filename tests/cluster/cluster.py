@@ -1,0 +1,118 @@
+"""Cluster harness: several real distsupd processes on loopback, with real keys.
+
+Each node gets its own key pair (distsupd keygen), every node trusts every key in
+one trust file, and fixed peer/API ports so that a node restarted after kill -9
+comes back at the address its peers know.  Node i seeds from node 0 only, so the
+rest of the mesh is learned by gossip.  Every process is killed at tearDown."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
+
+from harness import (COUNTER, DISTSUPD, Daemon, DaemonTest, main, pb, pbg,  # noqa: E402,F401
+                     pid_alive, wait_for)
+
+import grpc  # noqa: E402
+
+
+def free_ports(n):
+    """n distinct free TCP ports on 127.0.0.1 (bound and released: a small race, fine here)."""
+    socks, ports = [], []
+    for _ in range(n):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        socks.append(s)
+        ports.append(s.getsockname()[1])
+    for s in socks:
+        s.close()
+    return ports
+
+
+def keygen(path):
+    out = subprocess.run([DISTSUPD, "keygen", path], check=True, capture_output=True, text=True)
+    return out.stdout.strip()
+
+
+class Node(Daemon):
+    """A cluster member; start() can be called again after a stop (same ports, same data)."""
+
+    def __init__(self, workdir, name, api_port, peer_port, key, trust, seeds=(), config=None, args=(),
+                 host="127.0.0.1"):
+        self.node_name = name
+        self.api_port, self.peer_port = api_port, peer_port
+        self.host = host
+        cluster_args = ["--node-name", name, "--listen", "%s:%d" % (host, api_port),
+                        "--peer-listen", "%s:%d" % (host, peer_port), "--key-file", key,
+                        "--trust-file", trust]
+        if seeds:
+            cluster_args += ["--seeds", ",".join(seeds)]
+        super().__init__(workdir, name.split("@")[0], config, cluster_args + list(args))
+
+    @property
+    def peer_addr(self):
+        return "%s:%d" % (self.host, self.peer_port)
+
+    @property
+    def addr(self):
+        return "%s:%d" % (self.host, self.port)
+
+    def children(self, sup=""):
+        return {c.name: c for c in self.stub.Children(pb.ChildrenRequest(supervisor=sup)).children}
+
+    def up_nodes(self):
+        return sorted(n.name for n in self.stub.Nodes(pb.NodesRequest()).nodes if n.up)
+
+
+class ClusterTest(DaemonTest):
+    """A test case that builds clusters; everything it starts is cleaned up."""
+
+    def make_cluster(self, n, config=None, args=(), start=True, names=None, keys_trusted=None):
+        """n nodes n1@test..nN@test, all with keys in the trust file; node 0 is the seed
+        of the others.  start: True (all), False (none) or how many to start."""
+        self.keys = []
+        self.trust = os.path.join(self.workdir, "trusted")
+        names = names or ["n%d@test" % (i + 1) for i in range(n)]
+        ports = free_ports(2 * n)
+        with open(self.trust, "w") as t:
+            for i in range(n):
+                key = os.path.join(self.workdir, "n%d.key" % (i + 1))
+                pub = keygen(key)
+                self.keys.append(key)
+                if keys_trusted is None or i in keys_trusted:
+                    t.write("%s %s\n" % (pub, names[i]))
+        nodes = []
+        for i in range(n):
+            seeds = ["127.0.0.1:%d" % ports[1]] if i > 0 else []
+            node = Node(self.workdir, names[i], ports[2 * i], ports[2 * i + 1], self.keys[i], self.trust,
+                        seeds, config, args)
+            self.daemons.append(node)
+            nodes.append(node)
+        k = n if start is True else int(start)
+        for node in nodes[:k]:
+            node.start()
+        if k:
+            self.wait_mesh(nodes[:k])
+        return nodes
+
+    def wait_mesh(self, nodes, timeout=15):
+        """Every node in nodes sees exactly those nodes up."""
+        want = sorted(n.node_name for n in nodes)
+        for node in nodes:
+            wait_for(lambda: node.up_nodes() == want, timeout=timeout,
+                     what="%s to see %s up" % (node.node_name, want))
+
+    def wait_synced(self, nodes, count, sup="", timeout=20):
+        """Every node lists count children, all RUNNING, and they agree."""
+        def ok():
+            views = [{k: (c.node, c.state) for k, c in n.children(sup).items()} for n in nodes]
+            return all(len(v) == count and all(st == pb.RUNNING for _, st in v.values()) for v in views) and \
+                all(v == views[0] for v in views)
+        wait_for(ok, timeout=timeout, what="%d RUNNING children agreed on by every node" % count)
+
+
+def spec(name="", argv=None, **kw):
+    return pb.ChildSpec(name=name, argv=argv or [COUNTER], **kw)

@@ -1,0 +1,357 @@
+"""The cluster: several real distsupd on loopback, real workers, grpcio clients."""
+
+import collections
+import os
+import signal
+import threading
+import time
+
+import grpc
+
+from cluster import ClusterTest, main, pb, spec, wait_for
+
+SC = grpc.StatusCode
+
+
+def running_copies(names=None):
+    """{(supervisor, name): [pid...]} of every process started by some distsupd, found by
+    the DISTSUP_* variables in /proc/PID/environ (so a copy nobody admits to is found too)."""
+    found = collections.defaultdict(list)
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open("/proc/%s/environ" % pid, "rb") as f:
+                env = dict(kv.split(b"=", 1) for kv in f.read().split(b"\0") if b"=" in kv)
+            with open("/proc/%s/stat" % pid) as f:
+                if f.read().split(")")[-1].split()[0] == "Z":
+                    continue
+        except OSError:
+            continue
+        if b"DISTSUP_NAME" not in env:
+            continue
+        key = (env[b"DISTSUP_SUPERVISOR"].decode(), env[b"DISTSUP_NAME"].decode())
+        if names is None or key[1] in names:
+            found[key].append(int(pid))
+    return found
+
+
+class Watcher:
+    def __init__(self, stub, **req):
+        self.events = []
+        self.call = stub.Watch(pb.WatchRequest(**req))
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        try:
+            for ev in self.call:
+                self.events.append(ev)
+        except grpc.RpcError:
+            pass
+
+    def of(self, kind):
+        return [e for e in self.events if e.kind == kind]
+
+    def close(self):
+        self.call.cancel()
+        self.thread.join(5)
+
+
+class ClusterFormation(ClusterTest):
+    def test_forms_from_one_seed_and_every_node_agrees(self):
+        nodes = self.make_cluster(3)
+        names = [n.node_name for n in nodes]
+        for n in nodes:
+            listed = n.stub.Nodes(pb.NodesRequest()).nodes
+            self.assertEqual([x.name for x in listed], sorted(names))
+            self.assertTrue(all(x.up for x in listed))
+            self.assertEqual([x.name for x in listed if x.self], [n.node_name])
+        # n3 was only given n1 as a seed: it learned n2 from n1
+        self.assertIn("learned of node", nodes[2].read_log() + nodes[1].read_log())
+        keys = ["key-%d" % i for i in range(60)]
+        answers = [[n.stub.NodeFor(pb.NodeForRequest(key=k)).node for k in keys] for n in nodes]
+        self.assertEqual(answers[0], answers[1])
+        self.assertEqual(answers[0], answers[2])
+        self.assertEqual(set(answers[0]), set(names), "60 keys should land on all 3 nodes")
+        for k, owner in zip(keys, answers[0]):
+            mine = [n.node_name for n in nodes if n.stub.Mine(pb.MineRequest(key=k)).mine]
+            self.assertEqual(mine, [owner])
+
+    def test_node_events_on_watch(self):
+        nodes = self.make_cluster(3)
+        w = Watcher(nodes[0].stub, kinds=[pb.NODE_UP, pb.NODE_DOWN, pb.NODE_TERMINATE])
+        time.sleep(0.3)
+        nodes[2].kill9()
+        wait_for(lambda: w.of(pb.NODE_DOWN), what="NODE_DOWN")
+        self.assertEqual(w.of(pb.NODE_DOWN)[0].node, "n3@test")
+        nodes[2].start()
+        wait_for(lambda: w.of(pb.NODE_UP), what="NODE_UP")
+        self.assertEqual(w.of(pb.NODE_UP)[0].node, "n3@test")
+        self.assertEqual(nodes[1].stop(signal.SIGTERM), 0)
+        wait_for(lambda: w.of(pb.NODE_TERMINATE), what="NODE_TERMINATE (a clean leave)")
+        self.assertEqual(w.of(pb.NODE_TERMINATE)[0].node, "n2@test")
+        self.assertEqual(len(w.of(pb.NODE_DOWN)), 1, "a clean leave is not a NODE_DOWN")
+        w.close()
+
+
+class ClusterRegistry(ClusterTest):
+    def test_300_children_spread_and_every_node_finds_and_calls_them(self):
+        nodes = self.make_cluster(3)
+        names = ["w%03d" % i for i in range(300)]
+        for i, n in enumerate(names):
+            c = nodes[0].stub.StartChild(pb.StartChildRequest(spec=spec(n, init=str(i).encode()))).child
+            self.assertEqual(c.state, pb.RUNNING)
+        self.wait_synced(nodes, 300)
+        per_node = collections.Counter(c.node for c in nodes[0].children().values())
+        for n in nodes:
+            share = per_node[n.node_name] / 300
+            self.assertTrue(0.20 <= share <= 0.45, "node %s has %.0f%% of the children: %s" %
+                            (n.node_name, 100 * share, dict(per_node)))
+        views = [n.children() for n in nodes]
+        for name in names:
+            where = {n.stub.WhereIs(pb.WhereIsRequest(name=name)).child.node for n in nodes}
+            self.assertEqual(len(where), 1)
+            self.assertEqual(where, {views[0][name].node})
+        for n in nodes:
+            for i, name in enumerate(names):
+                r = n.stub.Call(pb.CallRequest(name=name, payload=b"get"))
+                self.assertEqual(r.payload, str(i).encode())
+                self.assertEqual(r.node, views[0][name].node)
+        cnt = [n.stub.CountChildren(pb.CountChildrenRequest()) for n in nodes]
+        self.assertEqual({(x.specs, x.active) for x in cnt}, {(300, 300)})
+        only = nodes[1].stub.Children(pb.ChildrenRequest(node=nodes[2].node_name)).children
+        self.assertEqual(len(only), per_node[nodes[2].node_name])
+        # one process per name, cluster-wide
+        copies = running_copies(set(names))
+        self.assertEqual(len(copies), 300)
+        self.assertTrue(all(len(p) == 1 for p in copies.values()))
+
+    def test_cast_send_terminate_whois_reach_any_node(self):
+        nodes = self.make_cluster(3)
+        for i in range(12):
+            nodes[0].stub.StartChild(pb.StartChildRequest(spec=spec("x%d" % i)))
+        self.wait_synced(nodes, 12)
+        for i in range(12):
+            via = nodes[i % 3].stub
+            via.Cast(pb.CastRequest(name="x%d" % i, payload=b"incr"))
+            via.Send(pb.SendRequest(name="x%d" % i, payload=b"incr"))
+            self.assertEqual(via.Call(pb.CallRequest(name="x%d" % i, payload=b"get")).payload, b"2")
+            info = via.WhereIs(pb.WhereIsRequest(name="x%d" % i)).child
+            self.assertEqual(nodes[(i + 1) % 3].stub.WhoIs(pb.WhoIsRequest(id=info.id)).name, "x%d" % i)
+        # terminate from a node that does not run it
+        c = nodes[0].children()["x5"]
+        other = next(n for n in nodes if n.node_name != c.node)
+        other.stub.TerminateChild(pb.TerminateChildRequest(name="x5"))
+        for n in nodes:
+            wait_for(lambda: "x5" not in n.children(), what="x5 gone everywhere")
+        self.assertEqual(running_copies({"x5"}), {})
+        # errors from afar are the same errors
+        err = self.assertCode(SC.ALREADY_EXISTS, other.stub.StartChild, pb.StartChildRequest(spec=spec("x3")))
+        self.assertIn(nodes[0].children()["x3"].node, err)
+        self.assertCode(SC.NOT_FOUND, other.stub.Call, pb.CallRequest(name="nobody", payload=b"get"))
+        target = nodes[0].children()["x4"].node
+        far = next(n for n in nodes if n.node_name != target)
+        self.assertCode(SC.DEADLINE_EXCEEDED, far.stub.Call,
+                        pb.CallRequest(name="x4", payload=b"sleep:3000", timeout_ms=300))
+        self.assertCode(SC.INVALID_ARGUMENT, far.stub.Call, pb.CallRequest(name="x4", payload=b"bogus"))
+        # explicit node: there, or UNAVAILABLE
+        c = nodes[1].stub.StartChild(pb.StartChildRequest(spec=spec("pinned"), node="n3@test")).child
+        self.assertEqual(c.node, "n3@test")
+        self.assertCode(SC.UNAVAILABLE, nodes[1].stub.StartChild,
+                        pb.StartChildRequest(spec=spec("nowhere"), node="n9@test"))
+
+    def test_concurrent_start_of_the_same_50_names_starts_each_once(self):
+        nodes = self.make_cluster(3)
+        names = ["same%02d" % i for i in range(50)]
+        results = collections.defaultdict(list)
+        barrier = threading.Barrier(3)
+
+        def starter(node):
+            barrier.wait(10)
+            for name in names:
+                try:
+                    node.stub.StartChild(pb.StartChildRequest(spec=spec(name)))
+                    results[name].append("ok")
+                except grpc.RpcError as e:
+                    results[name].append(e.code())
+
+        threads = [threading.Thread(target=starter, args=(n,)) for n in nodes]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        for name in names:
+            self.assertEqual(sorted(map(str, results[name])),
+                             sorted(["ok", str(SC.ALREADY_EXISTS), str(SC.ALREADY_EXISTS)]), name)
+        self.wait_synced(nodes, 50)
+        copies = running_copies(set(names))
+        self.assertEqual(sorted(k[1] for k in copies), names)
+        self.assertEqual([k for k, p in copies.items() if len(p) != 1], [])
+
+
+class Failover(ClusterTest):
+    def test_kill9_rehomes_once_and_the_restarted_node_runs_nothing_twice(self):
+        nodes = self.make_cluster(3)
+        restart = {}
+        for i in range(100):
+            r = pb.PERMANENT if i < 80 else pb.TRANSIENT if i < 90 else pb.TEMPORARY
+            name = "f%03d" % i
+            restart[name] = r
+            nodes[0].stub.StartChild(pb.StartChildRequest(spec=spec(name, restart=r, init=b"7")))
+        self.wait_synced(nodes, 100)
+        per = collections.defaultdict(list)
+        for c in nodes[0].children().values():
+            per[c.node].append(c.name)
+        victim = max(nodes, key=lambda n: len(per[n.node_name]))
+        lost = per[victim.node_name]
+        survivors = [n for n in nodes if n is not victim]
+        temporary = [n for n in lost if restart[n] == pb.TEMPORARY]
+        self.assertTrue(lost and temporary, "the victim should run some of each kind")
+        victim.kill9()
+        expect = 100 - len(temporary)
+        self.wait_synced(survivors, expect, timeout=30)
+        for s in survivors:
+            kids = s.children()
+            self.assertTrue(all(kids[n].node != victim.node_name for n in kids))
+            for n in temporary:
+                self.assertNotIn(n, kids)
+        for n in lost:
+            if restart[n] == pb.TEMPORARY:
+                continue
+            r = survivors[0].stub.Call(pb.CallRequest(name=n, payload=b"get"))
+            self.assertEqual(r.payload, b"7")
+            self.assertNotEqual(r.node, victim.node_name)
+        copies = running_copies(set(restart))
+        self.assertEqual(len(copies), expect)
+        self.assertEqual([k for k, p in copies.items() if len(p) != 1], [])
+        rehomed = sum(len([ln for ln in s.read_log().splitlines() if "re-homing child" in ln]) for s in survivors)
+        self.assertEqual(rehomed, len(lost) - len(temporary), "each lost child is re-homed by one node, once")
+        # the killed node comes back with its old database: it syncs first, runs nothing twice
+        victim.start()
+        self.wait_mesh(nodes)
+        self.wait_synced(nodes, expect, timeout=30)
+        time.sleep(1.0)  # moves back to it (hash ring) settle
+        self.wait_synced(nodes, expect, timeout=30)
+        copies = running_copies(set(restart))
+        self.assertEqual(len(copies), expect)
+        self.assertEqual([k for k, p in copies.items() if len(p) != 1], [])
+        self.assertIn("not starting it here", victim.read_log())
+        for n in lost:
+            if restart[n] != pb.TEMPORARY:
+                self.assertEqual(victim.stub.Call(pb.CallRequest(name=n, payload=b"get")).payload, b"7")
+
+    def test_graceful_leave_hands_children_over_with_their_state(self):
+        nodes = self.make_cluster(3)
+        for i in range(30):
+            nodes[0].stub.StartChild(pb.StartChildRequest(spec=spec("g%02d" % i, init=b"100")))
+        self.wait_synced(nodes, 30)
+        for i in range(30):
+            nodes[0].stub.Cast(pb.CastRequest(name="g%02d" % i, payload=b"incr"))
+        leaving = nodes[2]
+        theirs = [c.name for c in nodes[0].children().values() if c.node == leaving.node_name]
+        self.assertTrue(theirs)
+        w = Watcher(nodes[0].stub, supervisor="*", cluster=True)
+        time.sleep(0.2)
+        self.assertEqual(leaving.stop(signal.SIGTERM), 0)
+        rest = nodes[:2]
+        self.wait_synced(rest, 30)
+        for i in range(30):
+            self.assertEqual(nodes[1].stub.Call(pb.CallRequest(name="g%02d" % i, payload=b"get")).payload, b"101",
+                             "g%02d lost its count" % i)
+        moved = [e.name for e in w.of(pb.PROCESS_MOVED)]
+        self.assertEqual(sorted(moved), sorted(theirs))
+        self.assertTrue(all(e.node == leaving.node_name for e in w.of(pb.PROCESS_MOVED)))
+        self.assertEqual(len(running_copies({"g%02d" % i for i in range(30)})), 30)
+        w.close()
+
+
+class Redistribution(ClusterTest):
+    def test_a_fourth_node_takes_about_a_quarter_with_state(self):
+        nodes = self.make_cluster(4, start=3)
+        names = ["r%03d" % i for i in range(200)]
+        for n in names:
+            nodes[0].stub.StartChild(pb.StartChildRequest(spec=spec(n, init=b"10")))
+        self.wait_synced(nodes[:3], 200)
+        for n in names:
+            nodes[1].stub.Cast(pb.CastRequest(name=n, payload=b"incr"))
+        before = {k: c.node for k, c in nodes[0].children().items()}
+        w = Watcher(nodes[0].stub, cluster=True, kinds=[pb.PROCESS_MOVED])
+        time.sleep(0.2)
+        nodes[3].start()
+        self.wait_mesh(nodes)
+
+        # The strategy now says these belong to the new node: wait until they run there.
+        theirs = {k for k in names if nodes[3].stub.NodeFor(pb.NodeForRequest(key=k)).node == "n4@test"}
+
+        def settled():
+            kids = nodes[3].children()
+            return len(kids) == 200 and all(c.state == pb.RUNNING for c in kids.values()) and \
+                {k for k, c in kids.items() if c.node == "n4@test"} == theirs
+        wait_for(settled, timeout=30, what="moves to the 4th node to finish")
+        self.wait_synced(nodes, 200)
+        after = {k: c.node for k, c in nodes[0].children().items()}
+        moved = [k for k in names if before[k] != after[k]]
+        self.assertTrue(all(after[k] == "n4@test" for k in moved), "children move only to the new node")
+        frac = len(moved) / 200
+        print("moved to the 4th node: %d of 200 (%.1f%%; ideal 25%%)" % (len(moved), 100 * frac))
+        self.assertTrue(0.15 <= frac <= 0.35, "moved %.0f%%" % (100 * frac))
+        for k in names:
+            self.assertEqual(nodes[3].stub.Call(pb.CallRequest(name=k, payload=b"get")).payload, b"11",
+                             "%s lost its state in the move" % k)
+        self.assertEqual(sorted(e.name for e in w.events), sorted(moved))
+        copies = running_copies(set(names))
+        self.assertEqual([k for k, p in copies.items() if len(p) != 1], [])
+        self.assertEqual(len(copies), 200)
+        w.close()
+
+
+class Trust(ClusterTest):
+    def test_an_untrusted_node_never_joins_and_learns_nothing(self):
+        nodes = self.make_cluster(4, start=3, keys_trusted={0, 1, 2})
+        nodes[0].stub.StartChild(pb.StartChildRequest(spec=spec("secret")))
+        intruder = nodes[3]
+        intruder.start()
+        wait_for(lambda: "is not in the trust file" in nodes[0].read_log(), what="the refusal in the log")
+        time.sleep(1.5)
+        for n in nodes[:3]:
+            self.assertEqual(n.up_nodes(), ["n1@test", "n2@test", "n3@test"])
+        self.assertEqual(intruder.up_nodes(), ["n4@test"])
+        self.assertEqual(intruder.children(), {})
+        self.assertNotIn("secret", intruder.read_log())
+        self.assertNotIn("n2@test", intruder.read_log())
+
+    def test_a_node_with_another_cluster_key_is_refused(self):
+        keyfile = lambda name, text: (open(os.path.join(self.workdir, name), "w").write(text),
+                                      os.path.join(self.workdir, name))[1]
+        good = keyfile("ck", "the cluster cookie, long enough")
+        bad = keyfile("ck2", "another cookie, also long enough")
+        nodes = self.make_cluster(3, start=False)
+        for n in nodes[:2]:
+            n.args += ["--cluster-key-file", good]
+            n.start()
+        self.wait_mesh(nodes[:2])
+        nodes[2].args += ["--cluster-key-file", bad]
+        nodes[2].start()
+        wait_for(lambda: "another cluster key" in nodes[0].read_log() + nodes[2].read_log(),
+                 what="the refusal")
+        time.sleep(1.0)
+        self.assertEqual(nodes[0].up_nodes(), ["n1@test", "n2@test"])
+        self.assertEqual(nodes[2].up_nodes(), ["n3@test"])
+
+    def test_bad_cluster_settings_are_clear_errors(self):
+        nodes = self.make_cluster(1, start=False)
+        d = nodes[0]
+        os.chmod(self.keys[0], 0o644)
+        with self.assertRaises(AssertionError) as cm:
+            d.start(timeout=5)
+        self.assertIn("readable by others", str(cm.exception))
+        os.chmod(self.keys[0], 0o600)
+        d.args = [a if a != self.trust else "/nonexistent/trust" for a in d.args]
+        with self.assertRaises(AssertionError) as cm:
+            d.start(timeout=5)
+        self.assertIn("trust file /nonexistent/trust", str(cm.exception))
+
+
+if __name__ == "__main__":
+    main()
