@@ -88,6 +88,7 @@ struct ctl_opts {
 
     /* watch */
     unsigned long count;     /* 0 = until interrupted */
+    bool cluster;            /* --cluster: every node's events */
     ds_event_kind kinds[CTL_MAX_KINDS];
     size_t n_kinds;
 

@@ -26,7 +26,7 @@ static const struct {
 enum opt_id {
     O_ADDR, O_SUPERVISOR, O_JSON, O_DEADLINE, O_HELP,
     O_RESTART, O_SHUTDOWN, O_KILL, O_NODE, O_ENV, O_CWD, O_LABEL, O_INIT, O_PROTOCOL, O_KEY,
-    O_ID, O_TIMEOUT, O_RAW, O_PAYLOAD_FILE, O_COUNT, O_KIND, O_SERVICE,
+    O_ID, O_TIMEOUT, O_RAW, O_PAYLOAD_FILE, O_COUNT, O_KIND, O_SERVICE, O_CLUSTER,
 };
 
 static const struct optdef {
@@ -56,6 +56,7 @@ static const struct optdef {
     {"payload-file", true, B(CMD_CALL) | B(CMD_CAST) | B(CMD_SEND), O_PAYLOAD_FILE},
     {"count", true, B(CMD_WATCH), O_COUNT},
     {"kind", true, B(CMD_WATCH), O_KIND},
+    {"cluster", false, B(CMD_WATCH), O_CLUSTER},
     {"service", true, B(CMD_HEALTH), O_SERVICE},
 };
 #define N_OPTIONS (sizeof options / sizeof options[0])
@@ -177,6 +178,7 @@ static int apply(struct ctl_opts *o, const struct optdef *d, const char *v, char
         break;
     }
     case O_SERVICE: o->service = v; break;
+    case O_CLUSTER: o->cluster = true; break;
     }
     return 0;
 }
@@ -494,7 +496,7 @@ static const char help_mine[] =
     "\n" GLOBAL_OPTS;
 
 static const char help_watch[] =
-    "usage: distsupctl watch [--kind KIND]... [--count N] [--timeout-ms MS]\n"
+    "usage: distsupctl watch [--kind KIND]... [--count N] [--timeout-ms MS] [--cluster]\n"
     "\n"
     "Follows lifecycle events, one line each (TIME SEQ KIND SUPERVISOR NAME NODE PID\n"
     "and details; the header line appears once the daemon has subscribed the stream,\n"
@@ -502,7 +504,8 @@ static const char help_watch[] =
     "printed (exit 0), or until MS milliseconds passed (exit 14).  --json prints one\n"
     "object per line: {\"seq\",\"kind\",\"supervisor\",\"name\",\"id\",\"node\",\"os_pid\",\n"
     "\"exit_code\",\"signal\",\"reason\",\"at_ms\",\"restarts\"}.  --supervisor '*' watches\n"
-    "every supervisor.\n"
+    "every supervisor.  --cluster follows every node's events (cluster mode), not only\n"
+    "those of the daemon's own node.\n"
     "\n"
     "KIND: process_start process_stop process_restart process_failed process_moved\n"
     "      node_up node_down node_terminate (repeatable; default: every kind)\n"

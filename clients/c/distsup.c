@@ -306,6 +306,7 @@ const char *ds_child_state_name(ds_child_state s) {
     case DS_STATE_RESTARTING: return "RESTARTING";
     case DS_STATE_STOPPING: return "STOPPING";
     case DS_STATE_FAILED: return "FAILED";
+    case DS_STATE_SUSPENDED: return "SUSPENDED";
     }
     return "UNKNOWN";
 }
@@ -955,6 +956,7 @@ int ds_watch(ds_client *c, const ds_watch_options *opts, ds_watch_fn fn, void *a
 
     Distsup__V1__WatchRequest req = DISTSUP__V1__WATCH_REQUEST__INIT;
     req.supervisor = S(opts->supervisor);
+    req.cluster = opts->cluster != 0;
     Distsup__V1__EventKind *kinds = NULL;
     if (opts->n_kinds) {
         kinds = calloc(opts->n_kinds, sizeof *kinds);

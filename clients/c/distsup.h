@@ -131,6 +131,7 @@ typedef enum ds_child_state {
     DS_STATE_RESTARTING = 2,
     DS_STATE_STOPPING = 3,
     DS_STATE_FAILED = 4,
+    DS_STATE_SUSPENDED = 5,    /* held back: its node is syncing with peers or has no quorum */
 } ds_child_state;
 
 typedef struct ds_kv {
@@ -343,6 +344,8 @@ typedef struct ds_watch_options {
     /* Optional.  Called once when the daemon has accepted the stream (its initial
      * metadata arrived): events after this point will be delivered. */
     void (*on_open)(void *arg);
+    /* Non-zero: every node's events (cluster mode); zero: this node's only. */
+    int cluster;
 } ds_watch_options;
 
 /* Watch: follows lifecycle events, calling fn for each, until fn returns non-zero,

@@ -539,6 +539,7 @@ static int cmd_watch(ds_client *c, const struct ctl_opts *o) {
         .timeout_ms = o->timeout_ms,
         .stop = &g_stop,
         .on_open = on_open,
+        .cluster = o->cluster,
     };
     ds_error err;
     if (ds_watch(c, &wo, on_event, &w, &err) != DS_OK) {

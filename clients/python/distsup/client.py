@@ -105,7 +105,7 @@ class ChildSpec:
 @dataclass
 class Child:
     """A child as the daemon reports it.  state: STARTING, RUNNING, RESTARTING,
-    STOPPING or FAILED.  id changes on every restart, like a pid."""
+    STOPPING, FAILED or SUSPENDED (cluster mode: its node is syncing or lacks quorum).  id changes on every restart, like a pid."""
     supervisor: str
     name: str
     id: str

@@ -187,6 +187,10 @@ static void test_parse_commands_and_positionals(void **state) {
     assert_int_equal(p.o.kinds[1], DS_EVENT_NODE_UP);
     assert_int_equal(p.o.count, 3);
     assert_int_equal(p.o.timeout_ms, 5000);
+    assert_false(p.o.cluster);
+    ctl_opts_free(&p.o);
+    assert_int_equal(PARSE(&p, "watch", "--cluster"), 0);
+    assert_true(p.o.cluster);
     ctl_opts_free(&p.o);
     assert_int_equal(PARSE(&p, "health", "--service", "distsup.v1.Supervisor"), 0);
     assert_string_equal(p.o.service, "distsup.v1.Supervisor");
@@ -289,6 +293,8 @@ static void test_parse_usage_errors(void **state) {
     USAGE("--deadline-ms wants a positive number", "ls", "--deadline-ms", "0");
     USAGE("--count wants a positive number", "watch", "--count", "0");
     USAGE("unknown event kind 'process_explode'", "watch", "--kind", "process_explode");
+    USAGE("unknown option '--cluster'", "ls", "--cluster");
+    USAGE("takes no value", "watch", "--cluster=yes");
     USAGE("unexpected argument 'x'", "ls", "x");
     USAGE("unexpected argument 'x'", "health", "x");
     USAGE("no such command 'nope'", "help", "nope");

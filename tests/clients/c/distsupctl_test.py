@@ -356,6 +356,8 @@ class CtlTest(h.DaemonTest):
         self.assertEqual(p.stdout.read(), b"")
         r = self.ctl("watch", "--timeout-ms", "300")
         self.assertEqual(r.rc, 14, r)
+        r = self.ctl("watch", "--cluster", "--timeout-ms", "300")  # accepted, single node too
+        self.assertEqual(r.rc, 14, r)
 
 
 h.main() if __name__ == "__main__" else None

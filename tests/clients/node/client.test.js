@@ -156,9 +156,10 @@ describe('Supervisor against a real distsupd', () => {
   });
 
   test('errors: unknown name', async () => {
-    for (const p of [sup.whereis('ghost'), sup.call('ghost', 'x'), sup.cast('ghost', 'x'),
-      sup.send('ghost', 'x'), sup.terminateChild('ghost'), sup.whois('n/1')]) {
-      await rejectsWith(p, NotFound);
+    for (const f of [() => sup.whereis('ghost'), () => sup.call('ghost', 'x'),
+      () => sup.cast('ghost', 'x'), () => sup.send('ghost', 'x'),
+      () => sup.terminateChild('ghost'), () => sup.whois('n/1')]) {
+      await rejectsWith(f(), NotFound);
     }
     try {
       await sup.whereis('ghost');
