@@ -13,7 +13,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
 
-from harness import (COUNTER, DISTSUPD, Daemon, DaemonTest, main, pb, pbg,  # noqa: E402,F401
+from harness import (COUNTER, DISTSUPD, ROOT as ROOT_BIN, Daemon, DaemonTest, main, pb, pbg,  # noqa: E402,F401
                      pid_alive, wait_for)
 
 import grpc  # noqa: E402
