@@ -2351,19 +2351,33 @@ static void stop_duplicate(struct core *c, struct child *ch, const Distsup__V1__
 
 /* ---------- requests (continued) ---------- */
 
-/* A node filter (Children, CountChildren): "" or a known node.  0, or fails. */
-static int check_node(struct core *c, const char *node, core_done_fn done, void *arg)
+static void known_nodes(struct core *c, char *list, size_t cap)
 {
-    if (!node[0] || find_node(c, node)) return 0;
-    char list[512] = "";
     size_t off = 0;
-    for (size_t i = 0; i < c->n_nodes && off < sizeof list - 1; i++) {
-        int n = snprintf(list + off, sizeof list - off, "%s%s", i ? ", " : "", c->nodes[i]->name);
+    list[0] = 0;
+    for (size_t i = 0; i < c->n_nodes && off < cap - 1; i++) {
+        int n = snprintf(list + off, cap - off, "%s%s", i ? ", " : "", c->nodes[i]->name);
         if (n < 0) break;
         off += (size_t)n;
     }
-    fail(done, arg, GRPC_STATUS_UNAVAILABLE, "node '%s' is not in the cluster (known nodes: %s)", node, list);
+}
+
+/* A node filter (Children, CountChildren): "" or a known node.  0, or NOT_FOUND. */
+static int check_node(struct core *c, const char *node, core_done_fn done, void *arg)
+{
+    if (!node[0] || find_node(c, node)) return 0;
+    char list[512];
+    known_nodes(c, list, sizeof list);
+    fail(done, arg, GRPC_STATUS_NOT_FOUND, "no node named '%s' in the cluster (known nodes: %s)", node, list);
     return -1;
+}
+
+/* A node to start on that the cluster does not know: UNAVAILABLE (no eligible node). */
+static void unknown_target(struct core *c, const char *node, core_done_fn done, void *arg)
+{
+    char list[512];
+    known_nodes(c, list, sizeof list);
+    fail(done, arg, GRPC_STATUS_UNAVAILABLE, "node '%s' is not in the cluster (known nodes: %s)", node, list);
 }
 
 static int reserved(struct sup *s, const char *name)
@@ -2524,7 +2538,7 @@ static void dir_start(struct core *c, struct sup *s, Distsup__V1__StartChildRequ
     if (want[0]) {
         to = find_node(c, want);
         if (!to) {
-            check_node(c, want, done, arg);
+            unknown_target(c, want, done, arg);
             return;
         }
         if (!node_usable(to)) {
@@ -2990,7 +3004,7 @@ static void op_nodes(struct core *c, Distsup__V1__NodesRequest *req, core_done_f
         Distsup__V1__NodeInfo *ni = &infos[i];
         distsup__v1__node_info__init(ni);
         ni->name = nd->name;
-        ni->address = nd->self ? (char *)c->cfg->listen : nd->api ? nd->api : (char *)"";
+        ni->address = nd->api ? nd->api : (char *)c->cfg->listen;
         ni->up = nd->up && !nd->leaving;
         ni->self = nd->self;
         ni->children = nd->self ? (uint32_t)s->count : (uint32_t)registry_count_node(s->remote, nd->name);
@@ -3159,6 +3173,15 @@ void core_cluster_message(struct core *c, const char *node, const uint8_t *data,
 }
 
 void core_peers_settled(struct core *c) { peer_news(c, CMD_SETTLED, NULL, NULL, 0, 0); }
+
+void core_set_address(struct core *c, const char *api_address)
+{
+    struct node *self = c->nodes[0];
+    char *a = strdup(api_address);
+    if (!a) return;
+    free(self->api);
+    self->api = a;
+}
 
 void core_set_peer(struct core *c, struct peer *p, uint64_t boot_id)
 {

@@ -58,6 +58,9 @@ struct core *core_new(const struct config *cfg, struct store *st, char *err, siz
  * once it has synced with its peers). */
 int core_start(struct core *c, char *err, size_t errlen);
 
+/* The API address as bound (HOST:PORT with the real port), for Nodes.  Before core_start. */
+void core_set_address(struct core *c, const char *api_address);
+
 /* Cluster mode: the peer module to talk through, and this run's boot id.  Before
  * core_start. */
 struct peer;

@@ -121,12 +121,13 @@ int main(int argc, char **argv)
     struct peer *peer = NULL;
     struct rpc *rpc = rpc_start(&cfg, core, &port, err, sizeof err);
     if (!rpc) goto fail;
+    char api[300];
+    const char *colon = strrchr(cfg.listen, ':');
+    snprintf(api, sizeof api, "%.*s:%d", colon ? (int)(colon - cfg.listen) : 0, cfg.listen, port);
+    core_set_address(core, api);
     if (cluster) {
         uint64_t boot_id;
         randombytes_buf(&boot_id, sizeof boot_id);
-        char api[300];
-        const char *colon = strrchr(cfg.listen, ':');
-        snprintf(api, sizeof api, "%.*s:%d", colon ? (int)(colon - cfg.listen) : 0, cfg.listen, port);
         struct peer_callbacks cb = {core, on_up, on_down, on_message, on_settled};
         if (!(peer = peer_start(&cfg, &id, boot_id, api, &cb, &peer_port, err, sizeof err))) goto fail;
         core_set_peer(core, peer, boot_id);
