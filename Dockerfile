@@ -14,7 +14,7 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends \
       bazel-bootstrap pkg-config gcc g++ \
       libgrpc-dev protobuf-compiler-grpc protobuf-compiler \
-      protobuf-c-compiler libprotobuf-c-dev grpc-proto \
+      protobuf-c-compiler libprotobuf-c-dev libprotobuf-dev grpc-proto \
       libsqlite3-dev libsodium-dev libinih-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src

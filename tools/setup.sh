@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 PACKAGES=(
   bazel-bootstrap pkg-config gcc g++
   libgrpc-dev protobuf-compiler-grpc protobuf-compiler
-  protobuf-c-compiler libprotobuf-c-dev grpc-proto
+  protobuf-c-compiler libprotobuf-c-dev libprotobuf-dev grpc-proto
   libsqlite3-dev sqlite3 libsodium-dev libcmocka-dev libinih-dev
   python3-grpcio python3-protobuf
   python3-pip python3-setuptools python3-wheel python3-venv python3-yaml
