@@ -249,6 +249,26 @@ bad:
     return 0;
 }
 
+/* The number (from 1) of the first line of a file that libinih cannot hold in one
+ * piece (INI_MAX_LINE, with its newline and NUL), or 0 when there is none. */
+static int first_long_line(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    size_t len = 0;
+    int line = 1, ch, found = 0;
+    while (!found && (ch = getc(f)) != EOF) {
+        if (ch == '\n') {
+            line++;
+            len = 0;
+        } else if (++len > INI_MAX_LINE - 2) {
+            found = line;
+        }
+    }
+    fclose(f);
+    return found;
+}
+
 int config_load_file(struct config *c, const char *path, char *err, size_t errlen)
 {
     struct ini_ctx x = {.c = c};
@@ -259,6 +279,12 @@ int config_load_file(struct config *c, const char *path, char *err, size_t errle
     }
     if (rc == -2) {
         snprintf(err, errlen, "config file %s: out of memory", path);
+        return -1;
+    }
+    int long_line = rc > 0 ? first_long_line(path) : 0;
+    if (long_line > 0 && long_line <= rc) {
+        snprintf(err, errlen, "%s:%d: the line is longer than %d characters, the config parser's limit "
+                 "(for a long path, use a shorter one or a symlink)", path, long_line, INI_MAX_LINE - 2);
         return -1;
     }
     if (rc > 0) {

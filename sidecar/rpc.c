@@ -76,6 +76,7 @@ struct ctx {
     grpc_slice status_text;
     int have_status_text;
     int cancelled;
+    int md_sent;              /* initial metadata has gone out (at most once per call) */
     pthread_mutex_t mu;
     int refs;
     /* streams */
@@ -198,7 +199,8 @@ static void finish(struct ctx *c, int code, const char *text, grpc_byte_buffer *
     grpc_op ops[4];
     memset(ops, 0, sizeof ops);
     size_t n = 0;
-    ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
+    if (!c->md_sent) ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
+    c->md_sent = 1;
     if (msg) {
         c->out = msg;
         ops[n].op = GRPC_OP_SEND_MESSAGE;
@@ -377,6 +379,7 @@ static void stream_open(struct ctx *c, grpc_byte_buffer *first)
     memset(ops, 0, sizeof ops);
     size_t n = 0;
     ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
+    c->md_sent = 1;
     ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
     ops[n++].data.recv_close_on_server.cancelled = &c->cancelled;
     c->refs++; /* the close tag */
@@ -498,7 +501,10 @@ static void reflect_recv(struct ctx *c, int with_md, grpc_byte_buffer *send)
     grpc_op ops[3];
     memset(ops, 0, sizeof ops);
     size_t n = 0;
-    if (with_md) ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
+    if (with_md && !c->md_sent) {
+        ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
+        c->md_sent = 1;
+    }
     if (send) {
         c->out = send;
         ops[n].op = GRPC_OP_SEND_MESSAGE;

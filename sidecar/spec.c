@@ -55,6 +55,10 @@ int spec_validate(const Distsup__V1__ChildSpec *s, size_t max_init, char *err, s
             snprintf(err, errlen, "spec.env key '%.40s' is not a valid variable name", k);
             return -1;
         }
+        if (!strncmp(k, "DISTSUP_", 8)) {
+            snprintf(err, errlen, "spec.env key '%.40s' is reserved: the daemon sets DISTSUP_* for each child", k);
+            return -1;
+        }
         text += strlen(k) + strlen(v) + 2;
     }
     text += strlen(s->cwd);
@@ -121,6 +125,6 @@ uint64_t restart_backoff_ms(unsigned recent, uint64_t base_ms, uint64_t max_ms)
 {
     if (recent == 0) return 0;
     uint64_t d = base_ms;
-    for (unsigned i = 1; i < recent && d < max_ms; i++) d *= 2;
+    for (unsigned i = 1; i < recent && d < max_ms; i++) d = d > UINT64_MAX / 2 ? UINT64_MAX : d * 2;
     return d < max_ms ? d : max_ms;
 }

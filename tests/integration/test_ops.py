@@ -31,8 +31,6 @@ SUPERVISOR = "distsup.v1.Supervisor"
 ALL_SERVICES = {SUPERVISOR, "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection",
                 "grpc.reflection.v1alpha.ServerReflection"}
 RPC_TIMEOUT = 30  # seconds; every call in this file has a deadline
-# Known daemon bugs have their own tests, skipped unless this is set (see each test).
-RUN_KNOWN_BUGS = os.environ.get("DISTSUP_RUN_KNOWN_BUGS") == "1"
 
 
 # ---------------------------------------------------------------- reflection helpers
@@ -47,16 +45,14 @@ class Reflector:
 
     def ask_many(self, reqs, want_status=SC.OK):
         """Sends reqs on one stream, half-closes, and returns the answers.  The stream
-        must then end with want_status.  Known bug (see test_stream_ends_with_ok_status):
-        the daemon ends every reflection stream with CANCELLED instead, once it has sent
-        all its answers; that is tolerated here, unless DISTSUP_RUN_KNOWN_BUGS=1."""
+        must then end with want_status."""
         out, status = [], SC.OK
         try:
             for resp in self.stub.ServerReflectionInfo(iter(reqs), timeout=RPC_TIMEOUT):
                 out.append(resp)
         except grpc.RpcError as e:
             status = e.code()
-        if status != want_status and (RUN_KNOWN_BUGS or status != SC.CANCELLED):
+        if status != want_status:
             raise AssertionError("reflection stream ended with %s, not %s" % (status, want_status))
         self.last_status = status
         return out
@@ -453,9 +449,7 @@ class ReflectionTest(DaemonTest):
         raw = d.channel.stream_stream("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo")
         with self.assertRaises(grpc.RpcError) as cm:
             list(raw(iter([b"\xff\xff\xff\xff"]), timeout=RPC_TIMEOUT))
-        # INVALID_ARGUMENT is what the daemon means; CANCELLED is the known bug below
-        self.assertIn(cm.exception.code(), (SC.INVALID_ARGUMENT,) if RUN_KNOWN_BUGS else
-                      (SC.INVALID_ARGUMENT, SC.CANCELLED))
+        self.assertEqual(cm.exception.code(), SC.INVALID_ARGUMENT)
         self.assertEqual(set(Reflector(d.channel).services()), ALL_SERVICES)
 
     # Known bug: a reflection stream never ends with its proper status.  When the client
@@ -464,10 +458,7 @@ class ReflectionTest(DaemonTest):
     # metadata; grpc_call_start_batch refuses it (error 8,
     # GRPC_CALL_ERROR_TOO_MANY_OPERATIONS, logged as "rpc: grpc_call_start_batch: error
     # 8"), no status is sent, and the client sees CANCELLED.
-    def test_stream_ends_with_ok_status_known_bug(self):
-        if not RUN_KNOWN_BUGS:
-            self.skipTest("known bug: reflection streams end CANCELLED, not OK (rpc.c finish() "
-                          "re-sends initial metadata); DISTSUP_RUN_KNOWN_BUGS=1 runs it")
+    def test_stream_ends_with_ok_status(self):
         d = self.daemon()
         r = Reflector(d.channel)
         r.ask_many([r.mod.ServerReflectionRequest(list_services="")], want_status=SC.OK)
@@ -740,20 +731,21 @@ class ChildProtocolTest(DaemonTest):
     # own (sidecar/core.c build_env drops the daemon's DISTSUP_* variables but not the
     # spec's), so the child's environment holds DISTSUP_NAME twice and getenv() (and
     # Python's os.environ) see the spec's value, not the child's name.
-    def test_spec_env_cannot_override_distsup_names_known_bug(self):
-        if not RUN_KNOWN_BUGS:
-            self.skipTest("known bug: spec env DISTSUP_NAME duplicates and overrides the daemon's "
-                          "(core.c build_env); DISTSUP_RUN_KNOWN_BUGS=1 runs it")
+    def test_spec_env_cannot_override_distsup_names(self):
         d = self.daemon()
-        try:
-            c = d.stub.StartChild(pb.StartChildRequest(spec=self.py_spec(
-                "envy", env={"DISTSUP_NAME": "spoofed"})), timeout=RPC_TIMEOUT).child
-        except grpc.RpcError as e:  # refusing the reserved name is a fix too
-            self.assertEqual(e.code(), SC.INVALID_ARGUMENT)
-            return
+        with self.assertRaises(grpc.RpcError) as cm:
+            d.stub.StartChild(pb.StartChildRequest(spec=self.py_spec(
+                "envy", env={"DISTSUP_NAME": "spoofed"})), timeout=RPC_TIMEOUT)
+        self.assertEqual(cm.exception.code(), SC.INVALID_ARGUMENT)
+        self.assertIn("DISTSUP_NAME", cm.exception.details())
+        self.assertIn("reserved", cm.exception.details())
+        self.assertEqual(list(d.stub.Children(pb.ChildrenRequest(), timeout=RPC_TIMEOUT).children), [])
+        c = d.stub.StartChild(pb.StartChildRequest(spec=self.py_spec("envy", env={"MY_VAR": "x"})),
+                              timeout=RPC_TIMEOUT).child
         with open("/proc/%d/environ" % c.os_pid, "rb") as f:
-            names = [kv for kv in f.read().split(b"\0") if kv.startswith(b"DISTSUP_NAME=")]
-        self.assertEqual(names, [b"DISTSUP_NAME=envy"])
+            env = f.read().split(b"\0")
+        self.assertEqual([kv for kv in env if kv.startswith(b"DISTSUP_NAME=")], [b"DISTSUP_NAME=envy"])
+        self.assertIn(b"MY_VAR=x", env)
 
     def test_cast_is_cast_frame_and_send_is_info_frame_in_order(self):
         d = self.daemon()

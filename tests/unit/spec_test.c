@@ -207,6 +207,11 @@ static void test_env_keys(void **state)
     assert_refused(f, "LAST=1");
     f->env_e[4].key = "LAST";
     assert_int_equal(validate(f), 0);
+    /* the daemon's own names for the child are not the spec's to set */
+    f->env_e[4].key = "DISTSUP_NAME";
+    assert_refused(f, "'DISTSUP_NAME' is reserved");
+    f->env_e[4].key = "DISTSUP";
+    assert_int_equal(validate(f), 0);
     f->spec.n_env = SPEC_ENV_MAX;
     assert_int_equal(validate(f), 0);
     f->spec.n_env = SPEC_ENV_MAX + 1;
