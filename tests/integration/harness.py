@@ -68,7 +68,9 @@ class Daemon:
     def start(self, timeout=10.0):
         if os.path.exists(self.port_file):
             os.unlink(self.port_file)
-        cmd = [DISTSUPD, "--listen", "127.0.0.1:0", "--port-file", self.port_file,
+        # prefix: a command that runs distsupd elsewhere (e.g. `ip netns exec NS`);
+        # host: where its API is reached (the cluster's network-namespace nodes)
+        cmd = list(getattr(self, "prefix", ())) + [DISTSUPD, "--listen", "127.0.0.1:0", "--port-file", self.port_file,
                "--data-dir", self.data_dir, "--log-level", "debug"] + self.args
         if self.config_path:
             cmd += ["--config", self.config_path]
@@ -85,7 +87,7 @@ class Daemon:
             time.sleep(0.02)
         else:
             raise AssertionError("distsupd did not start:\n" + self.read_log())
-        self.channel = grpc.insecure_channel("127.0.0.1:%d" % self.port)
+        self.channel = grpc.insecure_channel("%s:%d" % (getattr(self, "host", "127.0.0.1"), self.port))
         self.stub = pbg.SupervisorStub(self.channel)
         return self
 
