@@ -144,7 +144,8 @@ static int set_daemon_key(struct config *c, const char *k, const char *v, char *
         return 0;
     }
     if (!strcmp(k, "max_payload_bytes")) {
-        if (set_uint(&x, v, 1024, 64u << 20, err, errlen)) return -1;
+        /* a payload travels to its child in one frame (frame.h): at most 4 MiB of it */
+        if (set_uint(&x, v, 1024, 4u << 20, err, errlen)) return -1;
         c->max_payload = (size_t)x;
         return 0;
     }
@@ -245,12 +246,13 @@ static int on_ini(void *user, const char *section, const char *key, const char *
         snprintf(e, sizeof e, "unknown section [%s] (use [daemon] or [supervisor:NAME])", section);
     }
 bad:
-    snprintf(x->err, sizeof x->err, "[%s] %s: %s", section, key, e);
+    /* libinih reports the first bad line: keep that line's reason */
+    if (!x->err[0]) snprintf(x->err, sizeof x->err, "[%s] %s: %s", section, key, e);
     return 0;
 }
 
 /* The number (from 1) of the first line of a file that libinih cannot hold in one
- * piece (INI_MAX_LINE, with its newline and NUL), or 0 when there is none. */
+ * piece (INI_MAX_LINE bytes with the NUL: 199 characters), or 0 when there is none. */
 static int first_long_line(const char *path)
 {
     FILE *f = fopen(path, "r");
@@ -261,7 +263,7 @@ static int first_long_line(const char *path)
         if (ch == '\n') {
             line++;
             len = 0;
-        } else if (++len > INI_MAX_LINE - 2) {
+        } else if (++len > INI_MAX_LINE - 1) {
             found = line;
         }
     }
@@ -284,7 +286,7 @@ int config_load_file(struct config *c, const char *path, char *err, size_t errle
     int long_line = rc > 0 ? first_long_line(path) : 0;
     if (long_line > 0 && long_line <= rc) {
         snprintf(err, errlen, "%s:%d: the line is longer than %d characters, the config parser's limit "
-                 "(for a long path, use a shorter one or a symlink)", path, long_line, INI_MAX_LINE - 2);
+                 "(for a long path, use a shorter one or a symlink)", path, long_line, INI_MAX_LINE - 1);
         return -1;
     }
     if (rc > 0) {
@@ -319,6 +321,8 @@ void config_usage(FILE *out)
             "  --trust-file FILE          the public keys of the nodes to trust\n"
             "  --cluster-key-file FILE    optional pre-shared cluster key\n"
             "  --down-after-ms MS         silence before a peer is down (default 1000)\n"
+            "  --heartbeat-ms MS          heartbeat period on each peer link (default 200)\n"
+            "  --sync-timeout-ms MS       how long a starting node waits for its peers (default 3000)\n"
             "  --cluster-size N           the cluster's size, for --quorum\n"
             "  --quorum                   stop children and refuse starts without a majority\n"
             "\n"

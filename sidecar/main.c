@@ -1,6 +1,7 @@
 /* distsupd: the distsup sidecar.  Wires config, store, core and rpc together and
  * waits for SIGTERM/SIGINT (a clean stop) in the main thread. */
 #include <errno.h>
+#include <fcntl.h>
 #include <grpc/grpc.h>
 #include <limits.h>
 #include <signal.h>
@@ -72,6 +73,14 @@ int main(int argc, char **argv)
     static struct config cfg;
     static struct identity id;
     char err[1024] = "";
+    /* fds 0..2 stay taken (by /dev/null if the caller closed them), so no pipe to a
+     * child is ever one of them: the child moves its pipes onto 0..2 (core.c). */
+    for (int fd = 0; fd < 3; fd++) {
+        if (fcntl(fd, F_GETFD) < 0 && open("/dev/null", O_RDWR) != fd) {
+            perror("distsupd: /dev/null");
+            return 1;
+        }
+    }
     if (sodium_init() < 0) {
         fprintf(stderr, "distsupd: libsodium failed to initialize\n");
         return 1;
