@@ -20,7 +20,7 @@ M64 = (1 << 64) - 1
 
 
 def short_link(test, target):
-    """A short path to target: a config line holds at most 198 characters, and the
+    """A short path to target: a config line holds at most 199 characters, and the
     runfiles paths under Bazel are longer than that."""
     d = tempfile.mkdtemp(prefix="ds-", dir="/tmp")
     test.addCleanup(shutil.rmtree, d, True)
@@ -156,7 +156,7 @@ class LoadErrors(ClusterTest):
         err = self.run_daemon(short_link(self, RENDEZVOUS), "x=1")
         self.assertIn("rendezvous takes no options", err)
         err = self.run_daemon("/" + "x" * 250 + ".so")
-        self.assertIn("bad.ini:2: the line is longer than 198 characters", err)
+        self.assertIn("bad.ini:2: the line is longer than 199 characters", err)
 
 
 if __name__ == "__main__":
