@@ -2,9 +2,10 @@
  *
  *   call_bench echo  TARGET [--seconds S] [--conc 16,64] [--channels 1,4]
  *       the baseline: /bench.Echo/Echo on bench/echo_server
- *   call_bench call  TARGET --counter PATH [--workers W] [--seconds S] [--conc ...] [--channels ...]
+ *   call_bench call  TARGET --counter PATH [--workers W] [--node NODE] [--seconds S] [--conc ...] [--channels ...]
  *       distsupd Call to W C workers (examples/counter, "echo:bench" -> "bench"),
- *       which it starts first and terminates at the end
+ *       which it starts first (on NODE when given: a remote child in a cluster) and
+ *       terminates at the end
  *   call_bench start TARGET --counter PATH [--pid PID] [--seq N] [--n 1000] [--conc 16]
  *       StartChild and TerminateChild per second, sequential and concurrent, and
  *       (with --pid) distsupd's memory with N children and after they are gone
@@ -325,6 +326,7 @@ static int check_call(void *arg, size_t i, const uint8_t *p, size_t n)
 struct starts {
     const char *counter;
     const char *prefix;
+    const char *node; /* "" = where the strategy says */
 };
 
 static grpc_byte_buffer *make_start(void *arg, size_t i)
@@ -339,6 +341,7 @@ static grpc_byte_buffer *make_start(void *arg, size_t i)
     spec.n_argv = 1;
     Distsup__V1__StartChildRequest req = DISTSUP__V1__START_CHILD_REQUEST__INIT;
     req.spec = &spec;
+    req.node = (char *)(s->node ? s->node : "");
     return pack(&req.base);
 }
 
@@ -420,7 +423,7 @@ static void rss(long pid, const char *label)
 /* ---------- command line ---------- */
 
 struct opts {
-    const char *target, *counter;
+    const char *target, *counter, *node;
     long pid;
     const char *label;
     double seconds;
@@ -455,7 +458,7 @@ static void usage(void)
 {
     fprintf(stderr,
             "usage: call_bench echo  TARGET [--seconds S] [--conc 16,64] [--channels 1,4]\n"
-            "       call_bench call  TARGET --counter PATH [--workers W] [--seconds S] [--conc ...] [--channels ...]\n"
+            "       call_bench call  TARGET --counter PATH [--workers W] [--node NODE] [--seconds S] [--conc ...] [--channels ...]\n"
             "       call_bench start TARGET --counter PATH [--pid PID] [--seq N] [--n N] [--conc C]\n"
             "       call_bench rss   --pid PID --label LABEL\n");
     exit(2);
@@ -513,6 +516,7 @@ int main(int argc, char **argv)
         } else if (!strcmp(a, "--channels")) o.n_channels = parse_list(v, o.channels);
         else if (!strcmp(a, "--counter")) o.counter = v;
         else if (!strcmp(a, "--workers")) o.workers = parse_uint(v);
+        else if (!strcmp(a, "--node")) o.node = v;
         else if (!strcmp(a, "--pid")) o.pid = (long)parse_uint(v);
         else if (!strcmp(a, "--label")) o.label = v;
         else if (!strcmp(a, "--seq")) o.seq = parse_uint(v);
@@ -556,7 +560,7 @@ int main(int argc, char **argv)
         free(bytes);
     } else if (!strcmp(cmd, "call")) {
         if (!o.counter) usage();
-        struct starts s = {.counter = o.counter, .prefix = "bench-w"};
+        struct starts s = {.counter = o.counter, .prefix = "bench-w", .node = o.node};
         j.method = SUP "StartChild";
         j.make = make_start;
         j.check = check_start;
@@ -578,7 +582,8 @@ int main(int argc, char **argv)
             w.req[k] = pack(&cr.base);
         }
         char section[96];
-        snprintf(section, sizeof section, "distsupd Call, %u C worker%s", o.workers, o.workers > 1 ? "s" : "");
+        snprintf(section, sizeof section, "distsupd Call, %u C worker%s%s%s", o.workers, o.workers > 1 ? "s" : "",
+                 o.node ? " on " : "", o.node ? o.node : "");
         j.method = SUP "Call";
         j.make = make_call;
         j.check = check_call;

@@ -1,0 +1,285 @@
+"""The cluster figures of docs/performance.md, in one run, on loopback.
+
+    bench/cluster.sh            (builds, then runs this with Debian's /usr/bin/python3)
+
+Real distsupd processes with real keys and the C counter worker, default settings
+(heartbeat 200 ms, down after 1000 ms), driven with grpcio and bench/call_bench:
+
+1. Call latency to a child on a remote node, against a child on the node called and
+   against the bare C-core echo server (bench/echo_server), 3 nodes.
+2. Failover: kill -9 of a node holding about FAILOVER_CHILDREN children (hash-ring
+   placement over 3 nodes, 3x that many in all); time until the last of them has
+   started elsewhere (its PROCESS_START event on a survivor's cluster Watch) and until
+   every one has answered a Call.
+3. Keys moved when a 4th node joins, against the ideal 1/4, and the time for the
+   moves to finish.
+4. A 5-node cluster started at once (each seeded with the first): time until every
+   node sees all 5 up.
+
+Everything it starts is killed on exit, also on failure.  Prints one RESULT line per
+figure (as call_bench does) and a table."""
+
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import shutil
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "tests", "cluster"))
+
+from cluster import COUNTER, ROOT_BIN, Node, free_ports, keygen, pb  # noqa: E402
+
+import grpc  # noqa: E402
+
+CALL_BENCH = os.path.join(ROOT_BIN, "bench", "call_bench")
+ECHO = os.path.join(ROOT_BIN, "bench", "echo_server")
+N_FAIL = int(os.environ.get("FAILOVER_CHILDREN", "1000"))
+SECS = os.environ.get("BENCH_SECONDS", "3")
+
+results = []
+
+
+def result(section, figure, value, unit):
+    results.append((section, figure, value, unit))
+    print("RESULT\t%s\t%s\t%s\t%s" % (section, figure, value, unit), flush=True)
+
+
+def log(msg):
+    print("cluster_bench: " + msg, file=sys.stderr, flush=True)
+
+
+def wait_for(pred, timeout, what):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return
+        time.sleep(0.01)
+    raise SystemExit("cluster_bench: timed out waiting for " + what)
+
+
+class Bench:
+    def __init__(self):
+        self.work = tempfile.mkdtemp(prefix="distsup-cbench-")
+        self.nodes = []
+        self.procs = []
+
+    def close(self):
+        for n in self.nodes:
+            n.cleanup()
+        for p in self.procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        shutil.rmtree(self.work, ignore_errors=True)
+
+    def cluster(self, n, tag, start=True):
+        """n nodes named TAGi@bench, every key trusted, node 1 the seed of the rest."""
+        trust = os.path.join(self.work, tag + ".trusted")
+        ports = free_ports(2 * n)
+        names = ["%s%d@bench" % (tag, i + 1) for i in range(n)]
+        keys = []
+        with open(trust, "w") as t:
+            for name in names:
+                key = os.path.join(self.work, name.split("@")[0] + ".key")
+                t.write("%s %s\n" % (keygen(key), name))
+                keys.append(key)
+        nodes = []
+        for i in range(n):
+            seeds = ["127.0.0.1:%d" % ports[1]] if i else []
+            node = Node(self.work, names[i], ports[2 * i], ports[2 * i + 1], keys[i], trust, seeds,
+                        args=["--log-level", "warn"])
+            self.nodes.append(node)
+            nodes.append(node)
+        if start:
+            for node in nodes:
+                node.start()
+            self.mesh(nodes)
+        return nodes
+
+    def mesh(self, nodes, timeout=30):
+        want = sorted(n.node_name for n in nodes)
+        for node in nodes:
+            wait_for(lambda: sorted(x.name for x in node.stub.Nodes(pb.NodesRequest()).nodes if x.up) == want,
+                     timeout, "%s to see %d nodes up" % (node.node_name, len(nodes)))
+
+    def start_children(self, node, names, conc=16):
+        """StartChild of every name through node, conc at a time."""
+        futs = []
+        errors = []
+        for name in names:
+            futs.append(node.stub.StartChild.future(
+                pb.StartChildRequest(spec=pb.ChildSpec(name=name, argv=[COUNTER], init=b"7")), timeout=120))
+            if len(futs) >= conc:
+                f = futs.pop(0)
+                if f.exception():
+                    errors.append(f.exception())
+        for f in futs:
+            if f.exception():
+                errors.append(f.exception())
+        if errors:
+            raise SystemExit("cluster_bench: %d starts failed, first: %s" % (len(errors), errors[0]))
+
+    # ---------------------------------------------------------------- figures
+
+    def latency(self):
+        nodes = self.cluster(3, "l")
+        echo_port = os.path.join(self.work, "echo.port")
+        p = subprocess.Popen([ECHO, "--port-file", echo_port, "--threads", "2"], stderr=subprocess.DEVNULL)
+        self.procs.append(p)
+        wait_for(lambda: os.path.exists(echo_port) and os.path.getsize(echo_port) > 0, 10, "echo_server")
+        port = open(echo_port).read().split()[0]
+        runs = [
+            ([CALL_BENCH, "echo", "127.0.0.1:" + port], "bare C-core echo"),
+            ([CALL_BENCH, "call", nodes[0].addr, "--counter", COUNTER, "--node", nodes[0].node_name],
+             "Call, child on the node called"),
+            ([CALL_BENCH, "call", nodes[0].addr, "--counter", COUNTER, "--node", nodes[1].node_name],
+             "Call, child on a remote node"),
+        ]
+        for cmd, section in runs:
+            out = subprocess.run(cmd + ["--seconds", SECS, "--conc", "16", "--channels", "1"],
+                                 capture_output=True, text=True, timeout=120)
+            if out.returncode != 0:
+                raise SystemExit("cluster_bench: %s failed:\n%s" % (" ".join(cmd), out.stderr))
+            for line in out.stdout.splitlines():
+                f = line.split("\t")
+                if f[0] == "RESULT":
+                    result("latency (3 nodes): " + section, f[2], f[3], f[4])
+        for n in nodes:
+            n.stop()
+
+    def failover_and_join(self):
+        nodes = self.cluster(4, "f", start=False)
+        for n in nodes[:3]:
+            n.start()
+        self.mesh(nodes[:3])
+        names = ["c%04d" % i for i in range(3 * N_FAIL)]
+        t0 = time.monotonic()
+        self.start_children(nodes[0], names)
+        wait_for(lambda: nodes[2].stub.CountChildren(pb.CountChildrenRequest()).active == len(names), 120,
+                 "every start to be known cluster-wide")
+        result("failover", "StartChild through one node, %d children over 3 nodes" % len(names),
+               "%.0f" % (len(names) / (time.monotonic() - t0)), "1/s")
+
+        where = {c.name: c.node for c in nodes[0].stub.Children(pb.ChildrenRequest()).children}
+        victim = max(nodes[:3], key=lambda n: sum(1 for v in where.values() if v == n.node_name))
+        lost = {k for k, v in where.items() if v == victim.node_name}
+        survivor = nodes[0] if victim is not nodes[0] else nodes[1]
+        started = {}
+        done = threading.Event()
+        watch = survivor.stub.Watch(pb.WatchRequest(cluster=True, kinds=[pb.PROCESS_START]))
+
+        def follow():
+            try:
+                for ev in watch:
+                    if ev.name in lost and ev.name not in started:
+                        started[ev.name] = time.monotonic()
+                        if len(started) == len(lost):
+                            done.set()
+            except grpc.RpcError:
+                pass
+        th = threading.Thread(target=follow, daemon=True)
+        th.start()
+        time.sleep(0.5)
+        log("killing %s, which holds %d children" % (victim.node_name, len(lost)))
+        t_kill = time.monotonic()
+        victim.kill9()
+        if not done.wait(60):
+            raise SystemExit("cluster_bench: only %d of %d children started again" % (len(started), len(lost)))
+        t_started = max(started.values()) - t_kill
+        answering = set()
+        pending = sorted(lost)
+        while pending and time.monotonic() - t_kill < 120:
+            futs = [(k, survivor.stub.Call.future(pb.CallRequest(name=k, payload=b"get"), timeout=10)) for k in pending]
+            pending = []
+            for k, f in futs:
+                try:
+                    if f.result().payload == b"7":
+                        answering.add(k)
+                        continue
+                except grpc.RpcError:
+                    pass
+                pending.append(k)
+        t_answer = time.monotonic() - t_kill
+        watch.cancel()
+        if pending:
+            raise SystemExit("cluster_bench: %d children never answered" % len(pending))
+        result("failover", "children on the killed node", len(lost), "")
+        result("failover", "kill -9 to the last one started elsewhere", "%.2f" % t_started, "s")
+        result("failover", "kill -9 to every one answering a Call", "%.2f" % t_answer, "s")
+
+        # the 4th node joins the 2 survivors: how many of all children move to it
+        rest = [n for n in nodes[:3] if n is not victim]
+        before = {c.name: c.node for c in rest[0].stub.Children(pb.ChildrenRequest()).children}
+        new = nodes[3]
+        t_join = time.monotonic()
+        new.start()
+        self.mesh(rest + [new])
+        target = {k for k in before if new.stub.NodeFor(pb.NodeForRequest(key=k)).node == new.node_name}
+
+        def settled():
+            kids = new.stub.Children(pb.ChildrenRequest()).children
+            return sum(1 for c in kids if c.node == new.node_name and c.state == pb.RUNNING) == len(target)
+        wait_for(settled, 120, "the moves to the new node")
+        t_moved = time.monotonic() - t_join
+        after = {c.name: c.node for c in new.stub.Children(pb.ChildrenRequest()).children}
+        moved = sum(1 for k in before if after.get(k) != before[k])
+        n = len(before)
+        result("join", "children before the join (on 2 nodes)", n, "")
+        result("join", "moved to the new node", moved, "")
+        result("join", "moved fraction (ideal 1/3 with 2 -> 3 nodes)", "%.3f" % (moved / n), "")
+        result("join", "join to the last move done", "%.2f" % t_moved, "s")
+        for node in nodes:
+            node.cleanup()
+
+    def four_to_one_quarter(self):
+        """Keys moved when a 4th node joins 3: placement alone, through NodeFor."""
+        nodes = self.cluster(4, "k", start=False)
+        for n in nodes[:3]:
+            n.start()
+        self.mesh(nodes[:3])
+        keys = ["key-%05d" % i for i in range(10000)]
+        before = {k: nodes[0].stub.NodeFor(pb.NodeForRequest(key=k)).node for k in keys}
+        nodes[3].start()
+        self.mesh(nodes)
+        after = {k: nodes[0].stub.NodeFor(pb.NodeForRequest(key=k)).node for k in keys}
+        moved = [k for k in keys if before[k] != after[k]]
+        result("join", "keys re-placed when a 4th node joins 3 (10,000 keys)", "%.3f" % (len(moved) / len(keys)), "")
+        result("join", "... of which to the new node", "%.3f" % (
+            sum(1 for k in moved if after[k] == nodes[3].node_name) / max(1, len(moved))), "")
+        for n in nodes:
+            n.cleanup()
+
+    def convergence(self):
+        nodes = self.cluster(5, "c", start=False)
+        t0 = time.monotonic()
+        for n in nodes:
+            n.start()
+        self.mesh(nodes, timeout=60)
+        result("convergence", "5 nodes started at once to all seeing 5 up", "%.2f" % (time.monotonic() - t0), "s")
+        for n in nodes:
+            n.cleanup()
+
+
+def main():
+    b = Bench()
+    try:
+        b.latency()
+        b.failover_and_join()
+        b.four_to_one_quarter()
+        b.convergence()
+    finally:
+        b.close()
+    print()
+    last = None
+    for section, figure, value, unit in results:
+        if section != last:
+            print("\n" + section)
+            last = section
+        print("  %-58s %10s %s" % (figure, value, unit))
+
+
+if __name__ == "__main__":
+    main()
