@@ -152,7 +152,7 @@ struct fwd {
     uint64_t id;
     struct node *to;
     int op;
-    uint64_t deadline;            /* 0: none (the node going down ends it) */
+    uint64_t deadline;            /* answered DEADLINE_EXCEEDED when no answer came by then */
     core_done_fn done;
     void *arg;
 };
@@ -1606,9 +1606,22 @@ static const ProtobufCMessageDescriptor *op_reply_desc(int op)
 /* Sends req to node to be run there (REQ_LOCAL); done gets its answer, or
  * UNAVAILABLE if the node cannot be reached or goes down first, or
  * DEADLINE_EXCEEDED at deadline (absolute ms; 0: none). */
+/* How long a forwarded request without a deadline of its own waits for its answer
+ * (its request or answer may be lost with a broken link while the node stays up):
+ * a minute, or longer than any supervisor's start_timeout_ms, so that a start or a
+ * move on a slow node is never cut short. */
+static uint64_t forward_wait_ms(const struct core *c)
+{
+    uint64_t ms = 60000;
+    for (size_t i = 0; i < c->n_sups; i++)
+        if (2ull * c->sups[i].cfg->start_timeout_ms + 5000 > ms) ms = 2ull * c->sups[i].cfg->start_timeout_ms + 5000;
+    return ms;
+}
+
 static void forward(struct core *c, struct node *to, int op, const ProtobufCMessage *req,
                     uint32_t timeout_ms, uint64_t deadline, core_done_fn done, void *arg)
 {
+    if (!deadline) deadline = core_now_ms() + forward_wait_ms(c);
     struct fwd *f = calloc(1, sizeof *f);
     size_t len = protobuf_c_message_get_packed_size(req);
     uint8_t *buf = malloc(len ? len : 1);
@@ -2192,6 +2205,11 @@ static void reconcile(struct core *c)
                 cache_remove(c, s, e);
                 continue;
             }
+            if (e->info->state == DISTSUP__V1__CHILD_STATE__FAILED) { /* its restarts were used up: not again */
+                log_info("core", "failed child %s went down with node %s; dropped", e->info->name, e->info->node);
+                cache_remove(c, s, e);
+                continue;
+            }
             if (e->rehoming) continue;
             struct node *dir = directory_of(c, s, e->info->name);
             if (dir && dir->self) rehome(c, s, e);
@@ -2544,7 +2562,12 @@ static void dir_start(struct core *c, struct sup *s, Distsup__V1__StartChildRequ
              owner && owner->up ? "" : "; that node is down and the child is being re-homed");
         return;
     }
-    if (!old && reserved(s, spec->name)) {
+    if (old) { /* it runs here, wherever the strategy would put it now: start_local says so */
+        req->spec = NULL;
+        start_local(c, s, spec, 0, NULL, done, arg);
+        return;
+    }
+    if (reserved(s, spec->name)) {
         fail(done, arg, GRPC_STATUS_ALREADY_EXISTS, "child '%s' is being started in supervisor '%s' right now",
              spec->name, s->cfg->name);
         return;
@@ -2880,6 +2903,10 @@ static int can_message(struct core *c, struct child *ch, size_t len, int is_call
         return -1;
     case DISTSUP__V1__CHILD_STATE__STOPPING:
         fail(done, arg, GRPC_STATUS_UNAVAILABLE, "child '%s' is stopping", ch->name);
+        return -1;
+    case DISTSUP__V1__CHILD_STATE__SUSPENDED:
+        fail(done, arg, GRPC_STATUS_UNAVAILABLE, "child '%s' is suspended on node %s (%s); try again shortly",
+             ch->name, c->cfg->node_name, c->quorum ? "the node is syncing with the cluster" : "the node has no quorum");
         return -1;
     default:
         break;

@@ -129,13 +129,31 @@ static int load_trust_file(struct identity *id, const char *path, char *err, siz
         char *s = trim(line);
         if (!*s || *s == '#') continue;
         size_t n = strcspn(s, " \t#");
-        uint8_t pk[HS_KEY_LEN];
-        if (parse_hex_key(s, n, pk) != 0) {
-            snprintf(err, errlen, "%s:%d: expected a public key (64 hex digits), optionally followed by a label",
+        struct trusted_key k = {{0}, ""};
+        if (parse_hex_key(s, n, k.pk) != 0) {
+            snprintf(err, errlen, "%s:%d: expected a public key (64 hex digits), optionally followed by a node name",
                      path, lineno);
             goto out;
         }
-        if (identity_trusts(id, pk)) continue;
+        char *name = s + n + strspn(s + n, " \t");
+        size_t nl = strcspn(name, " \t#");
+        char after = name[nl + strspn(name + nl, " \t")]; /* what follows the name */
+        if (nl >= sizeof k.name || (after && after != '#')) {
+            snprintf(err, errlen, "%s:%d: expected a public key and at most one node name (shorter than %d)",
+                     path, lineno, IDENTITY_NAME_MAX);
+            goto out;
+        }
+        memcpy(k.name, name, nl);
+        k.name[nl] = 0;
+        const char *bound = identity_bound_name(id, k.pk);
+        if (bound) {
+            if (strcmp(bound, k.name)) {
+                snprintf(err, errlen, "%s:%d: this key is listed before with another node name ('%s')", path,
+                         lineno, bound);
+                goto out;
+            }
+            continue;
+        }
         if (id->n_trusted == IDENTITY_MAX_TRUSTED) {
             snprintf(err, errlen, "%s:%d: more than %d trusted keys", path, lineno, IDENTITY_MAX_TRUSTED);
             goto out;
@@ -146,7 +164,7 @@ static int load_trust_file(struct identity *id, const char *path, char *err, siz
             goto out;
         }
         id->trusted = grown;
-        memcpy(id->trusted[id->n_trusted++], pk, HS_KEY_LEN);
+        id->trusted[id->n_trusted++] = k;
     }
     if (ferror(f)) {
         snprintf(err, errlen, "trust file %s: read error", path);
@@ -206,9 +224,14 @@ void identity_free(struct identity *id)
     sodium_memzero(id, sizeof *id);
 }
 
-int identity_trusts(const struct identity *id, const uint8_t pk[HS_KEY_LEN])
+const char *identity_bound_name(const struct identity *id, const uint8_t pk[HS_KEY_LEN])
 {
     for (size_t i = 0; i < id->n_trusted; i++)
-        if (sodium_memcmp(id->trusted[i], pk, HS_KEY_LEN) == 0) return 1;
-    return 0;
+        if (sodium_memcmp(id->trusted[i].pk, pk, HS_KEY_LEN) == 0) return id->trusted[i].name;
+    return NULL;
+}
+
+int identity_trusts(const struct identity *id, const uint8_t pk[HS_KEY_LEN])
+{
+    return identity_bound_name(id, pk) != NULL;
 }

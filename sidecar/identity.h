@@ -7,7 +7,7 @@
  *                    public 6f1c...   (64 hex digits)
  *                    secret 9a02...
  *   trust file   one trusted public key per line (64 hex digits), optionally followed
- *                by a label such as the node's name; '#' starts a comment.
+ *                by the one node name that key may join as; '#' starts a comment.
  *   cluster key  any text of at least 16 bytes (like an Erlang cookie, but never sent):
  *                hashed into a 32-byte key that both sides of every link must share.
  *
@@ -21,10 +21,16 @@
 #include "sidecar/handshake.h"
 
 #define IDENTITY_MAX_TRUSTED 4096
+#define IDENTITY_NAME_MAX 256
+
+struct trusted_key {
+    uint8_t pk[HS_KEY_LEN];
+    char name[IDENTITY_NAME_MAX]; /* "" = any name */
+};
 
 struct identity {
     struct keypair kp;
-    uint8_t (*trusted)[HS_KEY_LEN];
+    struct trusted_key *trusted;
     size_t n_trusted;
     uint8_t psk[HS_KEY_LEN];
     int has_psk;
@@ -43,5 +49,9 @@ void identity_free(struct identity *id);
 
 /* 1 if pk is in the trust list. */
 int identity_trusts(const struct identity *id, const uint8_t pk[HS_KEY_LEN]);
+
+/* The node name the trust file binds pk to: "" when any name may use it, NULL when pk
+ * is not trusted. */
+const char *identity_bound_name(const struct identity *id, const uint8_t pk[HS_KEY_LEN]);
 
 #endif

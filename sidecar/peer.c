@@ -75,6 +75,7 @@ struct link {
     grpc_call *call;
     grpc_channel *chan;             /* the initiator's own channel */
     char name[NAME_MAX_];           /* the node, once its Join arrived */
+    uint8_t peer_pk[HS_KEY_LEN];    /* its static key, once the handshake checked it */
     char addr[NAME_MAX_];           /* dialed address, or the remote socket */
     struct member *m;               /* when it is m's open link */
     struct seed *seed;              /* when dialed for a seed */
@@ -465,6 +466,15 @@ static void on_join(struct peer *p, struct link *l, Distsup__V1__Join *j)
         link_close(l, "a second Join with another name");
         return;
     }
+    const char *bound = identity_bound_name(p->id, l->peer_pk);
+    if (!bound || (bound[0] && strcmp(bound, j->name))) {
+        char hex[2 * HS_KEY_LEN + 1];
+        key_hex(l->peer_pk, hex);
+        log_warn("peer", "refused the link with %s: it calls itself %s, but the trust file gives its key %s "
+                 "to node %s", l->addr, j->name, hex, bound ? bound : "(none)");
+        link_close(l, NULL);
+        return;
+    }
     copy_str(l->name, sizeof l->name, j->name);
     if (l->seed) copy_str(l->seed->name, sizeof l->seed->name, j->name);
     struct member *m = add_member(p, j->name, j->peer_address);
@@ -509,6 +519,11 @@ static void on_join(struct peer *p, struct link *l, Distsup__V1__Join *j)
         log_info("peer", "node %s is up (%s%s)", m->name, m->addr, restarted ? ", restarted" : "");
         p->cb.up(p->cb.arg, j);
         gossip(p, l);
+    } else {
+        /* A new link to a node that stayed up: what was broadcast while there was no
+         * link is lost, so the core exchanges snapshots again. */
+        log_info("peer", "link with node %s open again; resyncing", m->name);
+        p->cb.up(p->cb.arg, j);
     }
 }
 
@@ -623,6 +638,7 @@ static void handshake_step(struct peer *p, struct link *l, const uint8_t *d, siz
             link_close(l, NULL);
             return;
         }
+        memcpy(l->peer_pk, peer_static, HS_KEY_LEN);
         uint8_t msg2[HS_MSG2_LEN];
         if (hs_responder_write2(&l->hs, msg2) != HS_OK) {
             log_warn("peer", "refused a link from %s: degenerate ephemeral key", l->addr);
@@ -657,6 +673,7 @@ static void handshake_step(struct peer *p, struct link *l, const uint8_t *d, siz
             link_close(l, NULL);
             return;
         }
+        memcpy(l->peer_pk, peer_static, HS_KEY_LEN);
         uint8_t msg3[HS_MSG3_LEN];
         hs_initiator_write3(&l->hs, msg3, &l->seal);
         hs_wipe(&l->hs);
@@ -868,7 +885,12 @@ static void tick(struct peer *p, uint64_t now)
     /* silence -> indirect check -> down */
     for (size_t i = 0; i < p->n_members; i++) {
         struct member *m = p->members[i];
-        if (m->state != M_UP || now - m->last_heard <= c->down_after_ms || now < m->quiet_until) continue;
+        if (m->state != M_UP) continue;
+        if (now - m->last_heard <= c->down_after_ms) {
+            m->probe_id = 0; /* it spoke for itself: a check still open is over */
+            continue;
+        }
+        if (now < m->quiet_until) continue;
         if (!m->probe_id) {
             m->probe_id = ++p->probe_seq;
             m->probe_alive = 0;

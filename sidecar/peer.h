@@ -31,7 +31,8 @@ struct peer;
 
 struct peer_callbacks {
     void *arg;
-    /* A node came up, or came back with a new boot_id.  join is valid during the call. */
+    /* A node came up, came back with a new boot_id, or has a new link after its old one
+     * broke (the core then exchanges snapshots again).  join is valid during the call. */
     void (*up)(void *arg, const Distsup__V1__Join *join);
     /* A node is down (clean = 0) or left cleanly (clean = 1). */
     void (*down)(void *arg, const char *node, int clean);

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what is needed, builds, and starts one distsupd on its embedded defaults:
 # a single node serving distsup.v1.Supervisor on 127.0.0.1:50051, SQLite state under
-# ./data, the built-in strategies beside the binary.  Ctrl-C (SIGTERM) stops it
+# ./data, the built-in strategies beside the binary.  Ctrl-C (SIGINT) stops it
 # cleanly; its children stop with it and start again next time.
 #
 #   tools/start.sh [distsupd options...]     e.g. tools/start.sh --log-level debug

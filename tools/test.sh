@@ -6,6 +6,7 @@
 #   tools/test.sh                 the whole suite
 #   tools/test.sh --config=asan   the whole suite under ASan + UBSan
 #   tools/test.sh //tests/unit/...   some targets (extra args go to bazel test)
+#   tools/test.sh //... -//tests/container/...   all but some
 set -uo pipefail
 cd "$(dirname "$0")/.."
 tools/setup.sh || { echo "setup failed"; echo "0 passed, 1 failed"; exit 1; }
@@ -13,7 +14,7 @@ tools/setup.sh || { echo "setup failed"; echo "0 passed, 1 failed"; exit 1; }
 args=() targets=()
 for a in "$@"; do
   case "$a" in
-    //*|:*) targets+=("$a") ;;
+    //*|:*|-//*) targets+=("$a") ;;
     *) args+=("$a") ;;
   esac
 done

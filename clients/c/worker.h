@@ -28,7 +28,7 @@ struct ds_worker_init {
     const char *node;       /* the node it runs on */
     const uint8_t *init;    /* ChildSpec.init */
     size_t init_len;
-    const uint8_t *state;   /* handed-off state after a move; NULL/0 otherwise */
+    const uint8_t *state;   /* the last State sent, after a restart or a move; NULL/0 at first */
     size_t state_len;
 };
 

@@ -1,7 +1,7 @@
 #!/bin/sh
 # Regenerates the vendored protobuf/gRPC stubs in clients/python/distsup/v1/ from
 # proto/distsup/v1/*.proto.  Run it after changing a .proto; the test
-# //tests/clients/python:stubs_current_test fails while they are stale.
+# //tests/clients/python:package_test (test_stubs_are_current) fails while they are stale.
 #
 #   clients/python/gen_stubs.sh [OUTDIR]     (default: clients/python)
 #

@@ -194,7 +194,9 @@ def main():
     result = unittest.TextTestRunner(verbosity=2, stream=sys.stderr).run(suite)
     failed = len(result.failures) + len(result.errors)
     sys.stderr.flush()
-    print("distsup-tests: %d passed, %d failed" % (result.testsRun - failed, failed), flush=True)
+    skipped = len(result.skipped)
+    print("distsup-tests: %d passed, %d failed, %d skipped" % (result.testsRun - failed - skipped, failed, skipped),
+          flush=True)
     sys.exit(0 if failed == 0 and result.testsRun > 0 else 1)
 
 

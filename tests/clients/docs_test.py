@@ -56,6 +56,9 @@ class DocsTest(h.DaemonTest):
                     continue
                 lines.append(line)
         script = "set -e\n" + "\n".join(lines) + "\n"
+        with open("/proc/%d/maps" % self.d.proc.pid) as f:
+            if "libasan" in f.read():  # the sanitizer build: the session links with its libraries
+                script = 'gcc() { command gcc -fsanitize=address,undefined "$@"; }\n' + script
         env = dict(os.environ, DISTSUP_ADDR=self.d.addr, HOME=self.workdir, PIP_NO_INDEX="1",
                    PIP_DISABLE_PIP_VERSION_CHECK="1", npm_config_offline="true")
         env.pop("PYTHONPATH", None)

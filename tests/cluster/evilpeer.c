@@ -1,7 +1,7 @@
 /* evilpeer: a peer that speaks distsup's handshake and then misbehaves, to test that
  * a daemon refuses it.  Test tool only.
  *
- *   evilpeer ADDR KEYFILE MODE
+ *   evilpeer ADDR KEYFILE MODE [NAME]
  *
  * KEYFILE is a node key (distsupd keygen); MODE is one of
  *   handshake  complete the handshake, send a valid Join, wait    (control: stays open)
@@ -12,7 +12,8 @@
  * and prints one line:
  *   handshake=ok|refused received=N closed=yes|no
  * received counts the packets the daemon sent after its handshake reply (what the
- * peer learned); closed says whether the daemon ended the stream within 5 s. */
+ * peer learned); closed says whether the daemon ended the stream within 5 s.  NAME is
+ * the node name its Join claims (default evil@test). */
 #include <grpc/byte_buffer.h>
 #include <grpc/byte_buffer_reader.h>
 #include <grpc/grpc.h>
@@ -106,11 +107,11 @@ static size_t seal_msg(struct seal *s, const Distsup__V1__PeerMsg *m, uint8_t *o
 
 int main(int argc, char **argv)
 {
-    if (argc != 4) {
-        fprintf(stderr, "usage: evilpeer ADDR KEYFILE MODE\n");
+    if (argc != 4 && argc != 5) {
+        fprintf(stderr, "usage: evilpeer ADDR KEYFILE MODE [NAME]\n");
         return 2;
     }
-    const char *addr = argv[1], *mode = argv[3];
+    const char *addr = argv[1], *mode = argv[3], *name = argc == 5 ? argv[4] : "evil@test";
     if (sodium_init() < 0) return 1;
     /* The key file only: a trust file that trusts everyone is not needed to dial. */
     char trust[] = "/tmp/evilpeer-trust-XXXXXX";
@@ -164,7 +165,7 @@ int main(int argc, char **argv)
         send_packet(msg3, sizeof msg3);
         handshake_ok = 1;
         Distsup__V1__Join j = DISTSUP__V1__JOIN__INIT;
-        j.name = "evil@test";
+        j.name = (char *)name;
         j.boot_id = 42;
         j.peer_address = "127.0.0.1:1";
         j.api_address = "127.0.0.1:1";

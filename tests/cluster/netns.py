@@ -1,19 +1,24 @@
 """Test hosts in network namespaces, so that a partition can really be cut.
 
-    root ns (the test)                 <p>br (a bridge: the hosts' network)
-      <p>a1 10.231.1.1/30 ---veth---+   +--- br0 ---+--- <p>n1: eth0 10.231.0.1/24
-      <p>a2 10.231.2.1/30 ---veth---|---|-----------+--- <p>n2: eth0 10.231.0.2/24
-      ...                           |   |           +--- <p>n3: eth0 10.231.0.3/24
-                                    +-- each <p>nI also has api0 10.231.I.2/30
+    root ns (the test)              <p>br (a bridge: the hosts' network)
+      <p>a1 10.N.1.1/30 ---veth---+   +--- br0 ---+--- <p>n1: eth0 10.N.0.1/24
+      <p>a2 10.N.2.1/30 ---veth---|---|-----------+--- <p>n2: eth0 10.N.0.2/24
+      ...                         |   |           +--- <p>n3: eth0 10.N.0.3/24
+                                  +-- each <p>nI also has api0 10.N.I.2/30
 
 Peer links run over the bridge; the test reaches each node's API over a link of its
 own, so cutting a node's bridge port (cut) partitions it from the other nodes while
-the test can still ask it what it thinks.  Every name carries the test's pid; remove()
-deletes the namespaces, which deletes every veth with them.  Needs root and iproute2.
-Addresses stay inside namespaces this test made itself."""
+the test can still ask it what it thinks.  Every name carries the test's pid and a
+count of the Nets it made, and N (200..249) comes from both, so that neither two runs
+nor two tests of one run share a name or an address (the kernel may take a while to
+free a deleted namespace's veths).  remove() kills
+what still runs in the namespaces and deletes them, which deletes every veth with them,
+and waits until they are gone.  Needs root and iproute2.  Addresses stay inside
+namespaces this test made itself."""
 
 import os
 import subprocess
+import time
 
 from cluster import ClusterTest, Node, keygen
 
@@ -28,8 +33,12 @@ def ip(*args, ns=None):
 
 
 class Net:
+    made_here = 0  # Nets this process made: names and addresses differ from each earlier one
+
     def __init__(self, n):
-        self.p = "ds%x" % (os.getpid() & 0xfffff)
+        Net.made_here += 1
+        self.p = "ds%x%c" % (os.getpid() & 0xfffff, ord("a") + Net.made_here % 26)
+        self.net = 200 + (os.getpid() + Net.made_here) % 50
         self.n = n
         self.made = []
         try:
@@ -42,10 +51,10 @@ class Net:
         return "%sn%d" % (self.p, i)
 
     def peer_ip(self, i):
-        return "10.231.0.%d" % i
+        return "10.%d.0.%d" % (self.net, i)
 
     def api_ip(self, i):
-        return "10.231.%d.2" % i
+        return "10.%d.%d.2" % (self.net, i)
 
     def _netns(self, name):
         ip("netns", "add", name)
@@ -70,7 +79,7 @@ class Net:
             # the test's own line to the node's API
             root_end = "%sa%d" % (self.p, i)
             ip("link", "add", root_end, "type", "veth", "peer", "name", "api0", "netns", ns)
-            ip("addr", "add", "10.231.%d.1/30" % i, "dev", root_end)
+            ip("addr", "add", "10.%d.%d.1/30" % (self.net, i), "dev", root_end)
             ip("link", "set", root_end, "up")
             ip("addr", "add", self.api_ip(i) + "/30", "dev", "api0", ns=ns)
             ip("link", "set", "api0", "up", ns=ns)
@@ -84,8 +93,20 @@ class Net:
 
     def remove(self):
         for name in reversed(self.made):
+            pids = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True).stdout.split()
+            for pid in pids:
+                try:
+                    os.kill(int(pid), 9)
+                except (ProcessLookupError, ValueError):
+                    pass
             subprocess.run(["ip", "netns", "del", name], capture_output=True)
         self.made = []
+        # a namespace (and its veths) goes when its last process has gone
+        for _ in range(100):
+            links = subprocess.run(["ip", "-br", "link"], capture_output=True, text=True).stdout
+            if not any(line.startswith(self.p + "a") for line in links.splitlines()):  # pa1, pa2...
+                return
+            time.sleep(0.05)
 
 
 class NsNode(Node):

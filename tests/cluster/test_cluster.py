@@ -241,6 +241,25 @@ class Failover(ClusterTest):
             if restart[n] != pb.TEMPORARY:
                 self.assertEqual(victim.stub.Call(pb.CallRequest(name=n, payload=b"get")).payload, b"7")
 
+    def test_a_failed_child_is_not_restarted_by_failover(self):
+        nodes = self.make_cluster(3)
+        victim = nodes[2]
+        nodes[0].stub.StartChild(pb.StartChildRequest(node=victim.node_name, spec=spec(
+            "crasher", argv=["/bin/sh", "-c", "exit 3"], protocol=pb.NONE)))
+        nodes[0].stub.StartChild(pb.StartChildRequest(node=victim.node_name, spec=spec("fine")))
+        wait_for(lambda: all(n.children().get("crasher") and n.children()["crasher"].state == pb.FAILED
+                             for n in nodes), timeout=20, what="crasher FAILED on every node's view")
+        victim.kill9()
+        survivors = nodes[:2]
+        wait_for(lambda: all(n.children().get("fine") and n.children()["fine"].node != victim.node_name and
+                             n.children()["fine"].state == pb.RUNNING for n in survivors),
+                 timeout=20, what="the healthy child re-homed")
+        for n in survivors:
+            self.assertNotIn("crasher", n.children())
+        self.assertTrue(any("failed child crasher went down with node n3@test; dropped" in n.read_log()
+                            for n in survivors))
+        self.assertEqual(len(running_copies({"crasher"})), 0)
+
     def test_graceful_leave_hands_children_over_with_their_state(self):
         nodes = self.make_cluster(3)
         for i in range(30):

@@ -99,6 +99,8 @@ class Partition(NetnsClusterTest):
         details = self.assertCode(SC.UNAVAILABLE, lone.stub.StartChild,
                                   pb.StartChildRequest(spec=spec("while-cut")))
         self.assertIn("quorum", details)
+        details = self.assertCode(SC.UNAVAILABLE, lone.stub.Call, pb.CallRequest(name=theirs[0], payload=b"get"))
+        self.assertIn("is suspended on node n3@test (the node has no quorum)", details)
         # The majority keeps quorum: it re-homes n3's children and still starts new ones.
         self.wait_synced(majority, len(NAMES), timeout=30)
         majority[0].stub.StartChild(pb.StartChildRequest(spec=spec("p-extra", init=b"5")))

@@ -10,8 +10,9 @@ EVILPEER = os.path.join(ROOT_BIN, "tests", "cluster", "evilpeer")
 
 
 class HostilePeers(ClusterTest):
-    def evil(self, node, key, mode):
-        out = subprocess.run([EVILPEER, node.peer_addr, key, mode], capture_output=True, text=True, timeout=60)
+    def evil(self, node, key, mode, name="n4@test"):
+        out = subprocess.run([EVILPEER, node.peer_addr, key, mode, name], capture_output=True, text=True,
+                             timeout=60)
         self.assertEqual(out.returncode, 0, out.stderr)
         return dict(kv.split("=") for kv in out.stdout.split())
 
@@ -34,11 +35,20 @@ class HostilePeers(ClusterTest):
         self.assertEqual(r, {"handshake": "refused", "received": "0", "closed": "yes"})
         self.assertIn("not a distsup peer handshake", target.read_log())
 
-        # control: the same tool with a trusted key and honest packets is accepted
+        # control: the same tool with a trusted key, its own name and honest packets is accepted
         r = self.evil(target, trusted_evil, "handshake")
         self.assertEqual(r["handshake"], "ok")
+        wait_for(lambda: "node n4@test is up" in target.read_log(), what="the honest peer taken as n4@test")
+        self.assertNotIn("it calls itself", target.read_log())
         self.assertGreater(int(r["received"]), 0, "an accepted peer hears the daemon's Join")
         self.assertEqual(self.refusals(target), 0)
+
+        # a trusted key that claims another node's name (the trust file binds n4's key
+        # to n4@test) is cut after its Join, and the real n1 stays up
+        r = self.evil(target, trusted_evil, "handshake", name="n1@test")
+        self.assertEqual(r["closed"], "yes", "an impostor must lose its link")
+        self.assertIn("it calls itself n1@test, but the trust file gives its key", target.read_log())
+        self.assertEqual(target.up_nodes(), ["n1@test", "n2@test", "n3@test"])
 
         for i, mode in enumerate(["tamper", "replay", "reorder"]):
             r = self.evil(target, trusted_evil, mode)

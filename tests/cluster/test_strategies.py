@@ -12,6 +12,7 @@ import tempfile
 import grpc
 
 from cluster import DISTSUPD, ROOT_BIN, ClusterTest, main, pb, spec, wait_for
+from test_cluster import running_copies
 
 SC = grpc.StatusCode
 RENDEZVOUS = os.path.abspath(os.path.join(ROOT_BIN, "examples", "rendezvous", "rendezvous.so"))
@@ -114,6 +115,25 @@ class Strategies(ClusterTest):
         self.assertEqual(set(where.values()), {"n2@test"})
         where = self.start_all("zone", ["z%02d" % i for i in range(20)])
         self.assertEqual(set(where.values()), {"n2@test", "n3@test"}, "zone=b is n2 and n3")
+
+    def test_a_running_name_is_never_started_twice_wherever_the_strategy_points(self):
+        # Pinned to n1 by StartChild's node, while the supervisor's strategy says n2: a
+        # second StartChild of the name (from any node) must not start it on n2 too,
+        # whichever node is the name's directory.
+        names = ["twice%02d" % i for i in range(12)]
+        for n in names:
+            c = self.nodes[0].stub.StartChild(pb.StartChildRequest(supervisor="pin", node="n1@test",
+                                                                   spec=spec(n))).child
+            self.assertEqual(c.node, "n1@test")
+        for node in self.nodes:
+            for n in names:
+                details = self.assertCode(SC.ALREADY_EXISTS, node.stub.StartChild,
+                                          pb.StartChildRequest(supervisor="pin", spec=spec(n)))
+                self.assertIn("on node n1@test", details)
+        self.wait_synced(self.nodes, len(names), sup="pin")
+        copies = running_copies(set(names))
+        self.assertEqual(sorted(k[1] for k in copies), names)
+        self.assertEqual([k for k, p in copies.items() if len(p) != 1], [])
 
     def test_pinned_node_down_is_unavailable_without_fallback(self):
         self.nodes[1].kill9()

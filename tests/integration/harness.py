@@ -143,9 +143,11 @@ class DaemonTest(unittest.TestCase):
         result = getattr(self._outcome, "result", None)
         failed = any(t is self for t, _ in getattr(result, "failures", []) + getattr(result, "errors", []))
         for d in self.daemons:
+            rc = d.proc.poll() if d.proc else None  # before cleanup kills it: did it die on its own?
             d.cleanup()
             if failed:
-                sys.stderr.write("---- log of %s ----\n%s\n" % (d.log_path, d.read_log()[-6000:]))
+                sys.stderr.write("---- log of %s%s ----\n%s\n" % (
+                    d.log_path, "" if rc is None else " (it had exited with %d)" % rc, d.read_log()[-6000:]))
         shutil.rmtree(self.workdir, ignore_errors=True)
 
     def daemon(self, name="d", config=None, args=(), start=True):
@@ -168,7 +170,9 @@ def main():
         suite = unittest.TestSuite(t for t in _flatten(suite) if any(a in t.id() for a in sys.argv[1:]))
     result = unittest.TextTestRunner(verbosity=2, stream=sys.stderr).run(suite)
     failed = len(result.failures) + len(result.errors)
-    print("distsup-tests: %d passed, %d failed" % (result.testsRun - failed, failed), flush=True)
+    skipped = len(result.skipped)
+    print("distsup-tests: %d passed, %d failed, %d skipped" % (result.testsRun - failed - skipped, failed, skipped),
+          flush=True)
     sys.exit(0 if failed == 0 and result.testsRun > 0 else 1)
 
 

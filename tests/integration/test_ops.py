@@ -605,8 +605,11 @@ class ThousandChildrenTest(DaemonTest):
         names = ["k%04d" % i for i in range(self.N)]
 
         def start(i):
+            # shutdown_ms: 1,000 children exiting at once under ASan (LeakSanitizer runs
+            # in each) may take longer than the default 5 s to leave after Terminate
             return d.stub.StartChild(pb.StartChildRequest(spec=pb.ChildSpec(
-                name=names[i], argv=[COUNTER], init=str(i).encode())), timeout=RPC_TIMEOUT).child
+                name=names[i], argv=[COUNTER], init=str(i).encode(), shutdown_ms=RPC_TIMEOUT * 1000)),
+                timeout=RPC_TIMEOUT).child
 
         infos = list(pool.map(start, range(self.N)))
         self.assertEqual([c.name for c in infos], names)

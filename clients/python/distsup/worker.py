@@ -71,7 +71,7 @@ class InitInfo:
     id: str         # this incarnation's id
     node: str       # the node it runs on
     init: bytes     # ChildSpec.init
-    state: bytes    # handed-off state after a move; b"" otherwise
+    state: bytes    # the last State sent, after a restart or a move; b"" at first
 
 
 class Worker:
