@@ -949,8 +949,9 @@ static void begin_stop(struct core *c, struct child *ch, const char *reason)
         f.terminate = &t;
         send_frame(c, ch, &f);
         ch->kill_stage = 1;
-        /* Give the child a moment to hand off its state and leave by itself. */
-        uint64_t wait = grace / 2 < 500 ? grace / 2 : 500;
+        /* Give the child half its shutdown_ms to hand off its state and leave by
+         * itself (a loaded host may need more than a moment); SIGTERM then. */
+        uint64_t wait = grace / 2;
         ch->timer_at = now + wait;
     } else {
         signal_child(ch, SIGTERM);

@@ -8,23 +8,30 @@ import grpc
 
 from netns import NetnsClusterTest
 from cluster import main, pb, spec, wait_for
-from test_cluster import Watcher, running_copies
+from test_cluster import Watcher
 
 SC = grpc.StatusCode
 NAMES = ["p%02d" % i for i in range(30)]
 
 
 def nodes_running(names):
-    """{name: [node of each running copy]} from the processes themselves (/proc)."""
+    """{name: [node of each running copy]} from the processes themselves: one read of
+    each /proc/PID/environ (a process may exit, and its pid be reused, between reads)."""
     found = collections.defaultdict(list)
-    for (_, name), pids in running_copies(set(names)).items():
-        for pid in pids:
-            try:
-                with open("/proc/%d/environ" % pid, "rb") as f:
-                    env = dict(kv.split(b"=", 1) for kv in f.read().split(b"\0") if b"=" in kv)
-            except OSError:
-                continue
-            found[name].append(env[b"DISTSUP_NODE"].decode())
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % pid) as f:
+                if f.read().split(")")[-1].split()[0] == "Z":
+                    continue
+            with open("/proc/%s/environ" % pid, "rb") as f:
+                env = dict(kv.split(b"=", 1) for kv in f.read().split(b"\0") if b"=" in kv)
+        except OSError:
+            continue
+        name, node = env.get(b"DISTSUP_NAME", b"").decode(), env.get(b"DISTSUP_NODE", b"").decode()
+        if name in names and node:
+            found[name].append(node)
     return found
 
 

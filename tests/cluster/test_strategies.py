@@ -8,11 +8,12 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 
 import grpc
 
 from cluster import DISTSUPD, ROOT_BIN, ClusterTest, main, pb, spec, wait_for
-from test_cluster import running_copies
+from test_cluster import Watcher, running_copies
 
 SC = grpc.StatusCode
 RENDEZVOUS = os.path.abspath(os.path.join(ROOT_BIN, "examples", "rendezvous", "rendezvous.so"))
@@ -52,6 +53,10 @@ strategy_options = label=zone=b
 
 [supervisor:rdv]
 strategy = %s
+
+[supervisor:only12]
+nodes = n1@test,n2@test
+monitor_nodes = false
 """ % (labels, rendezvous)
 
 
@@ -117,23 +122,46 @@ class Strategies(ClusterTest):
         self.assertEqual(set(where.values()), {"n2@test", "n3@test"}, "zone=b is n2 and n3")
 
     def test_a_running_name_is_never_started_twice_wherever_the_strategy_points(self):
-        # Pinned to n1 by StartChild's node, while the supervisor's strategy says n2: a
-        # second StartChild of the name (from any node) must not start it on n2 too,
-        # whichever node is the name's directory.
+        # Started on n1 by StartChild's node, so least_loaded (which never moves a running
+        # child) now points at n2 or n3 for every one of them: a second StartChild of the
+        # name (through any node) must not start it there too, whichever node is the
+        # name's directory (n1 runs it itself for about a third of them).
         names = ["twice%02d" % i for i in range(12)]
         for n in names:
-            c = self.nodes[0].stub.StartChild(pb.StartChildRequest(supervisor="pin", node="n1@test",
+            c = self.nodes[0].stub.StartChild(pb.StartChildRequest(supervisor="least", node="n1@test",
                                                                    spec=spec(n))).child
             self.assertEqual(c.node, "n1@test")
+        self.assertNotEqual(self.nodes[0].stub.NodeFor(pb.NodeForRequest(supervisor="least", key="x")).node,
+                            "n1@test")
         for node in self.nodes:
             for n in names:
                 details = self.assertCode(SC.ALREADY_EXISTS, node.stub.StartChild,
-                                          pb.StartChildRequest(supervisor="pin", spec=spec(n)))
+                                          pb.StartChildRequest(supervisor="least", spec=spec(n)))
                 self.assertIn("on node n1@test", details)
-        self.wait_synced(self.nodes, len(names), sup="pin")
+        self.wait_synced(self.nodes, len(names), sup="least")
         copies = running_copies(set(names))
         self.assertEqual(sorted(k[1] for k in copies), names)
         self.assertEqual([k for k, p in copies.items() if len(p) != 1], [])
+
+    def test_nodes_option_limits_placement_and_monitor_nodes_false_hides_node_events(self):
+        names = ["o%02d" % i for i in range(20)]
+        for n in names:  # started through the node that is not eligible
+            self.nodes[2].stub.StartChild(pb.StartChildRequest(supervisor="only12", spec=spec(n)))
+        self.wait_synced(self.nodes, len(names), sup="only12")
+        where = {k: c.node for k, c in self.nodes[0].children("only12").items()}
+        self.assertEqual(set(where.values()), {"n1@test", "n2@test"})
+        details = self.assertCode(SC.UNAVAILABLE, self.nodes[0].stub.StartChild,
+                                  pb.StartChildRequest(supervisor="only12", node="n3@test", spec=spec("o-n3")))
+        self.assertIn("not eligible", details)
+        quiet = Watcher(self.nodes[0].stub, supervisor="only12", cluster=True)
+        loud = Watcher(self.nodes[0].stub, cluster=True)
+        time.sleep(0.3)
+        self.nodes[2].kill9()
+        wait_for(lambda: loud.of(pb.NODE_DOWN), timeout=15, what="NODE_DOWN on the default supervisor's Watch")
+        time.sleep(0.5)
+        self.assertEqual([e for e in quiet.events if e.kind in (pb.NODE_UP, pb.NODE_DOWN, pb.NODE_TERMINATE)], [])
+        quiet.close()
+        loud.close()
 
     def test_pinned_node_down_is_unavailable_without_fallback(self):
         self.nodes[1].kill9()
