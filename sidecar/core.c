@@ -1957,6 +1957,9 @@ static void on_node_up(struct core *c, const Distsup__V1__Join *j)
                     if (!strcmp(e->info->node, n->name)) cache_remove(c, &c->sups[i], e);
                 }
         fail_forwards(c, n, "restarted");
+    } else {
+        /* A new link after a broken one: what was in flight on the old one is lost. */
+        fail_forwards(c, n, "lost its link");
     }
     n->up = n->seen = 1;
     n->leaving = 0;

@@ -433,6 +433,10 @@ static void learn(struct peer *p, Distsup__V1__Member **ms, size_t n)
         if (!m) {
             if (!(m = add_member(p, name, addr))) return;
             log_info("peer", "learned of node %s at %s", name, addr);
+            /* Both may learn of each other at once and dial: the link both keep is the one
+             * the smaller-named node dialed, so the larger-named one gives it time first
+             * (a replaced link loses what was in flight on it). */
+            if (strcmp(p->cfg->node_name, name) > 0) m->next_dial = now_ms() + 4ull * p->cfg->heartbeat_ms;
         } else if (m->state != M_UP && strcmp(m->addr, addr)) {
             copy_str(m->addr, sizeof m->addr, addr);
         }

@@ -1,13 +1,18 @@
-"""Partitions: three real distsupd, each in its own network namespace; one is cut off
-from the other two and then healed.  Needs root (it makes the namespaces itself)."""
+"""Network faults.  Partitions: three real distsupd, each in its own network namespace;
+one is cut off from the other two and then healed.  Broken links: every peer TCP
+connection of a loopback cluster destroyed while a child restarts.  Needs root (it
+makes the namespaces, and ss -K needs CAP_NET_ADMIN)."""
 
 import collections
 import os
+import signal
+import subprocess
+import time
 
 import grpc
 
 from netns import NetnsClusterTest
-from cluster import main, pb, spec, wait_for
+from cluster import ClusterTest, main, pb, spec, wait_for
 from test_cluster import Watcher
 
 SC = grpc.StatusCode
@@ -120,6 +125,45 @@ class Partition(NetnsClusterTest):
         self.assert_each_runs_once(nodes)
         self.assertIn("not starting it here", lone.read_log())
         self.assertIn("quorum is back", lone.read_log())
+
+
+class BrokenLinks(ClusterTest):
+    """Links broken while their nodes stay up (ss -K destroys the TCP connections, which
+    needs the real CAP_NET_ADMIN this unsandboxed target has)."""
+
+    def test_news_lost_while_links_were_broken_is_made_good_when_they_reopen(self):
+        nodes = self.make_cluster(3)
+        c = nodes[0].stub.StartChild(pb.StartChildRequest(node="n2@test", spec=spec("lossy"))).child
+        self.wait_synced(nodes, 1)
+        ports = [n.peer_port for n in nodes]
+
+        def cut():  # destroy every peer TCP connection (both ends), as a network fault would
+            killed = ""
+            for p in ports:
+                killed += subprocess.run(["ss", "-K", "-t", "(", "dport", "=", ":%d" % p, "or", "sport", "=",
+                                          ":%d" % p, ")"], capture_output=True, text=True, check=True).stdout
+            return killed
+        # Links cut, then the child crashes on n2 and n2 restarts it: its broadcast of
+        # the new pid is lost.  Links are cut again until the restart is done, for well
+        # under down_after_ms, so nobody is declared down.
+        self.assertIn("ESTAB", cut(), "ss -K destroyed no peer connection (it needs CAP_NET_ADMIN)")
+        os.kill(c.os_pid, signal.SIGKILL)
+        end = time.monotonic() + 0.6
+        while time.monotonic() < end:
+            cut()
+            kid = nodes[1].children().get("lossy")
+            if kid and kid.restarts == 1 and kid.state == pb.RUNNING and kid.os_pid != c.os_pid:
+                break
+        cut()
+        new_pid = nodes[1].children()["lossy"].os_pid
+        self.assertNotEqual(new_pid, c.os_pid)
+        # The reopened links exchange snapshots: the others learn the new pid.
+        for n in (nodes[0], nodes[2]):
+            wait_for(lambda: n.children()["lossy"].os_pid == new_pid and n.children()["lossy"].restarts == 1,
+                     timeout=10, what="%s to learn the restart it missed" % n.node_name)
+        logs = nodes[0].read_log() + nodes[2].read_log()
+        self.assertIn("link with node n2@test open again; resyncing", logs)
+        self.assertNotIn("node n2@test is down", logs, "the links were cut, the node never went down")
 
 
 if __name__ == "__main__":
