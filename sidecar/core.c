@@ -39,7 +39,8 @@ extern char **environ;
 #define LOG_LINE_MAX 2048           /* longer child log lines are split */
 #define LOG_LINES_PER_SEC 200       /* per child; the rest are counted and dropped */
 #define DEFAULT_CALL_TIMEOUT_MS 5000
-#define SNAPSHOT_CHUNK 500          /* children per Snapshot message */
+#define SNAPSHOT_CHUNK 500          /* children per Snapshot message, at most ... */
+#define SNAPSHOT_BYTES (8u << 20)   /* ... and about this many bytes (a peer message is at most 64 MiB) */
 #define REBALANCE_DELAY_MS 500      /* after a join, before moving children */
 #define RETRY_MS 1000               /* failed re-homes and moves are retried after this */
 #define LEAVE_TIMEOUT_MS 30000      /* a graceful leave gives up handing off after this */
@@ -1535,19 +1536,22 @@ static void send_snapshot(struct core *c, const char *node)
     Distsup__V1__ClusterMsg m = DISTSUP__V1__CLUSTER_MSG__INIT;
     m.msg_case = DISTSUP__V1__CLUSTER_MSG__MSG_SNAPSHOT;
     m.snapshot = &snap;
-    size_t n = 0, total = 0;
+    size_t n = 0, total = 0, bytes = 0;
     for (size_t i = 0; i < c->n_sups; i++) {
         for (struct child *ch = c->sups[i].head; ch; ch = ch->next) {
             if (ch->dead || ch->moving_to) continue;
             fill_info(c, ch, &infos[n]);
             ptrs[n] = &infos[n];
+            bytes += distsup__v1__child_info__get_packed_size(&infos[n]);
             n++;
             total++;
-            if (n == SNAPSHOT_CHUNK) {
+            /* one child is at most max_payload_bytes (4 MiB) of init and its spec */
+            if (n == SNAPSHOT_CHUNK || bytes >= SNAPSHOT_BYTES) {
                 snap.n_children = n;
                 snap.children = ptrs;
                 cluster_send(c, node, &m);
                 n = 0;
+                bytes = 0;
             }
         }
     }
@@ -2340,6 +2344,14 @@ static void plan_moves(struct core *c)
                 ch->state != DISTSUP__V1__CHILD_STATE__RUNNING)
                 continue;
             if (c->leaving && ch->spec->restart == DISTSUP__V1__RESTART_TYPE__TEMPORARY) continue;
+            if (!c->leaving && ch->spec->node[0]) {
+                /* pinned by its spec: it stays, or goes back once its node is usable again
+                 * (a failover took it elsewhere) */
+                struct node *home = strcmp(ch->spec->node, c->cfg->node_name) ? find_node(c, ch->spec->node) : NULL;
+                if (home && node_usable(home) && sup_eligible(s, home->name))
+                    start_move(c, ch, home, "back to the node its spec pins it to");
+                continue;
+            }
             struct dchild d;
             if (dchild_make(&d, s->cfg->name, ch->name, ch->spec) != 0) break;
             int to = -1;
@@ -2576,7 +2588,15 @@ static void dir_start(struct core *c, struct sup *s, Distsup__V1__StartChildRequ
              spec->name, s->cfg->name);
         return;
     }
-    const char *want = req->node[0] ? req->node : spec->node;
+    if (req->node[0] && !spec->node[0]) { /* the request's node pins the child, as spec.node does */
+        char *pin = strdup(req->node);
+        if (!pin) {
+            fail(done, arg, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+            return;
+        }
+        spec->node = pin;
+    }
+    const char *want = spec->node;
     struct node *to;
     if (want[0]) {
         to = find_node(c, want);

@@ -190,6 +190,28 @@ class ClusterRegistry(ClusterTest):
         self.assertEqual([k for k, p in copies.items() if len(p) != 1], [])
 
 
+class BigChildren(ClusterTest):
+    def test_a_snapshot_of_big_children_reaches_a_new_node(self):
+        # 20 children with 4 MB of init each: 80 MB of ChildInfo, more than one peer
+        # message may hold, must reach a node that joins, in several Snapshot chunks.
+        nodes = self.make_cluster(3, start=2)
+        names = ["big%02d" % i for i in range(20)]
+        for n in names:
+            nodes[0].stub.StartChild(pb.StartChildRequest(spec=spec(
+                n, argv=["/bin/sleep", "3600"], protocol=pb.NONE, node="n1@test", init=b"7" * 4000000)),
+                                     timeout=60)
+        # (Children would answer 80 MB, over a default client's 4 MiB: count and look up.)
+        count = lambda node: node.stub.CountChildren(pb.CountChildrenRequest())
+        wait_for(lambda: count(nodes[1]).active == len(names), timeout=60, what="n2 to know all 20")
+        nodes[2].start()
+        self.wait_mesh(nodes)
+        wait_for(lambda: count(nodes[2]).active == len(names), timeout=60, what="the new node to know all 20")
+        for n in names:
+            c = nodes[2].stub.WhereIs(pb.WhereIsRequest(name=n)).child
+            self.assertEqual((c.node, c.state, len(c.spec.init)), ("n1@test", pb.RUNNING, 4000000))
+        self.assertNotIn("dropping", nodes[0].read_log() + nodes[2].read_log())
+
+
 class Failover(ClusterTest):
     def test_kill9_rehomes_once_and_the_restarted_node_runs_nothing_twice(self):
         nodes = self.make_cluster(3)
@@ -240,6 +262,23 @@ class Failover(ClusterTest):
         for n in lost:
             if restart[n] != pb.TEMPORARY:
                 self.assertEqual(victim.stub.Call(pb.CallRequest(name=n, payload=b"get")).payload, b"7")
+
+    def test_a_pinned_child_is_rehomed_then_goes_back_to_its_node(self):
+        nodes = self.make_cluster(3)
+        home = nodes[2]
+        nodes[0].stub.StartChild(pb.StartChildRequest(node=home.node_name, spec=spec("pinned", init=b"3")))
+        nodes[0].stub.Cast(pb.CastRequest(name="pinned", payload=b"incr"))
+        self.assertEqual(nodes[1].stub.WhereIs(pb.WhereIsRequest(name="pinned")).child.spec.node, "n3@test")
+        home.kill9()
+        where = lambda n: n.stub.WhereIs(pb.WhereIsRequest(name="pinned")).child
+        wait_for(lambda: where(nodes[0]).node in ("n1@test", "n2@test") and where(nodes[0]).state == pb.RUNNING,
+                 timeout=20, what="the pinned child re-homed while its node is down")
+        home.start()
+        self.wait_mesh(nodes)
+        wait_for(lambda: all(where(n).node == "n3@test" and where(n).state == pb.RUNNING for n in nodes),
+                 timeout=20, what="the pinned child back on its node")
+        self.assertEqual(len(running_copies({"pinned"})), 1)
+        self.assertIn("back to the node its spec pins it to", nodes[0].read_log() + nodes[1].read_log())
 
     def test_a_failed_child_is_not_restarted_by_failover(self):
         nodes = self.make_cluster(3)
