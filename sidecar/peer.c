@@ -934,6 +934,9 @@ static void tick(struct peer *p, uint64_t now)
         if (m->state == M_LEFT || m->link || m->dialing || now < m->next_dial || !m->addr[0]) continue;
         m->backoff = next_backoff(m->backoff);
         m->next_dial = now + m->backoff;
+        /* the larger-named end redials later, so that after a heal the link both keep
+         * (the one the smaller-named node dialed) is usually the only one */
+        if (strcmp(c->node_name, m->name) > 0) m->next_dial += 4ull * c->heartbeat_ms;
         struct link *l = dial(p, m->addr);
         if (l) {
             l->dial_for = m;
