@@ -27,6 +27,7 @@ class Watcher:
     def __init__(self, stub, **req):
         self.events = []
         self.call = stub.Watch(pb.WatchRequest(**req))
+        self.call.initial_metadata()  # the daemon sends it as it subscribes: events from here on arrive
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
