@@ -367,6 +367,110 @@ static void test_begin_commit_groups_writes(void **state)
     store_close(st);
 }
 
+/* ---------- the cluster child cache ---------- */
+
+struct cache_rows {
+    size_t n;
+    char key[8][64]; /* "supervisor/name@node=info" */
+};
+
+static int collect_cache(void *arg, const char *supervisor, const char *name, const char *node,
+                         const uint8_t *info, size_t len)
+{
+    struct cache_rows *r = arg;
+    if (r->n == 8) return -1;
+    snprintf(r->key[r->n++], sizeof r->key[0], "%s/%s@%s=%.*s", supervisor, name, node, (int)len,
+             (const char *)info);
+    return 0;
+}
+
+static int has_key(const struct cache_rows *r, const char *key)
+{
+    for (size_t i = 0; i < r->n; i++)
+        if (!strcmp(r->key[i], key)) return 1;
+    return 0;
+}
+
+static void test_cache_put_replace_delete_and_reload(void **state)
+{
+    struct scratch *s = *state;
+    struct store *st = open_ok(s->data);
+    const uint8_t a[] = "info-a", b[] = "info-b", c[] = "info-c";
+    assert_int_equal(store_cache_put(st, "default", "x", "n2", a, 6), 0);
+    assert_int_equal(store_cache_put(st, "default", "y", "n3", b, 6), 0);
+    assert_int_equal(store_cache_put(st, "other", "x", "n2", b, 6), 0); /* same name, other supervisor */
+    assert_int_equal(store_cache_put(st, "default", "x", "n3", c, 6), 0); /* moved: replaces */
+    assert_int_equal(store_cache_delete(st, "default", "y"), 0);
+    assert_int_equal(store_cache_delete(st, "default", "never"), 0); /* absent: fine */
+    assert_int_equal(store_flush(st), 0);
+    assert_int_equal(store_flush(st), 0); /* nothing open: nothing to do */
+    store_close(st);
+
+    st = open_ok(s->data);
+    struct cache_rows r = {0};
+    assert_int_equal(store_cache_load(st, collect_cache, &r), 0);
+    assert_int_equal(r.n, 2);
+    assert_true(has_key(&r, "default/x@n3=info-c"));
+    assert_true(has_key(&r, "other/x@n2=info-b"));
+    /* the cache and this node's own children are apart */
+    assert_int_equal(load(st)->n, 0);
+    store_close(st);
+}
+
+static void test_cache_writes_are_batched_until_flush_or_an_own_write(void **state)
+{
+    struct scratch *s = *state;
+    struct store *st = open_ok(s->data);
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open_v2(s->db, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    const uint8_t info[] = "i";
+    char name[16];
+    for (int i = 0; i < 50; i++) {
+        snprintf(name, sizeof name, "c%d", i);
+        assert_int_equal(store_cache_put(st, "default", name, "n2", info, 1), 0);
+    }
+    /* another connection sees nothing of an open batch ... */
+    char *n = query_text(db, "SELECT count(*) FROM cache");
+    assert_string_equal(n, "0");
+    free(n);
+    /* ... until a write of this node's own children commits it with its own */
+    put(st, "default", "own", "spec", STORE_RUNNING, 0, 1);
+    n = query_text(db, "SELECT count(*) FROM cache");
+    assert_string_equal(n, "50");
+    free(n);
+    n = query_text(db, "SELECT count(*) FROM children");
+    assert_string_equal(n, "1");
+    free(n);
+    /* and a later batch waits for store_flush */
+    assert_int_equal(store_cache_delete(st, "default", "c0"), 0);
+    n = query_text(db, "SELECT count(*) FROM cache");
+    assert_string_equal(n, "50");
+    free(n);
+    assert_int_equal(store_flush(st), 0);
+    n = query_text(db, "SELECT count(*) FROM cache");
+    assert_string_equal(n, "49");
+    free(n);
+    assert_int_equal(sqlite3_close(db), SQLITE_OK);
+    store_close(st);
+}
+
+static void test_cache_load_callback_stops_the_walk(void **state)
+{
+    struct scratch *s = *state;
+    struct store *st = open_ok(s->data);
+    const uint8_t info[] = "i";
+    char name[16];
+    for (int i = 0; i < 20; i++) {
+        snprintf(name, sizeof name, "c%d", i);
+        assert_int_equal(store_cache_put(st, "default", name, "n2", info, 1), 0);
+    }
+    assert_int_equal(store_flush(st), 0);
+    struct cache_rows r = {0}; /* collect_cache answers -1 at the 9th row */
+    assert_int_equal(store_cache_load(st, collect_cache, &r), -1);
+    assert_int_equal(r.n, 8);
+    store_close(st);
+}
+
 static void test_load_callback_stops_the_walk(void **state)
 {
     struct scratch *s = *state;
@@ -496,6 +600,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_wal_mode_and_schema, setup, teardown),
         cmocka_unit_test_setup_teardown(test_begin_commit_groups_writes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_load_callback_stops_the_walk, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cache_put_replace_delete_and_reload, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cache_writes_are_batched_until_flush_or_an_own_write, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cache_load_callback_stops_the_walk, setup, teardown),
         cmocka_unit_test_setup_teardown(test_garbage_file_is_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_damaged_pages_are_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_empty_file_is_a_new_database, setup, teardown),
