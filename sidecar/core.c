@@ -2552,6 +2552,28 @@ static void dir_done(void *arg, int code, const char *message, const ProtobufCMe
     free(x);
 }
 
+/* The node a client asked, when the name's directory is another node: it enters the
+ * started child in its registry as soon as the answer comes, so the client's next
+ * request here finds it (read your writes), before its node's broadcast arrives. */
+struct relay_ctx {
+    struct core *c;
+    core_done_fn done;
+    void *arg;
+};
+
+static void relay_start_done(void *arg, int code, const char *message, const ProtobufCMessage *reply)
+{
+    struct relay_ctx *x = arg;
+    const Distsup__V1__StartChildResponse *r = (const void *)reply;
+    if (code == GRPC_STATUS_OK && r && r->child) {
+        struct node *owner = find_node(x->c, r->child->node);
+        Distsup__V1__ChildInfo *info = owner && !owner->self ? info_dup(r->child) : NULL;
+        if (info) apply_remote_info(x->c, owner, info);
+    }
+    x->done(x->arg, code, message, reply);
+    free(x);
+}
+
 static void dir_start(struct core *c, struct sup *s, Distsup__V1__StartChildRequest *req, core_done_fn done,
                       void *arg)
 {
@@ -2687,7 +2709,13 @@ static void op_start(struct core *c, Distsup__V1__StartChildRequest *req, unsign
             return;
         }
         if (!dir->self) {
-            forward(c, dir, OP_DIR_START, &req->base, 0, 0, done, arg);
+            struct relay_ctx *x = malloc(sizeof *x);
+            if (!x) {
+                fail(done, arg, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+                return;
+            }
+            *x = (struct relay_ctx){.c = c, .done = done, .arg = arg};
+            forward(c, dir, OP_DIR_START, &req->base, 0, 0, relay_start_done, x);
             return;
         }
     }

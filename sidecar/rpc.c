@@ -421,8 +421,6 @@ static void handle_watch(struct ctx *c)
     }
     const struct sup_config *sc = config_find_sup(c->r->cfg, strcmp(sup, "*") ? sup : "default");
     size_t qlen = sc ? sc->watch_queue : 4096;
-    /* From here the call's first reference is the subscription's. */
-    stream_open(c, NULL);
     struct event_filter f = {
         .supervisor = sup,
         .kinds_mask = mask,
@@ -432,10 +430,14 @@ static void handle_watch(struct ctx *c)
     struct event_sub *sub = event_bus_subscribe(core_events(c->r->core), &f, qlen, stream_wake, c);
     distsup__v1__watch_request__free_unpacked(q, NULL);
     if (!sub) {
-        ctx_unref(c);
-        grpc_call_cancel_with_status(c->call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory", NULL);
+        finish(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory", NULL);
         return;
     }
+    /* Subscribed before the initial metadata goes out, so a client that has it knows
+     * every later event reaches it (events meanwhile wait in the subscription: the
+     * pump does nothing until c->sub is set).  From here the call's first reference
+     * is the subscription's. */
+    stream_open(c, NULL);
     pthread_mutex_lock(&c->mu);
     int closed = c->closed;
     if (!closed) c->sub = sub;
