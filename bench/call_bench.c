@@ -329,11 +329,17 @@ struct starts {
     const char *node; /* "" = where the strategy says */
 };
 
+/* The name of child i of a run: PREFIX + i. */
+static void child_name(const struct starts *s, size_t i, char name[64])
+{
+    snprintf(name, 64, "%s%zu", s->prefix, i);
+}
+
 static grpc_byte_buffer *make_start(void *arg, size_t i)
 {
     struct starts *s = arg;
     char name[64];
-    snprintf(name, sizeof name, "%s%zu", s->prefix, i);
+    child_name(s, i, name);
     char *argv[1] = {(char *)s->counter};
     Distsup__V1__ChildSpec spec = DISTSUP__V1__CHILD_SPEC__INIT;
     spec.name = name;
@@ -360,7 +366,7 @@ static grpc_byte_buffer *make_terminate(void *arg, size_t i)
 {
     struct starts *s = arg;
     char name[64];
-    snprintf(name, sizeof name, "%s%zu", s->prefix, i);
+    child_name(s, i, name);
     Distsup__V1__TerminateChildRequest req = DISTSUP__V1__TERMINATE_CHILD_REQUEST__INIT;
     req.name = name;
     return pack(&req.base);

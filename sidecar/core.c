@@ -2527,10 +2527,21 @@ static void start_local(struct core *c, struct sup *s, Distsup__V1__ChildSpec *s
  * different nodes start it once. */
 struct dir_ctx {
     struct core *c;
-    char *sup, *name, *to;
+    char *sup, *name;
     core_done_fn done;
     void *arg;
 };
+
+/* A started child, from a StartChildResponse that another node sent: known here at once,
+ * before its node's broadcast arrives (the directory node, and the node the client
+ * asked, answer for it next). */
+static void learn_started(struct core *c, const ProtobufCMessage *reply)
+{
+    const Distsup__V1__StartChildResponse *r = (const void *)reply;
+    struct node *owner = r && r->child ? find_node(c, r->child->node) : NULL;
+    Distsup__V1__ChildInfo *info = owner && !owner->self ? info_dup(r->child) : NULL;
+    if (info) apply_remote_info(c, owner, info);
+}
 
 static void dir_done(void *arg, int code, const char *message, const ProtobufCMessage *reply)
 {
@@ -2538,23 +2549,15 @@ static void dir_done(void *arg, int code, const char *message, const ProtobufCMe
     struct core *c = x->c;
     struct sup *s = find_sup(c, x->sup);
     if (s) unreserve(s, x->name);
-    struct node *to = find_node(c, x->to);
-    if (code == GRPC_STATUS_OK && to && !to->self) {
-        /* Know it at once, before its node's broadcast arrives. */
-        const Distsup__V1__StartChildResponse *r = (const void *)reply;
-        Distsup__V1__ChildInfo *info = r && r->child ? info_dup(r->child) : NULL;
-        if (info) apply_remote_info(c, to, info);
-    }
+    if (code == GRPC_STATUS_OK) learn_started(c, reply);
     x->done(x->arg, code, message, reply);
     free(x->sup);
     free(x->name);
-    free(x->to);
     free(x);
 }
 
-/* The node a client asked, when the name's directory is another node: it enters the
- * started child in its registry as soon as the answer comes, so the client's next
- * request here finds it (read your writes), before its node's broadcast arrives. */
+/* The node a client asked, when the name's directory is another node: it learns the
+ * started child from the answer, so the client's next request here finds it. */
 struct relay_ctx {
     struct core *c;
     core_done_fn done;
@@ -2564,12 +2567,7 @@ struct relay_ctx {
 static void relay_start_done(void *arg, int code, const char *message, const ProtobufCMessage *reply)
 {
     struct relay_ctx *x = arg;
-    const Distsup__V1__StartChildResponse *r = (const void *)reply;
-    if (code == GRPC_STATUS_OK && r && r->child) {
-        struct node *owner = find_node(x->c, r->child->node);
-        Distsup__V1__ChildInfo *info = owner && !owner->self ? info_dup(r->child) : NULL;
-        if (info) apply_remote_info(x->c, owner, info);
-    }
+    if (code == GRPC_STATUS_OK) learn_started(x->c, reply);
     x->done(x->arg, code, message, reply);
     free(x);
 }
@@ -2645,12 +2643,10 @@ static void dir_start(struct core *c, struct sup *s, Distsup__V1__StartChildRequ
         return;
     }
     struct dir_ctx *x = calloc(1, sizeof *x);
-    if (!x || !(x->sup = strdup(s->cfg->name)) || !(x->name = strdup(spec->name)) || !(x->to = strdup(to->name)) ||
-        reserve(s, spec->name) != 0) {
+    if (!x || !(x->sup = strdup(s->cfg->name)) || !(x->name = strdup(spec->name)) || reserve(s, spec->name) != 0) {
         if (x) {
             free(x->sup);
             free(x->name);
-            free(x->to);
         }
         free(x);
         fail(done, arg, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");

@@ -417,6 +417,16 @@ static void test_cache_put_replace_delete_and_reload(void **state)
     store_close(st);
 }
 
+/* SELECT count(*) FROM table, on another connection, is want. */
+static void assert_rows(sqlite3 *db, const char *table, const char *want)
+{
+    char sql[64];
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM %s", table);
+    char *n = query_text(db, sql);
+    assert_string_equal(n, want);
+    free(n);
+}
+
 static void test_cache_writes_are_batched_until_flush_or_an_own_write(void **state)
 {
     struct scratch *s = *state;
@@ -430,26 +440,16 @@ static void test_cache_writes_are_batched_until_flush_or_an_own_write(void **sta
         assert_int_equal(store_cache_put(st, "default", name, "n2", info, 1), 0);
     }
     /* another connection sees nothing of an open batch ... */
-    char *n = query_text(db, "SELECT count(*) FROM cache");
-    assert_string_equal(n, "0");
-    free(n);
+    assert_rows(db, "cache", "0");
     /* ... until a write of this node's own children commits it with its own */
     put(st, "default", "own", "spec", STORE_RUNNING, 0, 1);
-    n = query_text(db, "SELECT count(*) FROM cache");
-    assert_string_equal(n, "50");
-    free(n);
-    n = query_text(db, "SELECT count(*) FROM children");
-    assert_string_equal(n, "1");
-    free(n);
+    assert_rows(db, "cache", "50");
+    assert_rows(db, "children", "1");
     /* and a later batch waits for store_flush */
     assert_int_equal(store_cache_delete(st, "default", "c0"), 0);
-    n = query_text(db, "SELECT count(*) FROM cache");
-    assert_string_equal(n, "50");
-    free(n);
+    assert_rows(db, "cache", "50");
     assert_int_equal(store_flush(st), 0);
-    n = query_text(db, "SELECT count(*) FROM cache");
-    assert_string_equal(n, "49");
-    free(n);
+    assert_rows(db, "cache", "49");
     assert_int_equal(sqlite3_close(db), SQLITE_OK);
     store_close(st);
 }
