@@ -14,7 +14,10 @@
  * name's directory node, a Call to the child's node), re-homes the children of a
  * node that went down, moves children when nodes join, resolves duplicate names
  * after a partition, and holds its own children back until it has synced with its
- * peers.  It talks to the other nodes only through the peer module. */
+ * peers.  It talks to the other nodes only through the peer module.
+ *
+ * This header is the façade; the core's parts and who decides what are listed in
+ * sidecar/reactor.h. */
 #ifndef DISTSUP_CORE_H
 #define DISTSUP_CORE_H
 
@@ -22,33 +25,19 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "sidecar/answer.h"
 #include "sidecar/config.h"
 #include "distsup/v1/peer.pb-c.h"
 #include "sidecar/events.h"
+#include "sidecar/ops.h"
 #include "sidecar/store.h"
 
 struct core;
 
-enum core_op {
-    CORE_START_CHILD,     /* StartChildRequest     -> StartChildResponse */
-    CORE_TERMINATE_CHILD, /* TerminateChildRequest -> TerminateChildResponse */
-    CORE_CHILDREN,        /* ChildrenRequest       -> ChildrenResponse */
-    CORE_COUNT_CHILDREN,  /* CountChildrenRequest  -> CountChildrenResponse */
-    CORE_WHEREIS,         /* WhereIsRequest        -> WhereIsResponse */
-    CORE_WHOIS,           /* WhoIsRequest          -> WhoIsResponse */
-    CORE_CALL,            /* CallRequest           -> CallResponse */
-    CORE_CAST,            /* CastRequest           -> CastResponse */
-    CORE_SEND,            /* SendRequest           -> SendResponse */
-    CORE_NODES,           /* NodesRequest          -> NodesResponse */
-    CORE_NODE_FOR,        /* NodeForRequest        -> NodeForResponse */
-    CORE_MINE,            /* MineRequest           -> MineResponse */
-    CORE_OP_COUNT
-};
+/* The operations are the public rows of sidecar/ops.h (enum core_op). */
 
-/* code 0 (OK) comes with reply; any other code with message and reply NULL.  reply
- * and message are valid only during the call: serialize, don't keep. */
-typedef void (*core_done_fn)(void *arg, int code, const char *message,
-                             const ProtobufCMessage *reply);
+/* How a request is answered: sidecar/answer.h. */
+typedef answer_fn core_done_fn;
 
 /* Builds the supervisors of cfg and loads the children stored in st (they start
  * when core_start runs).  cfg and st must outlive the core.  NULL + err on failure. */
@@ -61,10 +50,9 @@ int core_start(struct core *c, char *err, size_t errlen);
 /* The API address as bound (HOST:PORT with the real port), for Nodes.  Before core_start. */
 void core_set_address(struct core *c, const char *api_address);
 
-/* Cluster mode: the peer module to talk through, and this run's boot id.  Before
- * core_start. */
+/* Cluster mode: the peer module to talk through.  Before core_start. */
 struct peer;
-void core_set_peer(struct core *c, struct peer *p, uint64_t boot_id);
+void core_set_peer(struct core *c, struct peer *p);
 
 /* The peer module's news, queued for the reactor (thread-safe, never blocks). */
 void core_node_up(struct core *c, const Distsup__V1__Join *join);
@@ -72,10 +60,13 @@ void core_node_down(struct core *c, const char *node, int clean);
 void core_cluster_message(struct core *c, const char *node, const uint8_t *data, size_t len);
 void core_peers_settled(struct core *c);
 
-/* Hands a request to the reactor.  req (an unpacked message of the op's request
- * type) now belongs to the core.  deadline_ms is an absolute CLOCK_MONOTONIC time
- * in ms after which a CALL gives DEADLINE_EXCEEDED (0: the default timeout).
- * done is called exactly once, from the reactor thread. */
+/* Hands a request (a public op) to the reactor.  req (an unpacked message of the
+ * op's request type) now belongs to the core.  deadline_ms is an absolute
+ * CLOCK_MONOTONIC time in ms after which a CALL gives DEADLINE_EXCEEDED (0: the
+ * default timeout).  done is called exactly once: from the reactor thread, or at
+ * once from this one with RESOURCE_EXHAUSTED when CORE_QUEUE_MAX requests are
+ * already waiting for the reactor (backpressure), or UNAVAILABLE after shutdown. */
+#define CORE_QUEUE_MAX 65536
 void core_request(struct core *c, enum core_op op, ProtobufCMessage *req, uint64_t deadline_ms,
                   core_done_fn done, void *arg);
 

@@ -139,7 +139,7 @@ int main(int argc, char **argv)
         randombytes_buf(&boot_id, sizeof boot_id);
         struct peer_callbacks cb = {core, on_up, on_down, on_message, on_settled};
         if (!(peer = peer_start(&cfg, &id, boot_id, api, &cb, &peer_port, err, sizeof err))) goto fail;
-        core_set_peer(core, peer, boot_id);
+        core_set_peer(core, peer);
     }
     if (core_start(core, err, sizeof err) != 0) goto fail;
     log_info("main", "distsupd %s serving distsup.v1.Supervisor on %s (port %d), data in %s%s",

@@ -3,18 +3,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "sidecar/fnv.h"
+
 struct registry {
     struct rentry **table;
     size_t size, count;
     struct rentry *head, *tail;
 };
 
-static uint64_t hash_name(const char *s)
-{
-    uint64_t h = 1469598103934665603ull;
-    for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ull;
-    return h;
-}
 
 struct registry *registry_new(void)
 {
@@ -42,7 +38,7 @@ void registry_free(struct registry *r)
 
 struct rentry *registry_get(struct registry *r, const char *name)
 {
-    for (struct rentry *e = r->table[hash_name(name) & (r->size - 1)]; e; e = e->hnext)
+    for (struct rentry *e = r->table[fnv_str(name) & (r->size - 1)]; e; e = e->hnext)
         if (!strcmp(e->info->name, name)) return e;
     return NULL;
 }
@@ -60,7 +56,7 @@ static int grow(struct registry *r)
     struct rentry **t = calloc(n, sizeof *t);
     if (!t) return -1;
     for (struct rentry *e = r->head; e; e = e->next) {
-        size_t i = hash_name(e->info->name) & (n - 1);
+        size_t i = fnv_str(e->info->name) & (n - 1);
         e->hnext = t[i];
         t[i] = e;
     }
@@ -86,7 +82,7 @@ struct rentry *registry_put(struct registry *r, Distsup__V1__ChildInfo *info, ui
     }
     e->info = info;
     e->epoch = epoch;
-    size_t i = hash_name(info->name) & (r->size - 1);
+    size_t i = fnv_str(info->name) & (r->size - 1);
     e->hnext = r->table[i];
     r->table[i] = e;
     e->prev = r->tail;
@@ -99,7 +95,7 @@ struct rentry *registry_put(struct registry *r, Distsup__V1__ChildInfo *info, ui
 
 void registry_del(struct registry *r, struct rentry *e)
 {
-    struct rentry **pp = &r->table[hash_name(e->info->name) & (r->size - 1)];
+    struct rentry **pp = &r->table[fnv_str(e->info->name) & (r->size - 1)];
     while (*pp && *pp != e) pp = &(*pp)->hnext;
     if (*pp) *pp = e->hnext;
     if (e->prev) e->prev->next = e->next;

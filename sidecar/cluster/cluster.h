@@ -1,0 +1,129 @@
+/* cluster: the supervisor core's cluster half (docs/cluster.md), in five files:
+ *
+ *   nodes.c     the node table as this node sees it, quorum, the directory node of a
+ *               name, the strategy's input (struct nodeset) and placement
+ *   forward.c   requests run on another node (Forward / ForwardReply), each with a
+ *               deadline; failed at once when the link to that node breaks
+ *   registry.c  what other nodes say of their children (broadcasts and snapshots,
+ *               cached in the store), which copy of a duplicated name survives
+ *   failover.c  sync before a node's own children run, re-homing the children of a
+ *               node that went down (its directory node does it), quorum loss
+ *   moves.c     moves after a join (a bounded number at a time), pinned children
+ *               going home, the graceful leave
+ *
+ * Everything runs on the reactor thread over struct core (sidecar/reactor.h); the
+ * other nodes are reached only through sidecar/peer.h.  In a single node (c->peer
+ * NULL) every function here is a no-op or answers for this node alone. */
+#ifndef DISTSUP_CLUSTER_H
+#define DISTSUP_CLUSTER_H
+
+#include "sidecar/reactor.h"
+
+/* ---------- nodes.c ---------- */
+
+struct node *find_node(struct core *c, const char *name);
+/* The node of that name, added (down, weight 100) when new.  NULL: out of memory. */
+struct node *add_node(struct core *c, const char *name);
+void free_node(struct node *n);
+int parse_labels(struct node *n, const char *text); /* "k=v,k=v"; 0 or -1 */
+int node_usable(const struct node *n);              /* up and not leaving */
+size_t up_count(struct core *c);
+int others_usable(struct core *c);
+int node_cmp(const void *a, const void *b); /* qsort of struct node *, by name */
+int sup_eligible(const struct sup *s, const char *node);
+
+/* The directory node of a name: rendezvous hashing over the usable nodes, whatever
+ * the placement strategy, so that every node agrees on who serializes a name. */
+struct node *directory_of(struct core *c, struct sup *s, const char *name);
+
+/* The usable, eligible nodes of s sorted by name, with their loads: the strategy's
+ * input.  without_self: leave this node out (it is leaving). */
+struct nodeset {
+    struct ds_node *v;
+    struct node **src;
+    size_t n;
+};
+int nodeset_build(struct core *c, struct sup *s, int without_self, struct nodeset *ns);
+void nodeset_free(struct nodeset *ns);
+
+/* The strategy's view of a child. */
+struct dchild {
+    struct ds_child c;
+    struct ds_label *labels;
+};
+int dchild_make(struct dchild *d, const char *sup, const char *name, const Distsup__V1__ChildSpec *spec);
+
+/* Where a child of s goes: a node, or NULL with the reason in err. */
+struct node *place_child(struct core *c, struct sup *s, const char *name, const Distsup__V1__ChildSpec *spec,
+                         int without_self, char *err, size_t errlen);
+void strategies_nodes_changed(struct core *c);
+
+/* The peer module's news. */
+void on_node_up(struct core *c, const Distsup__V1__Join *j);
+void on_node_down(struct core *c, const char *name, int clean);
+
+/* A node filter (Children, CountChildren): "" or a known node.  0, or NOT_FOUND. */
+int check_node(struct core *c, const char *node, answer_fn done, void *arg);
+/* A node to start on that the cluster does not know: answers UNAVAILABLE. */
+void unknown_target(struct core *c, const char *node, answer_fn done, void *arg);
+
+/* ---------- forward.c ---------- */
+
+/* Sends req to node `to` to be run there (REQ_LOCAL); done gets its answer, or
+ * UNAVAILABLE if the node cannot be reached or its link breaks first, or
+ * DEADLINE_EXCEEDED at deadline (absolute ms; 0: a long default).  timeout_ms is the
+ * time the other node may take. */
+void forward(struct core *c, struct node *to, int op, const ProtobufCMessage *req, uint32_t timeout_ms,
+             uint64_t deadline, answer_fn done, void *arg);
+/* Sends a request about a remote child to the node that runs it. */
+void to_owner(struct core *c, struct rentry *e, int op, const ProtobufCMessage *req, uint32_t timeout_ms,
+              uint64_t deadline, answer_fn done, void *arg);
+/* Fails what waits for node `to` (NULL: every node) with UNAVAILABLE. */
+void fail_forwards(struct core *c, struct node *to, const char *why);
+/* Answers what is past its deadline; 1 while some wait with a deadline. */
+int expire_forwards(struct core *c, uint64_t now);
+void on_forward(struct core *c, struct node *from, const Distsup__V1__Forward *f);
+void on_forward_reply(struct core *c, struct node *from, const Distsup__V1__ForwardReply *r);
+
+/* ---------- registry.c ---------- */
+
+int cluster_send(struct core *c, const char *node, const Distsup__V1__ClusterMsg *m); /* 0 or -1 */
+void cluster_broadcast(struct core *c, const Distsup__V1__ClusterMsg *m);
+void announce(struct core *c, struct child *ch);                          /* how a child of ours is now */
+void announce_gone(struct core *c, struct child *ch, const char *reason); /* gone for good */
+void broadcast_event(struct core *c, const Distsup__V1__Event *ev);
+void send_snapshot(struct core *c, const char *node);                     /* our children, in chunks */
+/* Of two copies of one name, whether a survives b. */
+int copy_wins(uint64_t inc_a, const char *node_a, uint64_t inc_b, const char *node_b);
+void cache_remove(struct core *c, struct sup *s, struct rentry *e);
+/* What node `from` says of one of its children (info is taken). */
+void apply_remote_info(struct core *c, struct node *from, Distsup__V1__ChildInfo *info);
+/* A child started elsewhere, from the StartChildResponse its node sent. */
+void learn_started(struct core *c, const ProtobufCMessage *reply);
+/* A ClusterMsg from node (PeerMsg.app). */
+void on_cluster_message(struct core *c, const char *node, const uint8_t *data, size_t len);
+
+/* ---------- failover.c ---------- */
+
+/* Starts this node's own children once it has synced with its peers. */
+void maybe_finish_sync(struct core *c);
+/* No quorum: stops our children and keeps them. */
+void suspend_children(struct core *c);
+/* After a membership change: re-homes what down nodes ran, drops their temporary
+ * children. */
+void reconcile(struct core *c);
+
+/* ---------- moves.c ---------- */
+
+/* A moving child has exited (its State captured): starts it on its new node. */
+void finish_move(struct core *c, struct child *ch);
+/* Starts the moves that are due, a bounded number at a time. */
+void plan_moves(struct core *c);
+/* SIGTERM in a cluster: begins handing every child to the other nodes.  1 when the
+ * leave began, 0 when it cannot be (alone, no quorum, not synced). */
+int begin_leave(struct core *c);
+/* The leave's tick: when the moves are done (or it took too long), says Leave to the
+ * peers and stops the rest. */
+void check_leave(struct core *c, uint64_t now);
+
+#endif

@@ -1,0 +1,178 @@
+/* cluster/failover.c: Sync at start-up, quorum loss, re-homing a down node's children (cluster.h). */
+#include <grpc/status.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sidecar/cluster/cluster.h"
+#include "sidecar/fnv.h"
+#include "sidecar/log.h"
+#include "sidecar/ops.h"
+#include "sidecar/peer.h"
+
+#define RETRY_MS 1000 /* failed re-homes are retried after this */
+
+/* Our own children may run once the peer module made contact and every node that is
+ * up has sent its snapshot (so we know which of ours were re-homed meanwhile), or at
+ * twice sync_timeout_ms; never without quorum. */
+void maybe_finish_sync(struct core *c)
+{
+    if (c->synced || !c->quorum || c->shutting_down || c->leaving) return;
+    int ready = c->settled;
+    for (size_t i = 1; i < c->n_nodes && ready; i++)
+        if (c->nodes[i]->up && !c->nodes[i]->snapshot_done) ready = 0;
+    if (!ready && reactor_now_ms() < c->sync_since + 2ull * c->cfg->sync_timeout_ms) return;
+    c->synced = 1;
+    size_t started = 0, dropped = 0;
+    for (size_t i = 0; i < c->n_sups; i++) {
+        struct sup *s = &c->sups[i];
+        for (struct child *ch = s->head, *next; ch; ch = next) {
+            next = ch->next;
+            if (ch->dead || ch->st != SV_IDLE) continue;
+            struct rentry *e = registry_get(s->remote, ch->name);
+            if (e && copy_wins(e->info->incarnation, e->info->node, ch->incarnation, c->cfg->node_name)) {
+                log_info("cluster", "child %s runs on node %s now (incarnation %llu); not starting it here",
+                         ch->name, e->info->node, (unsigned long long)e->info->incarnation);
+                remove_child(c, ch, "re-homed while this node was away");
+                dropped++;
+                continue;
+            }
+            if (e) cache_remove(c, s, e);
+            sv_start_or_retry(&c->sv, ch, "start");
+            started++;
+        }
+    }
+    if (c->peer) log_info("cluster", "in sync with the cluster: %zu of this node's stored children started%s",
+                          started, dropped ? " (others were taken over meanwhile)" : "");
+    reconcile(c);
+}
+
+/* Without quorum: stop our children but keep them, to start again when it is back
+ * (unless the majority re-homed them meanwhile). */
+void suspend_children(struct core *c)
+{
+    for (size_t i = 0; i < c->n_sups; i++)
+        for (struct child *ch = c->sups[i].head; ch; ch = ch->next) {
+            if (ch->dead || ch->why == SV_WHY_REMOVE) continue;
+            sv_fail_start(ch, GRPC_STATUS_UNAVAILABLE, "node %s lost quorum", c->cfg->node_name);
+            sv_fail_calls(ch, GRPC_STATUS_UNAVAILABLE, "was stopped: this node lost quorum");
+            sv_stop(&c->sv, ch, SV_WHY_SUSPEND, "no quorum");
+        }
+}
+
+struct rehome_ctx {
+    struct core *c;
+    char *sup, *name, *to;
+};
+
+static void rehome_done(void *arg, int code, const char *message, const ProtobufCMessage *reply)
+{
+    struct rehome_ctx *x = arg;
+    struct core *c = x->c;
+    struct sup *s = find_sup(c, x->sup);
+    struct rentry *e = s ? registry_get(s->remote, x->name) : NULL;
+    if (code == GRPC_STATUS_OK) {
+        const Distsup__V1__StartChildResponse *r = (const void *)reply;
+        log_info("cluster", "re-homed child %s on node %s", x->name, x->to);
+        Distsup__V1__ChildInfo *info = r && r->child ? info_dup(r->child) : NULL;
+        struct node *to = find_node(c, x->to);
+        if (info && to && !to->self) apply_remote_info(c, to, info);
+        else if (info) distsup__v1__child_info__free_unpacked(info, NULL);
+    } else {
+        log_warn("cluster", "re-homing child %s on node %s failed: %s; will retry", x->name, x->to, message);
+        if (e) e->rehoming = 0;
+        c->reconcile_at = reactor_now_ms() + RETRY_MS;
+        loop_arm_tick(c->loop);
+    }
+    free(x->sup);
+    free(x->name);
+    free(x->to);
+    free(x);
+}
+
+/* Starts the child of a down node somewhere live (this node is its directory). */
+static void rehome(struct core *c, struct sup *s, struct rentry *e)
+{
+    char err[512];
+    Distsup__V1__ChildInfo *info = e->info;
+    if (!info->spec) {
+        log_error("cluster", "child %s of down node %s has no spec; dropped", info->name, info->node);
+        cache_remove(c, s, e);
+        return;
+    }
+    struct node *to = place_child(c, s, info->name, info->spec, 0, err, sizeof err);
+    if (!to) {
+        log_warn("cluster", "cannot re-home child %s of down node %s now: %s", info->name, info->node, err);
+        return;
+    }
+    struct rehome_ctx *x = calloc(1, sizeof *x);
+    if (!x || !(x->sup = strdup(s->cfg->name)) || !(x->name = strdup(info->name)) || !(x->to = strdup(to->name))) {
+        if (x) {
+            free(x->sup);
+            free(x->name);
+        }
+        free(x);
+        return;
+    }
+    x->c = c;
+    e->rehoming = 1;
+    log_info("cluster", "re-homing child %s of down node %s on node %s", info->name, info->node, to->name);
+    Distsup__V1__StartChildRequest req = DISTSUP__V1__START_CHILD_REQUEST__INIT;
+    req.supervisor = (char *)s->cfg->name;
+    req.spec = info->spec;
+    if (to->self) {
+        Distsup__V1__ChildSpec *spec = spec_dup(info->spec);
+        if (!spec) {
+            answer_fail(rehome_done, x, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+            return;
+        }
+        uint64_t inc = info->incarnation + 1;
+        cache_remove(c, s, e); /* the local child owns the name now */
+        start_local(c, s, spec, inc, NULL, rehome_done, x);
+        return;
+    }
+    Distsup__V1__Place pl = DISTSUP__V1__PLACE__INIT;
+    pl.request = &req;
+    pl.incarnation = info->incarnation + 1;
+    pl.why = DISTSUP__V1__PLACE_WHY__PLACE_REHOME;
+    forward(c, to, CORE_PLACE, &pl.base, 0, 0, rehome_done, x);
+}
+
+/* After a membership change: re-home what down nodes ran (the directory does it),
+ * drop their temporary children, and (later, see rebalance_at) move children. */
+void reconcile(struct core *c)
+{
+    if (!c->peer || !c->synced || !c->quorum || c->shutting_down) return;
+    uint64_t now = reactor_now_ms();
+    int unseen_wait = now < c->started + 2ull * c->cfg->sync_timeout_ms;
+    for (size_t i = 0; i < c->n_sups; i++) {
+        struct sup *s = &c->sups[i];
+        for (struct rentry *e = registry_first(s->remote), *n; e; e = n) {
+            n = registry_next(e);
+            struct node *owner = find_node(c, e->info->node);
+            if (owner && owner->up) continue;
+            /* A node this run never saw (known only from the cache) gets time to show up. */
+            if ((!owner || !owner->seen) && unseen_wait) {
+                c->reconcile_at = c->started + 2ull * c->cfg->sync_timeout_ms + 1;
+                loop_arm_tick(c->loop);
+                continue;
+            }
+            if (e->info->spec && e->info->spec->restart == DISTSUP__V1__RESTART_TYPE__TEMPORARY) {
+                log_info("cluster", "temporary child %s went down with node %s; dropped", e->info->name,
+                         e->info->node);
+                cache_remove(c, s, e);
+                continue;
+            }
+            if (e->info->state == DISTSUP__V1__CHILD_STATE__FAILED) { /* its restarts were used up: not again */
+                log_info("cluster", "failed child %s went down with node %s; dropped", e->info->name, e->info->node);
+                cache_remove(c, s, e);
+                continue;
+            }
+            if (e->rehoming) continue;
+            struct node *dir = directory_of(c, s, e->info->name);
+            if (dir && dir->self) rehome(c, s, e);
+        }
+    }
+    store_flush(c->store);
+}
+

@@ -1,0 +1,295 @@
+/* cluster/registry.c: Other nodes' children: broadcasts, snapshots, the cache, duplicates (cluster.h). */
+#include <grpc/status.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sidecar/cluster/cluster.h"
+#include "sidecar/fnv.h"
+#include "sidecar/log.h"
+#include "sidecar/ops.h"
+#include "sidecar/peer.h"
+
+#define SNAPSHOT_CHUNK 500        /* children per Snapshot message, at most ... */
+#define SNAPSHOT_BYTES (8u << 20) /* ... and about this many bytes (a peer message is at most 64 MiB) */
+
+static uint8_t *pack_cluster(const Distsup__V1__ClusterMsg *m, size_t *len)
+{
+    *len = distsup__v1__cluster_msg__get_packed_size(m);
+    uint8_t *buf = malloc(*len ? *len : 1);
+    if (buf) distsup__v1__cluster_msg__pack(m, buf);
+    else log_error("cluster", "out of memory packing a cluster message");
+    return buf;
+}
+
+int cluster_send(struct core *c, const char *node, const Distsup__V1__ClusterMsg *m)
+{
+    if (!c->peer) return -1;
+    size_t len;
+    uint8_t *buf = pack_cluster(m, &len);
+    int rc = buf ? peer_send(c->peer, node, buf, len) : -1;
+    free(buf);
+    return rc;
+}
+
+void cluster_broadcast(struct core *c, const Distsup__V1__ClusterMsg *m)
+{
+    if (!c->peer) return;
+    size_t len;
+    uint8_t *buf = pack_cluster(m, &len);
+    if (buf) peer_broadcast(c->peer, buf, len);
+    free(buf);
+}
+
+/* Tells every node how a local child is now. */
+void announce(struct core *c, struct child *ch)
+{
+    if (!c->peer || ch->dead) return;
+    Distsup__V1__ChildInfo info;
+    sv_fill_info(&c->sv, ch, &info);
+    Distsup__V1__ClusterMsg m = DISTSUP__V1__CLUSTER_MSG__INIT;
+    m.msg_case = DISTSUP__V1__CLUSTER_MSG__MSG_CHILD;
+    m.child = &info;
+    cluster_broadcast(c, &m);
+}
+
+void broadcast_event(struct core *c, const Distsup__V1__Event *ev)
+{
+    Distsup__V1__ClusterMsg m = DISTSUP__V1__CLUSTER_MSG__INIT;
+    m.msg_case = DISTSUP__V1__CLUSTER_MSG__MSG_EVENT;
+    m.event = (Distsup__V1__Event *)ev;
+    cluster_broadcast(c, &m);
+}
+
+void announce_gone(struct core *c, struct child *ch, const char *reason)
+{
+    if (!c->peer) return;
+    Distsup__V1__ChildGone g = DISTSUP__V1__CHILD_GONE__INIT;
+    g.supervisor = (char *)sup_of(ch)->cfg->name;
+    g.name = ch->name;
+    g.node = (char *)c->cfg->node_name;
+    g.incarnation = ch->incarnation;
+    g.reason = (char *)reason;
+    Distsup__V1__ClusterMsg m = DISTSUP__V1__CLUSTER_MSG__INIT;
+    m.msg_case = DISTSUP__V1__CLUSTER_MSG__MSG_GONE;
+    m.gone = &g;
+    cluster_broadcast(c, &m);
+}
+
+/* This node's own children, in chunks, to one node that just came up. */
+void send_snapshot(struct core *c, const char *node)
+{
+    Distsup__V1__ChildInfo *infos = calloc(SNAPSHOT_CHUNK, sizeof *infos);
+    Distsup__V1__ChildInfo **ptrs = calloc(SNAPSHOT_CHUNK, sizeof *ptrs);
+    if (!infos || !ptrs) {
+        log_error("cluster", "out of memory: no snapshot for %s", node);
+        free(infos);
+        free(ptrs);
+        return;
+    }
+    Distsup__V1__Snapshot snap = DISTSUP__V1__SNAPSHOT__INIT;
+    Distsup__V1__ClusterMsg m = DISTSUP__V1__CLUSTER_MSG__INIT;
+    m.msg_case = DISTSUP__V1__CLUSTER_MSG__MSG_SNAPSHOT;
+    m.snapshot = &snap;
+    size_t n = 0, total = 0, bytes = 0;
+    for (size_t i = 0; i < c->n_sups; i++) {
+        for (struct child *ch = c->sups[i].head; ch; ch = ch->next) {
+            if (ch->dead || ch->moving_to) continue;
+            sv_fill_info(&c->sv, ch, &infos[n]);
+            ptrs[n] = &infos[n];
+            bytes += distsup__v1__child_info__get_packed_size(&infos[n]);
+            n++;
+            total++;
+            /* one child is at most max_payload_bytes (4 MiB) of init and its spec */
+            if (n == SNAPSHOT_CHUNK || bytes >= SNAPSHOT_BYTES) {
+                snap.n_children = n;
+                snap.children = ptrs;
+                cluster_send(c, node, &m);
+                n = 0;
+                bytes = 0;
+            }
+        }
+    }
+    snap.n_children = n;
+    snap.children = ptrs;
+    snap.last = 1;
+    cluster_send(c, node, &m);
+    log_debug("cluster", "sent a snapshot of %zu children to %s", total, node);
+    free(infos);
+    free(ptrs);
+}
+
+/* Of two copies of one name, the one that survives: the higher incarnation, then
+ * the smaller node name.  Every node applies the same rule to the same facts. */
+int copy_wins(uint64_t inc_a, const char *node_a, uint64_t inc_b, const char *node_b)
+{
+    if (inc_a != inc_b) return inc_a > inc_b;
+    return strcmp(node_a, node_b) < 0;
+}
+
+static void cache_store(struct core *c, struct sup *s, const struct rentry *e)
+{
+    size_t len = distsup__v1__child_info__get_packed_size(e->info);
+    uint8_t *buf = malloc(len ? len : 1);
+    if (!buf) return;
+    distsup__v1__child_info__pack(e->info, buf);
+    store_cache_put(c->store, s->cfg->name, e->info->name, e->info->node, buf, len);
+    free(buf);
+}
+
+void cache_remove(struct core *c, struct sup *s, struct rentry *e)
+{
+    store_cache_delete(c->store, s->cfg->name, e->info->name);
+    registry_del(s->remote, e);
+}
+
+/* Duplicate after a partition: another node's copy wins; ours stops. */
+static void stop_duplicate(struct core *c, struct child *ch, const Distsup__V1__ChildInfo *winner)
+{
+    char why[400];
+    if (ch->st == SV_IDLE) {
+        /* Held back while syncing or without quorum: it was taken over meanwhile. */
+        snprintf(why, sizeof why, "taken over by node %s (incarnation %llu) while this node was away",
+                 winner->node, (unsigned long long)winner->incarnation);
+        log_info("cluster", "child %s was %s; not starting it here", ch->name, why);
+        emit(c, ch, DISTSUP__V1__EVENT_KIND__PROCESS_STOP, 0, 0, why);
+        remove_child(c, ch, why);
+        return;
+    }
+    snprintf(why, sizeof why, "duplicate: the copy on node %s (incarnation %llu) survives", winner->node,
+             (unsigned long long)winner->incarnation);
+    log_warn("cluster", "child %s runs on node %s too; %s, stopping this one (incarnation %llu)", ch->name,
+             winner->node, why, (unsigned long long)ch->incarnation);
+    if (ch->proc.pid <= 0) {
+        if (!ch->stop_reason) ch->stop_reason = strdup(why);
+        emit(c, ch, DISTSUP__V1__EVENT_KIND__PROCESS_STOP, 0, 0, why);
+        remove_child(c, ch, why);
+        return;
+    }
+    if (!ch->stop_reason) ch->stop_reason = strdup(why);
+    sv_fail_start(ch, GRPC_STATUS_ALREADY_EXISTS, "child '%s' %s", ch->name, why);
+    sv_fail_calls(ch, GRPC_STATUS_UNAVAILABLE, "stopped as a duplicate");
+    sv_stop(&c->sv, ch, SV_WHY_REMOVE, why);
+}
+
+/* What a node says of one of its children (info is taken). */
+void apply_remote_info(struct core *c, struct node *from, Distsup__V1__ChildInfo *info)
+{
+    struct sup *s = find_sup(c, info->supervisor);
+    if (!s || !info->name[0] || strcmp(info->node, from->name)) {
+        if (!s) log_debug("cluster", "node %s has supervisor %s, which this node lacks", from->name, info->supervisor);
+        distsup__v1__child_info__free_unpacked(info, NULL);
+        return;
+    }
+    struct child *ch = find_child(s, info->name);
+    if (ch && !ch->dead && !ch->moving_to) {
+        if (copy_wins(info->incarnation, info->node, ch->incarnation, c->cfg->node_name)) {
+            stop_duplicate(c, ch, info);
+        } else {
+            /* Ours survives: make sure the other node learns that too. */
+            Distsup__V1__ChildInfo mine;
+            sv_fill_info(&c->sv, ch, &mine);
+            Distsup__V1__ClusterMsg m = DISTSUP__V1__CLUSTER_MSG__INIT;
+            m.msg_case = DISTSUP__V1__CLUSTER_MSG__MSG_CHILD;
+            m.child = &mine;
+            cluster_send(c, from->name, &m);
+            distsup__v1__child_info__free_unpacked(info, NULL);
+            return;
+        }
+    }
+    struct rentry *e = registry_get(s->remote, info->name);
+    if (e && strcmp(e->info->node, info->node)) {
+        struct node *owner = find_node(c, e->info->node);
+        int owner_up = owner && owner->up;
+        if (owner_up && !copy_wins(info->incarnation, info->node, e->info->incarnation, e->info->node)) {
+            distsup__v1__child_info__free_unpacked(info, NULL);
+            return;
+        }
+    } else if (e && info->incarnation < e->info->incarnation) { /* stale news from the same node */
+        distsup__v1__child_info__free_unpacked(info, NULL);
+        return;
+    }
+    if ((e = registry_put(s->remote, info, from->epoch))) cache_store(c, s, e);
+}
+
+static void apply_gone(struct core *c, const Distsup__V1__ChildGone *g)
+{
+    struct sup *s = find_sup(c, g->supervisor);
+    struct rentry *e = s ? registry_get(s->remote, g->name) : NULL;
+    if (e && !strcmp(e->info->node, g->node) && e->info->incarnation <= g->incarnation) cache_remove(c, s, e);
+}
+
+static void on_snapshot(struct core *c, struct node *from, Distsup__V1__Snapshot *snap)
+{
+    for (size_t i = 0; i < snap->n_children; i++) {
+        Distsup__V1__ChildInfo *info = info_dup(snap->children[i]);
+        if (info) apply_remote_info(c, from, info);
+    }
+    if (!snap->last) return;
+    /* What the node did not mention is gone. */
+    size_t dropped = 0;
+    for (size_t i = 0; i < c->n_sups; i++) {
+        struct sup *s = &c->sups[i];
+        for (struct rentry *e = registry_first(s->remote), *n; e; e = n) {
+            n = registry_next(e);
+            if (!strcmp(e->info->node, from->name) && e->epoch != from->epoch) {
+                cache_remove(c, s, e);
+                dropped++;
+            }
+        }
+    }
+    from->snapshot_done = 1;
+    log_info("cluster", "synced with node %s%s", from->name, dropped ? " (dropped children it no longer has)" : "");
+    maybe_finish_sync(c);
+}
+
+void on_cluster_message(struct core *c, const char *node, const uint8_t *data, size_t len)
+{
+    struct node *from = find_node(c, node);
+    if (!from || !from->up) {
+        log_debug("cluster", "a message from %s, which is not up; ignored", node);
+        return;
+    }
+    Distsup__V1__ClusterMsg *m = distsup__v1__cluster_msg__unpack(NULL, len, data);
+    if (!m) {
+        log_warn("cluster", "node %s sent an unreadable cluster message; ignored", node);
+        return;
+    }
+    switch (m->msg_case) {
+    case DISTSUP__V1__CLUSTER_MSG__MSG_SNAPSHOT: on_snapshot(c, from, m->snapshot); break;
+    case DISTSUP__V1__CLUSTER_MSG__MSG_CHILD: {
+        Distsup__V1__ChildInfo *info = info_dup(m->child);
+        if (info) apply_remote_info(c, from, info);
+        break;
+    }
+    case DISTSUP__V1__CLUSTER_MSG__MSG_GONE: apply_gone(c, m->gone); break;
+    case DISTSUP__V1__CLUSTER_MSG__MSG_FORWARD: on_forward(c, from, m->forward); break;
+    case DISTSUP__V1__CLUSTER_MSG__MSG_REPLY: on_forward_reply(c, from, m->reply); break;
+    case DISTSUP__V1__CLUSTER_MSG__MSG_EVENT:
+        if (!strcmp(m->event->node, node)) event_bus_publish_remote(c->bus, m->event);
+        break;
+    case DISTSUP__V1__CLUSTER_MSG__MSG_LEAVING:
+        if (!from->leaving) {
+            log_info("cluster", "node %s is leaving: no new children go there", node);
+            from->leaving = 1;
+            strategies_nodes_changed(c);
+        }
+        break;
+    default:
+        log_warn("cluster", "node %s sent a cluster message of unknown kind %d; ignored", node, (int)m->msg_case);
+        break;
+    }
+    distsup__v1__cluster_msg__free_unpacked(m, NULL);
+}
+
+/* A started child, from a StartChildResponse that another node sent: known here at once,
+ * before its node's broadcast arrives (the directory node, and the node the client
+ * asked, answer for it next). */
+void learn_started(struct core *c, const ProtobufCMessage *reply)
+{
+    const Distsup__V1__StartChildResponse *r = (const void *)reply;
+    struct node *owner = r && r->child ? find_node(c, r->child->node) : NULL;
+    Distsup__V1__ChildInfo *info = owner && !owner->self ? info_dup(r->child) : NULL;
+    if (info) apply_remote_info(c, owner, info);
+}
+

@@ -1,0 +1,80 @@
+/* proc: one OS process of a child.  Spawns it (clone + execve, its own process
+ * group, killed with the daemon), owns its pipes and its pidfd, writes frames to its
+ * stdin, reads frames from its stdout (protocol FRAMES) or log lines (protocol
+ * NONE), logs its stderr lines (rate-limited), signals it and reaps it.  It decides
+ * nothing: what a frame or an exit means is the caller's (sidecar/supervise.c).
+ *
+ * Threads: the loop's thread only.  Ownership: struct proc is embedded in its owner;
+ * proc_spawn opens fds that proc_reap (on exit) or proc_close closes. */
+#ifndef DISTSUP_PROC_H
+#define DISTSUP_PROC_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "distsup/v1/child.pb-c.h"
+#include "distsup/v1/supervisor.pb-c.h"
+#include "sidecar/frame.h"
+#include "sidecar/loop.h"
+
+#define PROC_READ_BUDGET (64 * 1024) /* bytes read from one pipe per wake-up */
+#define PROC_LOG_LINE_MAX 2048       /* longer child log lines are split */
+#define PROC_LOG_LINES_PER_SEC 200   /* per process; the rest are counted and dropped */
+
+struct proc;
+
+struct proc_hooks {
+    /* A whole frame from its stdout (valid during the call).  The handler may kill
+     * the process; reading stops then. */
+    void (*frame)(void *arg, struct proc *p, Distsup__V1__ChildFrame *f);
+    /* It was reaped (status as waitpid gives it); every fd is closed by then and
+     * what it wrote before dying was read first. */
+    void (*exited)(void *arg, struct proc *p, int status);
+};
+
+struct proc {
+    pid_t pid;                    /* > 0 while it runs */
+    int pidfd, in_fd, out_fd, err_fd;
+    int in_armed;                 /* EPOLLOUT wanted on in_fd */
+    int frames;                   /* protocol FRAMES: stdout carries frames */
+    struct loop *loop;
+    const char *name;             /* for the log; the owner's string */
+    const struct proc_hooks *hooks;
+    void *arg;
+    struct loop_watch w_out, w_err, w_in, w_pid;
+    struct dsbuf inb, outb, errb; /* from stdout, to stdin, from stderr */
+    uint64_t log_window;          /* rate limit of log lines */
+    unsigned log_lines, log_dropped;
+};
+
+/* Sets p up, not running (every fd -1). */
+void proc_init(struct proc *p, struct loop *l, const char *name, const struct proc_hooks *hooks, void *arg);
+
+/* What proc_spawn runs. */
+struct proc_exec {
+    const Distsup__V1__ChildSpec *spec; /* argv, env, protocol */
+    const char *cwd;                    /* when spec->cwd is empty */
+    const char *const (*extra_env)[2];  /* DISTSUP_* names and values */
+    size_t n_extra;
+};
+
+/* Starts the process.  0, or -1 with the reason in err (nothing is left open). */
+int proc_spawn(struct proc *p, const struct proc_exec *x, char *err, size_t errlen);
+
+/* Queues a frame for its stdin and writes what it can.  0, or -1 (stdin closed,
+ * out of memory, or the frame is over the frame limit). */
+int proc_send(struct proc *p, const Distsup__V1__ChildFrame *f);
+/* Bytes queued for its stdin that it has not read yet. */
+size_t proc_unsent(const struct proc *p);
+int proc_stdin_open(const struct proc *p);
+
+/* Signals its process group (its own children go too). */
+void proc_signal(struct proc *p, int sig);
+/* SIGKILL, and nothing more is read from its stdout; logs why at ERROR. */
+void proc_kill(struct proc *p, const char *why);
+
+/* Closes whatever is open and frees its buffers; the pid stays for the record. */
+void proc_close(struct proc *p);
+
+#endif

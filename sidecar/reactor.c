@@ -1,0 +1,277 @@
+#include "sidecar/reactor.h"
+
+#include <grpc/status.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "sidecar/log.h"
+#include "sidecar/fnv.h"
+
+uint64_t reactor_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+int64_t reactor_wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---------- supervisors and their children ---------- */
+
+const char *sup_name_of(const char *name) { return name[0] ? name : "default"; }
+
+struct sup *find_sup(struct core *c, const char *name)
+{
+    name = sup_name_of(name);
+    for (size_t i = 0; i < c->n_sups; i++)
+        if (!strcmp(c->sups[i].cfg->name, name)) return &c->sups[i];
+    return NULL;
+}
+
+struct sup *need_sup(struct core *c, const char *name, answer_fn done, void *arg)
+{
+    struct sup *s = find_sup(c, name);
+    if (s) return s;
+    char list[512] = "";
+    size_t off = 0;
+    for (size_t i = 0; i < c->n_sups && off < sizeof list - 1; i++) {
+        int n = snprintf(list + off, sizeof list - off, "%s%s", i ? ", " : "", c->sups[i].cfg->name);
+        if (n < 0) break;
+        off += (size_t)n;
+    }
+    answer_fail(done, arg, GRPC_STATUS_NOT_FOUND, "no supervisor named '%s' (configured: %s)", sup_name_of(name),
+                list);
+    return NULL;
+}
+
+struct child *find_child(struct sup *s, const char *name)
+{
+    for (struct child *ch = s->table[fnv_str(name) & (s->table_size - 1)]; ch; ch = ch->hnext)
+        if (!strcmp(ch->name, name)) return ch;
+    return NULL;
+}
+
+int sup_insert(struct sup *s, struct child *ch)
+{
+    if (s->count + 1 > s->table_size / 2) {
+        size_t n = s->table_size * 2;
+        struct child **t = calloc(n, sizeof *t);
+        if (!t) return -1;
+        for (struct child *x = s->head; x; x = x->next) {
+            size_t i = fnv_str(x->name) & (n - 1);
+            x->hnext = t[i];
+            t[i] = x;
+        }
+        free(s->table);
+        s->table = t;
+        s->table_size = n;
+    }
+    size_t i = fnv_str(ch->name) & (s->table_size - 1);
+    ch->hnext = s->table[i];
+    s->table[i] = ch;
+    ch->prev = s->tail;
+    ch->next = NULL;
+    if (s->tail) s->tail->next = ch;
+    else s->head = ch;
+    s->tail = ch;
+    s->count++;
+    return 0;
+}
+
+void sup_unlink(struct sup *s, struct child *ch)
+{
+    struct child **pp = &s->table[fnv_str(ch->name) & (s->table_size - 1)];
+    while (*pp && *pp != ch) pp = &(*pp)->hnext;
+    if (*pp) *pp = ch->hnext;
+    if (ch->prev) ch->prev->next = ch->next;
+    else s->head = ch->next;
+    if (ch->next) ch->next->prev = ch->prev;
+    else s->tail = ch->prev;
+    s->count--;
+}
+
+void remove_child(struct core *c, struct child *ch, const char *reason)
+{
+    if (ch->dead) return;
+    ch->dead = 1;
+    struct sup *s = sup_of(ch);
+    if (ch->moving_to) { /* removed while moving: the move is off */
+        free(ch->moving_to);
+        ch->moving_to = NULL;
+        if (s->moves) s->moves--;
+    }
+    store_delete_child(c->store, s->cfg->name, ch->name);
+    c->hooks.announce_gone(c, ch, reason);
+    sup_unlink(s, ch);
+    ch->dead_next = c->graveyard;
+    c->graveyard = ch;
+}
+
+void start_local(struct core *c, struct sup *s, Distsup__V1__ChildSpec *spec, uint64_t incarnation,
+                 const ProtobufCBinaryData *state, answer_fn done, void *arg)
+{
+    char err[512];
+    struct child *old = find_child(s, spec->name);
+    if (old) {
+        answer_fail(done, arg, GRPC_STATUS_ALREADY_EXISTS,
+                    "child '%s' already exists in supervisor '%s' on node %s (id %s, pid %d, state %s)", spec->name,
+                    s->cfg->name, c->cfg->node_name, old->id, (int)old->proc.pid,
+                    protobuf_c_enum_descriptor_get_value(&distsup__v1__child_state__descriptor, sv_api_state(old))
+                        ->name);
+        distsup__v1__child_spec__free_unpacked(spec, NULL);
+        return;
+    }
+    struct child *ch = sv_child_new(&c->sv, spec, s->cfg, s);
+    if (!ch || sup_insert(s, ch) != 0) {
+        if (ch) sv_child_free(ch);
+        else distsup__v1__child_spec__free_unpacked(spec, NULL);
+        answer_fail(done, arg, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        return;
+    }
+    if (incarnation) ch->incarnation = incarnation - 1; /* sv_start counts it up */
+    if (state && state->len) {
+        if (!(ch->state_blob = malloc(state->len))) {
+            sup_unlink(s, ch);
+            sv_child_free(ch);
+            answer_fail(done, arg, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+            return;
+        }
+        memcpy(ch->state_blob, state->data, state->len);
+        ch->state_len = state->len;
+    }
+    size_t len = distsup__v1__child_spec__get_packed_size(spec);
+    uint8_t *bytes = malloc(len ? len : 1);
+    struct store_child sc = {.supervisor = s->cfg->name, .name = ch->name, .spec = bytes, .spec_len = len,
+                             .state = STORE_RUNNING, .incarnation = ch->incarnation + 1};
+    if (!bytes || (distsup__v1__child_spec__pack(spec, bytes), store_put_child(c->store, &sc)) != 0) {
+        free(bytes);
+        answer_fail(done, arg, GRPC_STATUS_INTERNAL,
+                    "cannot save the spec of '%s' to the database (see the daemon log); not started", ch->name);
+        sup_unlink(s, ch);
+        sv_child_free(ch);
+        return;
+    }
+    free(bytes);
+    if (sv_start(&c->sv, ch, err, sizeof err) != 0) {
+        log_warn("core", "StartChild %s: %s", ch->name, err);
+        answer_fail(done, arg, GRPC_STATUS_FAILED_PRECONDITION, "cannot start child '%s': %s", ch->name, err);
+        remove_child(c, ch, "could not start");
+        return;
+    }
+    log_info("core", "started child %s (pid %d) in supervisor %s", ch->name, (int)ch->proc.pid, s->cfg->name);
+    ch->start_done = done;
+    ch->start_arg = arg;
+    if (ch->st == SV_RUNNING) sv_answer_start(&c->sv, ch);
+}
+
+/* ---------- the hooks of the state machine ---------- */
+
+static uint64_t h_now(void *arg)
+{
+    (void)arg;
+    return reactor_now_ms();
+}
+
+static void h_tick(void *arg)
+{
+    struct core *c = arg;
+    loop_arm_tick(c->loop);
+}
+
+static void h_event(void *arg, struct child *ch, Distsup__V1__EventKind kind, int exit_code, int sig,
+                    const char *reason)
+{
+    struct core *c = arg;
+    Distsup__V1__Event ev = DISTSUP__V1__EVENT__INIT;
+    ev.kind = kind;
+    ev.supervisor = (char *)ch->cfg->name;
+    ev.name = ch->name;
+    ev.id = ch->id;
+    ev.node = (char *)c->cfg->node_name;
+    ev.os_pid = ch->proc.pid;
+    ev.exit_code = exit_code;
+    ev.signal = sig;
+    ev.reason = (char *)(reason ? reason : "");
+    ev.at_ms = reactor_wall_ms();
+    ev.restarts = ch->restarts;
+    event_bus_publish(c->bus, &ev);
+    if (!c->peer) return;
+    /* The cluster hears of it too: the event for cluster-wide Watch, and the child's
+     * new state for every node's registry. */
+    c->hooks.broadcast_event(c, &ev);
+    if (kind == DISTSUP__V1__EVENT_KIND__PROCESS_START || kind == DISTSUP__V1__EVENT_KIND__PROCESS_RESTART ||
+        kind == DISTSUP__V1__EVENT_KIND__PROCESS_FAILED)
+        c->hooks.announce(c, ch);
+}
+
+static void h_persist(void *arg, struct child *ch)
+{
+    struct core *c = arg;
+    int st = ch->st == SV_FAILED ? STORE_FAILED : STORE_RUNNING;
+    store_set_child_state(c->store, ch->cfg->name, ch->name, st, ch->restarts, ch->incarnation);
+}
+
+static void h_remove(void *arg, struct child *ch, const char *reason) { remove_child(arg, ch, reason); }
+
+static void h_moved_out(void *arg, struct child *ch)
+{
+    struct core *c = arg;
+    c->hooks.moved_out(c, ch);
+}
+
+void reactor_sv_hooks(struct core *c, struct sv_hooks *h)
+{
+    *h = (struct sv_hooks){.arg = c, .now = h_now, .tick = h_tick, .event = h_event, .persist = h_persist,
+                           .remove = h_remove, .moved_out = h_moved_out};
+}
+
+/* ---------- copies ---------- */
+
+Distsup__V1__ChildInfo *info_dup(const Distsup__V1__ChildInfo *in)
+{
+    size_t len = distsup__v1__child_info__get_packed_size(in);
+    uint8_t *buf = malloc(len ? len : 1);
+    if (!buf) return NULL;
+    distsup__v1__child_info__pack(in, buf);
+    Distsup__V1__ChildInfo *out = distsup__v1__child_info__unpack(NULL, len, buf);
+    free(buf);
+    return out;
+}
+
+Distsup__V1__ChildSpec *spec_dup(const Distsup__V1__ChildSpec *in)
+{
+    size_t len = distsup__v1__child_spec__get_packed_size(in);
+    uint8_t *buf = malloc(len ? len : 1);
+    if (!buf) return NULL;
+    distsup__v1__child_spec__pack(in, buf);
+    Distsup__V1__ChildSpec *out = distsup__v1__child_spec__unpack(NULL, len, buf);
+    free(buf);
+    return out;
+}
+
+/* ---------- the end ---------- */
+
+void stop_all(struct core *c)
+{
+    if (c->shutting_down) return;
+    c->shutting_down = 1;
+    log_info("core", "stopping %zu running children", c->sv.live);
+    for (size_t i = 0; i < c->n_sups; i++)
+        for (struct child *ch = c->sups[i].head; ch; ch = ch->next) {
+            sv_fail_start(ch, GRPC_STATUS_UNAVAILABLE, "the daemon is shutting down");
+            sv_fail_calls(ch, GRPC_STATUS_UNAVAILABLE, "is stopping with the daemon");
+            sv_stop(&c->sv, ch, SV_WHY_PARK, "the sidecar is shutting down");
+        }
+}
+
+void emit(struct core *c, struct child *ch, Distsup__V1__EventKind kind, int exit_code, int sig, const char *reason)
+{
+    h_event(c, ch, kind, exit_code, sig, reason);
+}

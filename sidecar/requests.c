@@ -1,0 +1,653 @@
+#include "sidecar/requests.h"
+
+#include <grpc/status.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sidecar/cluster/cluster.h"
+#include "sidecar/fnv.h"
+#include "sidecar/log.h"
+#include "sidecar/ops.h"
+#include "sidecar/spec.h"
+
+/* ---------- StartChild: names being placed ---------- */
+
+static int reserved(struct sup *s, const char *name)
+{
+    for (struct reservation *r = s->reserved; r; r = r->next)
+        if (!strcmp(r->name, name)) return 1;
+    return 0;
+}
+
+static int reserve(struct sup *s, const char *name)
+{
+    struct reservation *r = calloc(1, sizeof *r);
+    if (!r || !(r->name = strdup(name))) {
+        free(r);
+        return -1;
+    }
+    r->next = s->reserved;
+    s->reserved = r;
+    return 0;
+}
+
+static void unreserve(struct sup *s, const char *name)
+{
+    for (struct reservation **pp = &s->reserved; *pp; pp = &(*pp)->next)
+        if (!strcmp((*pp)->name, name)) {
+            struct reservation *r = *pp;
+            *pp = r->next;
+            free(r->name);
+            free(r);
+            return;
+        }
+}
+
+/* The directory node's side of StartChild: the one place a name is checked and
+ * reserved while the child is being placed, so concurrent starts of one name from
+ * different nodes start it once. */
+struct dir_ctx {
+    struct core *c;
+    char *sup, *name;
+    answer_fn done;
+    void *arg;
+};
+
+static void dir_done(void *arg, int code, const char *message, const ProtobufCMessage *reply)
+{
+    struct dir_ctx *x = arg;
+    struct core *c = x->c;
+    struct sup *s = find_sup(c, x->sup);
+    if (s) unreserve(s, x->name);
+    if (code == GRPC_STATUS_OK) learn_started(c, reply);
+    x->done(x->arg, code, message, reply);
+    free(x->sup);
+    free(x->name);
+    free(x);
+}
+
+/* The node a client asked, when the name's directory is another node: it learns the
+ * started child from the answer, so the client's next request here finds it. */
+struct relay_ctx {
+    struct core *c;
+    answer_fn done;
+    void *arg;
+};
+
+static void relay_start_done(void *arg, int code, const char *message, const ProtobufCMessage *reply)
+{
+    struct relay_ctx *x = arg;
+    if (code == GRPC_STATUS_OK) learn_started(x->c, reply);
+    x->done(x->arg, code, message, reply);
+    free(x);
+}
+
+static void dir_start(struct core *c, struct sup *s, Distsup__V1__StartChildRequest *req, answer_fn done,
+                      void *arg)
+{
+    char err[512];
+    Distsup__V1__ChildSpec *spec = req->spec;
+    if (c->leaving || c->shutting_down) {
+        answer_fail(done, arg, GRPC_STATUS_UNAVAILABLE, "node %s is leaving the cluster; try another node",
+             c->cfg->node_name);
+        return;
+    }
+    if (!c->quorum) {
+        answer_fail(done, arg, GRPC_STATUS_UNAVAILABLE, "node %s has no quorum (%zu of %u nodes up): no starts",
+             c->cfg->node_name, up_count(c), c->cfg->cluster_size);
+        return;
+    }
+    struct child *old = find_child(s, spec->name);
+    struct rentry *e = registry_get(s->remote, spec->name);
+    if (!old && e) {
+        struct node *owner = find_node(c, e->info->node);
+        answer_fail(done, arg, GRPC_STATUS_ALREADY_EXISTS,
+             "child '%s' already exists in supervisor '%s' on node %s (id %s, pid %d, state %s%s)", spec->name,
+             s->cfg->name, e->info->node, e->info->id, (int)e->info->os_pid,
+             protobuf_c_enum_descriptor_get_value(&distsup__v1__child_state__descriptor, e->info->state)->name,
+             owner && owner->up ? "" : "; that node is down and the child is being re-homed");
+        return;
+    }
+    if (old) { /* it runs here, wherever the strategy would put it now: start_local says so */
+        req->spec = NULL;
+        start_local(c, s, spec, 0, NULL, done, arg);
+        return;
+    }
+    if (reserved(s, spec->name)) {
+        answer_fail(done, arg, GRPC_STATUS_ALREADY_EXISTS, "child '%s' is being started in supervisor '%s' right now",
+             spec->name, s->cfg->name);
+        return;
+    }
+    if (req->node[0] && !spec->node[0]) { /* the request's node pins the child, as spec.node does */
+        char *pin = strdup(req->node);
+        if (!pin) {
+            answer_fail(done, arg, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+            return;
+        }
+        spec->node = pin;
+    }
+    const char *want = spec->node;
+    struct node *to;
+    if (want[0]) {
+        to = find_node(c, want);
+        if (!to) {
+            unknown_target(c, want, done, arg);
+            return;
+        }
+        if (!node_usable(to)) {
+            answer_fail(done, arg, GRPC_STATUS_UNAVAILABLE, "node '%s' is %s", want, to->up ? "leaving" : "down");
+            return;
+        }
+        if (!sup_eligible(s, to->name)) {
+            answer_fail(done, arg, GRPC_STATUS_UNAVAILABLE, "node '%s' is not eligible for supervisor '%s' (its nodes "
+                                                     "option)", want, s->cfg->name);
+            return;
+        }
+    } else if (!(to = place_child(c, s, spec->name, spec, 0, err, sizeof err))) {
+        answer_fail(done, arg, GRPC_STATUS_UNAVAILABLE, "no node for child '%s': %s", spec->name, err);
+        return;
+    }
+    if (to->self) {
+        req->spec = NULL; /* start_local takes it */
+        start_local(c, s, spec, 0, NULL, done, arg);
+        return;
+    }
+    struct dir_ctx *x = calloc(1, sizeof *x);
+    if (!x || !(x->sup = strdup(s->cfg->name)) || !(x->name = strdup(spec->name)) || reserve(s, spec->name) != 0) {
+        if (x) {
+            free(x->sup);
+            free(x->name);
+        }
+        free(x);
+        answer_fail(done, arg, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        return;
+    }
+    x->c = c;
+    x->done = done;
+    x->arg = arg;
+    Distsup__V1__Place pl = DISTSUP__V1__PLACE__INIT;
+    pl.request = req;
+    pl.why = DISTSUP__V1__PLACE_WHY__PLACE_START;
+    forward(c, to, CORE_PLACE, &pl.base, 0, 0, dir_done, x);
+}
+
+static void op_start(struct core *c, Distsup__V1__StartChildRequest *req, unsigned flags, answer_fn done,
+                     void *arg)
+{
+    char err[512];
+    struct sup *s = need_sup(c, req->supervisor, done, arg);
+    if (!s) return;
+    Distsup__V1__ChildSpec *spec = req->spec;
+    if (!spec) {
+        answer_fail(done, arg, GRPC_STATUS_INVALID_ARGUMENT, "spec is missing");
+        return;
+    }
+    if (spec_validate(spec, c->cfg->max_payload, err, sizeof err) != 0) {
+        answer_fail(done, arg, GRPC_STATUS_INVALID_ARGUMENT, "invalid spec: %s", err);
+        return;
+    }
+    if (req->node[0] && spec->node[0] && strcmp(req->node, spec->node)) {
+        answer_fail(done, arg, GRPC_STATUS_INVALID_ARGUMENT, "node '%s' and spec.node '%s' disagree", req->node,
+             spec->node);
+        return;
+    }
+    if (c->shutting_down) {
+        answer_fail(done, arg, GRPC_STATUS_UNAVAILABLE, "the daemon is shutting down");
+        return;
+    }
+    if (!spec->name[0]) {
+        /* Unique across the cluster: this node's name hash, boot time and a counter. */
+        char gen[96];
+        uint32_t nh = (uint32_t)fnv_mix64(fnv_str(c->cfg->node_name));
+        do snprintf(gen, sizeof gen, "child-%08x%llx-%llu", nh, (unsigned long long)c->sv.boot_ms,
+                    (unsigned long long)++c->sv.seq);
+        while (find_child(s, gen));
+        if (!(spec->name = strdup(gen))) {
+            spec->name = (char *)protobuf_c_empty_string;
+            answer_fail(done, arg, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+            return;
+        }
+    }
+    if (c->peer && !(flags & REQ_LOCAL)) {
+        struct node *dir = directory_of(c, s, spec->name);
+        if (!dir) {
+            answer_fail(done, arg, GRPC_STATUS_UNAVAILABLE, "no node of the cluster is usable");
+            return;
+        }
+        if (!dir->self) {
+            struct relay_ctx *x = malloc(sizeof *x);
+            if (!x) {
+                answer_fail(done, arg, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+                return;
+            }
+            *x = (struct relay_ctx){.c = c, .done = done, .arg = arg};
+            forward(c, dir, CORE_DIR_START, &req->base, 0, 0, relay_start_done, x);
+            return;
+        }
+    }
+    dir_start(c, s, req, done, arg);
+}
+
+/* CORE_PLACE: the directory node (or a failover or a move) says: run it here. */
+static void op_place(struct core *c, Distsup__V1__Place *pl, answer_fn done, void *arg)
+{
+    char err[512];
+    Distsup__V1__StartChildRequest *req = pl->request;
+    struct sup *s = req ? need_sup(c, req->supervisor, done, arg) : NULL;
+    if (!s) {
+        if (!req) answer_fail(done, arg, GRPC_STATUS_INVALID_ARGUMENT, "Place without a request");
+        return;
+    }
+    if (!req->spec || spec_validate(req->spec, c->cfg->max_payload, err, sizeof err) != 0 || !req->spec->name[0]) {
+        answer_fail(done, arg, GRPC_STATUS_INVALID_ARGUMENT, "invalid spec: %s", req->spec ? err : "missing");
+        return;
+    }
+    if (c->leaving || c->shutting_down) {
+        answer_fail(done, arg, GRPC_STATUS_UNAVAILABLE, "node %s is leaving the cluster", c->cfg->node_name);
+        return;
+    }
+    if (!c->quorum) {
+        answer_fail(done, arg, GRPC_STATUS_UNAVAILABLE, "node %s has no quorum", c->cfg->node_name);
+        return;
+    }
+    Distsup__V1__ChildSpec *spec = req->spec;
+    req->spec = NULL;
+    struct rentry *e = registry_get(s->remote, spec->name);
+    if (e && pl->why != DISTSUP__V1__PLACE_WHY__PLACE_START) cache_remove(c, s, e); /* it moves (or is re-homed) here */
+    start_local(c, s, spec, pl->incarnation, &pl->state, done, arg);
+}
+
+/* A local child by name or id, or a remote one's entry; fails the request if none. */
+static int lookup(struct sup *s, const char *name, const char *id, struct child **ch, struct rentry **e,
+                  answer_fn done, void *arg)
+{
+    *ch = NULL;
+    *e = NULL;
+    if (name[0]) {
+        *ch = find_child(s, name);
+        if (!*ch) *e = registry_get(s->remote, name);
+        if (*ch || *e) return 0;
+        answer_fail(done, arg, GRPC_STATUS_NOT_FOUND, "no child named '%s' in supervisor '%s'", name, s->cfg->name);
+        return -1;
+    }
+    if (id[0]) {
+        for (*ch = s->head; *ch && strcmp((*ch)->id, id); *ch = (*ch)->next) {}
+        if (!*ch) *e = registry_find_id(s->remote, id);
+        if (*ch || *e) return 0;
+        answer_fail(done, arg, GRPC_STATUS_NOT_FOUND, "no child with id '%s' in supervisor '%s'", id, s->cfg->name);
+        return -1;
+    }
+    answer_fail(done, arg, GRPC_STATUS_INVALID_ARGUMENT, "name is empty: say which child");
+    return -1;
+}
+
+static void op_terminate(struct core *c, Distsup__V1__TerminateChildRequest *req, unsigned flags,
+                         answer_fn done, void *arg)
+{
+    struct sup *s = need_sup(c, req->supervisor, done, arg);
+    struct child *ch;
+    struct rentry *e;
+    if (!s || lookup(s, req->name, req->id, &ch, &e, done, arg)) return;
+    if (!ch) {
+        if (flags & REQ_LOCAL)
+            answer_fail(done, arg, GRPC_STATUS_NOT_FOUND, "child '%s' is not on node %s", e->info->name, c->cfg->node_name);
+        else to_owner(c, e, CORE_TERMINATE_CHILD, &req->base, 0, 0, done, arg);
+        return;
+    }
+    if (ch->moving_to) {
+        answer_fail(done, arg, GRPC_STATUS_UNAVAILABLE, "child '%s' is moving to node %s; try again shortly", ch->name,
+             ch->moving_to);
+        return;
+    }
+    if (ch->proc.pid <= 0) { /* FAILED, RESTARTING or SUSPENDED: nothing runs */
+        emit(c, ch, DISTSUP__V1__EVENT_KIND__PROCESS_STOP, 0, 0, "terminated while not running");
+        Distsup__V1__TerminateChildResponse r = DISTSUP__V1__TERMINATE_CHILD_RESPONSE__INIT;
+        r.name = ch->name;
+        done(arg, GRPC_STATUS_OK, NULL, &r.base);
+        remove_child(c, ch, "terminated");
+        return;
+    }
+    struct waiter *w = malloc(sizeof *w);
+    if (!w) {
+        answer_fail(done, arg, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        return;
+    }
+    w->done = done;
+    w->arg = arg;
+    w->next = ch->term_waiters;
+    ch->term_waiters = w;
+    sv_fail_start(ch, GRPC_STATUS_ABORTED, "child '%s' was terminated while starting", ch->name);
+    sv_stop(&c->sv, ch, SV_WHY_REMOVE, "terminated by request");
+}
+
+/* The nodes a listing covers: all (""), or one. */
+static int node_matches(const char *filter, const char *node) { return !filter[0] || !strcmp(filter, node); }
+
+static void op_children(struct core *c, Distsup__V1__ChildrenRequest *req, answer_fn done, void *arg)
+{
+    struct sup *s = need_sup(c, req->supervisor, done, arg);
+    if (!s || check_node(c, req->node, done, arg)) return;
+    size_t cap = s->count + registry_count(s->remote) + 1;
+    Distsup__V1__ChildInfo *infos = calloc(cap, sizeof *infos);
+    Distsup__V1__ChildInfo **ptrs = calloc(cap, sizeof *ptrs);
+    if (!infos || !ptrs) {
+        free(infos);
+        free(ptrs);
+        answer_fail(done, arg, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        return;
+    }
+    size_t n = 0;
+    if (node_matches(req->node, c->cfg->node_name))
+        for (struct child *ch = s->head; ch; ch = ch->next) {
+            sv_fill_info(&c->sv, ch, &infos[n]);
+            ptrs[n] = &infos[n];
+            n++;
+        }
+    for (struct rentry *e = registry_first(s->remote); e; e = registry_next(e))
+        if (node_matches(req->node, e->info->node)) ptrs[n++] = e->info;
+    Distsup__V1__ChildrenResponse r = DISTSUP__V1__CHILDREN_RESPONSE__INIT;
+    r.n_children = n;
+    r.children = ptrs;
+    done(arg, GRPC_STATUS_OK, NULL, &r.base);
+    free(infos);
+    free(ptrs);
+}
+
+static void op_count(struct core *c, Distsup__V1__CountChildrenRequest *req, answer_fn done, void *arg)
+{
+    struct sup *s = need_sup(c, req->supervisor, done, arg);
+    if (!s || check_node(c, req->node, done, arg)) return;
+    Distsup__V1__CountChildrenResponse r = DISTSUP__V1__COUNT_CHILDREN_RESPONSE__INIT;
+    if (node_matches(req->node, c->cfg->node_name))
+        for (struct child *ch = s->head; ch; ch = ch->next) {
+            r.specs++;
+            r.workers++;
+            if (ch->proc.pid > 0) r.active++;
+            if (sv_api_state(ch) == DISTSUP__V1__CHILD_STATE__FAILED) r.failed++;
+        }
+    for (struct rentry *e = registry_first(s->remote); e; e = registry_next(e)) {
+        if (!node_matches(req->node, e->info->node)) continue;
+        r.specs++;
+        r.workers++;
+        if (e->info->os_pid > 0) r.active++;
+        if (e->info->state == DISTSUP__V1__CHILD_STATE__FAILED) r.failed++;
+    }
+    done(arg, GRPC_STATUS_OK, NULL, &r.base);
+}
+
+static void op_whereis(struct core *c, Distsup__V1__WhereIsRequest *req, answer_fn done, void *arg)
+{
+    struct sup *s = need_sup(c, req->supervisor, done, arg);
+    struct child *ch;
+    struct rentry *e;
+    if (!s || lookup(s, req->name, "", &ch, &e, done, arg)) return;
+    Distsup__V1__ChildInfo info;
+    Distsup__V1__WhereIsResponse r = DISTSUP__V1__WHERE_IS_RESPONSE__INIT;
+    if (ch) {
+        sv_fill_info(&c->sv, ch, &info);
+        r.child = &info;
+    } else {
+        r.child = e->info;
+    }
+    done(arg, GRPC_STATUS_OK, NULL, &r.base);
+}
+
+static void op_whois(struct core *c, Distsup__V1__WhoIsRequest *req, answer_fn done, void *arg)
+{
+    struct sup *s = need_sup(c, req->supervisor, done, arg);
+    if (!s) return;
+    if (!req->id[0]) {
+        answer_fail(done, arg, GRPC_STATUS_INVALID_ARGUMENT, "id is empty");
+        return;
+    }
+    struct child *ch;
+    struct rentry *e;
+    if (lookup(s, "", req->id, &ch, &e, done, arg)) return;
+    Distsup__V1__ChildInfo info;
+    Distsup__V1__WhoIsResponse r = DISTSUP__V1__WHO_IS_RESPONSE__INIT;
+    if (ch) {
+        sv_fill_info(&c->sv, ch, &info);
+        r.name = ch->name;
+        r.child = &info;
+    } else {
+        r.name = e->info->name;
+        r.child = e->info;
+    }
+    done(arg, GRPC_STATUS_OK, NULL, &r.base);
+}
+
+/* Checks that a message can go to the child now.  0, or fails the request. */
+static int can_message(struct core *c, struct child *ch, size_t len, int is_call, answer_fn done,
+                       void *arg)
+{
+    const struct sup_config *cfg = sup_of(ch)->cfg;
+    if (len > c->cfg->max_payload) {
+        answer_fail(done, arg, GRPC_STATUS_INVALID_ARGUMENT, "payload is %zu bytes; the limit is %zu "
+             "(max_payload_bytes)", len, c->cfg->max_payload);
+        return -1;
+    }
+    if (ch->spec->protocol == DISTSUP__V1__PROTOCOL__NONE) {
+        answer_fail(done, arg, GRPC_STATUS_FAILED_PRECONDITION,
+             "child '%s' has protocol NONE: it takes no calls, casts or messages", ch->name);
+        return -1;
+    }
+    switch (sv_api_state(ch)) {
+    case DISTSUP__V1__CHILD_STATE__FAILED:
+        answer_fail(done, arg, GRPC_STATUS_FAILED_PRECONDITION,
+             "child '%s' has FAILED (restart bound reached); terminate and start it again", ch->name);
+        return -1;
+    case DISTSUP__V1__CHILD_STATE__RESTARTING:
+        answer_fail(done, arg, GRPC_STATUS_UNAVAILABLE, "child '%s' is restarting; try again shortly", ch->name);
+        return -1;
+    case DISTSUP__V1__CHILD_STATE__STOPPING:
+        answer_fail(done, arg, GRPC_STATUS_UNAVAILABLE, "child '%s' is stopping", ch->name);
+        return -1;
+    case DISTSUP__V1__CHILD_STATE__SUSPENDED:
+        answer_fail(done, arg, GRPC_STATUS_UNAVAILABLE, "child '%s' is suspended on node %s (%s); try again shortly",
+             ch->name, c->cfg->node_name, c->quorum ? "the node is syncing with the cluster" : "the node has no quorum");
+        return -1;
+    default:
+        break;
+    }
+    if (!c->sv.ops->stdin_open(ch)) {
+        answer_fail(done, arg, GRPC_STATUS_UNAVAILABLE, "child '%s' closed its stdin", ch->name);
+        return -1;
+    }
+    if ((is_call && ch->n_calls >= cfg->mailbox) || sv_unsent(ch) + len > cfg->mailbox_bytes) {
+        answer_fail(done, arg, GRPC_STATUS_RESOURCE_EXHAUSTED,
+             "mailbox of child '%s' is full (%u calls in flight, %zu bytes unread; limits %u and %zu)",
+             ch->name, ch->n_calls, sv_unsent(ch), cfg->mailbox, cfg->mailbox_bytes);
+        return -1;
+    }
+    return 0;
+}
+
+static void op_call(struct core *c, Distsup__V1__CallRequest *req, uint64_t deadline, unsigned flags,
+                    answer_fn done, void *arg)
+{
+    struct sup *s = need_sup(c, req->supervisor, done, arg);
+    struct child *ch;
+    struct rentry *e;
+    if (!s || lookup(s, req->name, "", &ch, &e, done, arg)) return;
+    uint64_t now = reactor_now_ms();
+    uint64_t dl = now + (req->timeout_ms ? req->timeout_ms : DEFAULT_CALL_TIMEOUT_MS);
+    if (deadline && deadline < dl) dl = deadline;
+    if (!ch) {
+        if (flags & REQ_LOCAL) {
+            answer_fail(done, arg, GRPC_STATUS_NOT_FOUND, "child '%s' is not on node %s", req->name, c->cfg->node_name);
+            return;
+        }
+        if (req->payload.len > c->cfg->max_payload) {
+            answer_fail(done, arg, GRPC_STATUS_INVALID_ARGUMENT, "payload is %zu bytes; the limit is %zu "
+                 "(max_payload_bytes)", req->payload.len, c->cfg->max_payload);
+            return;
+        }
+        /* The owner applies the timeout; we wait a little longer for its answer. */
+        req->timeout_ms = (uint32_t)(dl - now);
+        to_owner(c, e, CORE_CALL, &req->base, req->timeout_ms, dl + 1000, done, arg);
+        return;
+    }
+    if (can_message(c, ch, req->payload.len, 1, done, arg)) return;
+    if (sv_call(&c->sv, ch, req->payload, dl, done, arg) != 0)
+        answer_fail(done, arg, GRPC_STATUS_UNAVAILABLE, "cannot write to child '%s'", req->name);
+}
+
+static void op_cast(struct core *c, ProtobufCMessage *req, const char *supn, const char *name,
+                    ProtobufCBinaryData payload, int info, unsigned flags, answer_fn done, void *arg)
+{
+    struct sup *s = need_sup(c, supn, done, arg);
+    struct child *ch;
+    struct rentry *e;
+    if (!s || lookup(s, name, "", &ch, &e, done, arg)) return;
+    if (!ch) {
+        if (flags & REQ_LOCAL) answer_fail(done, arg, GRPC_STATUS_NOT_FOUND, "child '%s' is not on node %s", name,
+                                    c->cfg->node_name);
+        else if (payload.len > c->cfg->max_payload)
+            answer_fail(done, arg, GRPC_STATUS_INVALID_ARGUMENT, "payload is %zu bytes; the limit is %zu "
+                 "(max_payload_bytes)", payload.len, c->cfg->max_payload);
+        else to_owner(c, e, info ? CORE_SEND : CORE_CAST, req, 0, 0, done, arg);
+        return;
+    }
+    if (can_message(c, ch, payload.len, 0, done, arg)) return;
+    if (sv_cast(&c->sv, ch, payload, info) != 0) {
+        answer_fail(done, arg, GRPC_STATUS_UNAVAILABLE, "cannot write to child '%s'", name);
+        return;
+    }
+    if (info) {
+        Distsup__V1__SendResponse r = DISTSUP__V1__SEND_RESPONSE__INIT;
+        done(arg, GRPC_STATUS_OK, NULL, &r.base);
+    } else {
+        Distsup__V1__CastResponse r = DISTSUP__V1__CAST_RESPONSE__INIT;
+        done(arg, GRPC_STATUS_OK, NULL, &r.base);
+    }
+}
+
+static void op_nodes(struct core *c, Distsup__V1__NodesRequest *req, answer_fn done, void *arg)
+{
+    struct sup *s = need_sup(c, req->supervisor, done, arg);
+    if (!s) return;
+    Distsup__V1__NodeInfo *infos = calloc(c->n_nodes, sizeof *infos);
+    Distsup__V1__NodeInfo **ptrs = calloc(c->n_nodes, sizeof *ptrs);
+    size_t n_labels = 0;
+    for (size_t i = 0; i < c->n_nodes; i++) n_labels += c->nodes[i]->n_labels;
+    Distsup__V1__NodeInfo__LabelsEntry *lab = calloc(n_labels + 1, sizeof *lab);
+    Distsup__V1__NodeInfo__LabelsEntry **labp = calloc(n_labels + 1, sizeof *labp);
+    if (!infos || !ptrs || !lab || !labp) {
+        answer_fail(done, arg, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        goto out;
+    }
+    struct node **order = calloc(c->n_nodes, sizeof *order);
+    if (!order) {
+        answer_fail(done, arg, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        goto out;
+    }
+    memcpy(order, c->nodes, c->n_nodes * sizeof *order);
+    qsort(order, c->n_nodes, sizeof *order, node_cmp); /* the same list on every node */
+    size_t k = 0;
+    for (size_t i = 0; i < c->n_nodes; i++) {
+        struct node *nd = order[i];
+        Distsup__V1__NodeInfo *ni = &infos[i];
+        distsup__v1__node_info__init(ni);
+        ni->name = nd->name;
+        ni->address = nd->api ? nd->api : (char *)c->cfg->listen;
+        ni->up = nd->up && !nd->leaving;
+        ni->self = nd->self;
+        ni->children = nd->self ? (uint32_t)s->count : (uint32_t)registry_count_node(s->remote, nd->name);
+        ni->labels = &labp[k];
+        for (size_t j = 0; j < nd->n_labels; j++, k++) {
+            distsup__v1__node_info__labels_entry__init(&lab[k]);
+            lab[k].key = (char *)nd->labels[j].key;
+            lab[k].value = (char *)nd->labels[j].value;
+            labp[k] = &lab[k];
+            ni->n_labels++;
+        }
+        ptrs[i] = ni;
+    }
+    free(order);
+    Distsup__V1__NodesResponse r = DISTSUP__V1__NODES_RESPONSE__INIT;
+    r.n_nodes = c->n_nodes;
+    r.nodes = ptrs;
+    done(arg, GRPC_STATUS_OK, NULL, &r.base);
+out:
+    free(infos);
+    free(ptrs);
+    free(lab);
+    free(labp);
+}
+
+/* NodeFor and Mine: where the supervisor's strategy would place a child with this key. */
+static void op_node_for(struct core *c, const char *supn, const char *key, int mine, answer_fn done, void *arg)
+{
+    char err[512];
+    struct sup *s = need_sup(c, supn, done, arg);
+    if (!s) return;
+    if (!key[0]) {
+        answer_fail(done, arg, GRPC_STATUS_INVALID_ARGUMENT, "key is empty");
+        return;
+    }
+    Distsup__V1__ChildSpec spec = DISTSUP__V1__CHILD_SPEC__INIT;
+    spec.key = (char *)key;
+    struct node *n = place_child(c, s, key, &spec, 0, err, sizeof err);
+    if (!n) {
+        answer_fail(done, arg, GRPC_STATUS_UNAVAILABLE, "no node for key '%s': %s", key, err);
+        return;
+    }
+    if (mine) {
+        Distsup__V1__MineResponse r = DISTSUP__V1__MINE_RESPONSE__INIT;
+        r.mine = n->self;
+        r.node = n->name;
+        done(arg, GRPC_STATUS_OK, NULL, &r.base);
+    } else {
+        Distsup__V1__NodeForResponse r = DISTSUP__V1__NODE_FOR_RESPONSE__INIT;
+        r.node = n->name;
+        done(arg, GRPC_STATUS_OK, NULL, &r.base);
+    }
+}
+
+/* Runs one request; req stays the caller's (handlers may take parts, setting them
+ * NULL).  flags REQ_LOCAL: it came from another node, answer here. */
+void requests_run(struct core *c, int op, ProtobufCMessage *r, uint64_t deadline, unsigned flags,
+                   answer_fn done, void *arg)
+{
+    if (c->shutting_down && !c->leaving) {
+        answer_fail(done, arg, GRPC_STATUS_UNAVAILABLE, "the daemon is shutting down");
+        return;
+    }
+    switch (op) {
+    case CORE_START_CHILD: op_start(c, (void *)r, flags, done, arg); break;
+    case CORE_DIR_START: op_start(c, (void *)r, REQ_LOCAL, done, arg); break;
+    case CORE_PLACE: op_place(c, (void *)r, done, arg); break;
+    case CORE_TERMINATE_CHILD: op_terminate(c, (void *)r, flags, done, arg); break;
+    case CORE_CHILDREN: op_children(c, (void *)r, done, arg); break;
+    case CORE_COUNT_CHILDREN: op_count(c, (void *)r, done, arg); break;
+    case CORE_WHEREIS: op_whereis(c, (void *)r, done, arg); break;
+    case CORE_WHOIS: op_whois(c, (void *)r, done, arg); break;
+    case CORE_CALL: op_call(c, (void *)r, deadline, flags, done, arg); break;
+    case CORE_CAST: {
+        Distsup__V1__CastRequest *q = (void *)r;
+        op_cast(c, r, q->supervisor, q->name, q->payload, 0, flags, done, arg);
+        break;
+    }
+    case CORE_SEND: {
+        Distsup__V1__SendRequest *q = (void *)r;
+        op_cast(c, r, q->supervisor, q->name, q->payload, 1, flags, done, arg);
+        break;
+    }
+    case CORE_NODES: op_nodes(c, (void *)r, done, arg); break;
+    case CORE_NODE_FOR: {
+        Distsup__V1__NodeForRequest *q = (void *)r;
+        op_node_for(c, q->supervisor, q->key, 0, done, arg);
+        break;
+    }
+    case CORE_MINE: {
+        Distsup__V1__MineRequest *q = (void *)r;
+        op_node_for(c, q->supervisor, q->key, 1, done, arg);
+        break;
+    }
+    default:
+        answer_fail(done, arg, GRPC_STATUS_UNIMPLEMENTED, "unknown operation %d", op);
+        break;
+    }
+}
+

@@ -1,0 +1,207 @@
+/* supervise: the life of one child, as a state machine.  The whole policy is one
+ * table, actions[state][event] in supervise.c (in the style of s6-supervise): a
+ * child's state and the event that happened pick one action, which may change the
+ * state, start or signal the process, arm the child's timer, emit events and answer
+ * the requests that wait on the child.  Restart bounds and backoff (OTP's
+ * DynamicSupervisor rules), the Ready timeout, stop escalation (Terminate frame,
+ * SIGTERM at shutdown_ms/2, SIGKILL at shutdown_ms) and the mailbox of calls
+ * waiting for their replies all live here.
+ *
+ * What a stopped process leads to depends on why it was stopped (enum sv_why): a
+ * TerminateChild removes it, a move hands it to its new node, a lost quorum
+ * suspends it, a daemon shutdown parks it; a process that exits on its own is
+ * restarted under its restart type and bounds.
+ *
+ * Below: the process, through struct sv_proc_ops (sv_os_procs() is the real one,
+ * over sidecar/proc.c; unit tests pass a fake).  Above: the core, through struct
+ * sv_hooks (events, persistence, removal, moves) and its clock.
+ *
+ * Threads: the reactor's only.  Ownership: a child owns its spec, name, calls,
+ * waiters and handoff state; sv_child_free frees them. */
+#ifndef DISTSUP_SUPERVISE_H
+#define DISTSUP_SUPERVISE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "distsup/v1/child.pb-c.h"
+#include "distsup/v1/supervisor.pb-c.h"
+#include "sidecar/answer.h"
+#include "sidecar/config.h"
+#include "sidecar/loop.h"
+#include "sidecar/proc.h"
+#include "sidecar/spec.h"
+
+enum sv_state {
+    SV_IDLE,       /* no process, none scheduled (held back: SUSPENDED) */
+    SV_STARTING,   /* process started, waiting for its Ready frame */
+    SV_RUNNING,
+    SV_STOP_FRAME, /* stopping: Terminate frame sent */
+    SV_STOP_TERM,  /* stopping: SIGTERM sent */
+    SV_STOP_KILL,  /* stopping: SIGKILL sent */
+    SV_BACKOFF,    /* waiting out its restart delay */
+    SV_FAILED,     /* restart bound reached */
+    SV_NSTATES
+};
+
+enum sv_event {
+    SV_EV_START,   /* start a new incarnation */
+    SV_EV_READY,   /* its Ready frame */
+    SV_EV_EXIT,    /* its process was reaped */
+    SV_EV_TIMEOUT, /* its timer fired */
+    SV_EV_STOP,    /* stop it (with a why) */
+    SV_NEVENTS
+};
+
+/* Why it is being stopped, by priority: a later stop with a higher why overrides. */
+enum sv_why {
+    SV_WHY_NONE,    /* not stopping: an exit is its own (restart policy) */
+    SV_WHY_PARK,    /* the daemon shuts down: kept on disk */
+    SV_WHY_SUSPEND, /* no quorum: kept, to start again when it is back */
+    SV_WHY_MOVE,    /* moving: its State goes to its new node */
+    SV_WHY_REMOVE,  /* terminated (or a duplicate): gone for good */
+};
+
+struct pending_call {
+    struct pending_call *next, *prev;
+    uint64_t ref, deadline;
+    answer_fn done;
+    void *arg;
+};
+
+struct waiter {
+    struct waiter *next;
+    answer_fn done;
+    void *arg;
+};
+
+struct child {
+    /* the owner's (a supervisor's table; sidecar/reactor.c) */
+    struct child *hnext;          /* name hash chain */
+    struct child *next, *prev;    /* the supervisor's list, in start order */
+    struct child *dead_next;      /* graveyard: freed at the end of a loop turn */
+    void *owner;                  /* its supervisor */
+    int dead;                     /* removed: freed soon, ignore it */
+    char *moving_to;              /* a move to this node is under way (cluster/moves.c) */
+    /* set at creation */
+    char *name;
+    Distsup__V1__ChildSpec *spec; /* owned */
+    const struct sup_config *cfg;
+    /* the machine's */
+    enum sv_state st;
+    enum sv_why why;
+    char *stop_reason;            /* why it was stopped, for its events (NULL: its exit) */
+    int start_timed_out;          /* killed for want of a Ready frame */
+    uint64_t timer_at;            /* STARTING: Ready deadline; BACKOFF: restart time;
+                                     STOP_*: next escalation; 0: none */
+    uint64_t kill_at;             /* STOP_*: SIGKILL time */
+    char id[320];                 /* this incarnation's id */
+    uint64_t incarnation;
+    uint32_t restarts;
+    struct restart_window win;
+    int64_t started_at_wall;
+    struct pending_call *calls, *calls_tail; /* the mailbox: calls awaiting replies */
+    unsigned n_calls;
+    uint64_t next_ref;
+    answer_fn start_done;         /* the StartChild waiting for Ready */
+    void *start_arg;
+    struct waiter *term_waiters;  /* TerminateChild requests waiting for the exit */
+    uint8_t *state_blob;          /* last State frame (handoff) */
+    size_t state_len;
+    struct proc proc;             /* the OS process (the fake's pid too) */
+};
+
+struct sv;
+
+/* The processes below the machine. */
+struct sv_proc_ops {
+    /* Starts ch's process (ch->proc.pid > 0 after).  0, or -1 with err. */
+    int (*spawn)(struct sv *sv, struct child *ch, char *err, size_t errlen);
+    int (*send)(struct child *ch, const Distsup__V1__ChildFrame *f); /* 0 or -1 */
+    void (*signal)(struct child *ch, int sig);
+    void (*kill)(struct child *ch, const char *why); /* SIGKILL, read no more */
+    int (*stdin_open)(const struct child *ch);
+};
+
+/* The core above it. */
+struct sv_hooks {
+    void *arg;
+    uint64_t (*now)(void *arg); /* monotonic ms */
+    void (*tick)(void *arg);    /* some child has a timer: sv_tick must run soon */
+    /* A lifecycle event of ch happened (Watch, the cluster). */
+    void (*event)(void *arg, struct child *ch, Distsup__V1__EventKind kind, int exit_code, int sig,
+                  const char *reason);
+    void (*persist)(void *arg, struct child *ch);                    /* its state, restarts, incarnation */
+    void (*remove)(void *arg, struct child *ch, const char *reason); /* gone for good: unlink it */
+    void (*moved_out)(void *arg, struct child *ch);                  /* stopped to move: place it there */
+};
+
+struct sv {
+    const struct sv_proc_ops *ops;
+    struct sv_hooks hooks;
+    struct loop *loop;
+    const char *node;     /* this node's name */
+    const char *data_dir; /* a child's cwd when its spec has none */
+    uint64_t boot_ms;     /* wall clock at start: ids are NODE/BOOT.SEQ */
+    uint64_t seq;
+    size_t live;          /* processes running */
+};
+
+/* The real processes (sidecar/proc.c). */
+const struct sv_proc_ops *sv_os_procs(void);
+
+void sv_init(struct sv *sv, const struct sv_proc_ops *ops, const struct sv_hooks *hooks, struct loop *loop,
+             const char *node, const char *data_dir, uint64_t boot_ms);
+
+/* A child (not started: SV_IDLE) of the supervisor configured by cfg; it takes spec.
+ * NULL when out of memory (spec is not taken then). */
+struct child *sv_child_new(struct sv *sv, Distsup__V1__ChildSpec *spec, const struct sup_config *cfg, void *owner);
+/* Frees it and whatever it owns; its process must be gone (or never started). */
+void sv_child_free(struct child *ch);
+
+/* The API's view of the machine's state. */
+Distsup__V1__ChildState sv_api_state(const struct child *ch);
+/* The child as ChildInfo; strings point into ch (valid while it lives). */
+void sv_fill_info(const struct sv *sv, const struct child *ch, Distsup__V1__ChildInfo *info);
+
+/* Starts a new incarnation (SV_IDLE or SV_BACKOFF).  0, or -1 with err when its
+ * process could not start (the state is unchanged then). */
+int sv_start(struct sv *sv, struct child *ch, char *err, size_t errlen);
+/* sv_start; a process that cannot start counts as an abnormal exit (restart policy). */
+void sv_start_or_retry(struct sv *sv, struct child *ch, const char *what);
+
+/* Stops it for why (see enum sv_why); reason goes to its Terminate frame and log.
+ * 1 when a process is being stopped (the outcome comes with its exit), 0 when none
+ * ran (the state is settled now: SUSPEND and PARK leave it SV_IDLE, REMOVE leaves
+ * it as it is for the caller to remove). */
+int sv_stop(struct sv *sv, struct child *ch, enum sv_why why, const char *reason);
+
+/* Its process was reaped (the proc layer's exit hook). */
+void sv_exited(struct sv *sv, struct child *ch, int status);
+/* A frame from its process. */
+void sv_frame(struct sv *sv, struct child *ch, const Distsup__V1__ChildFrame *f);
+
+/* Fires its timer and expires its calls when due.  1 while it still has a timer or
+ * calls pending (the tick must go on). */
+int sv_tick(struct sv *sv, struct child *ch, uint64_t now);
+
+/* Sends a Call; the reply (or DEADLINE_EXCEEDED at deadline, or UNAVAILABLE when it
+ * exits) answers done.  0, or -1 when the frame could not be written (done is not
+ * called then). */
+int sv_call(struct sv *sv, struct child *ch, ProtobufCBinaryData payload, uint64_t deadline, answer_fn done,
+            void *arg);
+/* Sends a Cast (info = 0) or an Info message (info = 1).  0 or -1. */
+int sv_cast(struct sv *sv, struct child *ch, ProtobufCBinaryData payload, int info);
+/* Bytes of frames it has not read yet. */
+size_t sv_unsent(const struct child *ch);
+
+/* Answers every waiting call with code. */
+void sv_fail_calls(struct child *ch, int code, const char *why);
+/* Answers the StartChild waiting for its Ready with code (if one waits). */
+void sv_fail_start(struct child *ch, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Answers the TerminateChild requests waiting for its exit. */
+void sv_answer_terminate(struct child *ch, int code, int sig);
+/* Answers the StartChild waiting for it with the child as it is now. */
+void sv_answer_start(const struct sv *sv, struct child *ch);
+
+#endif
