@@ -83,6 +83,7 @@ struct child {
     void *owner;                  /* its supervisor */
     int dead;                     /* removed: freed soon, ignore it */
     char *moving_to;              /* a move to this node is under way (cluster/moves.c) */
+    uint64_t announced_inc;       /* the incarnation whose spec the peers have (cluster/registry.c) */
     /* set at creation */
     char *name;
     Distsup__V1__ChildSpec *spec; /* owned */

@@ -82,8 +82,27 @@ void to_owner(struct core *c, struct rentry *e, int op, const ProtobufCMessage *
 void fail_forwards(struct core *c, struct node *to, const char *why);
 /* Answers what is past its deadline; 1 while some wait with a deadline. */
 int expire_forwards(struct core *c, uint64_t now);
-void on_forward(struct core *c, struct node *from, const Distsup__V1__Forward *f);
-void on_forward_reply(struct core *c, struct node *from, const Distsup__V1__ForwardReply *r);
+
+/* A Forward or ForwardReply as it lies in a received ClusterMsg: no copies. */
+struct fwd_view {
+    int reply;              /* 0: Forward, 1: ForwardReply */
+    uint64_t id;
+    uint32_t op_or_code;    /* Forward.op, or ForwardReply.code */
+    uint32_t timeout_ms;    /* Forward */
+    const uint8_t *body;    /* Forward.request, or ForwardReply.reply */
+    size_t body_len;
+    const char *message;    /* ForwardReply.message (not NUL-terminated) */
+    size_t message_len;
+};
+/* ClusterMsg{forward} / ClusterMsg{reply}, packed in one pass (malloc'd; NULL when out
+ * of memory).  The bytes are the ones protobuf-c would write. */
+uint8_t *forward_pack(uint64_t id, int op, const ProtobufCMessage *req, uint32_t timeout_ms, size_t *len);
+uint8_t *forward_pack_reply(uint64_t id, int code, const char *message, const ProtobufCMessage *reply, size_t *len);
+/* Reads a ClusterMsg that is one forward or reply into v.  0, or -1 when it is
+ * anything else (or malformed). */
+int forward_view(const uint8_t *data, size_t len, struct fwd_view *v);
+/* Runs a forwarded request here, or hands an answer to the request that waits for it. */
+void forward_handle(struct core *c, struct node *from, const struct fwd_view *v);
 
 /* ---------- registry.c ---------- */
 

@@ -47,6 +47,11 @@ void announce(struct core *c, struct child *ch)
     if (!c->peer || ch->dead) return;
     Distsup__V1__ChildInfo info;
     sv_fill_info(&c->sv, ch, &info);
+    /* The spec (with its init bytes, up to max_payload_bytes) goes once per
+     * incarnation; the peers keep it from the last time (apply_remote_info).
+     * Snapshots always carry it. */
+    if (ch->announced_inc == ch->incarnation) info.spec = NULL;
+    ch->announced_inc = ch->incarnation;
     Distsup__V1__ClusterMsg m = DISTSUP__V1__CLUSTER_MSG__INIT;
     m.msg_case = DISTSUP__V1__CLUSTER_MSG__MSG_CHILD;
     m.child = &info;
@@ -209,6 +214,10 @@ void apply_remote_info(struct core *c, struct node *from, Distsup__V1__ChildInfo
         distsup__v1__child_info__free_unpacked(info, NULL);
         return;
     }
+    if (!info->spec && e && !strcmp(e->info->node, info->node)) { /* sent once per incarnation: keep it */
+        info->spec = e->info->spec;
+        e->info->spec = NULL;
+    }
     if ((e = registry_put(s->remote, info, from->epoch))) cache_store(c, s, e);
 }
 
@@ -221,10 +230,12 @@ static void apply_gone(struct core *c, const Distsup__V1__ChildGone *g)
 
 static void on_snapshot(struct core *c, struct node *from, Distsup__V1__Snapshot *snap)
 {
-    for (size_t i = 0; i < snap->n_children; i++) {
-        Distsup__V1__ChildInfo *info = info_dup(snap->children[i]);
-        if (info) apply_remote_info(c, from, info);
+    for (size_t i = 0; i < snap->n_children; i++) { /* each taken out of snap: no copy */
+        Distsup__V1__ChildInfo *info = snap->children[i];
+        snap->children[i] = NULL;
+        apply_remote_info(c, from, info);
     }
+    snap->n_children = 0;
     if (!snap->last) return;
     /* What the node did not mention is gone. */
     size_t dropped = 0;
@@ -250,6 +261,11 @@ void on_cluster_message(struct core *c, const char *node, const uint8_t *data, s
         log_debug("cluster", "a message from %s, which is not up; ignored", node);
         return;
     }
+    struct fwd_view v;
+    if (forward_view(data, len, &v) == 0) { /* the common case: read in place */
+        forward_handle(c, from, &v);
+        return;
+    }
     Distsup__V1__ClusterMsg *m = distsup__v1__cluster_msg__unpack(NULL, len, data);
     if (!m) {
         log_warn("cluster", "node %s sent an unreadable cluster message; ignored", node);
@@ -257,14 +273,28 @@ void on_cluster_message(struct core *c, const char *node, const uint8_t *data, s
     }
     switch (m->msg_case) {
     case DISTSUP__V1__CLUSTER_MSG__MSG_SNAPSHOT: on_snapshot(c, from, m->snapshot); break;
-    case DISTSUP__V1__CLUSTER_MSG__MSG_CHILD: {
-        Distsup__V1__ChildInfo *info = info_dup(m->child);
-        if (info) apply_remote_info(c, from, info);
+    case DISTSUP__V1__CLUSTER_MSG__MSG_CHILD: { /* taken out of m: no copy */
+        Distsup__V1__ChildInfo *info = m->child;
+        m->child = NULL;
+        m->msg_case = DISTSUP__V1__CLUSTER_MSG__MSG__NOT_SET;
+        apply_remote_info(c, from, info);
         break;
     }
     case DISTSUP__V1__CLUSTER_MSG__MSG_GONE: apply_gone(c, m->gone); break;
-    case DISTSUP__V1__CLUSTER_MSG__MSG_FORWARD: on_forward(c, from, m->forward); break;
-    case DISTSUP__V1__CLUSTER_MSG__MSG_REPLY: on_forward_reply(c, from, m->reply); break;
+    case DISTSUP__V1__CLUSTER_MSG__MSG_FORWARD: { /* not in forward_pack's layout, yet valid */
+        struct fwd_view v = {.id = m->forward->id, .op_or_code = (uint32_t)m->forward->op,
+                             .timeout_ms = m->forward->timeout_ms, .body = m->forward->request.data,
+                             .body_len = m->forward->request.len};
+        forward_handle(c, from, &v);
+        break;
+    }
+    case DISTSUP__V1__CLUSTER_MSG__MSG_REPLY: {
+        struct fwd_view v = {.reply = 1, .id = m->reply->id, .op_or_code = m->reply->code,
+                             .body = m->reply->reply.data, .body_len = m->reply->reply.len,
+                             .message = m->reply->message, .message_len = strlen(m->reply->message)};
+        forward_handle(c, from, &v);
+        break;
+    }
     case DISTSUP__V1__CLUSTER_MSG__MSG_EVENT:
         if (!strcmp(m->event->node, node)) event_bus_publish_remote(c->bus, m->event);
         break;
