@@ -74,7 +74,7 @@ int main(int argc, char **argv)
     static struct identity id;
     char err[1024] = "";
     /* fds 0..2 stay taken (by /dev/null if the caller closed them), so no pipe to a
-     * child is ever one of them: the child moves its pipes onto 0..2 (core.c). */
+     * child is ever one of them: the child moves its pipes onto 0..2 (proc.c). */
     for (int fd = 0; fd < 3; fd++) {
         if (fcntl(fd, F_GETFD) < 0 && open("/dev/null", O_RDWR) != fd) {
             perror("distsupd: /dev/null");

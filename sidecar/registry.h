@@ -16,7 +16,7 @@ struct registry;
 
 struct rentry {
     Distsup__V1__ChildInfo *info; /* owned; info->node is the owner */
-    uint64_t epoch;               /* the owner's snapshot epoch it came with (core.c) */
+    uint64_t epoch;               /* the owner's snapshot epoch it came with (cluster/registry.c) */
     int rehoming;                 /* failover under way (set by the core) */
     struct rentry *hnext, *prev, *next;
 };

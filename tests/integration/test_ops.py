@@ -732,7 +732,7 @@ class ChildProtocolTest(DaemonTest):
         self.assertEqual(json.loads(self.call(d, "envy", b"init?"))["id"], c2.id)
 
     # Known bug: a spec env entry named DISTSUP_* is passed on as well as the daemon's
-    # own (sidecar/core.c build_env drops the daemon's DISTSUP_* variables but not the
+    # own (sidecar/proc.c build_env drops the daemon's DISTSUP_* variables but not the
     # spec's), so the child's environment holds DISTSUP_NAME twice and getenv() (and
     # Python's os.environ) see the spec's value, not the child's name.
     def test_spec_env_cannot_override_distsup_names(self):
