@@ -432,6 +432,11 @@ static int can_message(struct core *c, struct child *ch, size_t len, int is_call
              "child '%s' has protocol NONE: it takes no calls, casts or messages", ch->name);
         return -1;
     }
+    if (ch->moving_to) {
+        answer_fail(done, arg, GRPC_STATUS_UNAVAILABLE, "child '%s' is moving to node %s; try again shortly",
+                    ch->name, ch->moving_to);
+        return -1;
+    }
     switch (sv_api_state(ch)) {
     case DISTSUP__V1__CHILD_STATE__FAILED:
         answer_fail(done, arg, GRPC_STATUS_FAILED_PRECONDITION,
