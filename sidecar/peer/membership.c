@@ -1,39 +1,96 @@
-#include "sidecar/peer/internal.h"
+#include "sidecar/peer/membership.h"
 
-#include <errno.h>
-#include <grpc/byte_buffer.h>
-#include <grpc/byte_buffer_reader.h>
-#include <grpc/grpc.h>
-#include <grpc/grpc_security.h>
-#include <grpc/slice.h>
-#include <grpc/support/alloc.h>
-#include <grpc/support/time.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "sidecar/handshake.h"
 #include "sidecar/log.h"
+#include "sidecar/peer/link.h"
 #include "sidecar/spec.h"
+
+#define NAME_MAX_ LINK_ADDR_MAX
+#define DIAL_BACKOFF_MIN_MS 100
+#define DIAL_BACKOFF_MAX_MS 2000
+
+enum mstate { M_DOWN, M_UP, M_LEFT };
+
+struct member {
+    char name[NAME_MAX_];
+    char addr[NAME_MAX_];           /* peer address it advertises */
+    int state;                      /* enum mstate */
+    uint64_t boot_id;
+    uint64_t last_heard;            /* monotonic ms of its last packet */
+    struct link *link;              /* the open link (its user pointer is this member), or NULL */
+    struct link *dial;              /* a link dialed for it, until it opens or fails */
+    int tried;                      /* a dial finished (either way) at least once */
+    uint64_t next_dial, backoff;
+    uint64_t probe_id, probe_deadline, quiet_until;
+    int probe_alive;
+};
+
+struct seed {
+    char addr[NAME_MAX_];
+    char name[NAME_MAX_];           /* learned from its Join */
+    struct link *dial;              /* a link dialed for it, until its Join or failure */
+    int tried, self;
+    uint64_t next_dial, backoff;
+};
+
+struct peer {
+    const struct config *cfg;
+    const struct identity *id;
+    struct peer_callbacks cb;
+    uint64_t boot_id;
+    char api_address[NAME_MAX_];
+    char advertise[NAME_MAX_];
+    pthread_mutex_t mu;             /* guards everything here and the linkset */
+    pthread_cond_t cond;
+    struct linkset *ls;
+    pthread_t tick_thread;
+    int tick_started;
+    struct member **members;
+    size_t n_members;
+    struct seed *seeds;
+    size_t n_seeds;
+    uint64_t hb_seq, probe_seq, started, last_beat;
+    int stopping, leaving, settled;
+};
 
 /* ---------- helpers ---------- */
 
-uint64_t now_ms(void)
+static uint64_t now_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-void copy_str(char *dst, size_t cap, const char *src)
+static void copy_str(char *dst, size_t cap, const char *src)
 {
     snprintf(dst, cap, "%s", src ? src : "");
 }
 
-const char *who(const struct link *l)
+/* Control-lane messages: never behind more than one bulk fragment. */
+static int send_ctl(struct link *l, const Distsup__V1__PeerMsg *m)
 {
-    return l->name[0] ? l->name : l->addr;
+    return link_send_msg(l, LANE_CONTROL, &m->base);
+}
+
+static struct seed *seed_dialed_by(struct peer *p, const struct link *l)
+{
+    for (size_t i = 0; i < p->n_seeds; i++)
+        if (p->seeds[i].dial == l) return &p->seeds[i];
+    return NULL;
+}
+
+static struct member *member_dialed_by(struct peer *p, const struct link *l)
+{
+    for (size_t i = 0; i < p->n_members; i++)
+        if (p->members[i]->dial == l) return p->members[i];
+    return NULL;
 }
 
 static struct member *find_member(struct peer *p, const char *name)
@@ -74,7 +131,7 @@ static void fill_members(struct peer *p, Distsup__V1__Member *arr, Distsup__V1__
     }
 }
 
-void send_join(struct peer *p, struct link *l)
+static void send_join(struct peer *p, struct link *l)
 {
     const struct config *c = p->cfg;
     Distsup__V1__Member *arr = calloc(p->n_members + 1, sizeof *arr);
@@ -113,7 +170,7 @@ void send_join(struct peer *p, struct link *l)
     Distsup__V1__PeerMsg m = DISTSUP__V1__PEER_MSG__INIT;
     m.msg_case = DISTSUP__V1__PEER_MSG__MSG_JOIN;
     m.join = &j;
-    send_msg(l, &m);
+    send_ctl(l, &m);
 out:
     free(arr);
     free(ptrs);
@@ -135,8 +192,10 @@ static void gossip(struct peer *p, const struct link *except)
         Distsup__V1__PeerMsg m = DISTSUP__V1__PEER_MSG__INIT;
         m.msg_case = DISTSUP__V1__PEER_MSG__MSG_MEMBERS;
         m.members = &ms;
-        for (struct link *l = p->links; l; l = l->next)
-            if (l != except && l->state == L_OPEN && l->m) send_msg(l, &m);
+        for (size_t i = 0; i < p->n_members; i++) {
+            struct link *l = p->members[i]->link;
+            if (l && l != except && link_is_open(l)) send_ctl(l, &m);
+        }
     }
     free(arr);
     free(ptrs);
@@ -166,7 +225,7 @@ static void learn(struct peer *p, Distsup__V1__Member **ms, size_t n)
 /* The initiator's name of a link. */
 static const char *initiator_of(const struct peer *p, const struct link *l)
 {
-    return l->initiator ? p->cfg->node_name : l->name;
+    return link_initiator(l) ? p->cfg->node_name : link_name(l);
 }
 
 static void on_join(struct peer *p, struct link *l, Distsup__V1__Join *j)
@@ -175,32 +234,33 @@ static void on_join(struct peer *p, struct link *l, Distsup__V1__Join *j)
         link_close(l, "Join without a usable name");
         return;
     }
+    struct seed *seed = seed_dialed_by(p, l);
     if (!strcmp(j->name, p->cfg->node_name)) {
         if (j->boot_id == p->boot_id) { /* dialed ourselves */
-            if (l->seed) l->seed->self = 1;
+            if (seed) seed->self = 1;
             link_close(l, "that is this node");
         } else {
             log_error("peer", "a node at %s calls itself %s, this node's own name: check node_name",
-                      l->addr, j->name);
+                      link_addr(l), j->name);
             link_close(l, "name clash");
         }
         return;
     }
-    if (l->name[0] && strcmp(l->name, j->name)) {
+    if (link_name(l)[0] && strcmp(link_name(l), j->name)) {
         link_close(l, "a second Join with another name");
         return;
     }
-    const char *bound = identity_bound_name(p->id, l->peer_pk);
+    const char *bound = identity_bound_name(p->id, link_peer_key(l));
     if (!bound || (bound[0] && strcmp(bound, j->name))) {
         char hex[2 * HS_KEY_LEN + 1];
-        key_hex(l->peer_pk, hex);
+        key_hex(link_peer_key(l), hex);
         log_warn("peer", "refused the link with %s: it calls itself %s, but the trust file gives its key %s "
-                 "to node %s", l->addr, j->name, hex, bound ? bound : "(none)");
+                 "to node %s", link_addr(l), j->name, hex, bound ? bound : "(none)");
         link_close(l, NULL);
         return;
     }
-    copy_str(l->name, sizeof l->name, j->name);
-    if (l->seed) copy_str(l->seed->name, sizeof l->seed->name, j->name);
+    link_set_name(l, j->name);
+    if (seed) copy_str(seed->name, sizeof seed->name, j->name);
     struct member *m = add_member(p, j->name, j->peer_address);
     if (!m) {
         link_close(l, "out of memory");
@@ -216,19 +276,18 @@ static void on_join(struct peer *p, struct link *l, Distsup__V1__Join *j)
         }
         link_close(old, "replaced by a link dialed by the smaller-named node");
     }
-    if (l->dial_for) {
-        l->dial_for->dialing = 0;
-        l->dial_for->tried = 1;
-        l->dial_for = NULL;
+    struct member *dialed_for = member_dialed_by(p, l);
+    if (dialed_for) {
+        dialed_for->dial = NULL;
+        dialed_for->tried = 1;
     }
-    if (l->seed) {
-        l->seed->dialing = 0;
-        l->seed->tried = 1;
-        l->seed->backoff = 0;
-        l->seed = NULL;
+    if (seed) {
+        seed->dial = NULL;
+        seed->tried = 1;
+        seed->backoff = 0;
     }
     m->link = l;
-    l->m = m;
+    link_set_user(l, m);
     m->last_heard = now_ms();
     m->backoff = 0;
     m->tried = 1;
@@ -262,17 +321,17 @@ static void member_down(struct peer *p, struct member *m, int clean, const char 
     p->cb.down(p->cb.arg, m->name, clean);
 }
 
-void on_peer_msg(struct peer *p, struct link *l, Distsup__V1__PeerMsg *pm)
+static void on_peer_msg(struct peer *p, struct link *l, Distsup__V1__PeerMsg *pm)
 {
     if (pm->msg_case == DISTSUP__V1__PEER_MSG__MSG_JOIN) {
         on_join(p, l, pm->join);
         return;
     }
-    if (!l->m) {
+    struct member *m = link_user(l);
+    if (!m) {
         link_close(l, "a message before Join");
         return;
     }
-    struct member *m = l->m;
     switch (pm->msg_case) {
     case DISTSUP__V1__PEER_MSG__MSG_HEARTBEAT:
         break;
@@ -285,7 +344,7 @@ void on_peer_msg(struct peer *p, struct link *l, Distsup__V1__PeerMsg *pm)
         Distsup__V1__PeerMsg r = DISTSUP__V1__PEER_MSG__INIT;
         r.msg_case = DISTSUP__V1__PEER_MSG__MSG_PING_ACK;
         r.ping_ack = &a;
-        send_msg(l, &r);
+        send_ctl(l, &r);
         break;
     }
     case DISTSUP__V1__PEER_MSG__MSG_PING_ACK: {
@@ -311,6 +370,66 @@ void on_peer_msg(struct peer *p, struct link *l, Distsup__V1__PeerMsg *pm)
     }
 }
 
+/* ---------- what the links tell ---------- */
+
+static void on_opened(void *arg, struct link *l)
+{
+    send_join(arg, l);
+}
+
+static void on_heard(void *arg, struct link *l)
+{
+    (void)arg;
+    struct member *m = link_user(l);
+    if (m) m->last_heard = now_ms();
+}
+
+/* A whole PeerMsg.  An app message (by far the largest) is handed on where it lies;
+ * anything else is unpacked. */
+static void on_message(void *arg, struct link *l, const uint8_t *d, size_t n)
+{
+    struct peer *p = arg;
+    struct member *m = link_user(l);
+    if (m && n >= 2 && d[0] == 0x3a) {
+        uint64_t v = 0;
+        for (size_t i = 1; i < n && i <= 10; i++) {
+            v |= (uint64_t)(d[i] & 0x7f) << (7 * (i - 1));
+            if (!(d[i] & 0x80)) {
+                if (v == n - (i + 1)) {
+                    p->cb.message(p->cb.arg, m->name, d + i + 1, (size_t)v);
+                    return;
+                }
+                break;
+            }
+        }
+    }
+    Distsup__V1__PeerMsg *pm = distsup__v1__peer_msg__unpack(NULL, n, d);
+    if (!pm) {
+        log_error("peer", "link with %s: an undecodable message; dropping the link", link_who(l));
+        link_close(l, NULL);
+        return;
+    }
+    on_peer_msg(p, l, pm);
+    distsup__v1__peer_msg__free_unpacked(pm, NULL);
+}
+
+static void on_closed(void *arg, struct link *l)
+{
+    struct peer *p = arg;
+    struct member *m = link_user(l);
+    if (m && m->link == l) m->link = NULL;
+    struct seed *s = seed_dialed_by(p, l);
+    if (s) {
+        s->dial = NULL;
+        s->tried = 1;
+    }
+    struct member *d = member_dialed_by(p, l);
+    if (d) {
+        d->dial = NULL;
+        d->tried = 1;
+    }
+}
+
 static uint64_t next_backoff(uint64_t b)
 {
     b = b ? b * 2 : DIAL_BACKOFF_MIN_MS;
@@ -324,7 +443,7 @@ static int seed_satisfied(struct peer *p, const struct seed *s)
     if (s->self) return 1;
     if (!s->name[0]) return 0;
     struct member *m = find_member(p, s->name);
-    return m && m->link && m->link->state == L_OPEN;
+    return m && m->link && link_is_open(m->link);
 }
 
 static void tick(struct peer *p, uint64_t now)
@@ -338,14 +457,9 @@ static void tick(struct peer *p, uint64_t now)
     Distsup__V1__PeerMsg msg = DISTSUP__V1__PEER_MSG__INIT;
     msg.msg_case = DISTSUP__V1__PEER_MSG__MSG_HEARTBEAT;
     msg.heartbeat = &hb;
-    for (struct link *l = p->links; l; l = l->next) {
-        if (l->state == L_OPEN && l->m) {
-            if (beat) send_msg(l, &msg);
-        } else if (l->state == L_HANDSHAKE && l->addr[0] && now - l->opened > HANDSHAKE_TIMEOUT_MS) {
-            log_warn("peer", "handshake with %s took longer than %dms; dropped", l->addr, HANDSHAKE_TIMEOUT_MS);
-            link_close(l, NULL);
-        }
-    }
+    for (size_t i = 0; beat && i < p->n_members; i++)
+        if (p->members[i]->link && link_is_open(p->members[i]->link)) send_ctl(p->members[i]->link, &msg);
+    linkset_tick(p->ls, now);
     /* silence -> indirect check -> down */
     for (size_t i = 0; i < p->n_members; i++) {
         struct member *m = p->members[i];
@@ -370,8 +484,8 @@ static void tick(struct peer *p, uint64_t now)
             size_t asked = 0;
             for (size_t k = 0; k < p->n_members; k++) {
                 struct member *o = p->members[k];
-                if (o == m || o->state != M_UP || !o->link || o->link->state != L_OPEN) continue;
-                if (send_msg(o->link, &q) == 0) asked++;
+                if (o == m || o->state != M_UP || !o->link || !link_is_open(o->link)) continue;
+                if (send_ctl(o->link, &q) == 0) asked++;
             }
             if (!asked) m->probe_deadline = now; /* nobody to ask */
             log_info("peer", "node %s silent for %llums; asked %zu other nodes", m->name,
@@ -391,30 +505,22 @@ static void tick(struct peer *p, uint64_t now)
     /* dialing */
     for (size_t i = 0; i < p->n_members; i++) {
         struct member *m = p->members[i];
-        if (m->state == M_LEFT || m->link || m->dialing || now < m->next_dial || !m->addr[0]) continue;
+        if (m->state == M_LEFT || m->link || m->dial || now < m->next_dial || !m->addr[0]) continue;
         m->backoff = next_backoff(m->backoff);
         m->next_dial = now + m->backoff;
         /* the larger-named end redials later, so that after a heal the link both keep
          * (the one the smaller-named node dialed) is usually the only one */
         if (strcmp(c->node_name, m->name) > 0) m->next_dial += 4ull * c->heartbeat_ms;
-        struct link *l = dial(p, m->addr);
-        if (l) {
-            l->dial_for = m;
-            m->dialing = 1;
-        } else {
+        if (!(m->dial = link_dial(p->ls, m->addr))) {
             m->tried = 1;
         }
     }
     for (size_t i = 0; i < p->n_seeds; i++) {
         struct seed *s = &p->seeds[i];
-        if (seed_satisfied(p, s) || s->dialing || now < s->next_dial) continue;
+        if (seed_satisfied(p, s) || s->dial || now < s->next_dial) continue;
         s->backoff = next_backoff(s->backoff);
         s->next_dial = now + s->backoff;
-        struct link *l = dial(p, s->addr);
-        if (l) {
-            l->seed = s;
-            s->dialing = 1;
-        } else {
+        if (!(s->dial = link_dial(p->ls, s->addr))) {
             s->tried = 1;
         }
     }
@@ -498,25 +604,10 @@ struct peer *peer_start(const struct config *cfg, const struct identity *id, uin
     pthread_condattr_destroy(&ca);
     if (parse_seeds(p, cfg->seeds, err, errlen) != 0) goto fail;
 
-    grpc_arg args[1];
-    args[0].type = GRPC_ARG_INTEGER;
-    args[0].key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
-    args[0].value.integer = MAX_MESSAGE;
-    grpc_channel_args chargs = {1, args};
-    p->server = grpc_server_create(&chargs, NULL);
-    p->cq = grpc_completion_queue_create_for_next(NULL);
-    grpc_server_register_completion_queue(p->server, p->cq, NULL);
-    p->method = grpc_server_register_method(p->server, METHOD, NULL, GRPC_SRM_PAYLOAD_NONE, 0);
-    grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
-    *port = grpc_server_add_http2_port(p->server, cfg->peer_listen, creds);
-    grpc_server_credentials_release(creds);
-    if (*port <= 0) {
-        snprintf(err, errlen, "cannot listen for peers on %s (address in use, or not a HOST:PORT?)",
-                 cfg->peer_listen);
-        grpc_server_destroy(p->server);
-        p->server = NULL;
-        goto fail;
-    }
+    struct linkset_options lo = {.listen = cfg->peer_listen, .id = id, .mu = &p->mu, .cond = &p->cond};
+    struct link_hooks hooks = {
+        .arg = p, .opened = on_opened, .heard = on_heard, .message = on_message, .closed = on_closed};
+    if (!(p->ls = linkset_start(&lo, &hooks, port, err, errlen))) goto fail;
     /* What peers dial: peer_advertise, or peer_listen with its real port. */
     if (cfg->peer_advertise[0]) {
         copy_str(p->advertise, sizeof p->advertise, cfg->peer_advertise);
@@ -528,35 +619,17 @@ struct peer *peer_start(const struct config *cfg, const struct identity *id, uin
             log_warn("peer", "peer_listen %s is a wildcard: set peer_advertise to the address other nodes "
                              "can reach", cfg->peer_listen);
     }
-    grpc_server_start(p->server);
-    pthread_mutex_lock(&p->mu);
-    for (int i = 0; i < 4; i++) request_accept(p);
-    pthread_mutex_unlock(&p->mu);
-    if (pthread_create(&p->cq_thread, NULL, cq_main, p) != 0) {
-        snprintf(err, errlen, "cannot start the peer thread");
-        peer_stop(p);
-        peer_free(p);
-        return NULL;
-    }
-    p->threads_started = 1;
     if (pthread_create(&p->tick_thread, NULL, tick_main, p) != 0) {
         snprintf(err, errlen, "cannot start the peer ticker thread");
-        p->threads_started = 1; /* cq thread only: peer_stop joins it */
         peer_stop(p);
         peer_free(p);
         return NULL;
     }
-    p->threads_started = 2;
+    p->tick_started = 1;
     log_info("peer", "node %s serving peer links on %s (advertised as %s), %zu seed(s)", cfg->node_name,
              cfg->peer_listen, p->advertise, p->n_seeds);
     return p;
 fail:
-    if (p->cq) {
-        grpc_completion_queue_shutdown(p->cq);
-        while (grpc_completion_queue_next(p->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
-               GRPC_QUEUE_SHUTDOWN) {}
-        grpc_completion_queue_destroy(p->cq);
-    }
     free(p->seeds);
     pthread_cond_destroy(&p->cond);
     pthread_mutex_destroy(&p->mu);
@@ -564,33 +637,58 @@ fail:
     return NULL;
 }
 
-static int send_app(struct link *l, const uint8_t *data, size_t len)
+/* PeerMsg{app = data}, laid out for the bulk lane without the lock (the one copy of
+ * data on the way out): field 7, length-delimited, written as a prefix. */
+static struct link_out *app_out(const uint8_t *data, size_t len)
 {
-    Distsup__V1__PeerMsg m = DISTSUP__V1__PEER_MSG__INIT;
-    m.msg_case = DISTSUP__V1__PEER_MSG__MSG_APP;
-    m.app.data = (uint8_t *)data;
-    m.app.len = len;
-    return send_msg(l, &m);
+    uint8_t hdr[16];
+    size_t h = 0;
+    hdr[h++] = 0x3a;
+    for (size_t v = len;; v >>= 7) {
+        hdr[h++] = (uint8_t)((v & 0x7f) | (v >= 0x80 ? 0x80 : 0));
+        if (v < 0x80) break;
+    }
+    struct link_out *o = link_out_new(hdr, h, data, len);
+    if (!o) log_error("peer", "cannot send a message of %zu bytes (out of memory, or over %u bytes)", len,
+                      (unsigned)LINK_MAX_MESSAGE);
+    return o;
 }
 
 int peer_send(struct peer *p, const char *node, const uint8_t *data, size_t len)
 {
+    struct link_out *o = app_out(data, len);
+    if (!o) return -1;
     pthread_mutex_lock(&p->mu);
     struct member *m = find_member(p, node);
-    int rc = m && m->state == M_UP && m->link ? send_app(m->link, data, len) : -1;
+    int rc = -1;
+    if (m && m->state == M_UP && m->link) {
+        rc = link_queue(m->link, LANE_BULK, o);
+        o = NULL;
+    }
     pthread_mutex_unlock(&p->mu);
+    link_out_free(o);
     return rc;
 }
 
 size_t peer_broadcast(struct peer *p, const uint8_t *data, size_t len)
 {
+    struct link_out *o = app_out(data, len);
+    if (!o) return 0;
     size_t n = 0;
     pthread_mutex_lock(&p->mu);
+    struct member *last = NULL; /* gets o itself; every other one a copy */
     for (size_t i = 0; i < p->n_members; i++) {
         struct member *m = p->members[i];
-        if (m->state == M_UP && m->link && send_app(m->link, data, len) == 0) n++;
+        if (m->state != M_UP || !m->link) continue;
+        if (last) n += link_queue(last->link, LANE_BULK, link_out_clone(o)) == 0;
+        last = m;
+    }
+    if (last) {
+        n += link_queue(last->link, LANE_BULK, o) == 0;
+        o = NULL;
     }
     pthread_mutex_unlock(&p->mu);
+    link_out_free(o);
     return n;
 }
 
@@ -602,15 +700,14 @@ void peer_leave(struct peer *p, unsigned timeout_ms)
     Distsup__V1__PeerMsg m = DISTSUP__V1__PEER_MSG__INIT;
     m.msg_case = DISTSUP__V1__PEER_MSG__MSG_LEAVE;
     m.leave = &lv;
-    for (struct link *l = p->links; l; l = l->next)
-        if (l->state == L_OPEN && l->m) send_msg(l, &m);
+    /* On the bulk lane: after everything this node said before it. */
+    for (size_t i = 0; i < p->n_members; i++)
+        if (p->members[i]->link && link_is_open(p->members[i]->link))
+            link_send_msg(p->members[i]->link, LANE_BULK, &m.base);
     uint64_t end = now_ms() + timeout_ms;
     for (;;) {
-        int busy = 0;
-        for (struct link *l = p->links; l; l = l->next)
-            if (l->state == L_OPEN && (l->qhead || l->sending)) busy = 1;
         uint64_t now = now_ms();
-        if (!busy || now >= end) break;
+        if (!linkset_busy(p->ls) || now >= end) break;
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
         ts.tv_nsec += 20 * 1000000L;
@@ -633,45 +730,15 @@ void peer_stop(struct peer *p)
     p->stopping = 1;
     pthread_cond_broadcast(&p->cond);
     pthread_mutex_unlock(&p->mu);
-    if (p->threads_started == 2) pthread_join(p->tick_thread, NULL);
-    pthread_mutex_lock(&p->mu);
-    for (struct link *l = p->links, *n; l; l = n) {
-        n = l->next;
-        link_close(l, NULL);
-    }
-    p->t_shutdown.fn = NULL;
-    grpc_server_shutdown_and_notify(p->server, p->cq, &p->t_shutdown);
-    grpc_server_cancel_all_calls(p->server);
-    pthread_mutex_unlock(&p->mu);
-    if (p->threads_started) {
-        /* Wait (bounded) for the server to report down and every link to be freed. */
-        pthread_mutex_lock(&p->mu);
-        uint64_t end = now_ms() + 5000;
-        while ((!p->shutdown_done || p->links) && now_ms() < end) {
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_nsec += 20 * 1000000L;
-            if (ts.tv_nsec >= 1000000000L) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000L;
-            }
-            pthread_cond_timedwait(&p->cond, &p->mu, &ts);
-        }
-        if (p->links) log_warn("peer", "peer links still open at shutdown");
-        pthread_mutex_unlock(&p->mu);
-    }
-    grpc_server_destroy(p->server);
-    p->server = NULL;
-    grpc_completion_queue_shutdown(p->cq);
-    if (p->threads_started) pthread_join(p->cq_thread, NULL);
-    p->threads_started = 0;
+    if (p->tick_started) pthread_join(p->tick_thread, NULL);
+    p->tick_started = 0;
+    linkset_stop(p->ls);
 }
 
 void peer_free(struct peer *p)
 {
     if (!p) return;
-    /* Links that could not be freed (their tags never came back) leak rather than crash. */
-    grpc_completion_queue_destroy(p->cq);
+    linkset_free(p->ls);
     for (size_t i = 0; i < p->n_members; i++) free(p->members[i]);
     free(p->members);
     free(p->seeds);

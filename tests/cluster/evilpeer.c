@@ -97,10 +97,13 @@ static long recv_packet(uint8_t *buf, size_t cap, int timeout_ms, int *timed_out
     return n;
 }
 
+/* A sealed packet carrying one whole message: its plaintext is the PeerMsg followed
+ * by the trailer byte 0 ("whole"; the framing of docs/cluster.md). */
 static size_t seal_msg(struct seal *s, const Distsup__V1__PeerMsg *m, uint8_t *out)
 {
     uint8_t plain[512];
     size_t n = distsup__v1__peer_msg__pack(m, plain);
+    plain[n++] = 0;
     seal_encrypt(s, plain, n, out);
     return n + SEAL_OVERHEAD;
 }
