@@ -309,12 +309,6 @@ static int start_batch(struct link *l, const struct gu_batch *b, struct ltag *t,
 
 static void on_sent(struct link *l, int ok);
 
-static void lane_pop(struct lane *q)
-{
-    q->head = q->head->next;
-    if (!q->head) q->tail = NULL;
-}
-
 /* Seals the next packet in place and hands it to gRPC: control first, then bulk. */
 static void pump_send(struct link *l)
 {
@@ -342,7 +336,7 @@ static void pump_send(struct link *l)
     atomic_fetch_add(&o->refs, 1);
     l->sbuf = gu_bb_borrow(plain - h, h + n, out_release, o);
     if (++o->sent == o->n_pkts) {
-        lane_pop(q);
+        if (!(q->head = o->next)) q->tail = NULL;
         link_out_free(o); /* gRPC's reference keeps the bytes until it is done */
     }
     struct gu_batch b;
@@ -538,11 +532,13 @@ static void handshake_step(struct link *l, const uint8_t *d, size_t n)
     }
 }
 
-static void drop_bad(struct link *l, const char *what)
+static void drop_bad(struct link *l, uint8_t *own, const char *what)
 {
+    free(own);
     log_error("peer", "link with %s: %s; dropping the link", link_who(l), what);
     link_close(l, NULL);
 }
+#define AUTH_FAILED "a packet failed authentication (modified, replayed or out of order)"
 
 /* Opens the sealed packet of n bytes at offset off of bb and acts on it.  It is opened
  * where its plaintext belongs: at the end of the message being put together, or in a
@@ -551,13 +547,13 @@ static void sealed_packet(struct link *l, grpc_byte_buffer *bb, size_t off, size
 {
     struct linkset *ls = l->ls;
     if (n < SEAL_OVERHEAD + 1) {
-        drop_bad(l, "a packet failed authentication (modified, replayed or out of order)");
+        drop_bad(l, NULL, AUTH_FAILED);
         return;
     }
     int in_place = l->rx_msg && l->rx_len + n <= l->rx_cap;
     uint8_t *dst = in_place ? l->rx_msg + l->rx_len : malloc(n);
     if (!dst) {
-        drop_bad(l, "out of memory for a packet");
+        drop_bad(l, NULL, "out of memory for a packet");
         return;
     }
     /* One slice (the usual case for a packet): opened straight out of gRPC's buffer.
@@ -565,9 +561,9 @@ static void sealed_packet(struct link *l, grpc_byte_buffer *bb, size_t off, size
     const uint8_t *src = gu_bb_span(bb, off, n);
     int rc = src ? seal_decrypt(&l->seal, src, n, dst)
                  : gu_bb_copy(bb, off, dst, n) == 0 ? seal_decrypt(&l->seal, dst, n, dst) : -1;
+    uint8_t *own = in_place ? NULL : dst; /* freed on every way out */
     if (rc != 0) {
-        if (!in_place) free(dst);
-        drop_bad(l, "a packet failed authentication (modified, replayed or out of order)");
+        drop_bad(l, own, AUTH_FAILED);
         return;
     }
     ls->hooks.heard(ls->hooks.arg, l);
@@ -575,7 +571,7 @@ static void sealed_packet(struct link *l, grpc_byte_buffer *bb, size_t off, size
     uint8_t kind = dst[plain - 1];
     if (kind == F_WHOLE) {
         ls->hooks.message(ls->hooks.arg, l, dst, plain - 1);
-        if (!in_place) free(dst);
+        free(own);
         return;
     }
     if (kind == F_FIRST) {
@@ -583,15 +579,13 @@ static void sealed_packet(struct link *l, grpc_byte_buffer *bb, size_t off, size
         uint32_t total = 0;
         for (int k = 0; plain >= 5 && k < 4; k++) total |= (uint32_t)dst[part + k] << (8 * k);
         if (l->rx_msg || plain < 5 || total <= part || total > LINK_MAX_MESSAGE) {
-            if (!in_place) free(dst);
-            drop_bad(l, "a fragment out of place");
+            drop_bad(l, own, "a fragment out of place");
             return;
         }
         size_t cap = (size_t)total + TRAILER_MAX + SEAL_OVERHEAD;
         uint8_t *grown = realloc(dst, cap);
         if (!grown) {
-            free(dst);
-            drop_bad(l, "out of memory for a fragmented message");
+            drop_bad(l, own, "out of memory for a fragmented message");
             return;
         }
         l->rx_msg = grown;
@@ -603,8 +597,7 @@ static void sealed_packet(struct link *l, grpc_byte_buffer *bb, size_t off, size
     size_t part = plain - 1;
     if (!in_place || (kind != F_MORE && kind != F_LAST) || l->rx_len + part > l->rx_total ||
         (kind == F_LAST) != (l->rx_len + part == l->rx_total)) {
-        if (!in_place) free(dst);
-        drop_bad(l, "a fragment out of place");
+        drop_bad(l, own, "a fragment out of place");
         return;
     }
     l->rx_len += part;
