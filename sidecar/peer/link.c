@@ -757,7 +757,7 @@ struct link *link_dial(struct linkset *ls, const char *addr)
 void linkset_tick(struct linkset *ls, uint64_t now)
 {
     for (struct link *l = ls->links, *next; l; l = next) {
-        next = l->next; /* closing frees nothing here: the call's tags still hold l */
+        next = l->next; /* taken first: closing l may free it */
         if (l->state == L_HANDSHAKE && l->addr[0] && now - l->opened > HANDSHAKE_TIMEOUT_MS) {
             log_warn("peer", "handshake with %s took longer than %dms; dropped", l->addr, HANDSHAKE_TIMEOUT_MS);
             link_close(l, NULL);
