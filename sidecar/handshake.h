@@ -100,12 +100,13 @@ enum hs_result hs_responder_read3(struct hs *hs, const uint8_t *msg3, size_t len
 void hs_wipe(struct hs *hs);
 void seal_wipe(struct seal *s);
 
-/* Seals n bytes into out (n + SEAL_OVERHEAD bytes) under the next send counter. */
+/* Seals n bytes into out (n + SEAL_OVERHEAD bytes) under the next send counter.
+ * out may be in (sealing in place: the tag goes right after the n bytes). */
 void seal_encrypt(struct seal *s, const uint8_t *in, size_t n, uint8_t *out);
 
 /* Opens a sealed message of n bytes into out (n - SEAL_OVERHEAD bytes) under the next
- * receive counter.  0, or -1 if it is short, modified, replayed or out of order (the
- * counter does not advance then). */
+ * receive counter; out may be in.  0, or -1 if it is short, modified, replayed or out
+ * of order (the counter does not advance then; out's content is undefined). */
 int seal_decrypt(struct seal *s, const uint8_t *in, size_t n, uint8_t *out);
 
 /* Lower-case hex of a key (2 * HS_KEY_LEN + 1 bytes with the NUL). */

@@ -1,7 +1,5 @@
 #include "sidecar/rpc.h"
 
-#include <grpc/byte_buffer.h>
-#include <grpc/byte_buffer_reader.h>
 #include <grpc/grpc.h>
 #include <grpc/grpc_security.h>
 #include <grpc/slice.h>
@@ -15,6 +13,7 @@
 
 #include "distsup/v1/supervisor.pb-c.h"
 #include "grpc/health/v1/health.pb-c.h"
+#include "sidecar/grpcutil.h"
 #include "sidecar/log.h"
 #include "sidecar/reflection.h"
 
@@ -139,51 +138,11 @@ static void ctx_unref(struct ctx *c)
     free(c);
 }
 
-static void start_batch(struct ctx *c, const grpc_op *ops, size_t n, struct tag *t)
+static void start_batch(struct ctx *c, const struct gu_batch *b, struct tag *t)
 {
-    grpc_call_error e = grpc_call_start_batch(c->call, ops, n, t, NULL);
-    if (e != GRPC_CALL_OK) {
-        log_error("rpc", "grpc_call_start_batch: error %d", (int)e);
-        /* The tag will never come back: drop its reference here. */
+    /* On an error the tag will never come back: drop its reference here. */
+    if (gu_batch_start(c->call, b, t, "rpc", c->m ? c->m->path : "an unknown method") != GRPC_CALL_OK)
         ctx_unref(c);
-    }
-}
-
-static grpc_byte_buffer *pack(const ProtobufCMessage *msg)
-{
-    size_t n = protobuf_c_message_get_packed_size(msg);
-    grpc_slice s = grpc_slice_malloc(n);
-    protobuf_c_message_pack(msg, GRPC_SLICE_START_PTR(s));
-    grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&s, 1);
-    grpc_slice_unref(s);
-    return bb;
-}
-
-static grpc_byte_buffer *wrap(uint8_t *data, size_t len)
-{
-    grpc_slice s = grpc_slice_new(data, len, free);
-    grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&s, 1);
-    grpc_slice_unref(s);
-    return bb;
-}
-
-/* Reads a byte buffer into one contiguous slice. */
-static grpc_slice read_all(grpc_byte_buffer *bb)
-{
-    grpc_byte_buffer_reader rd;
-    if (!grpc_byte_buffer_reader_init(&rd, bb)) return grpc_empty_slice();
-    grpc_slice s = grpc_byte_buffer_reader_readall(&rd);
-    grpc_byte_buffer_reader_destroy(&rd);
-    return s;
-}
-
-static ProtobufCMessage *decode(const ProtobufCMessageDescriptor *d, grpc_byte_buffer *bb)
-{
-    if (!bb) return NULL;
-    grpc_slice s = read_all(bb);
-    ProtobufCMessage *m = protobuf_c_message_unpack(d, NULL, GRPC_SLICE_LENGTH(s), GRPC_SLICE_START_PTR(s));
-    grpc_slice_unref(s);
-    return m;
 }
 
 static void on_finished(struct rpc *r, void *p, int ok)
@@ -196,28 +155,23 @@ static void on_finished(struct rpc *r, void *p, int ok)
 /* Sends the final answer of a unary call (msg may be NULL) and status. */
 static void finish(struct ctx *c, int code, const char *text, grpc_byte_buffer *msg)
 {
-    grpc_op ops[4];
-    memset(ops, 0, sizeof ops);
-    size_t n = 0;
-    if (!c->md_sent) ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
+    struct gu_batch b;
+    gu_batch_init(&b);
+    if (!c->md_sent) gu_send_initial_metadata(&b);
     c->md_sent = 1;
     if (msg) {
         c->out = msg;
-        ops[n].op = GRPC_OP_SEND_MESSAGE;
-        ops[n++].data.send_message.send_message = msg;
+        gu_send_message(&b, msg);
     }
     c->status_text = grpc_slice_from_copied_string(text ? text : "");
     c->have_status_text = 1;
-    ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
-    ops[n].data.send_status_from_server.status = (grpc_status_code)code;
-    ops[n++].data.send_status_from_server.status_details = &c->status_text;
-    ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
-    ops[n++].data.recv_close_on_server.cancelled = &c->cancelled;
+    gu_send_status(&b, (grpc_status_code)code, &c->status_text);
+    gu_recv_close_on_server(&b, &c->cancelled);
     c->t_main.fn = on_finished;
     c->t_main.ctx = c;
     if (code != GRPC_STATUS_OK && log_enabled(LOG_DEBUG))
         log_debug("rpc", "%s -> status %d: %s", c->m ? c->m->path : "?", code, text ? text : "");
-    start_batch(c, ops, n, &c->t_main);
+    start_batch(c, &b, &c->t_main);
 }
 
 /* ---------- unary Supervisor calls ---------- */
@@ -225,7 +179,7 @@ static void finish(struct ctx *c, int code, const char *text, grpc_byte_buffer *
 static void core_done(void *arg, int code, const char *message, const ProtobufCMessage *reply)
 {
     struct ctx *c = arg;
-    finish(c, code, message, code == GRPC_STATUS_OK && reply ? pack(reply) : NULL);
+    finish(c, code, message, code == GRPC_STATUS_OK && reply ? gu_bb_pack(reply) : NULL);
 }
 
 static uint64_t deadline_ms(gpr_timespec dl)
@@ -249,7 +203,7 @@ static void bad_request(struct ctx *c)
 
 static void handle_unary(struct ctx *c)
 {
-    ProtobufCMessage *req = decode(c->m->desc, c->payload);
+    ProtobufCMessage *req = gu_bb_unpack(c->m->desc, c->payload);
     if (!req) {
         bad_request(c);
         return;
@@ -269,12 +223,12 @@ static grpc_byte_buffer *health_status(struct rpc *r)
     Grpc__Health__V1__HealthCheckResponse resp = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
     resp.status = atomic_load(&r->stopping) ? GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING
                                             : GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
-    return pack(&resp.base);
+    return gu_bb_pack(&resp.base);
 }
 
 static void handle_health_check(struct ctx *c)
 {
-    Grpc__Health__V1__HealthCheckRequest *q = (void *)decode(c->m->desc, c->payload);
+    Grpc__Health__V1__HealthCheckRequest *q = (void *)gu_bb_unpack(c->m->desc, c->payload);
     if (!q) {
         bad_request(c);
         return;
@@ -336,18 +290,17 @@ static void stream_pump(struct ctx *c)
     uint8_t *data;
     size_t len;
     int got = event_sub_pop(c->sub, &data, &len);
-    grpc_op op;
-    memset(&op, 0, sizeof op);
+    struct gu_batch b;
+    gu_batch_init(&b);
     if (got == 1) {
         c->sending = 1;
         c->refs++;
-        c->out = wrap(data, len);
-        op.op = GRPC_OP_SEND_MESSAGE;
-        op.data.send_message.send_message = c->out;
+        c->out = gu_bb_take(data, len);
+        gu_send_message(&b, c->out);
         c->t_send.fn = on_stream_sent;
         c->t_send.ctx = c;
         pthread_mutex_unlock(&c->mu);
-        start_batch(c, &op, 1, &c->t_send);
+        start_batch(c, &b, &c->t_send);
         return;
     }
     if (got < 0) {
@@ -357,14 +310,12 @@ static void stream_pump(struct ctx *c)
             "this Watch fell too far behind (watch_queue events unread) and was dropped; "
             "subscribe again");
         c->have_status_text = 1;
-        op.op = GRPC_OP_SEND_STATUS_FROM_SERVER;
-        op.data.send_status_from_server.status = GRPC_STATUS_RESOURCE_EXHAUSTED;
-        op.data.send_status_from_server.status_details = &c->status_text;
+        gu_send_status(&b, GRPC_STATUS_RESOURCE_EXHAUSTED, &c->status_text);
         c->t_send.fn = on_finished;
         c->t_send.ctx = c;
         pthread_mutex_unlock(&c->mu);
         log_warn("rpc", "dropping a Watch subscriber that fell behind");
-        start_batch(c, &op, 1, &c->t_send);
+        start_batch(c, &b, &c->t_send);
         return;
     }
     pthread_mutex_unlock(&c->mu);
@@ -375,35 +326,32 @@ static void stream_wake(void *arg) { stream_pump(arg); }
 /* Sends initial metadata and waits for the close, keeping a reference for it. */
 static void stream_open(struct ctx *c, grpc_byte_buffer *first)
 {
-    grpc_op ops[3];
-    memset(ops, 0, sizeof ops);
-    size_t n = 0;
-    ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
+    struct gu_batch b;
+    gu_batch_init(&b);
+    gu_send_initial_metadata(&b);
     c->md_sent = 1;
-    ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
-    ops[n++].data.recv_close_on_server.cancelled = &c->cancelled;
+    gu_recv_close_on_server(&b, &c->cancelled);
     c->refs++; /* the close tag */
     c->t_close.fn = on_stream_closed;
     c->t_close.ctx = c;
-    start_batch(c, ops, n, &c->t_close);
+    start_batch(c, &b, &c->t_close);
     if (first) {
-        memset(ops, 0, sizeof ops);
+        gu_batch_init(&b);
         pthread_mutex_lock(&c->mu);
         c->sending = 1;
         c->refs++;
         c->out = first;
         pthread_mutex_unlock(&c->mu);
-        ops[0].op = GRPC_OP_SEND_MESSAGE;
-        ops[0].data.send_message.send_message = first;
+        gu_send_message(&b, first);
         c->t_send.fn = on_stream_sent;
         c->t_send.ctx = c;
-        start_batch(c, ops, 1, &c->t_send);
+        start_batch(c, &b, &c->t_send);
     }
 }
 
 static void handle_watch(struct ctx *c)
 {
-    Distsup__V1__WatchRequest *q = (void *)decode(c->m->desc, c->payload);
+    Distsup__V1__WatchRequest *q = (void *)gu_bb_unpack(c->m->desc, c->payload);
     if (!q) {
         bad_request(c);
         return;
@@ -452,7 +400,7 @@ static void handle_watch(struct ctx *c)
 
 static void handle_health_watch(struct ctx *c)
 {
-    Grpc__Health__V1__HealthCheckRequest *q = (void *)decode(c->m->desc, c->payload);
+    Grpc__Health__V1__HealthCheckRequest *q = (void *)gu_bb_unpack(c->m->desc, c->payload);
     if (!q) {
         bad_request(c);
         return;
@@ -463,7 +411,7 @@ static void handle_health_watch(struct ctx *c)
     grpc__health__v1__health_check_request__free_unpacked(q, NULL);
     /* The status never changes while serving: send it, then hold the stream until
      * the client leaves or the server stops. */
-    stream_open(c, pack(&resp.base));
+    stream_open(c, gu_bb_pack(&resp.base));
     ctx_unref(c); /* the close tag keeps it alive now */
 }
 
@@ -485,7 +433,7 @@ static void on_reflect_recv(struct rpc *r, void *p, int ok)
         finish(c, GRPC_STATUS_OK, NULL, NULL);
         return;
     }
-    grpc_slice s = read_all(in);
+    grpc_slice s = gu_bb_flatten(in);
     grpc_byte_buffer_destroy(in);
     uint8_t *out;
     size_t len;
@@ -495,28 +443,25 @@ static void on_reflect_recv(struct rpc *r, void *p, int ok)
         finish(c, GRPC_STATUS_INVALID_ARGUMENT, "malformed ServerReflectionRequest", NULL);
         return;
     }
-    reflect_recv(c, 0, wrap(out, len));
+    reflect_recv(c, 0, gu_bb_take(out, len));
 }
 
 static void reflect_recv(struct ctx *c, int with_md, grpc_byte_buffer *send)
 {
-    grpc_op ops[3];
-    memset(ops, 0, sizeof ops);
-    size_t n = 0;
+    struct gu_batch b;
+    gu_batch_init(&b);
     if (with_md && !c->md_sent) {
-        ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
+        gu_send_initial_metadata(&b);
         c->md_sent = 1;
     }
     if (send) {
         c->out = send;
-        ops[n].op = GRPC_OP_SEND_MESSAGE;
-        ops[n++].data.send_message.send_message = send;
+        gu_send_message(&b, send);
     }
-    ops[n].op = GRPC_OP_RECV_MESSAGE;
-    ops[n++].data.recv_message.recv_message = &c->recv;
+    gu_recv_message(&b, &c->recv);
     c->t_main.fn = on_reflect_recv;
     c->t_main.ctx = c;
-    start_batch(c, ops, n, &c->t_main);
+    start_batch(c, &b, &c->t_main);
 }
 
 /* ---------- accepting calls ---------- */
@@ -633,10 +578,7 @@ struct rpc *rpc_start(const struct config *cfg, struct core *core, int *port, ch
     if (*port <= 0) {
         snprintf(err, errlen, "cannot listen on %s (address in use, or not a HOST:PORT?)", cfg->listen);
         grpc_server_destroy(r->server);
-        grpc_completion_queue_shutdown(r->cq);
-        while (grpc_completion_queue_next(r->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
-               GRPC_QUEUE_SHUTDOWN) {}
-        grpc_completion_queue_destroy(r->cq);
+        gu_cq_discard(r->cq);
         reflection_free(r->refl);
         free(r);
         return NULL;

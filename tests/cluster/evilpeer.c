@@ -8,6 +8,8 @@
  *   tamper     complete the handshake, send a Join with one bit flipped
  *   replay     send a valid Join, then the very same sealed packet again
  *   reorder    seal a Join then a Heartbeat, send the Heartbeat first
+ *   fragment   send a valid Join, then a sealed middle fragment of a message that
+ *              never began (it opens, but is out of place)
  *   garbage    send bytes that are not a handshake
  * and prints one line:
  *   handshake=ok|refused received=N closed=yes|no
@@ -97,10 +99,15 @@ static long recv_packet(uint8_t *buf, size_t cap, int timeout_ms, int *timed_out
     return n;
 }
 
-static size_t seal_msg(struct seal *s, const Distsup__V1__PeerMsg *m, uint8_t *out)
+/* A sealed packet carrying m: its plaintext is the PeerMsg followed by a one-byte
+ * trailer (the framing of docs/cluster.md): 0 a whole message, 2 a middle fragment. */
+#define TRAILER_WHOLE 0
+#define TRAILER_MIDDLE 2
+static size_t seal_msg(struct seal *s, const Distsup__V1__PeerMsg *m, uint8_t trailer, uint8_t *out)
 {
     uint8_t plain[512];
     size_t n = distsup__v1__peer_msg__pack(m, plain);
+    plain[n++] = trailer;
     seal_encrypt(s, plain, n, out);
     return n + SEAL_OVERHEAD;
 }
@@ -178,8 +185,8 @@ int main(int argc, char **argv)
         hm.msg_case = DISTSUP__V1__PEER_MSG__MSG_HEARTBEAT;
         hm.heartbeat = &hb;
         uint8_t a[600], b[600];
-        size_t an = seal_msg(&seal, &jm, a);
-        size_t bn = seal_msg(&seal, &hm, b);
+        size_t an = seal_msg(&seal, &jm, TRAILER_WHOLE, a);
+        size_t bn = seal_msg(&seal, &hm, strcmp(mode, "fragment") ? TRAILER_WHOLE : TRAILER_MIDDLE, b);
         if (!strcmp(mode, "handshake")) {
             send_packet(a, an);
             send_packet(b, bn);
@@ -192,6 +199,9 @@ int main(int argc, char **argv)
         } else if (!strcmp(mode, "reorder")) {
             send_packet(b, bn);
             send_packet(a, an);
+        } else if (!strcmp(mode, "fragment")) {
+            send_packet(a, an);
+            send_packet(b, bn);
         }
     }
     /* What does the daemon send now, and does it hang up? */

@@ -194,9 +194,7 @@ class BigChildren(ClusterTest):
     def test_a_snapshot_of_big_children_reaches_a_new_node(self):
         # 20 children with 4 MB of init each: 80 MB of ChildInfo, more than one peer
         # message may hold, must reach a node that joins, in several Snapshot chunks.
-        # (down_after_ms 5000: under ASan, 80 MB of sealed frames can hold a link's
-        # heartbeats back for over the default second; failure detection is not the point.)
-        nodes = self.make_cluster(3, start=2, args=["--down-after-ms", "5000"])
+        nodes = self.make_cluster(3, start=2)
         names = ["big%02d" % i for i in range(20)]
         for n in names:
             nodes[0].stub.StartChild(pb.StartChildRequest(spec=spec(

@@ -1,5 +1,6 @@
 """Hostile peers against real daemons: untrusted keys, garbage, and a trusted key
-whose holder tampers with, replays or reorders sealed packets (tests/cluster/evilpeer.c)."""
+whose holder tampers with, replays or reorders sealed packets, or breaks the fragment
+framing inside them (tests/cluster/evilpeer.c)."""
 
 import os
 import subprocess
@@ -55,6 +56,12 @@ class HostilePeers(ClusterTest):
             self.assertEqual(r["handshake"], "ok", mode)
             self.assertEqual(r["closed"], "yes", "%s: the daemon must drop the link" % mode)
             wait_for(lambda: self.refusals(target) == i + 1, what="the %s refusal in the log" % mode)
+
+        # a packet that opens but breaks the fragment framing (a middle fragment of a
+        # message that never began) is cut too
+        r = self.evil(target, trusted_evil, "fragment")
+        self.assertEqual((r["handshake"], r["closed"]), ("ok", "yes"))
+        wait_for(lambda: "a fragment out of place" in target.read_log(), what="the fragment refusal in the log")
 
         # The cluster keeps working: the mesh heals, starts and calls go everywhere.
         self.wait_mesh(live)

@@ -1,0 +1,748 @@
+#include "sidecar/peer/membership.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "sidecar/handshake.h"
+#include "sidecar/log.h"
+#include "sidecar/peer/link.h"
+#include "sidecar/spec.h"
+
+#define NAME_MAX_ LINK_ADDR_MAX
+#define DIAL_BACKOFF_MIN_MS 100
+#define DIAL_BACKOFF_MAX_MS 2000
+
+enum mstate { M_DOWN, M_UP, M_LEFT };
+
+struct member {
+    char name[NAME_MAX_];
+    char addr[NAME_MAX_];           /* peer address it advertises */
+    int state;                      /* enum mstate */
+    uint64_t boot_id;
+    uint64_t last_heard;            /* monotonic ms of its last packet */
+    struct link *link;              /* the open link (its user pointer is this member), or NULL */
+    struct link *dial;              /* a link dialed for it, until it opens or fails */
+    int tried;                      /* a dial finished (either way) at least once */
+    uint64_t next_dial, backoff;
+    uint64_t probe_id, probe_deadline, quiet_until;
+    int probe_alive;
+};
+
+struct seed {
+    char addr[NAME_MAX_];
+    char name[NAME_MAX_];           /* learned from its Join */
+    struct link *dial;              /* a link dialed for it, until its Join or failure */
+    int tried, self;
+    uint64_t next_dial, backoff;
+};
+
+struct peer {
+    const struct config *cfg;
+    const struct identity *id;
+    struct peer_callbacks cb;
+    uint64_t boot_id;
+    char api_address[NAME_MAX_];
+    char advertise[NAME_MAX_];
+    pthread_mutex_t mu;             /* guards everything here and the linkset */
+    pthread_cond_t cond;
+    struct linkset *ls;
+    pthread_t tick_thread;
+    int tick_started;
+    struct member **members;
+    size_t n_members;
+    struct seed *seeds;
+    size_t n_seeds;
+    uint64_t hb_seq, probe_seq, started, last_beat;
+    int stopping, leaving, settled;
+};
+
+/* ---------- helpers ---------- */
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static void copy_str(char *dst, size_t cap, const char *src)
+{
+    snprintf(dst, cap, "%s", src ? src : "");
+}
+
+/* Control-lane messages: never behind more than one bulk fragment. */
+static int send_ctl(struct link *l, const Distsup__V1__PeerMsg *m)
+{
+    return link_send_msg(l, LANE_CONTROL, &m->base);
+}
+
+static struct seed *seed_dialed_by(struct peer *p, const struct link *l)
+{
+    for (size_t i = 0; i < p->n_seeds; i++)
+        if (p->seeds[i].dial == l) return &p->seeds[i];
+    return NULL;
+}
+
+static struct member *member_dialed_by(struct peer *p, const struct link *l)
+{
+    for (size_t i = 0; i < p->n_members; i++)
+        if (p->members[i]->dial == l) return p->members[i];
+    return NULL;
+}
+
+static struct member *find_member(struct peer *p, const char *name)
+{
+    for (size_t i = 0; i < p->n_members; i++)
+        if (!strcmp(p->members[i]->name, name)) return p->members[i];
+    return NULL;
+}
+
+static struct member *add_member(struct peer *p, const char *name, const char *addr)
+{
+    struct member *m = find_member(p, name);
+    if (m) return m;
+    void *grown = realloc(p->members, (p->n_members + 1) * sizeof *p->members);
+    if (!grown) return NULL;
+    p->members = grown;
+    if (!(m = calloc(1, sizeof *m))) return NULL;
+    copy_str(m->name, sizeof m->name, name);
+    copy_str(m->addr, sizeof m->addr, addr);
+    m->state = M_DOWN;
+    p->members[p->n_members++] = m;
+    return m;
+}
+
+/* ---------- membership ---------- */
+
+static void fill_members(struct peer *p, Distsup__V1__Member *arr, Distsup__V1__Member **ptrs, size_t *n)
+{
+    *n = 0;
+    for (size_t i = 0; i < p->n_members; i++) {
+        struct member *m = p->members[i];
+        if (m->state != M_UP || !m->link) continue;
+        distsup__v1__member__init(&arr[*n]);
+        arr[*n].name = m->name;
+        arr[*n].peer_address = m->addr;
+        ptrs[*n] = &arr[*n];
+        (*n)++;
+    }
+}
+
+static void send_join(struct peer *p, struct link *l)
+{
+    const struct config *c = p->cfg;
+    Distsup__V1__Member *arr = calloc(p->n_members + 1, sizeof *arr);
+    Distsup__V1__Member **ptrs = calloc(p->n_members + 1, sizeof *ptrs);
+    Distsup__V1__Join__LabelsEntry *lab = NULL, **labp = NULL;
+    char labels[sizeof c->labels];
+    size_t n_lab = 0, n_mem = 0;
+    if (!arr || !ptrs) goto out;
+    fill_members(p, arr, ptrs, &n_mem);
+    copy_str(labels, sizeof labels, c->labels);
+    size_t max_lab = 1;
+    for (const char *s = labels; *s; s++) max_lab += *s == ',';
+    lab = calloc(max_lab, sizeof *lab);
+    labp = calloc(max_lab, sizeof *labp);
+    if (!lab || !labp) goto out;
+    for (char *save = NULL, *tok = strtok_r(labels, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        char *eq = strchr(tok, '=');
+        if (!eq) continue;
+        *eq = 0;
+        distsup__v1__join__labels_entry__init(&lab[n_lab]);
+        lab[n_lab].key = tok;
+        lab[n_lab].value = eq + 1;
+        labp[n_lab] = &lab[n_lab];
+        n_lab++;
+    }
+    Distsup__V1__Join j = DISTSUP__V1__JOIN__INIT;
+    j.name = (char *)c->node_name;
+    j.boot_id = p->boot_id;
+    j.peer_address = p->advertise;
+    j.api_address = p->api_address;
+    j.weight = c->weight;
+    j.n_labels = n_lab;
+    j.labels = labp;
+    j.n_members = n_mem;
+    j.members = ptrs;
+    Distsup__V1__PeerMsg m = DISTSUP__V1__PEER_MSG__INIT;
+    m.msg_case = DISTSUP__V1__PEER_MSG__MSG_JOIN;
+    m.join = &j;
+    send_ctl(l, &m);
+out:
+    free(arr);
+    free(ptrs);
+    free(lab);
+    free(labp);
+}
+
+/* Tells every other open link about the members we have (gossip). */
+static void gossip(struct peer *p, const struct link *except)
+{
+    Distsup__V1__Member *arr = calloc(p->n_members + 1, sizeof *arr);
+    Distsup__V1__Member **ptrs = calloc(p->n_members + 1, sizeof *ptrs);
+    if (arr && ptrs) {
+        size_t n;
+        fill_members(p, arr, ptrs, &n);
+        Distsup__V1__Members ms = DISTSUP__V1__MEMBERS__INIT;
+        ms.n_members = n;
+        ms.members = ptrs;
+        Distsup__V1__PeerMsg m = DISTSUP__V1__PEER_MSG__INIT;
+        m.msg_case = DISTSUP__V1__PEER_MSG__MSG_MEMBERS;
+        m.members = &ms;
+        for (size_t i = 0; i < p->n_members; i++) {
+            struct link *l = p->members[i]->link;
+            if (l && l != except && link_is_open(l)) send_ctl(l, &m);
+        }
+    }
+    free(arr);
+    free(ptrs);
+}
+
+static void learn(struct peer *p, Distsup__V1__Member **ms, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        const char *name = ms[i]->name, *addr = ms[i]->peer_address;
+        if (!name[0] || !addr[0] || !strcmp(name, p->cfg->node_name)) continue;
+        char e[128];
+        if (spec_name_check("node name", name, e, sizeof e) != 0 || strlen(addr) >= NAME_MAX_) continue;
+        struct member *m = find_member(p, name);
+        if (!m) {
+            if (!(m = add_member(p, name, addr))) return;
+            log_info("peer", "learned of node %s at %s", name, addr);
+            /* Both may learn of each other at once and dial: the link both keep is the one
+             * the smaller-named node dialed, so the larger-named one gives it time first
+             * (a replaced link loses what was in flight on it). */
+            if (strcmp(p->cfg->node_name, name) > 0) m->next_dial = now_ms() + 4ull * p->cfg->heartbeat_ms;
+        } else if (m->state != M_UP && strcmp(m->addr, addr)) {
+            copy_str(m->addr, sizeof m->addr, addr);
+        }
+    }
+}
+
+/* The initiator's name of a link. */
+static const char *initiator_of(const struct peer *p, const struct link *l)
+{
+    return link_initiator(l) ? p->cfg->node_name : link_name(l);
+}
+
+static void on_join(struct peer *p, struct link *l, Distsup__V1__Join *j)
+{
+    if (!j->name[0] || strlen(j->name) >= NAME_MAX_) {
+        link_close(l, "Join without a usable name");
+        return;
+    }
+    struct seed *seed = seed_dialed_by(p, l);
+    if (!strcmp(j->name, p->cfg->node_name)) {
+        if (j->boot_id == p->boot_id) { /* dialed ourselves */
+            if (seed) seed->self = 1;
+            link_close(l, "that is this node");
+        } else {
+            log_error("peer", "a node at %s calls itself %s, this node's own name: check node_name",
+                      link_addr(l), j->name);
+            link_close(l, "name clash");
+        }
+        return;
+    }
+    if (link_name(l)[0] && strcmp(link_name(l), j->name)) {
+        link_close(l, "a second Join with another name");
+        return;
+    }
+    const char *bound = identity_bound_name(p->id, link_peer_key(l));
+    if (!bound || (bound[0] && strcmp(bound, j->name))) {
+        char hex[2 * HS_KEY_LEN + 1];
+        key_hex(link_peer_key(l), hex);
+        log_warn("peer", "refused the link with %s: it calls itself %s, but the trust file gives its key %s "
+                 "to node %s", link_addr(l), j->name, hex, bound ? bound : "(none)");
+        link_close(l, NULL);
+        return;
+    }
+    link_set_name(l, j->name);
+    if (seed) copy_str(seed->name, sizeof seed->name, j->name);
+    struct member *m = add_member(p, j->name, j->peer_address);
+    if (!m) {
+        link_close(l, "out of memory");
+        return;
+    }
+    if (m->link && m->link != l) {
+        /* Two links to one node: both ends keep the one its smaller-named node dialed. */
+        struct link *old = m->link;
+        int keep_new = strcmp(initiator_of(p, l), initiator_of(p, old)) < 0;
+        if (!keep_new) {
+            link_close(l, "a link to this node exists already");
+            return;
+        }
+        link_close(old, "replaced by a link dialed by the smaller-named node");
+    }
+    struct member *dialed_for = member_dialed_by(p, l);
+    if (dialed_for) {
+        dialed_for->dial = NULL;
+        dialed_for->tried = 1;
+    }
+    if (seed) {
+        seed->dial = NULL;
+        seed->tried = 1;
+        seed->backoff = 0;
+    }
+    m->link = l;
+    link_set_user(l, m);
+    m->last_heard = now_ms();
+    m->backoff = 0;
+    m->tried = 1;
+    m->probe_id = 0;
+    if (j->peer_address[0]) copy_str(m->addr, sizeof m->addr, j->peer_address);
+    int news = m->state != M_UP || m->boot_id != j->boot_id;
+    int restarted = m->state == M_UP && m->boot_id != j->boot_id;
+    m->state = M_UP;
+    m->boot_id = j->boot_id;
+    learn(p, j->members, j->n_members);
+    if (news) {
+        log_info("peer", "node %s is up (%s%s)", m->name, m->addr, restarted ? ", restarted" : "");
+        p->cb.up(p->cb.arg, j);
+        gossip(p, l);
+    } else {
+        /* A new link to a node that stayed up: what was broadcast while there was no
+         * link is lost, so the core exchanges snapshots again. */
+        log_info("peer", "link with node %s open again; resyncing", m->name);
+        p->cb.up(p->cb.arg, j);
+    }
+}
+
+static void member_down(struct peer *p, struct member *m, int clean, const char *why)
+{
+    if (m->state != M_UP) return;
+    m->state = clean ? M_LEFT : M_DOWN;
+    m->probe_id = 0;
+    if (clean) log_info("peer", "node %s left the cluster", m->name);
+    else log_warn("peer", "node %s is down: %s", m->name, why);
+    if (m->link) link_close(m->link, clean ? "it left" : "it is down");
+    p->cb.down(p->cb.arg, m->name, clean);
+}
+
+static void on_peer_msg(struct peer *p, struct link *l, Distsup__V1__PeerMsg *pm)
+{
+    if (pm->msg_case == DISTSUP__V1__PEER_MSG__MSG_JOIN) {
+        on_join(p, l, pm->join);
+        return;
+    }
+    struct member *m = link_user(l);
+    if (!m) {
+        link_close(l, "a message before Join");
+        return;
+    }
+    switch (pm->msg_case) {
+    case DISTSUP__V1__PEER_MSG__MSG_HEARTBEAT:
+        break;
+    case DISTSUP__V1__PEER_MSG__MSG_PING_REQ: {
+        struct member *t = find_member(p, pm->ping_req->target);
+        Distsup__V1__PingAck a = DISTSUP__V1__PING_ACK__INIT;
+        a.id = pm->ping_req->id;
+        a.target = pm->ping_req->target;
+        a.alive = t && t->state == M_UP && t->link && now_ms() - t->last_heard <= p->cfg->down_after_ms;
+        Distsup__V1__PeerMsg r = DISTSUP__V1__PEER_MSG__INIT;
+        r.msg_case = DISTSUP__V1__PEER_MSG__MSG_PING_ACK;
+        r.ping_ack = &a;
+        send_ctl(l, &r);
+        break;
+    }
+    case DISTSUP__V1__PEER_MSG__MSG_PING_ACK: {
+        struct member *t = find_member(p, pm->ping_ack->target);
+        if (t && t->probe_id == pm->ping_ack->id && pm->ping_ack->alive) {
+            t->probe_alive = 1;
+            log_info("peer", "node %s is silent to this node but %s hears it; not down", t->name, m->name);
+        }
+        break;
+    }
+    case DISTSUP__V1__PEER_MSG__MSG_MEMBERS:
+        learn(p, pm->members->members, pm->members->n_members);
+        break;
+    case DISTSUP__V1__PEER_MSG__MSG_LEAVE:
+        member_down(p, m, 1, "left");
+        break;
+    case DISTSUP__V1__PEER_MSG__MSG_APP:
+        p->cb.message(p->cb.arg, m->name, pm->app.data, pm->app.len);
+        break;
+    default:
+        log_warn("peer", "node %s sent a message of unknown kind %d; ignored", m->name, (int)pm->msg_case);
+        break;
+    }
+}
+
+/* ---------- what the links tell ---------- */
+
+static void on_opened(void *arg, struct link *l)
+{
+    send_join(arg, l);
+}
+
+static void on_heard(void *arg, struct link *l)
+{
+    (void)arg;
+    struct member *m = link_user(l);
+    if (m) m->last_heard = now_ms();
+}
+
+/* A whole PeerMsg.  An app message (by far the largest) is handed on where it lies;
+ * anything else is unpacked. */
+static void on_message(void *arg, struct link *l, const uint8_t *d, size_t n)
+{
+    struct peer *p = arg;
+    struct member *m = link_user(l);
+    if (m && n >= 2 && d[0] == 0x3a) {
+        uint64_t v = 0;
+        for (size_t i = 1; i < n && i <= 10; i++) {
+            v |= (uint64_t)(d[i] & 0x7f) << (7 * (i - 1));
+            if (!(d[i] & 0x80)) {
+                if (v == n - (i + 1)) {
+                    p->cb.message(p->cb.arg, m->name, d + i + 1, (size_t)v);
+                    return;
+                }
+                break;
+            }
+        }
+    }
+    Distsup__V1__PeerMsg *pm = distsup__v1__peer_msg__unpack(NULL, n, d);
+    if (!pm) {
+        log_error("peer", "link with %s: an undecodable message; dropping the link", link_who(l));
+        link_close(l, NULL);
+        return;
+    }
+    on_peer_msg(p, l, pm);
+    distsup__v1__peer_msg__free_unpacked(pm, NULL);
+}
+
+static void on_closed(void *arg, struct link *l)
+{
+    struct peer *p = arg;
+    struct member *m = link_user(l);
+    if (m && m->link == l) m->link = NULL;
+    struct seed *s = seed_dialed_by(p, l);
+    if (s) {
+        s->dial = NULL;
+        s->tried = 1;
+    }
+    struct member *d = member_dialed_by(p, l);
+    if (d) {
+        d->dial = NULL;
+        d->tried = 1;
+    }
+}
+
+static uint64_t next_backoff(uint64_t b)
+{
+    b = b ? b * 2 : DIAL_BACKOFF_MIN_MS;
+    return b > DIAL_BACKOFF_MAX_MS ? DIAL_BACKOFF_MAX_MS : b;
+}
+
+/* ---------- the ticker: heartbeats, silence, dialing ---------- */
+
+static int seed_satisfied(struct peer *p, const struct seed *s)
+{
+    if (s->self) return 1;
+    if (!s->name[0]) return 0;
+    struct member *m = find_member(p, s->name);
+    return m && m->link && link_is_open(m->link);
+}
+
+static void tick(struct peer *p, uint64_t now)
+{
+    const struct config *c = p->cfg;
+    /* heartbeats, every heartbeat_ms (the ticker runs twice as often) */
+    int beat = now - p->last_beat >= c->heartbeat_ms;
+    if (beat) p->last_beat = now;
+    Distsup__V1__Heartbeat hb = DISTSUP__V1__HEARTBEAT__INIT;
+    hb.seq = ++p->hb_seq;
+    Distsup__V1__PeerMsg msg = DISTSUP__V1__PEER_MSG__INIT;
+    msg.msg_case = DISTSUP__V1__PEER_MSG__MSG_HEARTBEAT;
+    msg.heartbeat = &hb;
+    for (size_t i = 0; beat && i < p->n_members; i++)
+        if (p->members[i]->link && link_is_open(p->members[i]->link)) send_ctl(p->members[i]->link, &msg);
+    linkset_tick(p->ls, now);
+    /* silence -> indirect check -> down */
+    for (size_t i = 0; i < p->n_members; i++) {
+        struct member *m = p->members[i];
+        if (m->state != M_UP) continue;
+        if (now - m->last_heard <= c->down_after_ms) {
+            m->probe_id = 0; /* it spoke for itself: a check still open is over */
+            continue;
+        }
+        if (now < m->quiet_until) continue;
+        if (!m->probe_id) {
+            m->probe_id = ++p->probe_seq;
+            m->probe_alive = 0;
+            uint64_t wait = c->down_after_ms / 2;
+            if (wait < 2u * c->heartbeat_ms) wait = 2u * c->heartbeat_ms;
+            m->probe_deadline = now + wait;
+            Distsup__V1__PingReq pr = DISTSUP__V1__PING_REQ__INIT;
+            pr.id = m->probe_id;
+            pr.target = m->name;
+            Distsup__V1__PeerMsg q = DISTSUP__V1__PEER_MSG__INIT;
+            q.msg_case = DISTSUP__V1__PEER_MSG__MSG_PING_REQ;
+            q.ping_req = &pr;
+            size_t asked = 0;
+            for (size_t k = 0; k < p->n_members; k++) {
+                struct member *o = p->members[k];
+                if (o == m || o->state != M_UP || !o->link || !link_is_open(o->link)) continue;
+                if (send_ctl(o->link, &q) == 0) asked++;
+            }
+            if (!asked) m->probe_deadline = now; /* nobody to ask */
+            log_info("peer", "node %s silent for %llums; asked %zu other nodes", m->name,
+                     (unsigned long long)(now - m->last_heard), asked);
+        } else if (m->probe_alive) {
+            m->probe_id = 0;
+            m->quiet_until = now + c->down_after_ms;
+        }
+        if (m->probe_id && !m->probe_alive && now >= m->probe_deadline) {
+            char why[128];
+            snprintf(why, sizeof why, "no word from it for %llums, and no other node hears it",
+                     (unsigned long long)(now - m->last_heard));
+            member_down(p, m, 0, why);
+        }
+    }
+    if (p->leaving || p->stopping) return;
+    /* dialing */
+    for (size_t i = 0; i < p->n_members; i++) {
+        struct member *m = p->members[i];
+        if (m->state == M_LEFT || m->link || m->dial || now < m->next_dial || !m->addr[0]) continue;
+        m->backoff = next_backoff(m->backoff);
+        m->next_dial = now + m->backoff;
+        /* the larger-named end redials later, so that after a heal the link both keep
+         * (the one the smaller-named node dialed) is usually the only one */
+        if (strcmp(c->node_name, m->name) > 0) m->next_dial += 4ull * c->heartbeat_ms;
+        if (!(m->dial = link_dial(p->ls, m->addr))) {
+            m->tried = 1;
+        }
+    }
+    for (size_t i = 0; i < p->n_seeds; i++) {
+        struct seed *s = &p->seeds[i];
+        if (seed_satisfied(p, s) || s->dial || now < s->next_dial) continue;
+        s->backoff = next_backoff(s->backoff);
+        s->next_dial = now + s->backoff;
+        if (!(s->dial = link_dial(p->ls, s->addr))) {
+            s->tried = 1;
+        }
+    }
+    /* settled: every seed and member tried once, or sync_timeout_ms */
+    if (!p->settled) {
+        int all = 1;
+        for (size_t i = 0; i < p->n_seeds && all; i++) all = p->seeds[i].tried || seed_satisfied(p, &p->seeds[i]);
+        for (size_t i = 0; i < p->n_members && all; i++)
+            all = p->members[i]->tried || p->members[i]->state == M_UP;
+        if (all || now - p->started >= c->sync_timeout_ms) {
+            p->settled = 1;
+            size_t up = 0;
+            for (size_t i = 0; i < p->n_members; i++) up += p->members[i]->state == M_UP;
+            log_info("peer", "initial contact done: %zu of %zu known nodes up%s", up, p->n_members,
+                     all ? "" : " (sync_timeout_ms reached)");
+            p->cb.settled(p->cb.arg);
+        }
+    }
+}
+
+static void *tick_main(void *arg)
+{
+    struct peer *p = arg;
+    pthread_mutex_lock(&p->mu);
+    while (!p->stopping) {
+        tick(p, now_ms());
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        uint64_t ns = (uint64_t)ts.tv_nsec + (uint64_t)p->cfg->heartbeat_ms * 1000000u / 2;
+        ts.tv_sec += (time_t)(ns / 1000000000u);
+        ts.tv_nsec = (long)(ns % 1000000000u);
+        pthread_cond_timedwait(&p->cond, &p->mu, &ts);
+    }
+    pthread_mutex_unlock(&p->mu);
+    return NULL;
+}
+
+/* ---------- public ---------- */
+
+static int parse_seeds(struct peer *p, const char *list, char *err, size_t errlen)
+{
+    char buf[sizeof p->cfg->seeds];
+    copy_str(buf, sizeof buf, list);
+    for (char *save = NULL, *tok = strtok_r(buf, ", ", &save); tok; tok = strtok_r(NULL, ", ", &save)) {
+        if (strlen(tok) >= NAME_MAX_ || !strchr(tok, ':')) {
+            snprintf(err, errlen, "seed '%s' is not HOST:PORT", tok);
+            return -1;
+        }
+        void *grown = realloc(p->seeds, (p->n_seeds + 1) * sizeof *p->seeds);
+        if (!grown) {
+            snprintf(err, errlen, "out of memory");
+            return -1;
+        }
+        p->seeds = grown;
+        memset(&p->seeds[p->n_seeds], 0, sizeof *p->seeds);
+        copy_str(p->seeds[p->n_seeds].addr, NAME_MAX_, tok);
+        p->n_seeds++;
+    }
+    return 0;
+}
+
+struct peer *peer_start(const struct config *cfg, const struct identity *id, uint64_t boot_id,
+                        const char *api_address, const struct peer_callbacks *cb, int *port,
+                        char *err, size_t errlen)
+{
+    struct peer *p = calloc(1, sizeof *p);
+    if (!p) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    p->cfg = cfg;
+    p->id = id;
+    p->cb = *cb;
+    p->boot_id = boot_id;
+    p->started = now_ms();
+    copy_str(p->api_address, sizeof p->api_address, api_address);
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_cond_init(&p->cond, &ca);
+    pthread_condattr_destroy(&ca);
+    if (parse_seeds(p, cfg->seeds, err, errlen) != 0) goto fail;
+
+    struct linkset_options lo = {.listen = cfg->peer_listen, .id = id, .mu = &p->mu, .cond = &p->cond};
+    struct link_hooks hooks = {
+        .arg = p, .opened = on_opened, .heard = on_heard, .message = on_message, .closed = on_closed};
+    if (!(p->ls = linkset_start(&lo, &hooks, port, err, errlen))) goto fail;
+    /* What peers dial: peer_advertise, or peer_listen with its real port. */
+    if (cfg->peer_advertise[0]) {
+        copy_str(p->advertise, sizeof p->advertise, cfg->peer_advertise);
+    } else {
+        const char *colon = strrchr(cfg->peer_listen, ':');
+        int hl = colon ? (int)(colon - cfg->peer_listen) : 0;
+        snprintf(p->advertise, sizeof p->advertise, "%.*s:%d", hl, cfg->peer_listen, *port);
+        if (!strncmp(cfg->peer_listen, "0.0.0.0:", 8) || !strncmp(cfg->peer_listen, "[::]:", 5))
+            log_warn("peer", "peer_listen %s is a wildcard: set peer_advertise to the address other nodes "
+                             "can reach", cfg->peer_listen);
+    }
+    if (pthread_create(&p->tick_thread, NULL, tick_main, p) != 0) {
+        snprintf(err, errlen, "cannot start the peer ticker thread");
+        peer_stop(p);
+        peer_free(p);
+        return NULL;
+    }
+    p->tick_started = 1;
+    log_info("peer", "node %s serving peer links on %s (advertised as %s), %zu seed(s)", cfg->node_name,
+             cfg->peer_listen, p->advertise, p->n_seeds);
+    return p;
+fail:
+    free(p->seeds);
+    pthread_cond_destroy(&p->cond);
+    pthread_mutex_destroy(&p->mu);
+    free(p);
+    return NULL;
+}
+
+/* PeerMsg{app = data}, laid out for the bulk lane without the lock (the one copy of
+ * data on the way out): field 7, length-delimited, written as a prefix. */
+static struct link_out *app_out(const uint8_t *data, size_t len)
+{
+    uint8_t hdr[16];
+    size_t h = 0;
+    hdr[h++] = 0x3a;
+    for (size_t v = len;; v >>= 7) {
+        hdr[h++] = (uint8_t)((v & 0x7f) | (v >= 0x80 ? 0x80 : 0));
+        if (v < 0x80) break;
+    }
+    struct link_out *o = link_out_new(hdr, h, data, len);
+    if (!o) log_error("peer", "cannot send a message of %zu bytes (out of memory, or over %u bytes)", len,
+                      (unsigned)LINK_MAX_MESSAGE);
+    return o;
+}
+
+int peer_send(struct peer *p, const char *node, const uint8_t *data, size_t len)
+{
+    struct link_out *o = app_out(data, len);
+    if (!o) return -1;
+    pthread_mutex_lock(&p->mu);
+    struct member *m = find_member(p, node);
+    int rc = -1;
+    if (m && m->state == M_UP && m->link) {
+        rc = link_queue(m->link, LANE_BULK, o);
+        o = NULL;
+    }
+    pthread_mutex_unlock(&p->mu);
+    link_out_free(o);
+    return rc;
+}
+
+size_t peer_broadcast(struct peer *p, const uint8_t *data, size_t len)
+{
+    struct link_out *o = app_out(data, len);
+    if (!o) return 0;
+    size_t n = 0;
+    pthread_mutex_lock(&p->mu);
+    struct member *last = NULL; /* gets o itself; every other one a copy */
+    for (size_t i = 0; i < p->n_members; i++) {
+        struct member *m = p->members[i];
+        if (m->state != M_UP || !m->link) continue;
+        if (last) n += link_queue(last->link, LANE_BULK, link_out_clone(o)) == 0;
+        last = m;
+    }
+    if (last) {
+        n += link_queue(last->link, LANE_BULK, o) == 0;
+        o = NULL;
+    }
+    pthread_mutex_unlock(&p->mu);
+    link_out_free(o);
+    return n;
+}
+
+void peer_leave(struct peer *p, unsigned timeout_ms)
+{
+    pthread_mutex_lock(&p->mu);
+    p->leaving = 1;
+    Distsup__V1__Leave lv = DISTSUP__V1__LEAVE__INIT;
+    Distsup__V1__PeerMsg m = DISTSUP__V1__PEER_MSG__INIT;
+    m.msg_case = DISTSUP__V1__PEER_MSG__MSG_LEAVE;
+    m.leave = &lv;
+    /* On the bulk lane: after everything this node said before it. */
+    for (size_t i = 0; i < p->n_members; i++)
+        if (p->members[i]->link && link_is_open(p->members[i]->link))
+            link_send_msg(p->members[i]->link, LANE_BULK, &m.base);
+    uint64_t end = now_ms() + timeout_ms;
+    for (;;) {
+        uint64_t now = now_ms();
+        if (!linkset_busy(p->ls) || now >= end) break;
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 20 * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&p->cond, &p->mu, &ts);
+    }
+    pthread_mutex_unlock(&p->mu);
+}
+
+void peer_stop(struct peer *p)
+{
+    pthread_mutex_lock(&p->mu);
+    if (p->stopping) {
+        pthread_mutex_unlock(&p->mu);
+        return;
+    }
+    p->stopping = 1;
+    pthread_cond_broadcast(&p->cond);
+    pthread_mutex_unlock(&p->mu);
+    if (p->tick_started) pthread_join(p->tick_thread, NULL);
+    p->tick_started = 0;
+    linkset_stop(p->ls);
+}
+
+void peer_free(struct peer *p)
+{
+    if (!p) return;
+    linkset_free(p->ls);
+    for (size_t i = 0; i < p->n_members; i++) free(p->members[i]);
+    free(p->members);
+    free(p->seeds);
+    pthread_cond_destroy(&p->cond);
+    pthread_mutex_destroy(&p->mu);
+    free(p);
+}
