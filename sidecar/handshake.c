@@ -3,7 +3,7 @@
 #include <sodium.h>
 #include <string.h>
 
-static const char MAGIC[4] = {'D', 'S', 'P', '1'};
+static const char MAGIC[4] = {'D', 'S', 'P', '0' + HS_LINK_VERSION};
 static const char PROLOGUE[] = "distsup peer v1";
 static const char KDF_CTX[crypto_kdf_CONTEXTBYTES] = {'d', 's', 'u', 'p', 'p', 'e', 'e', 'r'};
 
@@ -101,7 +101,8 @@ enum hs_result hs_responder_read1(struct hs *hs, const struct keypair *self, con
     memset(hs, 0, sizeof *hs);
     hs->self = self;
     set_psk(hs, psk);
-    if (len != HS_MSG1_LEN || memcmp(msg1, MAGIC, 4) != 0) return HS_BAD_FORMAT;
+    if (len != HS_MSG1_LEN || memcmp(msg1, MAGIC, 3) != 0) return HS_BAD_FORMAT;
+    if (msg1[3] != MAGIC[3]) return HS_BAD_VERSION;
     memcpy(hs->msg1, msg1, HS_MSG1_LEN);
     memcpy(hs->peer_s, msg1 + 4, 32);
     memcpy(hs->peer_e, msg1 + 36, 32);

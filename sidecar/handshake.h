@@ -3,7 +3,7 @@
  * Pure libsodium, no I/O.  Each node has a static X25519 key pair; the handshake is
  * three messages over the peer link:
  *
- *   msg1  I -> R   "DSP1" | s_i | e_i                 (HS_MSG1_LEN bytes)
+ *   msg1  I -> R   "DSP" v | s_i | e_i                (HS_MSG1_LEN bytes)
  *   msg2  R -> I   s_r | e_r | tag_r                  (HS_MSG2_LEN)
  *   msg3  I -> R   tag_i                              (HS_MSG3_LEN)
  *
@@ -29,6 +29,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* The link protocol's version, the v of msg1's magic "DSP" v (an ASCII digit).  2:
+ * every sealed packet ends with a framing trailer (sidecar/peer/link.c).  Nodes of
+ * two versions refuse each other at msg1 (HS_BAD_VERSION) and say so in the log. */
+#define HS_LINK_VERSION 2
+
 #define HS_KEY_LEN 32
 #define HS_MSG1_LEN 68
 #define HS_MSG2_LEN 96
@@ -40,6 +45,7 @@ enum hs_result {
     HS_BAD_FORMAT = -1,   /* wrong length or magic, or a degenerate public key */
     HS_BAD_PROOF = -2,    /* the other side does not hold its key, or a different
                              cluster pre-shared key */
+    HS_BAD_VERSION = -3,  /* msg1 of another link protocol version ("DSP" v) */
 };
 
 struct keypair {

@@ -474,7 +474,15 @@ static void handshake_step(struct link *l, const uint8_t *d, size_t n)
     char hex[2 * HS_KEY_LEN + 1];
     const uint8_t *psk = ls->id->has_psk ? ls->id->psk : NULL;
     if (!l->initiator && l->hs_step == 0) {
-        if (hs_responder_read1(&l->hs, &ls->id->kp, psk, d, n, peer_static) != HS_OK) {
+        enum hs_result r = hs_responder_read1(&l->hs, &ls->id->kp, psk, d, n, peer_static);
+        if (r == HS_BAD_VERSION) {
+            log_warn("peer", "refused a link from %s: it speaks peer link protocol %c, this node %d (another "
+                     "distsupd release: every node of a cluster must run a release with the same link "
+                     "protocol; docs/cluster.md)", l->addr, (char)d[3], HS_LINK_VERSION);
+            link_close(l, NULL);
+            return;
+        }
+        if (r != HS_OK) {
             log_warn("peer", "refused a link from %s: not a distsup peer handshake", l->addr);
             link_close(l, NULL);
             return;

@@ -158,6 +158,7 @@ int main(int argc, char **argv)
         send_packet((const uint8_t *)"GET / HTTP/1.0\r\n\r\n", 18);
     } else {
         hs_initiator_begin(&hs, &id.kp, NULL, msg1);
+        if (!strcmp(mode, "oldversion")) msg1[3] = '1'; /* the link protocol before fragments */
         send_packet(msg1, sizeof msg1);
     }
     memset(&op, 0, sizeof op);

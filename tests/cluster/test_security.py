@@ -36,6 +36,12 @@ class HostilePeers(ClusterTest):
         self.assertEqual(r, {"handshake": "refused", "received": "0", "closed": "yes"})
         self.assertIn("not a distsup peer handshake", target.read_log())
 
+        # a trusted node of an older release (link protocol 1) is refused before anything
+        # else, with a reason a person can act on
+        r = self.evil(target, trusted_evil, "oldversion")
+        self.assertEqual(r, {"handshake": "refused", "received": "0", "closed": "yes"})
+        self.assertIn("it speaks peer link protocol 1, this node 2", target.read_log())
+
         # control: the same tool with a trusted key, its own name and honest packets is accepted
         r = self.evil(target, trusted_evil, "handshake")
         self.assertEqual(r["handshake"], "ok")
