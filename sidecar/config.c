@@ -144,7 +144,7 @@ static int set_daemon_key(struct config *c, const char *k, const char *v, char *
         return 0;
     }
     if (!strcmp(k, "max_payload_bytes")) {
-        /* a payload travels to its child in one frame (frame.h): at most 4 MiB of it */
+        /* a payload travels to its child in one frame (framing/frame.h): at most 4 MiB of it */
         if (set_uint(&x, v, 1024, 4u << 20, err, errlen)) return -1;
         c->max_payload = (size_t)x;
         return 0;

@@ -15,7 +15,7 @@
 
 #include "distsup/v1/child.pb-c.h"
 #include "distsup/v1/supervisor.pb-c.h"
-#include "sidecar/frame.h"
+#include "framing/frame.h"
 #include "sidecar/loop.h"
 
 #define PROC_READ_BUDGET (64 * 1024) /* bytes read from one pipe per wake-up */

@@ -6,7 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "sidecar/frame.h"
+#include "framing/frame.h"
 
 struct ds_reply {
     uint8_t *payload;

@@ -6,30 +6,16 @@ comes back at the address its peers know.  Node i seeds from node 0 only, so the
 rest of the mesh is learned by gossip.  Every process is killed at tearDown."""
 
 import os
-import socket
 import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
 
-from harness import (COUNTER, DISTSUPD, ROOT as ROOT_BIN, Daemon, DaemonTest, main, pb, pbg,  # noqa: E402,F401
-                     pid_alive, wait_for)
+from harness import (COUNTER, DISTSUPD, ROOT as ROOT_BIN, Daemon, DaemonTest, free_ports, main, pb,  # noqa: E402,F401
+                     pbg, pid_alive, wait_for)
 
 import grpc  # noqa: E402
-
-
-def free_ports(n):
-    """n distinct free TCP ports on 127.0.0.1 (bound and released: a small race, fine here)."""
-    socks, ports = [], []
-    for _ in range(n):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-        ports.append(s.getsockname()[1])
-    for s in socks:
-        s.close()
-    return ports
 
 
 def keygen(path):
@@ -42,15 +28,14 @@ class Node(Daemon):
 
     def __init__(self, workdir, name, api_port, peer_port, key, trust, seeds=(), config=None, args=(),
                  host="127.0.0.1"):
-        self.node_name = name
         self.api_port, self.peer_port = api_port, peer_port
         self.host = host
-        cluster_args = ["--node-name", name, "--listen", "%s:%d" % (host, api_port),
+        cluster_args = ["--listen", "%s:%d" % (host, api_port),
                         "--peer-listen", "%s:%d" % (host, peer_port), "--key-file", key,
                         "--trust-file", trust]
         if seeds:
             cluster_args += ["--seeds", ",".join(seeds)]
-        super().__init__(workdir, name.split("@")[0], config, cluster_args + list(args))
+        super().__init__(workdir, name.split("@")[0], config, cluster_args + list(args), node_name=name)
 
     @property
     def peer_addr(self):

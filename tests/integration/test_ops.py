@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool, json_format, message_factory
 
-from harness import COUNTER, DaemonTest, main, pb, pid_alive, wait_for  # first: puts the stubs on sys.path
+from harness import COUNTER, PYTHON, DaemonTest, main, pb, pid_alive, wait_for  # first: puts the stubs on sys.path
 
 import health_pb2  # noqa: E402  (flat stubs from //proto:py_stubs)
 import health_pb2_grpc  # noqa: E402
@@ -320,7 +320,6 @@ if __name__ == "__main__":
 '''
 
 TEST_CHILD = "#!/usr/bin/env python3\n" + CODEC + TEST_MAIN
-PYTHON = "/usr/bin/python3"
 
 
 def write_program(workdir, name, text):

@@ -1,4 +1,4 @@
-/* Unit tests of the child frame codec (sidecar/frame.h): splitting and joining
+/* Unit tests of the child frame codec (framing/frame.h): splitting and joining
  * frames, frames cut at every byte boundary, truncated and oversized input,
  * undecodable bodies, and the growable buffer underneath. */
 #include <setjmp.h>
@@ -10,7 +10,7 @@
 
 #include <cmocka.h>
 
-#include "sidecar/frame.h"
+#include "framing/frame.h"
 
 /* ---------- helpers ---------- */
 

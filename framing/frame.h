@@ -43,7 +43,7 @@ enum frame_result frame_split(const uint8_t *buf, size_t len, size_t max,
 int frame_append(struct dsbuf *out, const Distsup__V1__ChildFrame *frame, size_t max);
 
 /* Unpacks one frame body; NULL if it is not a valid ChildFrame or carries no frame
- * case.  Free with child_frame_free. */
+ * case.  Free with frame_decode_free. */
 Distsup__V1__ChildFrame *frame_decode(const uint8_t *body, size_t len);
 void frame_decode_free(Distsup__V1__ChildFrame *f);
 

@@ -1,4 +1,4 @@
-#include "sidecar/frame.h"
+#include "framing/frame.h"
 
 #include <stdlib.h>
 #include <string.h>
