@@ -15,6 +15,7 @@
 #include "grpc/health/v1/health.pb-c.h"
 #include "sidecar/grpcutil.h"
 #include "sidecar/log.h"
+#include "sidecar/ops.h"
 #include "sidecar/reflection.h"
 
 extern const unsigned char distsup_descriptor_set[];
@@ -33,19 +34,12 @@ struct method {
     void *handle;                           /* grpc's registered method */
 };
 
+/* The Supervisor's unary methods are the public rows of sidecar/ops.h. */
+#define UNARY_METHOD(name, rpc, req, rep) \
+    {"/" SUPERVISOR_SERVICE "/" #rpc, M_UNARY, CORE_##name, &distsup__v1__##req##__descriptor, NULL},
+
 static struct method methods_template[] = {
-    {"/distsup.v1.Supervisor/StartChild", M_UNARY, CORE_START_CHILD, &distsup__v1__start_child_request__descriptor, NULL},
-    {"/distsup.v1.Supervisor/TerminateChild", M_UNARY, CORE_TERMINATE_CHILD, &distsup__v1__terminate_child_request__descriptor, NULL},
-    {"/distsup.v1.Supervisor/Children", M_UNARY, CORE_CHILDREN, &distsup__v1__children_request__descriptor, NULL},
-    {"/distsup.v1.Supervisor/CountChildren", M_UNARY, CORE_COUNT_CHILDREN, &distsup__v1__count_children_request__descriptor, NULL},
-    {"/distsup.v1.Supervisor/WhereIs", M_UNARY, CORE_WHEREIS, &distsup__v1__where_is_request__descriptor, NULL},
-    {"/distsup.v1.Supervisor/WhoIs", M_UNARY, CORE_WHOIS, &distsup__v1__who_is_request__descriptor, NULL},
-    {"/distsup.v1.Supervisor/Call", M_UNARY, CORE_CALL, &distsup__v1__call_request__descriptor, NULL},
-    {"/distsup.v1.Supervisor/Cast", M_UNARY, CORE_CAST, &distsup__v1__cast_request__descriptor, NULL},
-    {"/distsup.v1.Supervisor/Send", M_UNARY, CORE_SEND, &distsup__v1__send_request__descriptor, NULL},
-    {"/distsup.v1.Supervisor/Nodes", M_UNARY, CORE_NODES, &distsup__v1__nodes_request__descriptor, NULL},
-    {"/distsup.v1.Supervisor/NodeFor", M_UNARY, CORE_NODE_FOR, &distsup__v1__node_for_request__descriptor, NULL},
-    {"/distsup.v1.Supervisor/Mine", M_UNARY, CORE_MINE, &distsup__v1__mine_request__descriptor, NULL},
+    DS_PUBLIC_OPS(UNARY_METHOD)
     {"/distsup.v1.Supervisor/Watch", M_WATCH, 0, &distsup__v1__watch_request__descriptor, NULL},
     {"/grpc.health.v1.Health/Check", M_HEALTH_CHECK, 0, &grpc__health__v1__health_check_request__descriptor, NULL},
     {"/grpc.health.v1.Health/Watch", M_HEALTH_WATCH, 0, &grpc__health__v1__health_check_request__descriptor, NULL},
