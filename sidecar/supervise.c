@@ -19,6 +19,9 @@ struct sv_input {
     int reaped;         /* SV_EV_EXIT: a real process was reaped (not a failed start) */
     enum sv_why why;    /* SV_EV_STOP */
     const char *reason; /* SV_EV_STOP */
+    char *err;          /* SV_EV_START: why it did not start */
+    size_t errlen;
+    int rc;             /* SV_EV_START: 0 when it started */
 };
 
 typedef void sv_action(struct sv *sv, struct child *ch, const struct sv_input *in);
@@ -109,12 +112,15 @@ static void a_nop(struct sv *sv, struct child *ch, const struct sv_input *in) { 
 /* A new incarnation: its process, its id, its Init frame. */
 static int spawn_incarnation(struct sv *sv, struct child *ch, char *err, size_t errlen)
 {
+    char old_id[sizeof ch->id];
+    memcpy(old_id, ch->id, sizeof old_id);
     ch->incarnation++;
     ch->start_timed_out = 0;
     snprintf(ch->id, sizeof ch->id, "%s/%llx.%llu", sv->node, (unsigned long long)sv->boot_ms,
              (unsigned long long)++sv->seq);
-    if (sv->ops->spawn(sv, ch, err, errlen) != 0) {
+    if (sv->ops->spawn(sv, ch, err, errlen) != 0) { /* nothing ran: it is as it was */
         ch->incarnation--;
+        memcpy(ch->id, old_id, sizeof old_id);
         return -1;
     }
     sv->live++;
@@ -146,6 +152,13 @@ static int spawn_incarnation(struct sv *sv, struct child *ch, char *err, size_t 
 }
 
 static void exit_outcome(struct sv *sv, struct child *ch, const struct sv_input *in);
+
+/* Start it now (IDLE, or BACKOFF before its time). */
+static void a_start(struct sv *sv, struct child *ch, const struct sv_input *in)
+{
+    struct sv_input *io = (struct sv_input *)in; /* START's input carries the answer back */
+    io->rc = spawn_incarnation(sv, ch, io->err, io->errlen);
+}
 
 /* Its restart time came (BACKOFF): a new incarnation, or another failure. */
 static void a_restart(struct sv *sv, struct child *ch, const struct sv_input *in)
@@ -242,13 +255,13 @@ static void a_exit(struct sv *sv, struct child *ch, const struct sv_input *in) {
 /* The whole policy.  Rows: where the child is; columns: what happened. */
 static sv_action *const actions[SV_NSTATES][SV_NEVENTS] = {
     /*                START      READY    EXIT    TIMEOUT          STOP */
-    [SV_IDLE] = {a_restart, a_nop, a_nop, a_nop, a_stop_idle},
+    [SV_IDLE] = {a_start, a_nop, a_nop, a_nop, a_stop_idle},
     [SV_STARTING] = {a_nop, a_ready, a_exit, a_start_timeout, a_stop},
     [SV_RUNNING] = {a_nop, a_nop, a_exit, a_nop, a_stop},
     [SV_STOP_FRAME] = {a_nop, a_nop, a_exit, a_sigterm, a_restop},
     [SV_STOP_TERM] = {a_nop, a_nop, a_exit, a_sigkill, a_restop},
     [SV_STOP_KILL] = {a_nop, a_nop, a_exit, a_nop, a_restop},
-    [SV_BACKOFF] = {a_restart, a_nop, a_nop, a_restart, a_stop_idle},
+    [SV_BACKOFF] = {a_start, a_nop, a_nop, a_restart, a_stop_idle},
     [SV_FAILED] = {a_nop, a_nop, a_nop, a_nop, a_nop},
 };
 
@@ -368,12 +381,11 @@ void sv_exited(struct sv *sv, struct child *ch, int status)
 
 int sv_start(struct sv *sv, struct child *ch, char *err, size_t errlen)
 {
-    if (ch->st != SV_IDLE && ch->st != SV_BACKOFF) {
-        snprintf(err, errlen, "child '%s' is not idle", ch->name);
-        return -1;
-    }
-    ch->timer_at = 0;
-    return spawn_incarnation(sv, ch, err, errlen);
+    struct sv_input in = {.err = err, .errlen = errlen, .rc = -1};
+    snprintf(err, errlen, "child '%s' is %s, not idle", ch->name,
+             protobuf_c_enum_descriptor_get_value(&distsup__v1__child_state__descriptor, sv_api_state(ch))->name);
+    dispatch(sv, ch, SV_EV_START, &in);
+    return in.rc;
 }
 
 void sv_start_or_retry(struct sv *sv, struct child *ch, const char *what)

@@ -165,16 +165,18 @@ Distsup__V1__ChildState sv_api_state(const struct child *ch);
 /* The child as ChildInfo; strings point into ch (valid while it lives). */
 void sv_fill_info(const struct sv *sv, const struct child *ch, Distsup__V1__ChildInfo *info);
 
-/* Starts a new incarnation (SV_IDLE or SV_BACKOFF).  0, or -1 with err when its
- * process could not start (the state is unchanged then). */
+/* Starts a new incarnation (SV_IDLE or SV_BACKOFF; the START event).  0, or -1 with
+ * err when it is in another state or its process could not start (the child is
+ * unchanged then: state, incarnation and id). */
 int sv_start(struct sv *sv, struct child *ch, char *err, size_t errlen);
 /* sv_start; a process that cannot start counts as an abnormal exit (restart policy). */
 void sv_start_or_retry(struct sv *sv, struct child *ch, const char *what);
 
 /* Stops it for why (see enum sv_why); reason goes to its Terminate frame and log.
  * 1 when a process is being stopped (the outcome comes with its exit), 0 when none
- * ran (the state is settled now: SUSPEND and PARK leave it SV_IDLE, REMOVE leaves
- * it as it is for the caller to remove). */
+ * ran (the state is settled now: SUSPEND and PARK leave an SV_IDLE or SV_BACKOFF
+ * child SV_IDLE with no timer, an SV_FAILED one FAILED; REMOVE leaves it as it is
+ * for the caller to remove). */
 int sv_stop(struct sv *sv, struct child *ch, enum sv_why why, const char *reason);
 
 /* Its process was reaped (the proc layer's exit hook). */
