@@ -101,7 +101,7 @@ struct job {
     make_fn make;
     check_fn check;
     void *arg;
-    size_t n;        /* calls to make; 0: as many as fit in `seconds` */
+    size_t n; /* calls to make; 0: as many as fit in `seconds` */
     double seconds;
     unsigned conc;
 };
@@ -109,7 +109,7 @@ struct job {
 struct stats {
     size_t ok, failed;
     double elapsed_s;
-    uint64_t *lat;   /* ns, one per successful call */
+    uint64_t *lat; /* ns, one per successful call */
     size_t n_lat, cap_lat;
     char first_error[300];
 };
@@ -124,8 +124,7 @@ struct slot {
     size_t idx;
 };
 
-static void start_slot(const struct job *j, grpc_completion_queue *cq, grpc_slice method, struct slot *s,
-                       size_t idx)
+static void start_slot(const struct job *j, grpc_completion_queue *cq, grpc_slice method, struct slot *s, size_t idx)
 {
     memset(s, 0, sizeof *s);
     s->idx = idx;
@@ -133,8 +132,7 @@ static void start_slot(const struct job *j, grpc_completion_queue *cq, grpc_slic
     grpc_metadata_array_init(&s->im);
     grpc_metadata_array_init(&s->tm);
     gpr_timespec dl = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(CALL_TIMEOUT_MS, GPR_TIMESPAN));
-    s->call = grpc_channel_create_call(j->ch[idx % j->n_ch], NULL, GRPC_PROPAGATE_DEFAULTS, cq, method, NULL, dl,
-                                       NULL);
+    s->call = grpc_channel_create_call(j->ch[idx % j->n_ch], NULL, GRPC_PROPAGATE_DEFAULTS, cq, method, NULL, dl, NULL);
     if (!s->call) die("grpc_channel_create_call failed%s", "");
     grpc_op ops[6];
     memset(ops, 0, sizeof ops);
@@ -205,8 +203,8 @@ static void run_job(const struct job *j, struct stats *st)
         inflight++;
     }
     while (inflight > 0) {
-        gpr_timespec wait = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
-                                         gpr_time_from_millis(CALL_TIMEOUT_MS + 10000, GPR_TIMESPAN));
+        gpr_timespec wait =
+            gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(CALL_TIMEOUT_MS + 10000, GPR_TIMESPAN));
         grpc_event ev = grpc_completion_queue_next(cq, wait, NULL);
         if (ev.type != GRPC_OP_COMPLETE) die("a call never completed (%s)", "completion queue timeout");
         uint64_t t = now_ns();
@@ -330,10 +328,7 @@ struct starts {
 };
 
 /* The name of child i of a run: PREFIX + i. */
-static void child_name(const struct starts *s, size_t i, char name[64])
-{
-    snprintf(name, 64, "%s%zu", s->prefix, i);
-}
+static void child_name(const struct starts *s, size_t i, char name[64]) { snprintf(name, 64, "%s%zu", s->prefix, i); }
 
 static grpc_byte_buffer *make_start(void *arg, size_t i)
 {
@@ -464,7 +459,8 @@ static void usage(void)
 {
     fprintf(stderr,
             "usage: call_bench echo  TARGET [--seconds S] [--conc 16,64] [--channels 1,4]\n"
-            "       call_bench call  TARGET --counter PATH [--workers W] [--node NODE] [--seconds S] [--conc ...] [--channels ...]\n"
+            "       call_bench call  TARGET --counter PATH [--workers W] [--node NODE] [--seconds S] [--conc ...] "
+            "[--channels ...]\n"
             "       call_bench start TARGET --counter PATH [--pid PID] [--seq N] [--n N] [--conc C]\n"
             "       call_bench rss   --pid PID --label LABEL\n");
     exit(2);
@@ -643,8 +639,8 @@ int main(int argc, char **argv)
             snprintf(l2, sizeof l2, "with %u children:", o.n);
             rss(o.pid, l2);
             double per = 1000.0 / (double)o.n / 1024.0;
-            result("distsupd memory", "per 1,000 children VmRSS", (double)(status_kb(o.pid, "VmRSS") - before_rss) * per,
-                   "MB");
+            result("distsupd memory", "per 1,000 children VmRSS",
+                   (double)(status_kb(o.pid, "VmRSS") - before_rss) * per, "MB");
             result("distsupd memory", "per 1,000 children RssAnon",
                    (double)(status_kb(o.pid, "RssAnon") - before_anon) * per, "MB");
         }

@@ -34,7 +34,7 @@ enum stage { ST_REQUESTED, ST_ANSWERED, ST_SHUTDOWN };
 
 struct ctx {
     enum stage stage;
-    int registered;          /* 1: the echo method; 0: any other method */
+    int registered; /* 1: the echo method; 0: any other method */
     grpc_call *call;
     gpr_timespec deadline;
     grpc_metadata_array md;
@@ -63,10 +63,9 @@ static void request_one(int registered)
     grpc_metadata_array_init(&c->md);
     grpc_call_details_init(&c->details);
     atomic_fetch_add(&live, 1);
-    grpc_call_error e = registered
-        ? grpc_server_request_registered_call(server, method_handle, &c->call, &c->deadline, &c->md,
-                                              &c->payload, cq, cq, c)
-        : grpc_server_request_call(server, &c->call, &c->details, &c->md, cq, cq, c);
+    grpc_call_error e = registered ? grpc_server_request_registered_call(server, method_handle, &c->call, &c->deadline,
+                                                                         &c->md, &c->payload, cq, cq, c)
+                                   : grpc_server_request_call(server, &c->call, &c->details, &c->md, cq, cq, c);
     if (e != GRPC_CALL_OK) {
         fprintf(stderr, "echo_server: request_call: error %d\n", (int)e);
         grpc_metadata_array_destroy(&c->md);
@@ -122,9 +121,7 @@ static void *cq_thread(void *arg)
         if (ev.type != GRPC_OP_COMPLETE) continue;
         struct ctx *c = ev.tag;
         switch (c->stage) {
-        case ST_SHUTDOWN:
-            atomic_store(&shut_down, 1);
-            break;
+        case ST_SHUTDOWN: atomic_store(&shut_down, 1); break;
         case ST_REQUESTED:
             if (!ev.success || atomic_load(&stopping)) {
                 ctx_free(c);
@@ -133,9 +130,7 @@ static void *cq_thread(void *arg)
             request_one(c->registered); /* keep one waiting in its place */
             answer(c);
             break;
-        case ST_ANSWERED:
-            ctx_free(c);
-            break;
+        case ST_ANSWERED: ctx_free(c); break;
         }
     }
     return NULL;
@@ -170,8 +165,9 @@ static int write_port_file(const char *path, int port)
 
 static void usage(FILE *out)
 {
-    fprintf(out, "usage: echo_server [--listen HOST:PORT] [--port-file FILE] [--threads N]\n"
-                 "A bare gRPC C-core unary echo server (" METHOD "), the baseline of call_bench.\n");
+    fprintf(out,
+            "usage: echo_server [--listen HOST:PORT] [--port-file FILE] [--threads N]\n"
+            "A bare gRPC C-core unary echo server (" METHOD "), the baseline of call_bench.\n");
 }
 
 int main(int argc, char **argv)

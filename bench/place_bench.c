@@ -12,13 +12,13 @@
 
 #include "sidecar/placement.h"
 
-#define N_KEYS 4096 /* distinct keys, cycled: lookups do not all hit one cache line */
-#define ROUNDS 5    /* timed rounds per cell; the median is printed */
+#define N_KEYS 4096          /* distinct keys, cycled: lookups do not all hit one cache line */
+#define ROUNDS 5             /* timed rounds per cell; the median is printed */
 #define ROUND_NS 100000000.0 /* aim for about 0.1 s per round */
 
 struct config {
     const char *label;
-    int so;            /* index into the .so paths */
+    int so; /* index into the .so paths */
     const char *options;
 };
 
@@ -74,14 +74,12 @@ static void free_nodes(struct nodes *s)
 static volatile long sink;
 
 /* ns per place() over `calls` calls, cycling the keys. */
-static double run(struct placement *p, const struct ds_child *children, const struct nodes *s,
-                  size_t calls)
+static double run(struct placement *p, const struct ds_child *children, const struct nodes *s, size_t calls)
 {
     char err[256];
     long acc = 0;
     double t0 = now_ns();
-    for (size_t i = 0; i < calls; i++)
-        acc += placement_place(p, &children[i % N_KEYS], s->v, s->n, err, sizeof err);
+    for (size_t i = 0; i < calls; i++) acc += placement_place(p, &children[i % N_KEYS], s->v, s->n, err, sizeof err);
     double t1 = now_ns();
     sink += acc;
     return (t1 - t0) / (double)calls;
@@ -100,8 +98,7 @@ static double measure(struct placement *p, const struct ds_child *children, cons
 }
 
 /* ns for the first place() after the node list changes: alternates two lists. */
-static double rebuild(struct placement *p, const struct ds_child *c, const struct nodes *a,
-                      const struct nodes *b)
+static double rebuild(struct placement *p, const struct ds_child *c, const struct nodes *a, const struct nodes *b)
 {
     char err[256];
     int iters = a->n >= 300 ? 200 : 2000;
@@ -116,8 +113,7 @@ static double rebuild(struct placement *p, const struct ds_child *c, const struc
 int main(int argc, char **argv)
 {
     if (argc < 4) {
-        fprintf(stderr, "usage: %s hash_ring.so least_loaded.so pinned.so [rendezvous.so]\n",
-                argv[0]);
+        fprintf(stderr, "usage: %s hash_ring.so least_loaded.so pinned.so [rendezvous.so]\n", argv[0]);
         return 2;
     }
     const struct config configs[] = {
@@ -131,7 +127,7 @@ int main(int argc, char **argv)
     };
     static const size_t sizes[] = {3, 30, 300};
 
-    char (*keys)[24] = calloc(N_KEYS, sizeof *keys);
+    char(*keys)[24] = calloc(N_KEYS, sizeof *keys);
     struct ds_child *children = calloc(N_KEYS, sizeof *children);
     if (!keys || !children) {
         fprintf(stderr, "out of memory\n");
@@ -149,8 +145,7 @@ int main(int argc, char **argv)
         }
     }
 
-    printf("ns per placement_place() call (median of %d rounds of ~0.1 s, %d distinct keys)\n",
-           ROUNDS, N_KEYS);
+    printf("ns per placement_place() call (median of %d rounds of ~0.1 s, %d distinct keys)\n", ROUNDS, N_KEYS);
     printf("%-24s %10s %10s %10s\n", "strategy", "3 nodes", "30 nodes", "300 nodes");
     int rc = 0;
     for (size_t c = 0; c < sizeof configs / sizeof configs[0]; c++) {
@@ -158,12 +153,9 @@ int main(int argc, char **argv)
         printf("%-24s", configs[c].label);
         for (size_t s = 0; s < 3; s++) {
             char options[128], err[1024];
-            if (configs[c].options)
-                snprintf(options, sizeof options, "%s", configs[c].options);
-            else
-                snprintf(options, sizeof options, "node=%s", lists[s].names[sizes[s] - 1]);
-            struct placement *p =
-                placement_load(argv[configs[c].so], options, "", err, sizeof err);
+            if (configs[c].options) snprintf(options, sizeof options, "%s", configs[c].options);
+            else snprintf(options, sizeof options, "node=%s", lists[s].names[sizes[s] - 1]);
+            struct placement *p = placement_load(argv[configs[c].so], options, "", err, sizeof err);
             if (!p) {
                 fprintf(stderr, "\n%s\n", err);
                 rc = 1;

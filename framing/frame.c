@@ -47,12 +47,11 @@ void dsbuf_consume(struct dsbuf *b, size_t n)
     if (b->off >= b->len) b->off = b->len = 0;
 }
 
-enum frame_result frame_split(const uint8_t *buf, size_t len, size_t max,
-                              const uint8_t **body, size_t *body_len, size_t *consumed)
+enum frame_result frame_split(const uint8_t *buf, size_t len, size_t max, const uint8_t **body, size_t *body_len,
+                              size_t *consumed)
 {
     if (len < FRAME_HEADER) return FRAME_NEED_MORE;
-    uint32_t n = ((uint32_t)buf[0] << 24) | ((uint32_t)buf[1] << 16) |
-                 ((uint32_t)buf[2] << 8) | (uint32_t)buf[3];
+    uint32_t n = ((uint32_t)buf[0] << 24) | ((uint32_t)buf[1] << 16) | ((uint32_t)buf[2] << 8) | (uint32_t)buf[3];
     if (n > max) return FRAME_TOO_BIG;
     if (len - FRAME_HEADER < n) return FRAME_NEED_MORE;
     *body = buf + FRAME_HEADER;

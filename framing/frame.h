@@ -35,8 +35,8 @@ enum frame_result {
 };
 
 /* Looks for one whole frame at the start of buf[0..len). */
-enum frame_result frame_split(const uint8_t *buf, size_t len, size_t max,
-                              const uint8_t **body, size_t *body_len, size_t *consumed);
+enum frame_result frame_split(const uint8_t *buf, size_t len, size_t max, const uint8_t **body, size_t *body_len,
+                              size_t *consumed);
 
 /* Appends header + packed frame to out.  0, or -1 when out of memory or when the
  * packed frame would exceed max. */

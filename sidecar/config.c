@@ -67,8 +67,8 @@ static int set_str(char *dst, size_t cap, const char *v, char *err, size_t errle
     return 0;
 }
 
-static int set_uint(unsigned long long *out, const char *v, unsigned long long lo,
-                    unsigned long long hi, char *err, size_t errlen)
+static int set_uint(unsigned long long *out, const char *v, unsigned long long lo, unsigned long long hi, char *err,
+                    size_t errlen)
 {
     char *end;
     errno = 0;
@@ -103,7 +103,10 @@ static int set_daemon_key(struct config *c, const char *k, const char *v, char *
         return set_str(c->node_name, sizeof c->node_name, v, err, errlen);
     }
     if (!strcmp(k, "strategy_dir")) return set_str(c->strategy_dir, sizeof c->strategy_dir, v, err, errlen);
-    static const struct { const char *key; size_t off, cap; } strs[] = {
+    static const struct {
+        const char *key;
+        size_t off, cap;
+    } strs[] = {
         {"peer_listen", offsetof(struct config, peer_listen), sizeof c->peer_listen},
         {"peer_advertise", offsetof(struct config, peer_advertise), sizeof c->peer_advertise},
         {"seeds", offsetof(struct config, seeds), sizeof c->seeds},
@@ -114,7 +117,11 @@ static int set_daemon_key(struct config *c, const char *k, const char *v, char *
     };
     for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++)
         if (!strcmp(k, strs[i].key)) return set_str((char *)c + strs[i].off, strs[i].cap, v, err, errlen);
-    static const struct { const char *key; size_t off; unsigned long long lo, hi; } nums[] = {
+    static const struct {
+        const char *key;
+        size_t off;
+        unsigned long long lo, hi;
+    } nums[] = {
         {"heartbeat_ms", offsetof(struct config, heartbeat_ms), 10, 60000},
         {"down_after_ms", offsetof(struct config, down_after_ms), 50, 600000},
         {"sync_timeout_ms", offsetof(struct config, sync_timeout_ms), 0, 600000},
@@ -157,15 +164,18 @@ static int set_sup_key(struct sup_config *s, const char *k, const char *v, char 
 {
     unsigned long long x;
     if (!strcmp(k, "strategy")) return set_str(s->strategy, sizeof s->strategy, v, err, errlen);
-    if (!strcmp(k, "strategy_options"))
-        return set_str(s->strategy_options, sizeof s->strategy_options, v, err, errlen);
+    if (!strcmp(k, "strategy_options")) return set_str(s->strategy_options, sizeof s->strategy_options, v, err, errlen);
     if (!strcmp(k, "nodes")) return set_str(s->nodes, sizeof s->nodes, v, err, errlen);
     if (!strcmp(k, "monitor_nodes")) return set_bool(&s->monitor_nodes, v, err, errlen);
-    struct { const char *key; unsigned long long lo, hi; } nums[] = {
-        {"max_restarts", 0, 100}, {"max_seconds", 1, 86400}, {"restart_backoff_ms", 0, 600000},
-        {"restart_backoff_max_ms", 0, 3600000}, {"mailbox", 1, 1000000},
-        {"mailbox_bytes", 4096, 1ull << 32}, {"start_timeout_ms", 1, 3600000},
-        {"watch_queue", 1, 1000000}, {"max_moves", 1, 100000},
+    struct {
+        const char *key;
+        unsigned long long lo, hi;
+    } nums[] = {
+        {"max_restarts", 0, 100},          {"max_seconds", 1, 86400},
+        {"restart_backoff_ms", 0, 600000}, {"restart_backoff_max_ms", 0, 3600000},
+        {"mailbox", 1, 1000000},           {"mailbox_bytes", 4096, 1ull << 32},
+        {"start_timeout_ms", 1, 3600000},  {"watch_queue", 1, 1000000},
+        {"max_moves", 1, 100000},
     };
     for (size_t i = 0; i < sizeof nums / sizeof nums[0]; i++) {
         if (strcmp(k, nums[i].key)) continue;
@@ -202,8 +212,9 @@ static int config_check(const struct config *c, char *err, size_t errlen)
         return 0;
     }
     if (!c->key_file[0] || !c->trust_file[0]) {
-        snprintf(err, errlen, "cluster mode needs key_file and trust_file (--key-file, --trust-file; "
-                              "see `distsupd keygen`)");
+        snprintf(err, errlen,
+                 "cluster mode needs key_file and trust_file (--key-file, --trust-file; "
+                 "see `distsupd keygen`)");
         return -1;
     }
     if (c->quorum && c->cluster_size < 2) {
@@ -285,8 +296,10 @@ int config_load_file(struct config *c, const char *path, char *err, size_t errle
     }
     int long_line = rc > 0 ? first_long_line(path) : 0;
     if (long_line > 0 && long_line <= rc) {
-        snprintf(err, errlen, "%s:%d: the line is longer than %d characters, the config parser's limit "
-                 "(for a long path, use a shorter one or a symlink)", path, long_line, INI_MAX_LINE - 1);
+        snprintf(err, errlen,
+                 "%s:%d: the line is longer than %d characters, the config parser's limit "
+                 "(for a long path, use a shorter one or a symlink)",
+                 path, long_line, INI_MAX_LINE - 1);
         return -1;
     }
     if (rc > 0) {
@@ -332,14 +345,25 @@ void config_usage(FILE *out)
 
 int config_from_args(struct config *c, int argc, char **argv, char *err, size_t errlen)
 {
-    static const struct { const char *flag, *key; } flags[] = {
-        {"--listen", "listen"}, {"--data-dir", "data_dir"}, {"--log-level", "log_level"},
-        {"--node-name", "node_name"}, {"--strategy-dir", "strategy_dir"},
-        {"--port-file", "port_file"}, {"--threads", "threads"},
-        {"--peer-listen", "peer_listen"}, {"--peer-advertise", "peer_advertise"}, {"--seeds", "seeds"},
-        {"--key-file", "key_file"}, {"--trust-file", "trust_file"},
-        {"--cluster-key-file", "cluster_key_file"}, {"--down-after-ms", "down_after_ms"},
-        {"--heartbeat-ms", "heartbeat_ms"}, {"--cluster-size", "cluster_size"},
+    static const struct {
+        const char *flag, *key;
+    } flags[] = {
+        {"--listen", "listen"},
+        {"--data-dir", "data_dir"},
+        {"--log-level", "log_level"},
+        {"--node-name", "node_name"},
+        {"--strategy-dir", "strategy_dir"},
+        {"--port-file", "port_file"},
+        {"--threads", "threads"},
+        {"--peer-listen", "peer_listen"},
+        {"--peer-advertise", "peer_advertise"},
+        {"--seeds", "seeds"},
+        {"--key-file", "key_file"},
+        {"--trust-file", "trust_file"},
+        {"--cluster-key-file", "cluster_key_file"},
+        {"--down-after-ms", "down_after_ms"},
+        {"--heartbeat-ms", "heartbeat_ms"},
+        {"--cluster-size", "cluster_size"},
         {"--sync-timeout-ms", "sync_timeout_ms"},
     };
     for (int i = 1; i < argc; i++) {

@@ -61,7 +61,7 @@ struct sup_config {
     size_t mailbox_bytes;
     unsigned start_timeout_ms;
     unsigned watch_queue;
-    char nodes[2048];        /* comma-separated; empty = every node */
+    char nodes[2048]; /* comma-separated; empty = every node */
     int monitor_nodes;
     unsigned max_moves;
 };
@@ -69,16 +69,16 @@ struct sup_config {
 struct config {
     char listen[256];
     char data_dir[1024];
-    int log_level;           /* enum log_level */
+    int log_level; /* enum log_level */
     char node_name[256];
     char strategy_dir[1024]; /* where built-in strategies live; empty = beside the binary */
     char port_file[1024];
     unsigned threads;
     size_t max_payload;
     /* cluster mode */
-    char peer_listen[256];   /* empty: a single node */
+    char peer_listen[256]; /* empty: a single node */
     char peer_advertise[256];
-    char seeds[4096];        /* comma-separated HOST:PORT */
+    char seeds[4096]; /* comma-separated HOST:PORT */
     char key_file[1024];
     char trust_file[1024];
     char cluster_key_file[1024];
@@ -86,7 +86,7 @@ struct config {
     unsigned down_after_ms;
     unsigned sync_timeout_ms;
     unsigned weight;
-    char labels[1024];       /* k=v,k=v */
+    char labels[1024]; /* k=v,k=v */
     int quorum;
     unsigned cluster_size;
     struct sup_config sups[CONFIG_MAX_SUPERVISORS];

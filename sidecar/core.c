@@ -24,15 +24,15 @@
 enum cmd_kind { CMD_REQUEST, CMD_SHUTDOWN, CMD_NODE_UP, CMD_NODE_DOWN, CMD_MESSAGE, CMD_SETTLED };
 
 struct cmd {
-    struct loop_msg link;         /* first: the loop's queue */
+    struct loop_msg link; /* first: the loop's queue */
     enum cmd_kind kind;
-    int op;                       /* CMD_REQUEST: enum core_op */
+    int op; /* CMD_REQUEST: enum core_op */
     ProtobufCMessage *req;
     uint64_t deadline;
     answer_fn done;
     void *arg;
-    char *node;                   /* CMD_NODE_DOWN, CMD_MESSAGE */
-    uint8_t *data;                /* CMD_NODE_UP (a packed Join), CMD_MESSAGE */
+    char *node;    /* CMD_NODE_DOWN, CMD_MESSAGE */
+    uint8_t *data; /* CMD_NODE_UP (a packed Join), CMD_MESSAGE */
     size_t len;
     int clean;
 };
@@ -111,10 +111,8 @@ void core_request(struct core *c, enum core_op op, ProtobufCMessage *req, uint64
     if (rc == LOOP_FULL)
         answer_fail(done, arg, GRPC_STATUS_RESOURCE_EXHAUSTED,
                     "the daemon has %d requests waiting already; try again shortly", CORE_QUEUE_MAX);
-    else if (!ops_public((int)op))
-        answer_fail(done, arg, GRPC_STATUS_UNIMPLEMENTED, "unknown operation %d", (int)op);
-    else
-        answer_fail(done, arg, GRPC_STATUS_UNAVAILABLE, "the daemon is shutting down");
+    else if (!ops_public((int)op)) answer_fail(done, arg, GRPC_STATUS_UNIMPLEMENTED, "unknown operation %d", (int)op);
+    else answer_fail(done, arg, GRPC_STATUS_UNAVAILABLE, "the daemon is shutting down");
 }
 
 void core_set_address(struct core *c, const char *api_address)
@@ -310,8 +308,7 @@ static int load_one(void *arg, const struct store_child *sc)
 }
 
 /* Other nodes' children as last known: shown until their nodes say otherwise. */
-static int load_cached(void *arg, const char *supn, const char *name, const char *node, const uint8_t *info,
-                       size_t len)
+static int load_cached(void *arg, const char *supn, const char *name, const char *node, const uint8_t *info, size_t len)
 {
     struct core *c = arg;
     struct sup *s = find_sup(c, supn);
@@ -369,8 +366,10 @@ struct core *core_new(const struct config *cfg, struct store *st, char *err, siz
     }
     c->cfg = cfg;
     c->store = st;
-    c->hooks = (struct reactor_hooks){.announce = announce, .announce_gone = announce_gone,
-                                      .broadcast_event = broadcast_event, .moved_out = finish_move,
+    c->hooks = (struct reactor_hooks){.announce = announce,
+                                      .announce_gone = announce_gone,
+                                      .broadcast_event = broadcast_event,
+                                      .moved_out = finish_move,
                                       .run_op = run_op};
     if (!realpath(cfg->data_dir, c->data_dir)) {
         snprintf(err, errlen, "data dir %s: %s", cfg->data_dir, strerror(errno));

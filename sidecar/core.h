@@ -67,8 +67,8 @@ void core_peers_settled(struct core *c);
  * once from this one with RESOURCE_EXHAUSTED when CORE_QUEUE_MAX requests are
  * already waiting for the reactor (backpressure), or UNAVAILABLE after shutdown. */
 #define CORE_QUEUE_MAX 65536
-void core_request(struct core *c, enum core_op op, ProtobufCMessage *req, uint64_t deadline_ms,
-                  core_done_fn done, void *arg);
+void core_request(struct core *c, enum core_op op, ProtobufCMessage *req, uint64_t deadline_ms, core_done_fn done,
+                  void *arg);
 
 /* The bus Watch subscribes to. */
 struct event_bus *core_events(struct core *c);

@@ -14,7 +14,7 @@ struct event_sub {
     struct event_sub *prev, *next;
     pthread_mutex_t mu;
     char *supervisor;
-    char *node;                 /* NULL: any */
+    char *node; /* NULL: any */
     int no_node_events;
     uint32_t kinds_mask;
     size_t max_queue, queued;
@@ -48,8 +48,8 @@ void event_bus_free(struct event_bus *b)
     free(b);
 }
 
-struct event_sub *event_bus_subscribe(struct event_bus *b, const struct event_filter *f,
-                                      size_t max_queue, event_wake_fn wake, void *arg)
+struct event_sub *event_bus_subscribe(struct event_bus *b, const struct event_filter *f, size_t max_queue,
+                                      event_wake_fn wake, void *arg)
 {
     struct event_sub *s = calloc(1, sizeof *s);
     if (!s) return NULL;
@@ -97,7 +97,7 @@ void event_bus_unsubscribe(struct event_bus *b, struct event_sub *s)
 static int is_node_event(int kind)
 {
     return kind == DISTSUP__V1__EVENT_KIND__NODE_UP || kind == DISTSUP__V1__EVENT_KIND__NODE_DOWN ||
-           kind == DISTSUP__V1__EVENT_KIND__NODE_TERMINATE;
+        kind == DISTSUP__V1__EVENT_KIND__NODE_TERMINATE;
 }
 
 static void deliver(struct event_bus *b, const Distsup__V1__Event *ev)

@@ -33,8 +33,8 @@ struct event_filter {
 };
 
 /* NULL when out of memory.  The filter's strings are copied. */
-struct event_sub *event_bus_subscribe(struct event_bus *b, const struct event_filter *f,
-                                      size_t max_queue, event_wake_fn wake, void *arg);
+struct event_sub *event_bus_subscribe(struct event_bus *b, const struct event_filter *f, size_t max_queue,
+                                      event_wake_fn wake, void *arg);
 /* After it returns, wake is never called again for sub, and sub is freed. */
 void event_bus_unsubscribe(struct event_bus *b, struct event_sub *sub);
 

@@ -10,10 +10,7 @@
 
 /* ---------- batches ---------- */
 
-void gu_batch_init(struct gu_batch *b)
-{
-    memset(b, 0, sizeof *b);
-}
+void gu_batch_init(struct gu_batch *b) { memset(b, 0, sizeof *b); }
 
 static grpc_op *add(struct gu_batch *b, grpc_op_type type)
 {
@@ -26,10 +23,7 @@ static grpc_op *add(struct gu_batch *b, grpc_op_type type)
     return op;
 }
 
-void gu_send_initial_metadata(struct gu_batch *b)
-{
-    add(b, GRPC_OP_SEND_INITIAL_METADATA);
-}
+void gu_send_initial_metadata(struct gu_batch *b) { add(b, GRPC_OP_SEND_INITIAL_METADATA); }
 
 void gu_recv_initial_metadata(struct gu_batch *b, grpc_metadata_array *md)
 {
@@ -92,10 +86,7 @@ grpc_byte_buffer *gu_bb_pack(const ProtobufCMessage *msg)
     return of_slice(s);
 }
 
-grpc_byte_buffer *gu_bb_take(uint8_t *data, size_t len)
-{
-    return of_slice(grpc_slice_new(data, len, free));
-}
+grpc_byte_buffer *gu_bb_take(uint8_t *data, size_t len) { return of_slice(grpc_slice_new(data, len, free)); }
 
 grpc_byte_buffer *gu_bb_borrow(uint8_t *data, size_t len, void (*release)(void *), void *arg)
 {
@@ -172,7 +163,6 @@ int gu_bb_copy(grpc_byte_buffer *bb, size_t off, uint8_t *dst, size_t n)
 void gu_cq_discard(grpc_completion_queue *cq)
 {
     grpc_completion_queue_shutdown(cq);
-    while (grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type != GRPC_QUEUE_SHUTDOWN) {
-    }
+    while (grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type != GRPC_QUEUE_SHUTDOWN) {}
     grpc_completion_queue_destroy(cq);
 }

@@ -9,10 +9,7 @@ static const char KDF_CTX[crypto_kdf_CONTEXTBYTES] = {'d', 's', 'u', 'p', 'p', '
 
 enum { SUB_CONF_R = 1, SUB_CONF_I = 2, SUB_I2R = 3, SUB_R2I = 4 };
 
-void keypair_generate(struct keypair *kp)
-{
-    crypto_box_keypair(kp->pk, kp->sk);
-}
+void keypair_generate(struct keypair *kp) { crypto_box_keypair(kp->pk, kp->sk); }
 
 void key_hex(const uint8_t key[HS_KEY_LEN], char out[2 * HS_KEY_LEN + 1])
 {
@@ -27,9 +24,9 @@ static void set_psk(struct hs *hs, const uint8_t *psk)
 
 /* T, then the master key from the three products, then the four subkeys.  -1 if a
  * product is degenerate (a low-order public key). */
-static int derive(struct hs *hs, const uint8_t dh1_sk[32], const uint8_t dh1_pk[32],
-                  const uint8_t dh2_sk[32], const uint8_t dh2_pk[32], const uint8_t dh3_sk[32],
-                  const uint8_t dh3_pk[32], const uint8_t s_r[32], const uint8_t e_r[32])
+static int derive(struct hs *hs, const uint8_t dh1_sk[32], const uint8_t dh1_pk[32], const uint8_t dh2_sk[32],
+                  const uint8_t dh2_pk[32], const uint8_t dh3_sk[32], const uint8_t dh3_pk[32], const uint8_t s_r[32],
+                  const uint8_t e_r[32])
 {
     crypto_generichash_state st;
     crypto_generichash_init(&st, NULL, 0, sizeof hs->t);
@@ -46,8 +43,7 @@ static int derive(struct hs *hs, const uint8_t dh1_sk[32], const uint8_t dh1_pk[
         rc = -1;
         goto out;
     }
-    crypto_generichash_init(&st, hs->has_psk ? hs->psk : NULL, hs->has_psk ? HS_KEY_LEN : 0,
-                            sizeof master);
+    crypto_generichash_init(&st, hs->has_psk ? hs->psk : NULL, hs->has_psk ? HS_KEY_LEN : 0, sizeof master);
     crypto_generichash_update(&st, hs->t, sizeof hs->t);
     crypto_generichash_update(&st, dh[0], 32);
     crypto_generichash_update(&st, dh[1], 32);
@@ -80,8 +76,7 @@ static void make_seal(const struct hs *hs, struct seal *out)
     out->tx_n = out->rx_n = 0;
 }
 
-void hs_initiator_begin(struct hs *hs, const struct keypair *self, const uint8_t *psk,
-                        uint8_t msg1[HS_MSG1_LEN])
+void hs_initiator_begin(struct hs *hs, const struct keypair *self, const uint8_t *psk, uint8_t msg1[HS_MSG1_LEN])
 {
     memset(hs, 0, sizeof *hs);
     hs->initiator = 1;
@@ -94,9 +89,8 @@ void hs_initiator_begin(struct hs *hs, const struct keypair *self, const uint8_t
     memcpy(msg1, hs->msg1, HS_MSG1_LEN);
 }
 
-enum hs_result hs_responder_read1(struct hs *hs, const struct keypair *self, const uint8_t *psk,
-                                  const uint8_t *msg1, size_t len,
-                                  uint8_t peer_static[HS_KEY_LEN])
+enum hs_result hs_responder_read1(struct hs *hs, const struct keypair *self, const uint8_t *psk, const uint8_t *msg1,
+                                  size_t len, uint8_t peer_static[HS_KEY_LEN])
 {
     memset(hs, 0, sizeof *hs);
     hs->self = self;
@@ -114,8 +108,7 @@ enum hs_result hs_responder_write2(struct hs *hs, uint8_t msg2[HS_MSG2_LEN])
 {
     crypto_box_keypair(hs->e_pk, hs->e_sk);
     /* dh1 = (e_r, e_i), dh2 = (e_r, s_i), dh3 = (s_r, e_i) */
-    if (derive(hs, hs->e_sk, hs->peer_e, hs->e_sk, hs->peer_s, hs->self->sk, hs->peer_e, hs->self->pk,
-               hs->e_pk) != 0)
+    if (derive(hs, hs->e_sk, hs->peer_e, hs->e_sk, hs->peer_s, hs->self->sk, hs->peer_e, hs->self->pk, hs->e_pk) != 0)
         return HS_BAD_FORMAT;
     crypto_auth(hs->tag_r, hs->t, sizeof hs->t, hs->conf_r);
     memcpy(msg2, hs->self->pk, 32);
@@ -124,16 +117,14 @@ enum hs_result hs_responder_write2(struct hs *hs, uint8_t msg2[HS_MSG2_LEN])
     return HS_OK;
 }
 
-enum hs_result hs_initiator_read2(struct hs *hs, const uint8_t *msg2, size_t len,
-                                  uint8_t peer_static[HS_KEY_LEN])
+enum hs_result hs_initiator_read2(struct hs *hs, const uint8_t *msg2, size_t len, uint8_t peer_static[HS_KEY_LEN])
 {
     if (len != HS_MSG2_LEN) return HS_BAD_FORMAT;
     memcpy(hs->peer_s, msg2, 32);
     memcpy(hs->peer_e, msg2 + 32, 32);
     memcpy(peer_static, hs->peer_s, 32);
     /* dh1 = (e_i, e_r), dh2 = (s_i, e_r), dh3 = (e_i, s_r) */
-    if (derive(hs, hs->e_sk, hs->peer_e, hs->self->sk, hs->peer_e, hs->e_sk, hs->peer_s, hs->peer_s,
-               hs->peer_e) != 0)
+    if (derive(hs, hs->e_sk, hs->peer_e, hs->self->sk, hs->peer_e, hs->e_sk, hs->peer_s, hs->peer_s, hs->peer_e) != 0)
         return HS_BAD_FORMAT;
     if (crypto_auth_verify(msg2 + 64, hs->t, sizeof hs->t, hs->conf_r) != 0) return HS_BAD_PROOF;
     memcpy(hs->tag_r, msg2 + 64, 32);
@@ -158,15 +149,9 @@ enum hs_result hs_responder_read3(struct hs *hs, const uint8_t *msg3, size_t len
     return HS_OK;
 }
 
-void hs_wipe(struct hs *hs)
-{
-    sodium_memzero(hs, sizeof *hs);
-}
+void hs_wipe(struct hs *hs) { sodium_memzero(hs, sizeof *hs); }
 
-void seal_wipe(struct seal *s)
-{
-    sodium_memzero(s, sizeof *s);
-}
+void seal_wipe(struct seal *s) { sodium_memzero(s, sizeof *s); }
 
 static void nonce_of(uint64_t n, uint8_t nonce[crypto_aead_chacha20poly1305_IETF_NPUBBYTES])
 {
@@ -186,8 +171,7 @@ int seal_decrypt(struct seal *s, const uint8_t *in, size_t n, uint8_t *out)
     if (n < SEAL_OVERHEAD) return -1;
     uint8_t nonce[crypto_aead_chacha20poly1305_IETF_NPUBBYTES];
     nonce_of(s->rx_n, nonce);
-    if (crypto_aead_chacha20poly1305_ietf_decrypt(out, NULL, NULL, in, n, NULL, 0, nonce, s->rx_key) != 0)
-        return -1;
+    if (crypto_aead_chacha20poly1305_ietf_decrypt(out, NULL, NULL, in, n, NULL, 0, nonce, s->rx_key) != 0) return -1;
     s->rx_n++;
     return 0;
 }

@@ -42,10 +42,10 @@
 
 enum hs_result {
     HS_OK = 0,
-    HS_BAD_FORMAT = -1,   /* wrong length or magic, or a degenerate public key */
-    HS_BAD_PROOF = -2,    /* the other side does not hold its key, or a different
-                             cluster pre-shared key */
-    HS_BAD_VERSION = -3,  /* msg1 of another link protocol version ("DSP" v) */
+    HS_BAD_FORMAT = -1,  /* wrong length or magic, or a degenerate public key */
+    HS_BAD_PROOF = -2,   /* the other side does not hold its key, or a different
+                            cluster pre-shared key */
+    HS_BAD_VERSION = -3, /* msg1 of another link protocol version ("DSP" v) */
 };
 
 struct keypair {
@@ -68,7 +68,7 @@ struct hs {
     uint8_t e_pk[HS_KEY_LEN], e_sk[HS_KEY_LEN];
     uint8_t peer_s[HS_KEY_LEN], peer_e[HS_KEY_LEN];
     uint8_t msg1[HS_MSG1_LEN];
-    uint8_t t[64];                  /* transcript hash */
+    uint8_t t[64]; /* transcript hash */
     uint8_t conf_r[HS_KEY_LEN], conf_i[HS_KEY_LEN];
     uint8_t k_ir[HS_KEY_LEN], k_ri[HS_KEY_LEN];
     uint8_t tag_r[HS_KEY_LEN];
@@ -78,29 +78,25 @@ struct hs {
 void keypair_generate(struct keypair *kp);
 
 /* Initiator, step 1.  psk: 32 bytes or NULL.  self must outlive hs. */
-void hs_initiator_begin(struct hs *hs, const struct keypair *self, const uint8_t *psk,
-                        uint8_t msg1[HS_MSG1_LEN]);
+void hs_initiator_begin(struct hs *hs, const struct keypair *self, const uint8_t *psk, uint8_t msg1[HS_MSG1_LEN]);
 
 /* Responder, step 1: reads msg1.  peer_static gets the initiator's static key, for the
  * caller to check against its trust list before answering. */
-enum hs_result hs_responder_read1(struct hs *hs, const struct keypair *self, const uint8_t *psk,
-                                  const uint8_t *msg1, size_t len,
-                                  uint8_t peer_static[HS_KEY_LEN]);
+enum hs_result hs_responder_read1(struct hs *hs, const struct keypair *self, const uint8_t *psk, const uint8_t *msg1,
+                                  size_t len, uint8_t peer_static[HS_KEY_LEN]);
 
 /* Responder, step 2: writes msg2. */
 enum hs_result hs_responder_write2(struct hs *hs, uint8_t msg2[HS_MSG2_LEN]);
 
 /* Initiator, step 2: reads msg2 and checks the responder's proof.  peer_static gets
  * the responder's static key (check trust before sending msg3). */
-enum hs_result hs_initiator_read2(struct hs *hs, const uint8_t *msg2, size_t len,
-                                  uint8_t peer_static[HS_KEY_LEN]);
+enum hs_result hs_initiator_read2(struct hs *hs, const uint8_t *msg2, size_t len, uint8_t peer_static[HS_KEY_LEN]);
 
 /* Initiator, step 3: writes msg3 and the session's seal. */
 void hs_initiator_write3(struct hs *hs, uint8_t msg3[HS_MSG3_LEN], struct seal *out);
 
 /* Responder, step 3: checks the initiator's proof; fills the session's seal. */
-enum hs_result hs_responder_read3(struct hs *hs, const uint8_t *msg3, size_t len,
-                                  struct seal *out);
+enum hs_result hs_responder_read3(struct hs *hs, const uint8_t *msg3, size_t len, struct seal *out);
 
 /* Erases every secret in hs. */
 void hs_wipe(struct hs *hs);

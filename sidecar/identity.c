@@ -28,8 +28,7 @@ static char *trim(char *s)
     return s;
 }
 
-int identity_keygen(const char *path, int force, char pub_hex[2 * HS_KEY_LEN + 1], char *err,
-                    size_t errlen)
+int identity_keygen(const char *path, int force, char pub_hex[2 * HS_KEY_LEN + 1], char *err, size_t errlen)
 {
     struct keypair kp;
     keypair_generate(&kp);
@@ -49,8 +48,7 @@ int identity_keygen(const char *path, int force, char pub_hex[2 * HS_KEY_LEN + 1
         goto out;
     }
     char text[256];
-    int n = snprintf(text, sizeof text, "# distsup node key (X25519). Keep it secret.\npublic %s\nsecret %s\n",
-                     pk, sk);
+    int n = snprintf(text, sizeof text, "# distsup node key (X25519). Keep it secret.\npublic %s\nsecret %s\n", pk, sk);
     ssize_t w = write(fd, text, (size_t)n);
     int close_rc = close(fd);
     sodium_memzero(text, sizeof text);
@@ -70,8 +68,7 @@ static int load_key_file(struct identity *id, const char *path, char *err, size_
 {
     struct stat st;
     if (stat(path, &st) != 0) {
-        snprintf(err, errlen, "key file %s: %s (create one with `distsupd keygen %s`)", path, strerror(errno),
-                 path);
+        snprintf(err, errlen, "key file %s: %s (create one with `distsupd keygen %s`)", path, strerror(errno), path);
         return -1;
     }
     if (st.st_mode & 077) {
@@ -139,8 +136,8 @@ static int load_trust_file(struct identity *id, const char *path, char *err, siz
         size_t nl = strcspn(name, " \t#");
         char after = name[nl + strspn(name + nl, " \t")]; /* what follows the name */
         if (nl >= sizeof k.name || (after && after != '#')) {
-            snprintf(err, errlen, "%s:%d: expected a public key and at most one node name (shorter than %d)",
-                     path, lineno, IDENTITY_NAME_MAX);
+            snprintf(err, errlen, "%s:%d: expected a public key and at most one node name (shorter than %d)", path,
+                     lineno, IDENTITY_NAME_MAX);
             goto out;
         }
         memcpy(k.name, name, nl);
@@ -148,8 +145,8 @@ static int load_trust_file(struct identity *id, const char *path, char *err, siz
         const char *bound = identity_bound_name(id, k.pk);
         if (bound) {
             if (strcmp(bound, k.name)) {
-                snprintf(err, errlen, "%s:%d: this key is listed before with another node name ('%s')", path,
-                         lineno, bound);
+                snprintf(err, errlen, "%s:%d: this key is listed before with another node name ('%s')", path, lineno,
+                         bound);
                 goto out;
             }
             continue;
@@ -206,8 +203,8 @@ static int load_psk_file(struct identity *id, const char *path, char *err, size_
     return rc;
 }
 
-int identity_load(struct identity *id, const char *key_file, const char *trust_file,
-                  const char *psk_file, char *err, size_t errlen)
+int identity_load(struct identity *id, const char *key_file, const char *trust_file, const char *psk_file, char *err,
+                  size_t errlen)
 {
     memset(id, 0, sizeof *id);
     if (load_key_file(id, key_file, err, errlen) != 0 || load_trust_file(id, trust_file, err, errlen) != 0 ||

@@ -38,13 +38,12 @@ struct identity {
 
 /* Writes a new key pair to path (created with mode 0600; an existing file is refused
  * unless force).  pub_hex gets the public key.  0, or -1 with the reason in err. */
-int identity_keygen(const char *path, int force, char pub_hex[2 * HS_KEY_LEN + 1], char *err,
-                    size_t errlen);
+int identity_keygen(const char *path, int force, char pub_hex[2 * HS_KEY_LEN + 1], char *err, size_t errlen);
 
 /* Reads the three files (psk_file may be NULL or "").  0, or -1 with "FILE:LINE:
  * reason" in err.  Free with identity_free. */
-int identity_load(struct identity *id, const char *key_file, const char *trust_file,
-                  const char *psk_file, char *err, size_t errlen);
+int identity_load(struct identity *id, const char *key_file, const char *trust_file, const char *psk_file, char *err,
+                  size_t errlen);
 void identity_free(struct identity *id);
 
 /* 1 if pk is in the trust list. */

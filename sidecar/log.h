@@ -13,10 +13,12 @@ int log_level_parse(const char *s);
 void log_set_level(enum log_level level);
 int log_enabled(enum log_level level);
 
-void log_msg(enum log_level level, const char *component, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+void log_msg(enum log_level level, const char *component, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
-#define log_debug(c, ...) do { if (log_enabled(LOG_DEBUG)) log_msg(LOG_DEBUG, c, __VA_ARGS__); } while (0)
+#define log_debug(c, ...) \
+    do { \
+        if (log_enabled(LOG_DEBUG)) log_msg(LOG_DEBUG, c, __VA_ARGS__); \
+    } while (0)
 #define log_info(c, ...) log_msg(LOG_INFO, c, __VA_ARGS__)
 #define log_warn(c, ...) log_msg(LOG_WARN, c, __VA_ARGS__)
 #define log_error(c, ...) log_msg(LOG_ERROR, c, __VA_ARGS__)

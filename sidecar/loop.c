@@ -23,7 +23,7 @@ struct loop {
     int closed;
 };
 
-#define container_of(p, type, member) ((type *)((char *)(p) - offsetof(type, member)))
+#define container_of(p, type, member) ((type *)((char *)(p)-offsetof(type, member)))
 
 static struct loop_msg *take_queue(struct loop *l)
 {

@@ -32,7 +32,7 @@ struct loop_msg {
 struct loop_hooks {
     void *arg;
     void (*drain)(void *arg, struct loop_msg *m); /* each posted message, in order; takes it */
-    void (*tick)(void *arg);                       /* every LOOP_TICK_MS while armed */
+    void (*tick)(void *arg);                      /* every LOOP_TICK_MS while armed */
 };
 
 /* NULL + err on failure.  hooks is copied. */

@@ -48,9 +48,10 @@ static int keygen(int argc, char **argv)
         }
     }
     if (!path) {
-        fprintf(stderr, "usage: distsupd keygen FILE [--force]\n"
-                        "Writes a new node key pair to FILE (mode 0600) and prints its public key,\n"
-                        "the line to add to the other nodes' trust files.\n");
+        fprintf(stderr,
+                "usage: distsupd keygen FILE [--force]\n"
+                "Writes a new node key pair to FILE (mode 0600) and prints its public key,\n"
+                "the line to add to the other nodes' trust files.\n");
         return 2;
     }
     char pub[2 * HS_KEY_LEN + 1], err[512];
@@ -65,7 +66,10 @@ static int keygen(int argc, char **argv)
 /* The peer module's news goes to the core's queue. */
 static void on_up(void *arg, const Distsup__V1__Join *j) { core_node_up(arg, j); }
 static void on_down(void *arg, const char *node, int clean) { core_node_down(arg, node, clean); }
-static void on_message(void *arg, const char *node, const uint8_t *d, size_t n) { core_cluster_message(arg, node, d, n); }
+static void on_message(void *arg, const char *node, const uint8_t *d, size_t n)
+{
+    core_cluster_message(arg, node, d, n);
+}
 static void on_settled(void *arg) { core_peers_settled(arg); }
 
 int main(int argc, char **argv)
@@ -142,8 +146,8 @@ int main(int argc, char **argv)
         core_set_peer(core, peer);
     }
     if (core_start(core, err, sizeof err) != 0) goto fail;
-    log_info("main", "distsupd %s serving distsup.v1.Supervisor on %s (port %d), data in %s%s",
-             cfg.node_name, cfg.listen, port, cfg.data_dir, cluster ? ", cluster mode" : "");
+    log_info("main", "distsupd %s serving distsup.v1.Supervisor on %s (port %d), data in %s%s", cfg.node_name,
+             cfg.listen, port, cfg.data_dir, cluster ? ", cluster mode" : "");
     if (cfg.port_file[0] && write_port_file(cfg.port_file, port, peer_port) != 0)
         log_error("main", "cannot write the port file %s: %s", cfg.port_file, strerror(errno));
 

@@ -14,6 +14,9 @@
 #include "distsup/v1/peer.pb-c.h"
 #include "distsup/v1/supervisor.pb-c.h"
 
+/* The tables below are macros laid out by hand. */
+/* clang-format off */
+
 /* X(NAME, RPC method name, request message, reply message): the public operations,
  * each served as /distsup.v1.Supervisor/<RPC>. */
 #define DS_PUBLIC_OPS(X)                                                          \
@@ -78,5 +81,7 @@ static inline int ops_public(int op)
     default: return 0;
     }
 }
+
+/* clang-format on */
 
 #endif

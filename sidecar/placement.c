@@ -9,8 +9,7 @@
 #include "sidecar/log.h"
 
 /* The size of the version 1 table: every field up to and including should_move. */
-#define V1_SIZE \
-    (offsetof(struct ds_strategy, should_move) + sizeof(((struct ds_strategy *)0)->should_move))
+#define V1_SIZE (offsetof(struct ds_strategy, should_move) + sizeof(((struct ds_strategy *)0)->should_move))
 
 struct placement {
     void *handle;                /* dlopen handle, closed last */
@@ -20,8 +19,7 @@ struct placement {
     char *name;                  /* s->name, or the file's stem when it has none (owned) */
 };
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+static void set_err(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 static void set_err(char *err, size_t errlen, const char *fmt, ...)
 {
@@ -37,10 +35,8 @@ static void set_err(char *err, size_t errlen, const char *fmt, ...)
  * built-in: how every message about this strategy starts. */
 static void describe(char *out, size_t outlen, const char *strategy, const char *path)
 {
-    if (strcmp(strategy, path) == 0)
-        snprintf(out, outlen, "strategy %s", path);
-    else
-        snprintf(out, outlen, "strategy %s (%s)", strategy, path);
+    if (strcmp(strategy, path) == 0) snprintf(out, outlen, "strategy %s", path);
+    else snprintf(out, outlen, "strategy %s (%s)", strategy, path);
 }
 
 /* The file a strategy name resolves to (malloc'd), or NULL with err. */
@@ -56,9 +52,7 @@ static char *resolve(const char *strategy, const char *builtin_dir, char *err, s
         return NULL;
     }
     if (!builtin_dir || !*builtin_dir) {
-        set_err(err, errlen,
-                "strategy %s: no directory for built-in strategies (give a path with '/')",
-                strategy);
+        set_err(err, errlen, "strategy %s: no directory for built-in strategies (give a path with '/')", strategy);
         return NULL;
     }
     size_t dl = strlen(builtin_dir);
@@ -94,8 +88,8 @@ static void release(struct placement *p)
     free(p);
 }
 
-struct placement *placement_load(const char *strategy, const char *options,
-                                 const char *builtin_dir, char *err, size_t errlen)
+struct placement *placement_load(const char *strategy, const char *options, const char *builtin_dir, char *err,
+                                 size_t errlen)
 {
     char who[1024 + 64];
     if (!strategy) strategy = "";
@@ -121,13 +115,12 @@ struct placement *placement_load(const char *strategy, const char *options,
     (void)dlerror();
     const struct ds_strategy *s = dlsym(p->handle, DS_STRATEGY_SYMBOL);
     if (!s) {
-        set_err(err, errlen, "%s: no symbol %s (is it a distsup strategy?)", who,
-                DS_STRATEGY_SYMBOL);
+        set_err(err, errlen, "%s: no symbol %s (is it a distsup strategy?)", who, DS_STRATEGY_SYMBOL);
         goto fail;
     }
     if (s->abi_version != DS_STRATEGY_ABI_VERSION) {
-        set_err(err, errlen, "%s: ABI version %u, this distsupd speaks %u", who,
-                (unsigned)s->abi_version, (unsigned)DS_STRATEGY_ABI_VERSION);
+        set_err(err, errlen, "%s: ABI version %u, this distsupd speaks %u", who, (unsigned)s->abi_version,
+                (unsigned)DS_STRATEGY_ABI_VERSION);
         goto fail;
     }
     if (s->struct_size < V1_SIZE) {
@@ -137,10 +130,7 @@ struct placement *placement_load(const char *strategy, const char *options,
                 who, (unsigned)s->struct_size, (size_t)V1_SIZE);
         goto fail;
     }
-    const char *missing = !s->create    ? "create"
-                          : !s->destroy ? "destroy"
-                          : !s->place   ? "place"
-                                        : NULL;
+    const char *missing = !s->create ? "create" : !s->destroy ? "destroy" : !s->place ? "place" : NULL;
     if (missing) {
         set_err(err, errlen, "%s: required function %s is NULL", who, missing);
         goto fail;
@@ -157,8 +147,7 @@ struct placement *placement_load(const char *strategy, const char *options,
     p->state = s->create(options, why, sizeof why);
     if (!p->state) {
         why[sizeof why - 1] = 0;
-        set_err(err, errlen, "%s: options rejected: %s", who,
-                why[0] ? why : "(no reason given)");
+        set_err(err, errlen, "%s: options rejected: %s", who, why[0] ? why : "(no reason given)");
         goto fail;
     }
     return p;
@@ -173,8 +162,8 @@ const char *placement_name(const struct placement *p) { return p->name; }
 
 const char *placement_path(const struct placement *p) { return p->path; }
 
-int placement_place(struct placement *p, const struct ds_child *child,
-                    const struct ds_node *nodes, size_t n_nodes, char *err, size_t errlen)
+int placement_place(struct placement *p, const struct ds_child *child, const struct ds_node *nodes, size_t n_nodes,
+                    char *err, size_t errlen)
 {
     char scratch[256];
     if (!err || errlen == 0) {
@@ -190,11 +179,8 @@ int placement_place(struct placement *p, const struct ds_child *child,
         return -1;
     }
     if (n_nodes == 0)
-        set_err(err, errlen, "strategy %s returned node index %d for an empty node list: refused",
-                p->name, r);
-    else
-        set_err(err, errlen, "strategy %s returned node index %d, not in 0..%zu: refused",
-                p->name, r, n_nodes - 1);
+        set_err(err, errlen, "strategy %s returned node index %d for an empty node list: refused", p->name, r);
+    else set_err(err, errlen, "strategy %s returned node index %d, not in 0..%zu: refused", p->name, r, n_nodes - 1);
     return -1;
 }
 
@@ -203,8 +189,8 @@ void placement_nodes_changed(struct placement *p, const struct ds_node *nodes, s
     if (p->s->nodes_changed) p->s->nodes_changed(p->state, nodes, n_nodes);
 }
 
-int placement_should_move(struct placement *p, const struct ds_child *child, int current,
-                          const struct ds_node *nodes, size_t n_nodes, int *to)
+int placement_should_move(struct placement *p, const struct ds_child *child, int current, const struct ds_node *nodes,
+                          size_t n_nodes, int *to)
 {
     if (current < -1 || (current >= 0 && (size_t)current >= n_nodes)) current = -1;
     int dest = -1;

@@ -26,8 +26,8 @@ struct placement;
  *   "strategy /x/y.so: no symbol distsup_strategy (is it a distsup strategy?)"
  *   "strategy /x/y.so: ABI version 7, this distsupd speaks 1"
  *   "strategy hash_ring (/usr/lib/distsup/strategies/hash_ring.so): options rejected: ..." */
-struct placement *placement_load(const char *strategy, const char *options,
-                                 const char *builtin_dir, char *err, size_t errlen);
+struct placement *placement_load(const char *strategy, const char *options, const char *builtin_dir, char *err,
+                                 size_t errlen);
 void placement_free(struct placement *p);
 
 /* The strategy's short name, and the file it came from. */
@@ -35,15 +35,15 @@ const char *placement_name(const struct placement *p);
 const char *placement_path(const struct placement *p);
 
 /* place(): an index into nodes, or -1 with the reason in err. */
-int placement_place(struct placement *p, const struct ds_child *child,
-                    const struct ds_node *nodes, size_t n_nodes, char *err, size_t errlen);
+int placement_place(struct placement *p, const struct ds_child *child, const struct ds_node *nodes, size_t n_nodes,
+                    char *err, size_t errlen);
 
 /* Tells the strategy the node set changed (a no-op if it has no hook). */
 void placement_nodes_changed(struct placement *p, const struct ds_node *nodes, size_t n_nodes);
 
 /* 1 and *to set if child (now on nodes[current], or current = -1) should move;
  * 0 to stay.  Without a should_move hook: moves when place() names another node. */
-int placement_should_move(struct placement *p, const struct ds_child *child, int current,
-                          const struct ds_node *nodes, size_t n_nodes, int *to);
+int placement_should_move(struct placement *p, const struct ds_child *child, int current, const struct ds_node *nodes,
+                          size_t n_nodes, int *to);
 
 #endif

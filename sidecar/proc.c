@@ -20,7 +20,7 @@
 
 extern char **environ;
 
-#define container_of(p, type, member) ((type *)((char *)(p) - offsetof(type, member)))
+#define container_of(p, type, member) ((type *)((char *)(p)-offsetof(type, member)))
 
 static uint64_t mono_ms(void)
 {
@@ -143,12 +143,13 @@ static void read_stdout(struct proc *p, size_t budget)
         while (p->out_fd >= 0) {
             const uint8_t *body;
             size_t blen, used;
-            enum frame_result r = frame_split(p->inb.data + p->inb.off, dsbuf_unread(&p->inb), FRAME_DEFAULT_MAX,
-                                              &body, &blen, &used);
+            enum frame_result r =
+                frame_split(p->inb.data + p->inb.off, dsbuf_unread(&p->inb), FRAME_DEFAULT_MAX, &body, &blen, &used);
             if (r == FRAME_NEED_MORE) break;
             if (r == FRAME_TOO_BIG) {
-                proc_kill(p, "protocol error: a frame on stdout announces more than the "
-                             "frame limit (is it writing text to stdout?)");
+                proc_kill(p,
+                          "protocol error: a frame on stdout announces more than the "
+                          "frame limit (is it writing text to stdout?)");
                 return;
             }
             Distsup__V1__ChildFrame *f = frame_decode(body, blen);
@@ -199,10 +200,26 @@ static void reap(struct proc *p)
     p->hooks->exited(p->arg, p, status);
 }
 
-static void on_out(struct loop_watch *w, uint32_t ev) { (void)ev; read_stdout(container_of(w, struct proc, w_out), PROC_READ_BUDGET); }
-static void on_err(struct loop_watch *w, uint32_t ev) { (void)ev; read_stderr(container_of(w, struct proc, w_err), PROC_READ_BUDGET); }
-static void on_in(struct loop_watch *w, uint32_t ev) { (void)ev; flush_in(container_of(w, struct proc, w_in)); }
-static void on_pid(struct loop_watch *w, uint32_t ev) { (void)ev; reap(container_of(w, struct proc, w_pid)); }
+static void on_out(struct loop_watch *w, uint32_t ev)
+{
+    (void)ev;
+    read_stdout(container_of(w, struct proc, w_out), PROC_READ_BUDGET);
+}
+static void on_err(struct loop_watch *w, uint32_t ev)
+{
+    (void)ev;
+    read_stderr(container_of(w, struct proc, w_err), PROC_READ_BUDGET);
+}
+static void on_in(struct loop_watch *w, uint32_t ev)
+{
+    (void)ev;
+    flush_in(container_of(w, struct proc, w_in));
+}
+static void on_pid(struct loop_watch *w, uint32_t ev)
+{
+    (void)ev;
+    reap(container_of(w, struct proc, w_pid));
+}
 
 void proc_init(struct proc *p, struct loop *l, const char *name, const struct proc_hooks *hooks, void *arg)
 {
@@ -390,17 +407,26 @@ int proc_spawn(struct proc *p, const struct proc_exec *x, char *err, size_t errl
         snprintf(err, errlen, "pipe: %s", strerror(errno));
         goto out;
     }
-    struct spawn_args sa = {.exe = exe, .cwd = cwd, .argv = argv, .envp = envp,
-                            .in = pin[0], .out = pout[1], .err = perr[1], .parent = getpid()};
+    struct spawn_args sa = {.exe = exe,
+                            .cwd = cwd,
+                            .argv = argv,
+                            .envp = envp,
+                            .in = pin[0],
+                            .out = pout[1],
+                            .err = perr[1],
+                            .parent = getpid()};
     /* the stack grows down from its (16-byte aligned) end */
     pid_t pid = clone(spawn_child, stack + SPAWN_STACK, CLONE_VM | CLONE_VFORK | SIGCHLD, &sa);
     if (pid < 0) {
         snprintf(err, errlen, "clone: %s", strerror(errno));
         goto out;
     }
-    close(pin[0]); pin[0] = -1;
-    close(pout[1]); pout[1] = -1;
-    close(perr[1]); perr[1] = -1;
+    close(pin[0]);
+    pin[0] = -1;
+    close(pout[1]);
+    pout[1] = -1;
+    close(perr[1]);
+    perr[1] = -1;
     if (sa.err_no) {
         wait_gone(pid);
         snprintf(err, errlen, "cannot start '%s' in '%s': %s", exe, cwd, strerror(sa.err_no));
@@ -415,9 +441,12 @@ int proc_spawn(struct proc *p, const struct proc_exec *x, char *err, size_t errl
     }
     p->pid = pid;
     p->pidfd = pidfd;
-    p->in_fd = pin[1]; pin[1] = -1;
-    p->out_fd = pout[0]; pout[0] = -1;
-    p->err_fd = perr[0]; perr[0] = -1;
+    p->in_fd = pin[1];
+    pin[1] = -1;
+    p->out_fd = pout[0];
+    pout[0] = -1;
+    p->err_fd = perr[0];
+    perr[0] = -1;
     p->frames = s->protocol == DISTSUP__V1__PROTOCOL__FRAMES;
     fcntl(p->in_fd, F_SETFL, O_NONBLOCK);
     fcntl(p->out_fd, F_SETFL, O_NONBLOCK);

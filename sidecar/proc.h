@@ -34,12 +34,12 @@ struct proc_hooks {
 };
 
 struct proc {
-    pid_t pid;                    /* > 0 while it runs */
+    pid_t pid; /* > 0 while it runs */
     int pidfd, in_fd, out_fd, err_fd;
-    int in_armed;                 /* EPOLLOUT wanted on in_fd */
-    int frames;                   /* protocol FRAMES: stdout carries frames */
+    int in_armed; /* EPOLLOUT wanted on in_fd */
+    int frames;   /* protocol FRAMES: stdout carries frames */
     struct loop *loop;
-    const char *name;             /* for the log; the owner's string */
+    const char *name; /* for the log; the owner's string */
     const struct proc_hooks *hooks;
     void *arg;
     struct loop_watch w_out, w_err, w_in, w_pid;

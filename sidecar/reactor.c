@@ -46,8 +46,7 @@ struct sup *need_sup(struct core *c, const char *name, answer_fn done, void *arg
         if (n < 0) break;
         off += (size_t)n;
     }
-    answer_fail(done, arg, GRPC_STATUS_NOT_FOUND, "no supervisor named '%s' (configured: %s)", sup_name_of(name),
-                list);
+    answer_fail(done, arg, GRPC_STATUS_NOT_FOUND, "no supervisor named '%s' (configured: %s)", sup_name_of(name), list);
     return NULL;
 }
 
@@ -120,11 +119,11 @@ void start_local(struct core *c, struct sup *s, Distsup__V1__ChildSpec *spec, ui
     char err[512];
     struct child *old = find_child(s, spec->name);
     if (old) {
-        answer_fail(done, arg, GRPC_STATUS_ALREADY_EXISTS,
-                    "child '%s' already exists in supervisor '%s' on node %s (id %s, pid %d, state %s)", spec->name,
-                    s->cfg->name, c->cfg->node_name, old->id, (int)old->proc.pid,
-                    protobuf_c_enum_descriptor_get_value(&distsup__v1__child_state__descriptor, sv_api_state(old))
-                        ->name);
+        answer_fail(
+            done, arg, GRPC_STATUS_ALREADY_EXISTS,
+            "child '%s' already exists in supervisor '%s' on node %s (id %s, pid %d, state %s)", spec->name,
+            s->cfg->name, c->cfg->node_name, old->id, (int)old->proc.pid,
+            protobuf_c_enum_descriptor_get_value(&distsup__v1__child_state__descriptor, sv_api_state(old))->name);
         distsup__v1__child_spec__free_unpacked(spec, NULL);
         return;
     }
@@ -148,8 +147,12 @@ void start_local(struct core *c, struct sup *s, Distsup__V1__ChildSpec *spec, ui
     }
     size_t len = distsup__v1__child_spec__get_packed_size(spec);
     uint8_t *bytes = malloc(len ? len : 1);
-    struct store_child sc = {.supervisor = s->cfg->name, .name = ch->name, .spec = bytes, .spec_len = len,
-                             .state = STORE_RUNNING, .incarnation = ch->incarnation + 1};
+    struct store_child sc = {.supervisor = s->cfg->name,
+                             .name = ch->name,
+                             .spec = bytes,
+                             .spec_len = len,
+                             .state = STORE_RUNNING,
+                             .incarnation = ch->incarnation + 1};
     if (!bytes || (distsup__v1__child_spec__pack(spec, bytes), store_put_child(c->store, &sc)) != 0) {
         free(bytes);
         answer_fail(done, arg, GRPC_STATUS_INTERNAL,
@@ -228,8 +231,13 @@ static void h_moved_out(void *arg, struct child *ch)
 
 void reactor_sv_hooks(struct core *c, struct sv_hooks *h)
 {
-    *h = (struct sv_hooks){.arg = c, .now = h_now, .tick = h_tick, .event = h_event, .persist = h_persist,
-                           .remove = h_remove, .moved_out = h_moved_out};
+    *h = (struct sv_hooks){.arg = c,
+                           .now = h_now,
+                           .tick = h_tick,
+                           .event = h_event,
+                           .persist = h_persist,
+                           .remove = h_remove,
+                           .moved_out = h_moved_out};
 }
 
 /* ---------- copies ---------- */

@@ -46,15 +46,15 @@ struct reservation {
 
 struct sup {
     const struct sup_config *cfg;
-    struct child **table;         /* name hash of the children that run here */
+    struct child **table; /* name hash of the children that run here */
     size_t table_size, count;
-    struct child *head, *tail;    /* in start order */
-    struct registry *remote;      /* the other nodes' children */
+    struct child *head, *tail; /* in start order */
+    struct registry *remote;   /* the other nodes' children */
     struct placement *strategy;
     struct reservation *reserved; /* names this directory node is placing */
     char **eligible;              /* cfg->nodes split; NULL = every node */
     size_t n_eligible;
-    unsigned moves;               /* moves under way */
+    unsigned moves; /* moves under way */
 };
 
 /* A node of the cluster as this one sees it; nodes[0] is this node. */
@@ -65,7 +65,7 @@ struct node {
     uint32_t weight;
     struct ds_label *labels;
     size_t n_labels;
-    int snapshot_done;            /* its Snapshot arrived since it came up */
+    int snapshot_done; /* its Snapshot arrived since it came up */
 };
 
 /* A request sent to another node, waiting for its answer (cluster/forward.c). */
@@ -74,7 +74,7 @@ struct fwd {
     uint64_t id;
     struct node *to;
     int op;
-    uint64_t deadline;            /* answered DEADLINE_EXCEEDED when no answer came by then */
+    uint64_t deadline; /* answered DEADLINE_EXCEEDED when no answer came by then */
     answer_fn done;
     void *arg;
 };
@@ -87,9 +87,9 @@ struct reactor_hooks {
     void (*announce)(struct core *c, struct child *ch);                          /* its new state */
     void (*announce_gone)(struct core *c, struct child *ch, const char *reason); /* gone for good */
     void (*broadcast_event)(struct core *c, const Distsup__V1__Event *ev);
-    void (*moved_out)(struct core *c, struct child *ch);                         /* start it on moving_to */
-    void (*run_op)(struct core *c, int op, ProtobufCMessage *req, uint64_t deadline, unsigned flags,
-                   answer_fn done, void *arg);
+    void (*moved_out)(struct core *c, struct child *ch); /* start it on moving_to */
+    void (*run_op)(struct core *c, int op, ProtobufCMessage *req, uint64_t deadline, unsigned flags, answer_fn done,
+                   void *arg);
 };
 
 struct core {
@@ -97,30 +97,30 @@ struct core {
     struct store *store;
     struct event_bus *bus;
     struct loop *loop;
-    struct sv sv;                 /* the children's state machine */
+    struct sv sv; /* the children's state machine */
     struct reactor_hooks hooks;
     struct sup *sups;
     size_t n_sups;
     pthread_t thread;
     int thread_started;
-    int shutting_down;            /* stop_all ran */
-    struct child *graveyard;      /* removed children, freed at the end of the turn */
+    int shutting_down;       /* stop_all ran */
+    struct child *graveyard; /* removed children, freed at the end of the turn */
     char data_dir[PATH_MAX];
     /* cluster */
-    struct peer *peer;            /* NULL: a single node */
-    struct node **nodes;          /* nodes[0] is this node */
+    struct peer *peer;   /* NULL: a single node */
+    struct node **nodes; /* nodes[0] is this node */
     size_t n_nodes;
     struct fwd *fwds;
     uint64_t next_fwd_id;
-    uint64_t started;             /* monotonic ms at core_start */
-    uint64_t sync_since;          /* when the current wait for sync began */
-    int settled;                  /* the peer module made its first contact round */
-    int synced;                   /* our own children may run (cluster: after sync) */
-    int quorum;                   /* 1 unless quorum mode and a minority */
-    int leaving;                  /* graceful leave under way */
+    uint64_t started;    /* monotonic ms at core_start */
+    uint64_t sync_since; /* when the current wait for sync began */
+    int settled;         /* the peer module made its first contact round */
+    int synced;          /* our own children may run (cluster: after sync) */
+    int quorum;          /* 1 unless quorum mode and a minority */
+    int leaving;         /* graceful leave under way */
     uint64_t leave_deadline;
-    uint64_t rebalance_at;        /* 0: none due */
-    uint64_t reconcile_at;        /* 0: none due */
+    uint64_t rebalance_at; /* 0: none due */
+    uint64_t reconcile_at; /* 0: none due */
 };
 
 uint64_t reactor_now_ms(void); /* CLOCK_MONOTONIC in ms */

@@ -58,8 +58,7 @@ static int add_enum(struct reflection *r, const char *scope, const Google__Proto
     return 0;
 }
 
-static int add_message(struct reflection *r, const char *scope, const Google__Protobuf__DescriptorProto *m,
-                       size_t file)
+static int add_message(struct reflection *r, const char *scope, const Google__Protobuf__DescriptorProto *m, size_t file)
 {
     if (add_sym(r, scope, m->name, file)) return -1;
     char inner[1024];
@@ -91,8 +90,7 @@ static int index_file(struct reflection *r, const Google__Protobuf__FileDescript
     return 0;
 }
 
-struct reflection *reflection_new(const uint8_t *set, size_t len, const char *const *services,
-                                  char *err, size_t errlen)
+struct reflection *reflection_new(const uint8_t *set, size_t len, const char *const *services, char *err, size_t errlen)
 {
     Google__Protobuf__FileDescriptorSet *fs = google__protobuf__file_descriptor_set__unpack(NULL, len, set);
     if (!fs) {
@@ -172,8 +170,7 @@ static void mark(const struct reflection *r, size_t idx, char *seen)
     }
 }
 
-int reflection_answer(const struct reflection *r, const uint8_t *req, size_t len, uint8_t **out,
-                      size_t *out_len)
+int reflection_answer(const struct reflection *r, const uint8_t *req, size_t len, uint8_t **out, size_t *out_len)
 {
     Grpc__Reflection__V1__ServerReflectionRequest *q =
         grpc__reflection__v1__server_reflection_request__unpack(NULL, len, req);
@@ -204,7 +201,8 @@ int reflection_answer(const struct reflection *r, const uint8_t *req, size_t len
         }
         lr.n_service = r->n_services;
         lr.service = svcp;
-        resp.message_response_case = GRPC__REFLECTION__V1__SERVER_REFLECTION_RESPONSE__MESSAGE_RESPONSE_LIST_SERVICES_RESPONSE;
+        resp.message_response_case =
+            GRPC__REFLECTION__V1__SERVER_REFLECTION_RESPONSE__MESSAGE_RESPONSE_LIST_SERVICES_RESPONSE;
         resp.list_services_response = &lr;
         break;
     case GRPC__REFLECTION__V1__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_FILE_BY_FILENAME:
@@ -228,9 +226,7 @@ int reflection_answer(const struct reflection *r, const uint8_t *req, size_t len
     case GRPC__REFLECTION__V1__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_FILE_CONTAINING_EXTENSION:
         snprintf(msg, sizeof msg, "no extensions are defined");
         break;
-    default:
-        snprintf(msg, sizeof msg, "empty or unknown reflection request");
-        break;
+    default: snprintf(msg, sizeof msg, "empty or unknown reflection request"); break;
     }
     if (file >= 0) {
         seen = calloc(r->n_files, 1);
@@ -247,9 +243,11 @@ int reflection_answer(const struct reflection *r, const uint8_t *req, size_t len
         }
         fr.n_file_descriptor_proto = n;
         fr.file_descriptor_proto = blobs;
-        resp.message_response_case = GRPC__REFLECTION__V1__SERVER_REFLECTION_RESPONSE__MESSAGE_RESPONSE_FILE_DESCRIPTOR_RESPONSE;
+        resp.message_response_case =
+            GRPC__REFLECTION__V1__SERVER_REFLECTION_RESPONSE__MESSAGE_RESPONSE_FILE_DESCRIPTOR_RESPONSE;
         resp.file_descriptor_response = &fr;
-    } else if (resp.message_response_case == GRPC__REFLECTION__V1__SERVER_REFLECTION_RESPONSE__MESSAGE_RESPONSE__NOT_SET) {
+    } else if (resp.message_response_case ==
+               GRPC__REFLECTION__V1__SERVER_REFLECTION_RESPONSE__MESSAGE_RESPONSE__NOT_SET) {
         er.error_code = 5; /* NOT_FOUND */
         er.error_message = msg;
         resp.message_response_case = GRPC__REFLECTION__V1__SERVER_REFLECTION_RESPONSE__MESSAGE_RESPONSE_ERROR_RESPONSE;

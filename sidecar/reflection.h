@@ -12,13 +12,12 @@
 struct reflection;
 
 /* services: the fully-qualified names to list, NULL-terminated (copied). */
-struct reflection *reflection_new(const uint8_t *descriptor_set, size_t len,
-                                  const char *const *services, char *err, size_t errlen);
+struct reflection *reflection_new(const uint8_t *descriptor_set, size_t len, const char *const *services, char *err,
+                                  size_t errlen);
 void reflection_free(struct reflection *r);
 
 /* Answers one packed ServerReflectionRequest with a packed ServerReflectionResponse
  * (malloc'd into *out).  0, or -1 if the request is not a valid message. */
-int reflection_answer(const struct reflection *r, const uint8_t *req, size_t len, uint8_t **out,
-                      size_t *out_len);
+int reflection_answer(const struct reflection *r, const uint8_t *req, size_t len, uint8_t **out, size_t *out_len);
 
 #endif

@@ -11,7 +11,6 @@ struct registry {
     struct rentry *head, *tail;
 };
 
-
 struct registry *registry_new(void)
 {
     struct registry *r = calloc(1, sizeof *r);

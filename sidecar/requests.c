@@ -83,19 +83,18 @@ static void relay_start_done(void *arg, int code, const char *message, const Pro
     free(x);
 }
 
-static void dir_start(struct core *c, struct sup *s, Distsup__V1__StartChildRequest *req, answer_fn done,
-                      void *arg)
+static void dir_start(struct core *c, struct sup *s, Distsup__V1__StartChildRequest *req, answer_fn done, void *arg)
 {
     char err[512];
     Distsup__V1__ChildSpec *spec = req->spec;
     if (c->leaving || c->shutting_down) {
         answer_fail(done, arg, GRPC_STATUS_UNAVAILABLE, "node %s is leaving the cluster; try another node",
-             c->cfg->node_name);
+                    c->cfg->node_name);
         return;
     }
     if (!c->quorum) {
         answer_fail(done, arg, GRPC_STATUS_UNAVAILABLE, "node %s has no quorum (%zu of %u nodes up): no starts",
-             c->cfg->node_name, up_count(c), c->cfg->cluster_size);
+                    c->cfg->node_name, up_count(c), c->cfg->cluster_size);
         return;
     }
     struct child *old = find_child(s, spec->name);
@@ -103,10 +102,10 @@ static void dir_start(struct core *c, struct sup *s, Distsup__V1__StartChildRequ
     if (!old && e) {
         struct node *owner = find_node(c, e->info->node);
         answer_fail(done, arg, GRPC_STATUS_ALREADY_EXISTS,
-             "child '%s' already exists in supervisor '%s' on node %s (id %s, pid %d, state %s%s)", spec->name,
-             s->cfg->name, e->info->node, e->info->id, (int)e->info->os_pid,
-             protobuf_c_enum_descriptor_get_value(&distsup__v1__child_state__descriptor, e->info->state)->name,
-             owner && owner->up ? "" : "; that node is down and the child is being re-homed");
+                    "child '%s' already exists in supervisor '%s' on node %s (id %s, pid %d, state %s%s)", spec->name,
+                    s->cfg->name, e->info->node, e->info->id, (int)e->info->os_pid,
+                    protobuf_c_enum_descriptor_get_value(&distsup__v1__child_state__descriptor, e->info->state)->name,
+                    owner && owner->up ? "" : "; that node is down and the child is being re-homed");
         return;
     }
     if (old) { /* it runs here, wherever the strategy would put it now: start_local says so */
@@ -116,7 +115,7 @@ static void dir_start(struct core *c, struct sup *s, Distsup__V1__StartChildRequ
     }
     if (reserved(s, spec->name)) {
         answer_fail(done, arg, GRPC_STATUS_ALREADY_EXISTS, "child '%s' is being started in supervisor '%s' right now",
-             spec->name, s->cfg->name);
+                    spec->name, s->cfg->name);
         return;
     }
     if (req->node[0] && !spec->node[0]) { /* the request's node pins the child, as spec.node does */
@@ -140,8 +139,10 @@ static void dir_start(struct core *c, struct sup *s, Distsup__V1__StartChildRequ
             return;
         }
         if (!sup_eligible(s, to->name)) {
-            answer_fail(done, arg, GRPC_STATUS_UNAVAILABLE, "node '%s' is not eligible for supervisor '%s' (its nodes "
-                                                     "option)", want, s->cfg->name);
+            answer_fail(done, arg, GRPC_STATUS_UNAVAILABLE,
+                        "node '%s' is not eligible for supervisor '%s' (its nodes "
+                        "option)",
+                        want, s->cfg->name);
             return;
         }
     } else if (!(to = place_child(c, s, spec->name, spec, 0, err, sizeof err))) {
@@ -172,8 +173,7 @@ static void dir_start(struct core *c, struct sup *s, Distsup__V1__StartChildRequ
     forward(c, to, CORE_PLACE, &pl.base, 0, 0, dir_done, x);
 }
 
-static void op_start(struct core *c, Distsup__V1__StartChildRequest *req, unsigned flags, answer_fn done,
-                     void *arg)
+static void op_start(struct core *c, Distsup__V1__StartChildRequest *req, unsigned flags, answer_fn done, void *arg)
 {
     char err[512];
     struct sup *s = need_sup(c, req->supervisor, done, arg);
@@ -189,7 +189,7 @@ static void op_start(struct core *c, Distsup__V1__StartChildRequest *req, unsign
     }
     if (req->node[0] && spec->node[0] && strcmp(req->node, spec->node)) {
         answer_fail(done, arg, GRPC_STATUS_INVALID_ARGUMENT, "node '%s' and spec.node '%s' disagree", req->node,
-             spec->node);
+                    spec->node);
         return;
     }
     if (c->shutting_down) {
@@ -200,8 +200,9 @@ static void op_start(struct core *c, Distsup__V1__StartChildRequest *req, unsign
         /* Unique across the cluster: this node's name hash, boot time and a counter. */
         char gen[96];
         uint32_t nh = (uint32_t)fnv_mix64(fnv_str(c->cfg->node_name));
-        do snprintf(gen, sizeof gen, "child-%08x%llx-%llu", nh, (unsigned long long)c->sv.boot_ms,
-                    (unsigned long long)++c->sv.seq);
+        do
+            snprintf(gen, sizeof gen, "child-%08x%llx-%llu", nh, (unsigned long long)c->sv.boot_ms,
+                     (unsigned long long)++c->sv.seq);
         while (find_child(s, gen));
         if (!(spec->name = strdup(gen))) {
             spec->name = (char *)protobuf_c_empty_string;
@@ -259,8 +260,8 @@ static void op_place(struct core *c, Distsup__V1__Place *pl, answer_fn done, voi
 }
 
 /* A local child by name or id, or a remote one's entry; fails the request if none. */
-static int lookup(struct sup *s, const char *name, const char *id, struct child **ch, struct rentry **e,
-                  answer_fn done, void *arg)
+static int lookup(struct sup *s, const char *name, const char *id, struct child **ch, struct rentry **e, answer_fn done,
+                  void *arg)
 {
     *ch = NULL;
     *e = NULL;
@@ -282,8 +283,8 @@ static int lookup(struct sup *s, const char *name, const char *id, struct child 
     return -1;
 }
 
-static void op_terminate(struct core *c, Distsup__V1__TerminateChildRequest *req, unsigned flags,
-                         answer_fn done, void *arg)
+static void op_terminate(struct core *c, Distsup__V1__TerminateChildRequest *req, unsigned flags, answer_fn done,
+                         void *arg)
 {
     struct sup *s = need_sup(c, req->supervisor, done, arg);
     struct child *ch;
@@ -291,13 +292,14 @@ static void op_terminate(struct core *c, Distsup__V1__TerminateChildRequest *req
     if (!s || lookup(s, req->name, req->id, &ch, &e, done, arg)) return;
     if (!ch) {
         if (flags & REQ_LOCAL)
-            answer_fail(done, arg, GRPC_STATUS_NOT_FOUND, "child '%s' is not on node %s", e->info->name, c->cfg->node_name);
+            answer_fail(done, arg, GRPC_STATUS_NOT_FOUND, "child '%s' is not on node %s", e->info->name,
+                        c->cfg->node_name);
         else to_owner(c, e, CORE_TERMINATE_CHILD, &req->base, 0, 0, done, arg);
         return;
     }
     if (ch->moving_to) {
         answer_fail(done, arg, GRPC_STATUS_UNAVAILABLE, "child '%s' is moving to node %s; try again shortly", ch->name,
-             ch->moving_to);
+                    ch->moving_to);
         return;
     }
     if (ch->proc.pid <= 0) { /* FAILED, RESTARTING or SUSPENDED: nothing runs */
@@ -418,29 +420,30 @@ static void op_whois(struct core *c, Distsup__V1__WhoIsRequest *req, answer_fn d
 }
 
 /* Checks that a message can go to the child now.  0, or fails the request. */
-static int can_message(struct core *c, struct child *ch, size_t len, int is_call, answer_fn done,
-                       void *arg)
+static int can_message(struct core *c, struct child *ch, size_t len, int is_call, answer_fn done, void *arg)
 {
     const struct sup_config *cfg = sup_of(ch)->cfg;
     if (len > c->cfg->max_payload) {
-        answer_fail(done, arg, GRPC_STATUS_INVALID_ARGUMENT, "payload is %zu bytes; the limit is %zu "
-             "(max_payload_bytes)", len, c->cfg->max_payload);
+        answer_fail(done, arg, GRPC_STATUS_INVALID_ARGUMENT,
+                    "payload is %zu bytes; the limit is %zu "
+                    "(max_payload_bytes)",
+                    len, c->cfg->max_payload);
         return -1;
     }
     if (ch->spec->protocol == DISTSUP__V1__PROTOCOL__NONE) {
         answer_fail(done, arg, GRPC_STATUS_FAILED_PRECONDITION,
-             "child '%s' has protocol NONE: it takes no calls, casts or messages", ch->name);
+                    "child '%s' has protocol NONE: it takes no calls, casts or messages", ch->name);
         return -1;
     }
     if (ch->moving_to) {
-        answer_fail(done, arg, GRPC_STATUS_UNAVAILABLE, "child '%s' is moving to node %s; try again shortly",
-                    ch->name, ch->moving_to);
+        answer_fail(done, arg, GRPC_STATUS_UNAVAILABLE, "child '%s' is moving to node %s; try again shortly", ch->name,
+                    ch->moving_to);
         return -1;
     }
     switch (sv_api_state(ch)) {
     case DISTSUP__V1__CHILD_STATE__FAILED:
         answer_fail(done, arg, GRPC_STATUS_FAILED_PRECONDITION,
-             "child '%s' has FAILED (restart bound reached); terminate and start it again", ch->name);
+                    "child '%s' has FAILED (restart bound reached); terminate and start it again", ch->name);
         return -1;
     case DISTSUP__V1__CHILD_STATE__RESTARTING:
         answer_fail(done, arg, GRPC_STATUS_UNAVAILABLE, "child '%s' is restarting; try again shortly", ch->name);
@@ -450,10 +453,10 @@ static int can_message(struct core *c, struct child *ch, size_t len, int is_call
         return -1;
     case DISTSUP__V1__CHILD_STATE__SUSPENDED:
         answer_fail(done, arg, GRPC_STATUS_UNAVAILABLE, "child '%s' is suspended on node %s (%s); try again shortly",
-             ch->name, c->cfg->node_name, c->quorum ? "the node is syncing with the cluster" : "the node has no quorum");
+                    ch->name, c->cfg->node_name,
+                    c->quorum ? "the node is syncing with the cluster" : "the node has no quorum");
         return -1;
-    default:
-        break;
+    default: break;
     }
     if (!c->sv.ops->stdin_open(ch)) {
         answer_fail(done, arg, GRPC_STATUS_UNAVAILABLE, "child '%s' closed its stdin", ch->name);
@@ -461,15 +464,15 @@ static int can_message(struct core *c, struct child *ch, size_t len, int is_call
     }
     if ((is_call && ch->n_calls >= cfg->mailbox) || sv_unsent(ch) + len > cfg->mailbox_bytes) {
         answer_fail(done, arg, GRPC_STATUS_RESOURCE_EXHAUSTED,
-             "mailbox of child '%s' is full (%u calls in flight, %zu bytes unread; limits %u and %zu)",
-             ch->name, ch->n_calls, sv_unsent(ch), cfg->mailbox, cfg->mailbox_bytes);
+                    "mailbox of child '%s' is full (%u calls in flight, %zu bytes unread; limits %u and %zu)", ch->name,
+                    ch->n_calls, sv_unsent(ch), cfg->mailbox, cfg->mailbox_bytes);
         return -1;
     }
     return 0;
 }
 
-static void op_call(struct core *c, Distsup__V1__CallRequest *req, uint64_t deadline, unsigned flags,
-                    answer_fn done, void *arg)
+static void op_call(struct core *c, Distsup__V1__CallRequest *req, uint64_t deadline, unsigned flags, answer_fn done,
+                    void *arg)
 {
     struct sup *s = need_sup(c, req->supervisor, done, arg);
     struct child *ch;
@@ -484,8 +487,10 @@ static void op_call(struct core *c, Distsup__V1__CallRequest *req, uint64_t dead
             return;
         }
         if (req->payload.len > c->cfg->max_payload) {
-            answer_fail(done, arg, GRPC_STATUS_INVALID_ARGUMENT, "payload is %zu bytes; the limit is %zu "
-                 "(max_payload_bytes)", req->payload.len, c->cfg->max_payload);
+            answer_fail(done, arg, GRPC_STATUS_INVALID_ARGUMENT,
+                        "payload is %zu bytes; the limit is %zu "
+                        "(max_payload_bytes)",
+                        req->payload.len, c->cfg->max_payload);
             return;
         }
         /* The owner applies the timeout; we wait a little longer for its answer. */
@@ -506,11 +511,13 @@ static void op_cast(struct core *c, ProtobufCMessage *req, const char *supn, con
     struct rentry *e;
     if (!s || lookup(s, name, "", &ch, &e, done, arg)) return;
     if (!ch) {
-        if (flags & REQ_LOCAL) answer_fail(done, arg, GRPC_STATUS_NOT_FOUND, "child '%s' is not on node %s", name,
-                                    c->cfg->node_name);
+        if (flags & REQ_LOCAL)
+            answer_fail(done, arg, GRPC_STATUS_NOT_FOUND, "child '%s' is not on node %s", name, c->cfg->node_name);
         else if (payload.len > c->cfg->max_payload)
-            answer_fail(done, arg, GRPC_STATUS_INVALID_ARGUMENT, "payload is %zu bytes; the limit is %zu "
-                 "(max_payload_bytes)", payload.len, c->cfg->max_payload);
+            answer_fail(done, arg, GRPC_STATUS_INVALID_ARGUMENT,
+                        "payload is %zu bytes; the limit is %zu "
+                        "(max_payload_bytes)",
+                        payload.len, c->cfg->max_payload);
         else to_owner(c, e, info ? CORE_SEND : CORE_CAST, req, 0, 0, done, arg);
         return;
     }
@@ -612,8 +619,8 @@ static void op_node_for(struct core *c, const char *supn, const char *key, int m
 
 /* Runs one request; req stays the caller's (handlers may take parts, setting them
  * NULL).  flags REQ_LOCAL: it came from another node, answer here. */
-void requests_run(struct core *c, int op, ProtobufCMessage *r, uint64_t deadline, unsigned flags,
-                   answer_fn done, void *arg)
+void requests_run(struct core *c, int op, ProtobufCMessage *r, uint64_t deadline, unsigned flags, answer_fn done,
+                  void *arg)
 {
     if (c->shutting_down && !c->leaving) {
         answer_fail(done, arg, GRPC_STATUS_UNAVAILABLE, "the daemon is shutting down");
@@ -650,9 +657,6 @@ void requests_run(struct core *c, int op, ProtobufCMessage *r, uint64_t deadline
         op_node_for(c, q->supervisor, q->key, 1, done, arg);
         break;
     }
-    default:
-        answer_fail(done, arg, GRPC_STATUS_UNIMPLEMENTED, "unknown operation %d", op);
-        break;
+    default: answer_fail(done, arg, GRPC_STATUS_UNIMPLEMENTED, "unknown operation %d", op); break;
     }
 }
-

@@ -38,6 +38,7 @@ struct method {
 #define UNARY_METHOD(name, rpc, req, rep) \
     {"/" SUPERVISOR_SERVICE "/" #rpc, M_UNARY, CORE_##name, &distsup__v1__##req##__descriptor, NULL},
 
+/* clang-format off */
 static struct method methods_template[] = {
     DS_PUBLIC_OPS(UNARY_METHOD)
     {"/distsup.v1.Supervisor/Watch", M_WATCH, 0, &distsup__v1__watch_request__descriptor, NULL},
@@ -46,6 +47,7 @@ static struct method methods_template[] = {
     {"/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", M_REFLECT, 0, NULL, NULL},
     {"/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", M_REFLECT, 0, NULL, NULL},
 };
+/* clang-format on */
 #define N_METHODS (sizeof methods_template / sizeof methods_template[0])
 
 struct rpc;
@@ -69,7 +71,7 @@ struct ctx {
     grpc_slice status_text;
     int have_status_text;
     int cancelled;
-    int md_sent;              /* initial metadata has gone out (at most once per call) */
+    int md_sent; /* initial metadata has gone out (at most once per call) */
     pthread_mutex_t mu;
     int refs;
     /* streams */
@@ -135,8 +137,7 @@ static void ctx_unref(struct ctx *c)
 static void start_batch(struct ctx *c, const struct gu_batch *b, struct tag *t)
 {
     /* On an error the tag will never come back: drop its reference here. */
-    if (gu_batch_start(c->call, b, t, "rpc", c->m ? c->m->path : "an unknown method") != GRPC_CALL_OK)
-        ctx_unref(c);
+    if (gu_batch_start(c->call, b, t, "rpc", c->m ? c->m->path : "an unknown method") != GRPC_CALL_OK) ctx_unref(c);
 }
 
 static void on_finished(struct rpc *r, void *p, int ok)
@@ -207,10 +208,7 @@ static void handle_unary(struct ctx *c)
 
 /* ---------- health ---------- */
 
-static int health_known(const char *service)
-{
-    return !service[0] || !strcmp(service, SUPERVISOR_SERVICE);
-}
+static int health_known(const char *service) { return !service[0] || !strcmp(service, SUPERVISOR_SERVICE); }
 
 static grpc_byte_buffer *health_status(struct rpc *r)
 {
@@ -300,9 +298,9 @@ static void stream_pump(struct ctx *c)
     if (got < 0) {
         c->finishing = 1;
         c->refs++;
-        c->status_text = grpc_slice_from_static_string(
-            "this Watch fell too far behind (watch_queue events unread) and was dropped; "
-            "subscribe again");
+        c->status_text =
+            grpc_slice_from_static_string("this Watch fell too far behind (watch_queue events unread) and was dropped; "
+                                          "subscribe again");
         c->have_status_text = 1;
         gu_send_status(&b, GRPC_STATUS_RESOURCE_EXHAUSTED, &c->status_text);
         c->t_send.fn = on_finished;
@@ -540,8 +538,11 @@ struct rpc *rpc_start(const struct config *cfg, struct core *core, int *port, ch
     r->core = core;
     memcpy(r->methods, methods_template, sizeof methods_template);
     static const char *const services[] = {
-        SUPERVISOR_SERVICE, "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection",
-        "grpc.reflection.v1alpha.ServerReflection", NULL,
+        SUPERVISOR_SERVICE,
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+        NULL,
     };
     r->refl = reflection_new(distsup_descriptor_set, distsup_descriptor_set_len, services, err, errlen);
     if (!r->refl) {

@@ -17,8 +17,7 @@ int spec_name_check(const char *what, const char *name, char *err, size_t errlen
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)name[i];
         if (c <= 0x20 || c == 0x7f) {
-            snprintf(err, errlen, "%s '%.40s' contains a space or control character at byte %zu",
-                     what, name, i);
+            snprintf(err, errlen, "%s '%.40s' contains a space or control character at byte %zu", what, name, i);
             return -1;
         }
     }
@@ -72,17 +71,15 @@ int spec_validate(const Distsup__V1__ChildSpec *s, size_t max_init, char *err, s
     if (s->node[0] && spec_name_check("spec.node", s->node, err, errlen) != 0) return -1;
     text += strlen(s->key);
     if (text > SPEC_TEXT_MAX) {
-        snprintf(err, errlen, "spec text (argv, env, cwd, labels, key) is %zu bytes; the limit is %d",
-                 text, SPEC_TEXT_MAX);
+        snprintf(err, errlen, "spec text (argv, env, cwd, labels, key) is %zu bytes; the limit is %d", text,
+                 SPEC_TEXT_MAX);
         return -1;
     }
     if (s->shutdown_ms > SPEC_SHUTDOWN_MAX_MS) {
-        snprintf(err, errlen, "spec.shutdown_ms %u is above the limit of %u", s->shutdown_ms,
-                 SPEC_SHUTDOWN_MAX_MS);
+        snprintf(err, errlen, "spec.shutdown_ms %u is above the limit of %u", s->shutdown_ms, SPEC_SHUTDOWN_MAX_MS);
         return -1;
     }
-    if (s->restart != DISTSUP__V1__RESTART_TYPE__PERMANENT &&
-        s->restart != DISTSUP__V1__RESTART_TYPE__TRANSIENT &&
+    if (s->restart != DISTSUP__V1__RESTART_TYPE__PERMANENT && s->restart != DISTSUP__V1__RESTART_TYPE__TRANSIENT &&
         s->restart != DISTSUP__V1__RESTART_TYPE__TEMPORARY) {
         snprintf(err, errlen, "spec.restart %d is not PERMANENT, TRANSIENT or TEMPORARY", (int)s->restart);
         return -1;
@@ -104,8 +101,8 @@ uint32_t spec_shutdown_ms(const Distsup__V1__ChildSpec *spec)
     return spec->shutdown_ms ? spec->shutdown_ms : SPEC_DEFAULT_SHUTDOWN_MS;
 }
 
-int restart_allow(struct restart_window *w, unsigned max_restarts, uint64_t period_ms,
-                  uint64_t now_ms, unsigned *recent)
+int restart_allow(struct restart_window *w, unsigned max_restarts, uint64_t period_ms, uint64_t now_ms,
+                  unsigned *recent)
 {
     unsigned keep = 0;
     for (unsigned i = 0; i < w->n; i++)

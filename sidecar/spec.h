@@ -9,10 +9,10 @@
 
 #include "distsup/v1/supervisor.pb-c.h"
 
-#define SPEC_NAME_MAX 200          /* bytes in a child or supervisor name */
-#define SPEC_ARGV_MAX 1024         /* arguments */
-#define SPEC_ENV_MAX 1024          /* variables */
-#define SPEC_TEXT_MAX (64 * 1024)  /* bytes of argv + env + cwd + labels together */
+#define SPEC_NAME_MAX 200         /* bytes in a child or supervisor name */
+#define SPEC_ARGV_MAX 1024        /* arguments */
+#define SPEC_ENV_MAX 1024         /* variables */
+#define SPEC_TEXT_MAX (64 * 1024) /* bytes of argv + env + cwd + labels together */
 #define SPEC_SHUTDOWN_MAX_MS 3600000u
 #define SPEC_DEFAULT_SHUTDOWN_MS 5000u
 
@@ -38,8 +38,8 @@ struct restart_window {
  * period_ms; if max_restarts are still within the window, returns 0 (the bound is
  * reached: do not restart).  Otherwise records this restart and returns 1.
  * *recent gets how many restarts were in the window before this one. */
-int restart_allow(struct restart_window *w, unsigned max_restarts, uint64_t period_ms,
-                  uint64_t now_ms, unsigned *recent);
+int restart_allow(struct restart_window *w, unsigned max_restarts, uint64_t period_ms, uint64_t now_ms,
+                  unsigned *recent);
 
 /* Delay before a restart: 0 for the first in a window, then base, 2*base, 4*base ...
  * capped at max_ms. */

@@ -14,21 +14,20 @@ struct store {
     sqlite3 *db;
     sqlite3_stmt *put, *set_state, *del, *load, *begin, *commit;
     sqlite3_stmt *c_put, *c_del, *c_load;
-    int in_txn;       /* store_begin .. store_commit */
-    int in_batch;     /* a cache batch is open */
+    int in_txn;   /* store_begin .. store_commit */
+    int in_batch; /* a cache batch is open */
 };
 
-static const char schema[] =
-    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
-    "CREATE TABLE IF NOT EXISTS children ("
-    "  seq INTEGER PRIMARY KEY AUTOINCREMENT,"
-    "  supervisor TEXT NOT NULL, name TEXT NOT NULL, spec BLOB NOT NULL,"
-    "  state INTEGER NOT NULL, restarts INTEGER NOT NULL, incarnation INTEGER NOT NULL,"
-    "  UNIQUE (supervisor, name));"
-    "CREATE TABLE IF NOT EXISTS cache ("
-    "  supervisor TEXT NOT NULL, name TEXT NOT NULL, node TEXT NOT NULL, info BLOB NOT NULL,"
-    "  PRIMARY KEY (supervisor, name));"
-    "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', '1');";
+static const char schema[] = "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+                             "CREATE TABLE IF NOT EXISTS children ("
+                             "  seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+                             "  supervisor TEXT NOT NULL, name TEXT NOT NULL, spec BLOB NOT NULL,"
+                             "  state INTEGER NOT NULL, restarts INTEGER NOT NULL, incarnation INTEGER NOT NULL,"
+                             "  UNIQUE (supervisor, name));"
+                             "CREATE TABLE IF NOT EXISTS cache ("
+                             "  supervisor TEXT NOT NULL, name TEXT NOT NULL, node TEXT NOT NULL, info BLOB NOT NULL,"
+                             "  PRIMARY KEY (supervisor, name));"
+                             "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', '1');";
 
 static int prep(struct store *s, const char *sql, sqlite3_stmt **st, char *err, size_t errlen)
 {
@@ -71,11 +70,9 @@ struct store *store_open(const char *dir, char *err, size_t errlen)
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
-    int rc = sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
-                                               SQLITE_OPEN_NOMUTEX, NULL);
+    int rc = sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc != SQLITE_OK) {
-        snprintf(err, errlen, "cannot open database %s: %s", path,
-                 s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
+        snprintf(err, errlen, "cannot open database %s: %s", path, s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
         goto fail;
     }
     sqlite3_busy_timeout(s->db, 5000);
@@ -99,18 +96,25 @@ struct store *store_open(const char *dir, char *err, size_t errlen)
     if (exec_sql(s->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;", path, err, errlen) ||
         exec_sql(s->db, schema, path, err, errlen))
         goto fail;
-    if (prep(s, "INSERT INTO children (supervisor, name, spec, state, restarts, incarnation) "
-                "VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (supervisor, name) DO UPDATE SET "
-                "spec = ?3, state = ?4, restarts = ?5, incarnation = ?6", &s->put, err, errlen) ||
-        prep(s, "UPDATE children SET state = ?3, restarts = ?4, incarnation = ?5 "
-                "WHERE supervisor = ?1 AND name = ?2", &s->set_state, err, errlen) ||
+    if (prep(s,
+             "INSERT INTO children (supervisor, name, spec, state, restarts, incarnation) "
+             "VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (supervisor, name) DO UPDATE SET "
+             "spec = ?3, state = ?4, restarts = ?5, incarnation = ?6",
+             &s->put, err, errlen) ||
+        prep(s,
+             "UPDATE children SET state = ?3, restarts = ?4, incarnation = ?5 "
+             "WHERE supervisor = ?1 AND name = ?2",
+             &s->set_state, err, errlen) ||
         prep(s, "DELETE FROM children WHERE supervisor = ?1 AND name = ?2", &s->del, err, errlen) ||
-        prep(s, "SELECT supervisor, name, spec, state, restarts, incarnation FROM children "
-                "ORDER BY seq", &s->load, err, errlen) ||
-        prep(s, "BEGIN IMMEDIATE", &s->begin, err, errlen) ||
-        prep(s, "COMMIT", &s->commit, err, errlen) ||
-        prep(s, "INSERT INTO cache (supervisor, name, node, info) VALUES (?1, ?2, ?3, ?4) "
-                "ON CONFLICT (supervisor, name) DO UPDATE SET node = ?3, info = ?4", &s->c_put, err, errlen) ||
+        prep(s,
+             "SELECT supervisor, name, spec, state, restarts, incarnation FROM children "
+             "ORDER BY seq",
+             &s->load, err, errlen) ||
+        prep(s, "BEGIN IMMEDIATE", &s->begin, err, errlen) || prep(s, "COMMIT", &s->commit, err, errlen) ||
+        prep(s,
+             "INSERT INTO cache (supervisor, name, node, info) VALUES (?1, ?2, ?3, ?4) "
+             "ON CONFLICT (supervisor, name) DO UPDATE SET node = ?3, info = ?4",
+             &s->c_put, err, errlen) ||
         prep(s, "DELETE FROM cache WHERE supervisor = ?1 AND name = ?2", &s->c_del, err, errlen) ||
         prep(s, "SELECT supervisor, name, node, info FROM cache", &s->c_load, err, errlen))
         goto fail;
@@ -168,8 +172,8 @@ int store_put_child(struct store *s, const struct store_child *c)
     return durable(s, run(s, s->put, "saving a child spec"));
 }
 
-int store_set_child_state(struct store *s, const char *supervisor, const char *name, int state,
-                          uint32_t restarts, uint64_t incarnation)
+int store_set_child_state(struct store *s, const char *supervisor, const char *name, int state, uint32_t restarts,
+                          uint64_t incarnation)
 {
     sqlite3_bind_text(s->set_state, 1, supervisor, -1, SQLITE_STATIC);
     sqlite3_bind_text(s->set_state, 2, name, -1, SQLITE_STATIC);
@@ -241,8 +245,8 @@ int store_flush(struct store *s)
     return run(s, s->commit, "COMMIT (cache)");
 }
 
-int store_cache_put(struct store *s, const char *supervisor, const char *name, const char *node,
-                    const uint8_t *info, size_t len)
+int store_cache_put(struct store *s, const char *supervisor, const char *name, const char *node, const uint8_t *info,
+                    size_t len)
 {
     if (batch(s) != 0) return -1;
     sqlite3_bind_text(s->c_put, 1, supervisor, -1, SQLITE_STATIC);

@@ -1,8 +1,8 @@
 /* store: each node's durable state in one SQLite file (WAL) under the data dir.
  *
  * Holds the specs of the children this node runs, with their state, restart count
- * and incarnation, and (in cluster mode) a cache of the other nodes' children.  Every write is committed with synchronous=FULL before the call
- * returns, so what the caller acknowledges afterwards is on disk.  One connection,
+ * and incarnation, and (in cluster mode) a cache of the other nodes' children.  Every write is committed with
+ * synchronous=FULL before the call returns, so what the caller acknowledges afterwards is on disk.  One connection,
  * used by one thread at a time (the supervisor core's reactor). */
 #ifndef DISTSUP_STORE_H
 #define DISTSUP_STORE_H
@@ -25,15 +25,15 @@ struct store_child {
     const char *name;
     const uint8_t *spec; /* a packed distsup.v1.ChildSpec */
     size_t spec_len;
-    int state;           /* enum store_child_state */
+    int state; /* enum store_child_state */
     uint32_t restarts;
     uint64_t incarnation;
 };
 
 /* Inserts or replaces.  0, or -1 (logged) on failure. */
 int store_put_child(struct store *s, const struct store_child *c);
-int store_set_child_state(struct store *s, const char *supervisor, const char *name, int state,
-                          uint32_t restarts, uint64_t incarnation);
+int store_set_child_state(struct store *s, const char *supervisor, const char *name, int state, uint32_t restarts,
+                          uint64_t incarnation);
 int store_delete_child(struct store *s, const char *supervisor, const char *name);
 
 /* Calls fn for every stored child, in insertion order.  fn's pointers are valid only
@@ -50,11 +50,11 @@ int store_commit(struct store *s);
  * that stays open until store_flush or the next write of this node's own children
  * (which commits at once, as above), so a burst of updates costs one fsync.  The
  * cache can always be rebuilt from the peers; losing a batch to a crash is harmless. */
-int store_cache_put(struct store *s, const char *supervisor, const char *name, const char *node,
-                    const uint8_t *info, size_t len);
+int store_cache_put(struct store *s, const char *supervisor, const char *name, const char *node, const uint8_t *info,
+                    size_t len);
 int store_cache_delete(struct store *s, const char *supervisor, const char *name);
-typedef int (*store_cache_fn)(void *arg, const char *supervisor, const char *name,
-                              const char *node, const uint8_t *info, size_t len);
+typedef int (*store_cache_fn)(void *arg, const char *supervisor, const char *name, const char *node,
+                              const uint8_t *info, size_t len);
 int store_cache_load(struct store *s, store_cache_fn fn, void *arg);
 /* Commits an open cache batch.  0 or -1 (logged). */
 int store_flush(struct store *s);

@@ -11,7 +11,7 @@
 
 #include "sidecar/log.h"
 
-#define container_of(p, type, member) ((type *)((char *)(p) - offsetof(type, member)))
+#define container_of(p, type, member) ((type *)((char *)(p)-offsetof(type, member)))
 
 /* What an event brings along. */
 struct sv_input {
@@ -21,7 +21,7 @@ struct sv_input {
     const char *reason; /* SV_EV_STOP */
     char *err;          /* SV_EV_START: why it did not start */
     size_t errlen;
-    int rc;             /* SV_EV_START: 0 when it started */
+    int rc; /* SV_EV_START: 0 when it started */
 };
 
 typedef void sv_action(struct sv *sv, struct child *ch, const struct sv_input *in);
@@ -357,11 +357,10 @@ static void exit_outcome(struct sv *sv, struct child *ch, const struct sv_input 
         }
         return;
     }
-    case SV_WHY_NONE:
-        break;
+    case SV_WHY_NONE: break;
     }
     int restart = ch->spec->restart == DISTSUP__V1__RESTART_TYPE__PERMANENT ||
-                  (ch->spec->restart == DISTSUP__V1__RESTART_TYPE__TRANSIENT && !normal);
+        (ch->spec->restart == DISTSUP__V1__RESTART_TYPE__TRANSIENT && !normal);
     if (!restart) {
         log_info("supervise", "child %s %s; its restart type says it stays down", ch->name, reason);
         emit(sv, ch, DISTSUP__V1__EVENT_KIND__PROCESS_STOP, code, sig, reason);
@@ -408,9 +407,7 @@ int sv_stop(struct sv *sv, struct child *ch, enum sv_why why, const char *reason
 void sv_frame(struct sv *sv, struct child *ch, const Distsup__V1__ChildFrame *f)
 {
     switch (f->frame_case) {
-    case DISTSUP__V1__CHILD_FRAME__FRAME_READY:
-        dispatch(sv, ch, SV_EV_READY, NULL);
-        break;
+    case DISTSUP__V1__CHILD_FRAME__FRAME_READY: dispatch(sv, ch, SV_EV_READY, NULL); break;
     case DISTSUP__V1__CHILD_FRAME__FRAME_REPLY: {
         const Distsup__V1__Reply *r = f->reply;
         struct pending_call *p = ch->calls;
@@ -471,8 +468,7 @@ int sv_tick(struct sv *sv, struct child *ch, uint64_t now)
     return ch->timer_at || ch->calls;
 }
 
-int sv_call(struct sv *sv, struct child *ch, ProtobufCBinaryData payload, uint64_t deadline, answer_fn done,
-            void *arg)
+int sv_call(struct sv *sv, struct child *ch, ProtobufCBinaryData payload, uint64_t deadline, answer_fn done, void *arg)
 {
     struct pending_call *p = calloc(1, sizeof *p);
     if (!p) return -1;
@@ -597,8 +593,10 @@ void sv_child_free(struct child *ch)
 static int os_spawn(struct sv *sv, struct child *ch, char *err, size_t errlen)
 {
     const char *const extra[][2] = {
-        {"DISTSUP_NAME", ch->name}, {"DISTSUP_SUPERVISOR", ch->cfg->name},
-        {"DISTSUP_NODE", sv->node}, {"DISTSUP_ID", ch->id},
+        {"DISTSUP_NAME", ch->name},
+        {"DISTSUP_SUPERVISOR", ch->cfg->name},
+        {"DISTSUP_NODE", sv->node},
+        {"DISTSUP_ID", ch->id},
     };
     struct proc_exec x = {.spec = ch->spec, .cwd = sv->data_dir, .extra_env = extra, .n_extra = 4};
     return proc_spawn(&ch->proc, &x, err, errlen);

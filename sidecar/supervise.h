@@ -33,8 +33,8 @@
 #include "sidecar/spec.h"
 
 enum sv_state {
-    SV_IDLE,       /* no process, none scheduled (held back: SUSPENDED) */
-    SV_STARTING,   /* process started, waiting for its Ready frame */
+    SV_IDLE,     /* no process, none scheduled (held back: SUSPENDED) */
+    SV_STARTING, /* process started, waiting for its Ready frame */
     SV_RUNNING,
     SV_STOP_FRAME, /* stopping: Terminate frame sent */
     SV_STOP_TERM,  /* stopping: SIGTERM sent */
@@ -77,13 +77,13 @@ struct waiter {
 
 struct child {
     /* the owner's (a supervisor's table; sidecar/reactor.c) */
-    struct child *hnext;          /* name hash chain */
-    struct child *next, *prev;    /* the supervisor's list, in start order */
-    struct child *dead_next;      /* graveyard: freed at the end of a loop turn */
-    void *owner;                  /* its supervisor */
-    int dead;                     /* removed: freed soon, ignore it */
-    char *moving_to;              /* a move to this node is under way (cluster/moves.c) */
-    uint64_t announced_inc;       /* the incarnation whose spec the peers have (cluster/registry.c) */
+    struct child *hnext;       /* name hash chain */
+    struct child *next, *prev; /* the supervisor's list, in start order */
+    struct child *dead_next;   /* graveyard: freed at the end of a loop turn */
+    void *owner;               /* its supervisor */
+    int dead;                  /* removed: freed soon, ignore it */
+    char *moving_to;           /* a move to this node is under way (cluster/moves.c) */
+    uint64_t announced_inc;    /* the incarnation whose spec the peers have (cluster/registry.c) */
     /* set at creation */
     char *name;
     Distsup__V1__ChildSpec *spec; /* owned */
@@ -91,12 +91,12 @@ struct child {
     /* the machine's */
     enum sv_state st;
     enum sv_why why;
-    char *stop_reason;            /* why it was stopped, for its events (NULL: its exit) */
-    int start_timed_out;          /* killed for want of a Ready frame */
-    uint64_t timer_at;            /* STARTING: Ready deadline; BACKOFF: restart time;
-                                     STOP_*: next escalation; 0: none */
-    uint64_t kill_at;             /* STOP_*: SIGKILL time */
-    char id[320];                 /* this incarnation's id */
+    char *stop_reason;   /* why it was stopped, for its events (NULL: its exit) */
+    int start_timed_out; /* killed for want of a Ready frame */
+    uint64_t timer_at;   /* STARTING: Ready deadline; BACKOFF: restart time;
+                            STOP_*: next escalation; 0: none */
+    uint64_t kill_at;    /* STOP_*: SIGKILL time */
+    char id[320];        /* this incarnation's id */
     uint64_t incarnation;
     uint32_t restarts;
     struct restart_window win;
@@ -104,12 +104,12 @@ struct child {
     struct pending_call *calls, *calls_tail; /* the mailbox: calls awaiting replies */
     unsigned n_calls;
     uint64_t next_ref;
-    answer_fn start_done;         /* the StartChild waiting for Ready */
+    answer_fn start_done; /* the StartChild waiting for Ready */
     void *start_arg;
-    struct waiter *term_waiters;  /* TerminateChild requests waiting for the exit */
-    uint8_t *state_blob;          /* last State frame (handoff) */
+    struct waiter *term_waiters; /* TerminateChild requests waiting for the exit */
+    uint8_t *state_blob;         /* last State frame (handoff) */
     size_t state_len;
-    struct proc proc;             /* the OS process (the fake's pid too) */
+    struct proc proc; /* the OS process (the fake's pid too) */
 };
 
 struct sv;
@@ -130,8 +130,7 @@ struct sv_hooks {
     uint64_t (*now)(void *arg); /* monotonic ms */
     void (*tick)(void *arg);    /* some child has a timer: sv_tick must run soon */
     /* A lifecycle event of ch happened (Watch, the cluster). */
-    void (*event)(void *arg, struct child *ch, Distsup__V1__EventKind kind, int exit_code, int sig,
-                  const char *reason);
+    void (*event)(void *arg, struct child *ch, Distsup__V1__EventKind kind, int exit_code, int sig, const char *reason);
     void (*persist)(void *arg, struct child *ch);                    /* its state, restarts, incarnation */
     void (*remove)(void *arg, struct child *ch, const char *reason); /* gone for good: unlink it */
     void (*moved_out)(void *arg, struct child *ch);                  /* stopped to move: place it there */
@@ -145,7 +144,7 @@ struct sv {
     const char *data_dir; /* a child's cwd when its spec has none */
     uint64_t boot_ms;     /* wall clock at start: ids are NODE/BOOT.SEQ */
     uint64_t seq;
-    size_t live;          /* processes running */
+    size_t live; /* processes running */
 };
 
 /* The real processes (sidecar/proc.c). */
@@ -191,8 +190,7 @@ int sv_tick(struct sv *sv, struct child *ch, uint64_t now);
 /* Sends a Call; the reply (or DEADLINE_EXCEEDED at deadline, or UNAVAILABLE when it
  * exits) answers done.  0, or -1 when the frame could not be written (done is not
  * called then). */
-int sv_call(struct sv *sv, struct child *ch, ProtobufCBinaryData payload, uint64_t deadline, answer_fn done,
-            void *arg);
+int sv_call(struct sv *sv, struct child *ch, ProtobufCBinaryData payload, uint64_t deadline, answer_fn done, void *arg);
 /* Sends a Cast (info = 0) or an Info message (info = 1).  0 or -1. */
 int sv_cast(struct sv *sv, struct child *ch, ProtobufCBinaryData payload, int info);
 /* Bytes of frames it has not read yet. */

@@ -13,9 +13,8 @@ static inline uint64_t rotl64(uint64_t x, unsigned r) { return (x << r) | (x >> 
 /* Little-endian loads, byte by byte: no alignment or endianness assumptions. */
 static inline uint64_t le64(const unsigned char *p)
 {
-    return (uint64_t)p[0] | (uint64_t)p[1] << 8 | (uint64_t)p[2] << 16 | (uint64_t)p[3] << 24 |
-           (uint64_t)p[4] << 32 | (uint64_t)p[5] << 40 | (uint64_t)p[6] << 48 |
-           (uint64_t)p[7] << 56;
+    return (uint64_t)p[0] | (uint64_t)p[1] << 8 | (uint64_t)p[2] << 16 | (uint64_t)p[3] << 24 | (uint64_t)p[4] << 32 |
+        (uint64_t)p[5] << 40 | (uint64_t)p[6] << 48 | (uint64_t)p[7] << 56;
 }
 
 static inline uint64_t le32(const unsigned char *p)
@@ -92,7 +91,4 @@ uint64_t dsh_str(const char *s, uint64_t seed)
     return dsh_xxh64(s, strlen(s), seed);
 }
 
-uint64_t dsh_score(const char *node_name, uint64_t key_hash)
-{
-    return dsh_str(node_name, key_hash);
-}
+uint64_t dsh_score(const char *node_name, uint64_t key_hash) { return dsh_str(node_name, key_hash); }

@@ -85,8 +85,8 @@ static int under_bound(uint64_t children, uint64_t n, uint64_t total, uint64_t e
 
 /* Where the key goes.  less >= 0 names the node the child runs on: its load (and the
  * total) count one child fewer there, so the child is re-placed as if not counted. */
-static int hr_pick(struct hash_ring *h, const struct ds_child *child,
-                   const struct ds_node *nodes, size_t n, int less, char *err, size_t errlen)
+static int hr_pick(struct hash_ring *h, const struct ds_child *child, const struct ds_node *nodes, size_t n, int less,
+                   char *err, size_t errlen)
 {
     if (n == 0) {
         snprintf(err, errlen, "no node is up");
@@ -114,8 +114,8 @@ static int hr_pick(struct hash_ring *h, const struct ds_child *child,
     return -1;
 }
 
-static int hr_place(void *state, const struct ds_child *child, const struct ds_node *nodes,
-                    size_t n_nodes, char *err, size_t errlen)
+static int hr_place(void *state, const struct ds_child *child, const struct ds_node *nodes, size_t n_nodes, char *err,
+                    size_t errlen)
 {
     return hr_pick(state, child, nodes, n_nodes, -1, err, errlen);
 }
@@ -131,8 +131,8 @@ static void hr_nodes_changed(void *state, const struct ds_node *nodes, size_t n_
 /* Moves a child when its key now belongs elsewhere.  With bounded loads the child is
  * re-placed as if it were not counted where it runs, so a child sitting on a node at
  * its bound does not move just because it fills that node itself. */
-static int hr_should_move(void *state, const struct ds_child *child, int current,
-                          const struct ds_node *nodes, size_t n_nodes, int *to)
+static int hr_should_move(void *state, const struct ds_child *child, int current, const struct ds_node *nodes,
+                          size_t n_nodes, int *to)
 {
     char err[128];
     int r = hr_pick(state, child, nodes, n_nodes, current, err, sizeof err);

@@ -57,8 +57,8 @@ static int cmp_load(const struct least_loaded *l, const struct ds_node *a, const
     return x < y ? -1 : x > y ? 1 : 0;
 }
 
-static int ll_place(void *state, const struct ds_child *child, const struct ds_node *nodes,
-                    size_t n_nodes, char *err, size_t errlen)
+static int ll_place(void *state, const struct ds_child *child, const struct ds_node *nodes, size_t n_nodes, char *err,
+                    size_t errlen)
 {
     const struct least_loaded *l = state;
     if (n_nodes == 0) {
@@ -80,8 +80,8 @@ static int ll_place(void *state, const struct ds_child *child, const struct ds_n
     return (int)best;
 }
 
-static int ll_should_move(void *state, const struct ds_child *child, int current,
-                          const struct ds_node *nodes, size_t n_nodes, int *to)
+static int ll_should_move(void *state, const struct ds_child *child, int current, const struct ds_node *nodes,
+                          size_t n_nodes, int *to)
 {
     if (current >= 0) return 0;
     char err[64];

@@ -62,8 +62,7 @@ out:
     return rc;
 }
 
-int ds_opt_u32(const char *key, const char *value, uint32_t min, uint32_t max, uint32_t *out,
-               char *err, size_t errlen)
+int ds_opt_u32(const char *key, const char *value, uint32_t min, uint32_t max, uint32_t *out, char *err, size_t errlen)
 {
     uint64_t v = 0;
     const char *p = value;
@@ -99,8 +98,7 @@ int ds_opt_bool(const char *key, const char *value, int *out, char *err, size_t 
     return -1;
 }
 
-int ds_opt_micros(const char *key, const char *value, uint64_t max_units, uint64_t *out,
-                  char *err, size_t errlen)
+int ds_opt_micros(const char *key, const char *value, uint64_t max_units, uint64_t *out, char *err, size_t errlen)
 {
     uint64_t whole = 0, frac = 0;
     unsigned frac_digits = 0;
@@ -128,9 +126,7 @@ int ds_opt_micros(const char *key, const char *value, uint64_t max_units, uint64
     *out = v;
     return 0;
 bad:
-    snprintf(err, errlen,
-             "%s=%.40s: expected a decimal from 0 to %llu.%06llu with at most 6 decimals", key,
-             value, (unsigned long long)(max_units / 1000000u),
-             (unsigned long long)(max_units % 1000000u));
+    snprintf(err, errlen, "%s=%.40s: expected a decimal from 0 to %llu.%06llu with at most 6 decimals", key, value,
+             (unsigned long long)(max_units / 1000000u), (unsigned long long)(max_units % 1000000u));
     return -1;
 }

@@ -16,22 +16,19 @@
 
 /* Called once per item, in order.  key and value are valid only during the call.
  * Returns 0 to go on, -1 (with err set) to stop: ds_opts_parse then returns -1. */
-typedef int (*ds_opt_fn)(void *ctx, const char *key, const char *value, char *err,
-                         size_t errlen);
+typedef int (*ds_opt_fn)(void *ctx, const char *key, const char *value, char *err, size_t errlen);
 
 /* Parses options (NULL = none), calling fn for each item.  0, or -1 with err set. */
 int ds_opts_parse(const char *options, ds_opt_fn fn, void *ctx, char *err, size_t errlen);
 
 /* A decimal integer in [min, max]. */
-int ds_opt_u32(const char *key, const char *value, uint32_t min, uint32_t max, uint32_t *out,
-               char *err, size_t errlen);
+int ds_opt_u32(const char *key, const char *value, uint32_t min, uint32_t max, uint32_t *out, char *err, size_t errlen);
 
 /* true/false, yes/no, on/off, 1/0. */
 int ds_opt_bool(const char *key, const char *value, int *out, char *err, size_t errlen);
 
 /* A non-negative decimal with at most 6 digits after the point ("0.25", "1", "0.000001")
  * no larger than max_units, in millionths: "0.25" -> 250000.  No exponents, no signs. */
-int ds_opt_micros(const char *key, const char *value, uint64_t max_units, uint64_t *out,
-                  char *err, size_t errlen);
+int ds_opt_micros(const char *key, const char *value, uint64_t max_units, uint64_t *out, char *err, size_t errlen);
 
 #endif

@@ -142,8 +142,7 @@ static void pin_destroy(void *state) { pinned_free(state); }
 static const char *label_of(const struct ds_label *labels, size_t n, const char *key)
 {
     for (size_t i = 0; i < n; i++)
-        if (labels[i].key && !strcmp(labels[i].key, key))
-            return labels[i].value ? labels[i].value : "";
+        if (labels[i].key && !strcmp(labels[i].key, key)) return labels[i].value ? labels[i].value : "";
     return NULL;
 }
 
@@ -168,8 +167,7 @@ static int child_ok(const struct pinned *p, const struct ds_child *child, char *
     return 0;
 }
 
-static int acceptable(const struct pinned *p, const struct ds_child *child,
-                      const struct ds_node *n)
+static int acceptable(const struct pinned *p, const struct ds_child *child, const struct ds_node *n)
 {
     if (p->node) return n->name && !strcmp(n->name, p->node);
     for (size_t i = 0; i < p->n_labels; i++) {
@@ -181,8 +179,7 @@ static int acceptable(const struct pinned *p, const struct ds_child *child,
 }
 
 /* The acceptable node for the child (rendezvous among several), or -1. */
-static int pick(const struct pinned *p, const struct ds_child *child,
-                const struct ds_node *nodes, size_t n)
+static int pick(const struct pinned *p, const struct ds_child *child, const struct ds_node *nodes, size_t n)
 {
     uint64_t key_hash = dsh_str(child->key ? child->key : child->name, 0);
     int best = -1;
@@ -199,8 +196,8 @@ static int pick(const struct pinned *p, const struct ds_child *child,
     return best;
 }
 
-static int fallback(struct pinned *p, const struct ds_child *child, const struct ds_node *nodes,
-                    size_t n, char *err, size_t errlen)
+static int fallback(struct pinned *p, const struct ds_child *child, const struct ds_node *nodes, size_t n, char *err,
+                    size_t errlen)
 {
     if (ds_ring_sync(p->ring, nodes, n, err, errlen) != 0) return -1;
     uint64_t key_hash = dsh_str(child->key ? child->key : child->name, 0);
@@ -208,8 +205,7 @@ static int fallback(struct pinned *p, const struct ds_child *child, const struct
 }
 
 /* Appends to err[0..errlen) from offset *used; stops quietly when full. */
-static void appendf(char *err, size_t errlen, size_t *used, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
+static void appendf(char *err, size_t errlen, size_t *used, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 static void appendf(char *err, size_t errlen, size_t *used, const char *fmt, ...)
 {
     if (*used >= errlen) return;
@@ -221,8 +217,7 @@ static void appendf(char *err, size_t errlen, size_t *used, const char *fmt, ...
 }
 
 /* Why no node is acceptable: "pinned node X is not up", "no up node has label k=v". */
-static void explain(const struct pinned *p, const struct ds_child *child, char *err,
-                    size_t errlen)
+static void explain(const struct pinned *p, const struct ds_child *child, char *err, size_t errlen)
 {
     size_t used = 0;
     if (p->node) {
@@ -231,12 +226,11 @@ static void explain(const struct pinned *p, const struct ds_child *child, char *
     }
     appendf(err, errlen, &used, "no up node has label%s ", p->n_labels > 1 ? "s" : "");
     for (size_t i = 0; i < p->n_labels; i++)
-        appendf(err, errlen, &used, "%s%s=%s", i ? ", " : "", p->labels[i].key,
-                wanted(&p->labels[i], child));
+        appendf(err, errlen, &used, "%s%s=%s", i ? ", " : "", p->labels[i].key, wanted(&p->labels[i], child));
 }
 
-static int pin_place(void *state, const struct ds_child *child, const struct ds_node *nodes,
-                     size_t n_nodes, char *err, size_t errlen)
+static int pin_place(void *state, const struct ds_child *child, const struct ds_node *nodes, size_t n_nodes, char *err,
+                     size_t errlen)
 {
     struct pinned *p = state;
     if (child_ok(p, child, err, errlen) != 0) return -1;
@@ -247,8 +241,8 @@ static int pin_place(void *state, const struct ds_child *child, const struct ds_
     return -1;
 }
 
-static int pin_should_move(void *state, const struct ds_child *child, int current,
-                           const struct ds_node *nodes, size_t n_nodes, int *to)
+static int pin_should_move(void *state, const struct ds_child *child, int current, const struct ds_node *nodes,
+                           size_t n_nodes, int *to)
 {
     struct pinned *p = state;
     char err[128];
@@ -256,8 +250,7 @@ static int pin_should_move(void *state, const struct ds_child *child, int curren
     if (child_ok(p, child, err, sizeof err) != 0) return 0;
     if (current >= 0 && acceptable(p, child, &nodes[current])) return 0;
     int r = pick(p, child, nodes, n_nodes);
-    if (r < 0 && current < 0 && p->ring && n_nodes > 0)
-        r = fallback(p, child, nodes, n_nodes, err, sizeof err);
+    if (r < 0 && current < 0 && p->ring && n_nodes > 0) r = fallback(p, child, nodes, n_nodes, err, sizeof err);
     if (r < 0) return 0;
     *to = r;
     return 1;

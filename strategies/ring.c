@@ -81,8 +81,7 @@ static int cmp_point(const void *a, const void *b)
     return 0;
 }
 
-int ds_ring_sync(struct ds_ring *r, const struct ds_node *nodes, size_t n, char *err,
-                 size_t errlen)
+int ds_ring_sync(struct ds_ring *r, const struct ds_node *nodes, size_t n, char *err, size_t errlen)
 {
     if (same_list(r, nodes, n)) return 0;
     clear(r);
@@ -118,8 +117,7 @@ int ds_ring_sync(struct ds_ring *r, const struct ds_node *nodes, size_t n, char 
     if (!pts || !r->weights || !r->names || !r->name_buf || !r->pos || !r->node) {
         free(pts);
         clear(r);
-        snprintf(err, errlen, "out of memory building a ring of %llu points",
-                 (unsigned long long)total);
+        snprintf(err, errlen, "out of memory building a ring of %llu points", (unsigned long long)total);
         return -1;
     }
 
@@ -158,10 +156,8 @@ size_t ds_ring_find(const struct ds_ring *r, uint64_t key_hash)
     size_t lo = 0, hi = r->n_points;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
-        if (r->pos[mid] < key_hash)
-            lo = mid + 1;
-        else
-            hi = mid;
+        if (r->pos[mid] < key_hash) lo = mid + 1;
+        else hi = mid;
     }
     return lo == r->n_points ? 0 : lo;
 }

@@ -32,8 +32,7 @@ void ds_ring_free(struct ds_ring *r);
 
 /* Makes the ring match nodes[0..n) (n >= 1).  0, or -1 with err set: out of memory,
  * or more than DS_RING_MAX_POINTS points.  On failure the ring is left empty. */
-int ds_ring_sync(struct ds_ring *r, const struct ds_node *nodes, size_t n, char *err,
-                 size_t errlen);
+int ds_ring_sync(struct ds_ring *r, const struct ds_node *nodes, size_t n, char *err, size_t errlen);
 
 /* After a successful sync: the number of points, the position of the point a key
  * hash belongs to, and the node index of the point at a position. */

@@ -58,9 +58,9 @@ struct ds_child {
 };
 
 struct ds_strategy {
-    uint32_t abi_version;          /* DS_STRATEGY_ABI_VERSION */
-    uint32_t struct_size;          /* sizeof(struct ds_strategy) as the plug-in was built */
-    const char *name;              /* short name for logs: "hash_ring" */
+    uint32_t abi_version; /* DS_STRATEGY_ABI_VERSION */
+    uint32_t struct_size; /* sizeof(struct ds_strategy) as the plug-in was built */
+    const char *name;     /* short name for logs: "hash_ring" */
 
     /* Parses options ("k=v,k=v", possibly empty) and returns the strategy's state.
      * NULL with a reason in err (NUL-terminated, at most errlen bytes) if the options
@@ -73,8 +73,8 @@ struct ds_strategy {
     /* Where child should run: an index into nodes[0..n_nodes), or -1 with a reason in
      * err when no node is acceptable (the request then fails with UNAVAILABLE and that
      * reason).  n_nodes may be 0.  Required. */
-    int (*place)(void *state, const struct ds_child *child, const struct ds_node *nodes,
-                 size_t n_nodes, char *err, size_t errlen);
+    int (*place)(void *state, const struct ds_child *child, const struct ds_node *nodes, size_t n_nodes, char *err,
+                 size_t errlen);
 
     /* Optional (NULL = not interested): the set of up, eligible nodes changed. */
     void (*nodes_changed)(void *state, const struct ds_node *nodes, size_t n_nodes);
@@ -83,8 +83,8 @@ struct ds_strategy {
      * are.  current is its node's index in nodes[], or -1 if that node is not among
      * them.  Returns 1 to move it to nodes[*to], 0 to leave it.  When NULL the core
      * moves a child when place() names another node.  Must be deterministic too. */
-    int (*should_move)(void *state, const struct ds_child *child, int current,
-                       const struct ds_node *nodes, size_t n_nodes, int *to);
+    int (*should_move)(void *state, const struct ds_child *child, int current, const struct ds_node *nodes,
+                       size_t n_nodes, int *to);
 };
 
 #ifdef __cplusplus

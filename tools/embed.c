@@ -11,9 +11,16 @@ int main(int argc, char **argv)
         return 2;
     }
     FILE *in = fopen(argv[1], "rb");
-    if (!in) { perror(argv[1]); return 1; }
+    if (!in) {
+        perror(argv[1]);
+        return 1;
+    }
     FILE *out = fopen(argv[3], "w");
-    if (!out) { perror(argv[3]); fclose(in); return 1; }
+    if (!out) {
+        perror(argv[3]);
+        fclose(in);
+        return 1;
+    }
     fprintf(out, "#include <stddef.h>\nconst unsigned char %s[] = {", argv[2]);
     size_t n = 0;
     int c;

@@ -53,24 +53,24 @@ enum ctl_cmd {
 
 struct ctl_opts {
     enum ctl_cmd cmd;
-    enum ctl_cmd help_cmd;   /* `help CMD` or `CMD --help`: the command to describe */
-    bool help;               /* print help and exit 0 */
+    enum ctl_cmd help_cmd; /* `help CMD` or `CMD --help`: the command to describe */
+    bool help;             /* print help and exit 0 */
 
     /* global */
-    const char *addr;        /* --addr, else $DISTSUP_ADDR, else 127.0.0.1:50051 */
-    const char *supervisor;  /* --supervisor; NULL = default */
+    const char *addr;       /* --addr, else $DISTSUP_ADDR, else 127.0.0.1:50051 */
+    const char *supervisor; /* --supervisor; NULL = default */
     bool json;
-    uint32_t deadline_ms;    /* --deadline-ms: RPC deadline; 0 = library default */
+    uint32_t deadline_ms; /* --deadline-ms: RPC deadline; 0 = library default */
 
     /* positionals and per-command options (pointers into argv) */
     const char *name;
     const char *id;
     const char *key;
     const char *node;
-    const char *payload;     /* literal PAYLOAD argument */
-    const char *payload_file;/* --payload-file FILE ('-' = stdin) */
-    bool raw;                /* call --raw: no newline after the reply */
-    uint32_t timeout_ms;     /* call: child's time to reply; watch: stream deadline */
+    const char *payload;      /* literal PAYLOAD argument */
+    const char *payload_file; /* --payload-file FILE ('-' = stdin) */
+    bool raw;                 /* call --raw: no newline after the reply */
+    uint32_t timeout_ms;      /* call: child's time to reply; watch: stream deadline */
 
     /* start */
     ds_restart restart;
@@ -79,16 +79,16 @@ struct ctl_opts {
     const char *cwd;
     const char *init;
     ds_protocol protocol;
-    const char **env;        /* "K=V" strings (array owned by the opts) */
+    const char **env; /* "K=V" strings (array owned by the opts) */
     size_t n_env;
     const char **labels;
     size_t n_labels;
-    char **child_argv;       /* the words after `--` (points into argv) */
+    char **child_argv; /* the words after `--` (points into argv) */
     size_t child_argc;
 
     /* watch */
-    unsigned long count;     /* 0 = until interrupted */
-    bool cluster;            /* --cluster: every node's events */
+    unsigned long count; /* 0 = until interrupted */
+    bool cluster;        /* --cluster: every node's events */
     ds_event_kind kinds[CTL_MAX_KINDS];
     size_t n_kinds;
 
@@ -99,8 +99,7 @@ struct ctl_opts {
 /* Parses argv (argv[0] is the program).  env_addr is $DISTSUP_ADDR (may be NULL).
  * Returns 0, or -1 with a message in errbuf for a usage error.  Free with
  * ctl_opts_free in both cases. */
-int ctl_parse(int argc, char **argv, const char *env_addr, struct ctl_opts *o, char *errbuf,
-              size_t errlen);
+int ctl_parse(int argc, char **argv, const char *env_addr, struct ctl_opts *o, char *errbuf, size_t errlen);
 void ctl_opts_free(struct ctl_opts *o);
 
 const char *ctl_cmd_name(enum ctl_cmd cmd);
@@ -133,9 +132,9 @@ void ctl_fmt_duration(int64_t ms, char *buf, size_t n);
 /* A table printed with aligned columns (two spaces apart, last column unpadded). */
 struct ctl_table {
     size_t ncols;
-    size_t nrows;            /* including the header */
+    size_t nrows; /* including the header */
     size_t cap;
-    char **cells;            /* nrows * ncols, malloc'd */
+    char **cells; /* nrows * ncols, malloc'd */
 };
 /* 0, or -1 when out of memory.  The header row is given as the first row. */
 int ctl_table_init(struct ctl_table *t, size_t ncols, const char *const *header);

@@ -14,19 +14,38 @@ static const struct {
     const char *name;
     enum ctl_cmd cmd;
 } commands[] = {
-    {"start", CMD_START},     {"stop", CMD_STOP},         {"terminate", CMD_STOP},
-    {"ls", CMD_LS},           {"children", CMD_LS},       {"whereis", CMD_WHEREIS},
-    {"whois", CMD_WHOIS},     {"call", CMD_CALL},         {"cast", CMD_CAST},
-    {"send", CMD_SEND},       {"count", CMD_COUNT},       {"nodes", CMD_NODES},
-    {"node-for", CMD_NODE_FOR}, {"mine", CMD_MINE},       {"watch", CMD_WATCH},
-    {"health", CMD_HEALTH},   {"help", CMD_HELP},
+    {"start", CMD_START},       {"stop", CMD_STOP},       {"terminate", CMD_STOP}, {"ls", CMD_LS},
+    {"children", CMD_LS},       {"whereis", CMD_WHEREIS}, {"whois", CMD_WHOIS},    {"call", CMD_CALL},
+    {"cast", CMD_CAST},         {"send", CMD_SEND},       {"count", CMD_COUNT},    {"nodes", CMD_NODES},
+    {"node-for", CMD_NODE_FOR}, {"mine", CMD_MINE},       {"watch", CMD_WATCH},    {"health", CMD_HEALTH},
+    {"help", CMD_HELP},
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
 
 enum opt_id {
-    O_ADDR, O_SUPERVISOR, O_JSON, O_DEADLINE, O_HELP,
-    O_RESTART, O_SHUTDOWN, O_KILL, O_NODE, O_ENV, O_CWD, O_LABEL, O_INIT, O_PROTOCOL, O_KEY,
-    O_ID, O_TIMEOUT, O_RAW, O_PAYLOAD_FILE, O_COUNT, O_KIND, O_SERVICE, O_CLUSTER,
+    O_ADDR,
+    O_SUPERVISOR,
+    O_JSON,
+    O_DEADLINE,
+    O_HELP,
+    O_RESTART,
+    O_SHUTDOWN,
+    O_KILL,
+    O_NODE,
+    O_ENV,
+    O_CWD,
+    O_LABEL,
+    O_INIT,
+    O_PROTOCOL,
+    O_KEY,
+    O_ID,
+    O_TIMEOUT,
+    O_RAW,
+    O_PAYLOAD_FILE,
+    O_COUNT,
+    O_KIND,
+    O_SERVICE,
+    O_CLUSTER,
 };
 
 static const struct optdef {
@@ -61,19 +80,22 @@ static const struct optdef {
 };
 #define N_OPTIONS (sizeof options / sizeof options[0])
 
-const char *ctl_cmd_name(enum ctl_cmd cmd) {
+const char *ctl_cmd_name(enum ctl_cmd cmd)
+{
     for (size_t i = 0; i < N_COMMANDS; i++)
         if (commands[i].cmd == cmd) return commands[i].name;
     return "";
 }
 
-static enum ctl_cmd find_command(const char *s) {
+static enum ctl_cmd find_command(const char *s)
+{
     for (size_t i = 0; i < N_COMMANDS; i++)
         if (strcmp(commands[i].name, s) == 0) return commands[i].cmd;
     return CMD_NONE;
 }
 
-static int usage(char *errbuf, size_t errlen, const char *fmt, ...) {
+static int usage(char *errbuf, size_t errlen, const char *fmt, ...)
+{
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(errbuf, errlen, fmt, ap);
@@ -81,7 +103,8 @@ static int usage(char *errbuf, size_t errlen, const char *fmt, ...) {
     return -1;
 }
 
-static bool parse_u32(const char *s, uint32_t *out) {
+static bool parse_u32(const char *s, uint32_t *out)
+{
     if (s == NULL || *s < '0' || *s > '9') return false;
     errno = 0;
     char *end;
@@ -91,21 +114,23 @@ static bool parse_u32(const char *s, uint32_t *out) {
     return true;
 }
 
-void ctl_opts_free(struct ctl_opts *o) {
+void ctl_opts_free(struct ctl_opts *o)
+{
     free(o->env);
     free(o->labels);
     o->env = o->labels = NULL;
     o->n_env = o->n_labels = 0;
 }
 
-static bool valid_kv(const char *s) {
+static bool valid_kv(const char *s)
+{
     const char *eq = strchr(s, '=');
     return eq != NULL && eq != s;
 }
 
 /* Applies one option.  0, or -1 with errbuf set. */
-static int apply(struct ctl_opts *o, const struct optdef *d, const char *v, char *errbuf,
-                 size_t errlen) {
+static int apply(struct ctl_opts *o, const struct optdef *d, const char *v, char *errbuf, size_t errlen)
+{
     const char *cmd = ctl_cmd_name(o->cmd);
     switch (d->id) {
     case O_ADDR:
@@ -123,13 +148,10 @@ static int apply(struct ctl_opts *o, const struct optdef *d, const char *v, char
         if (strcasecmp(v, "permanent") == 0) o->restart = DS_RESTART_PERMANENT;
         else if (strcasecmp(v, "transient") == 0) o->restart = DS_RESTART_TRANSIENT;
         else if (strcasecmp(v, "temporary") == 0) o->restart = DS_RESTART_TEMPORARY;
-        else
-            return usage(errbuf, errlen,
-                         "--restart is permanent, transient or temporary, not '%s'", v);
+        else return usage(errbuf, errlen, "--restart is permanent, transient or temporary, not '%s'", v);
         break;
     case O_SHUTDOWN:
-        if (!parse_u32(v, &o->shutdown_ms))
-            return usage(errbuf, errlen, "--shutdown-ms wants a number, not '%s'", v);
+        if (!parse_u32(v, &o->shutdown_ms)) return usage(errbuf, errlen, "--shutdown-ms wants a number, not '%s'", v);
         break;
     case O_KILL: o->kill_immediately = true; break;
     case O_NODE: o->node = v; break;
@@ -155,8 +177,7 @@ static int apply(struct ctl_opts *o, const struct optdef *d, const char *v, char
         break;
     case O_TIMEOUT:
         if (!parse_u32(v, &o->timeout_ms) || o->timeout_ms == 0)
-            return usage(errbuf, errlen, "%s: --timeout-ms wants a positive number, not '%s'",
-                         cmd, v);
+            return usage(errbuf, errlen, "%s: --timeout-ms wants a positive number, not '%s'", cmd, v);
         break;
     case O_RAW: o->raw = true; break;
     case O_PAYLOAD_FILE:
@@ -165,8 +186,7 @@ static int apply(struct ctl_opts *o, const struct optdef *d, const char *v, char
         break;
     case O_COUNT: {
         uint32_t n;
-        if (!parse_u32(v, &n) || n == 0)
-            return usage(errbuf, errlen, "--count wants a positive number, not '%s'", v);
+        if (!parse_u32(v, &n) || n == 0) return usage(errbuf, errlen, "--count wants a positive number, not '%s'", v);
         o->count = n;
         break;
     }
@@ -183,8 +203,8 @@ static int apply(struct ctl_opts *o, const struct optdef *d, const char *v, char
     return 0;
 }
 
-int ctl_parse(int argc, char **argv, const char *env_addr, struct ctl_opts *o, char *errbuf,
-              size_t errlen) {
+int ctl_parse(int argc, char **argv, const char *env_addr, struct ctl_opts *o, char *errbuf, size_t errlen)
+{
     memset(o, 0, sizeof *o);
     if (errlen) errbuf[0] = '\0';
     o->addr = env_addr && *env_addr ? env_addr : DS_DEFAULT_ADDRESS;
@@ -221,14 +241,11 @@ int ctl_parse(int argc, char **argv, const char *env_addr, struct ctl_opts *o, c
             size_t nl = eq ? (size_t)(eq - name) : strlen(name);
             const struct optdef *d = NULL;
             for (size_t k = 0; k < N_OPTIONS; k++)
-                if (strlen(options[k].name) == nl && strncmp(options[k].name, name, nl) == 0)
-                    d = &options[k];
-            if (d == NULL || (o->cmd != CMD_NONE && !(d->cmds & B(o->cmd))) ||
-                (o->cmd == CMD_NONE && d->cmds != ALL)) {
+                if (strlen(options[k].name) == nl && strncmp(options[k].name, name, nl) == 0) d = &options[k];
+            if (d == NULL || (o->cmd != CMD_NONE && !(d->cmds & B(o->cmd))) || (o->cmd == CMD_NONE && d->cmds != ALL)) {
                 rc = o->cmd == CMD_NONE
-                         ? usage(errbuf, errlen, "unknown option '--%.*s'", (int)nl, name)
-                         : usage(errbuf, errlen, "%s: unknown option '--%.*s'",
-                                 ctl_cmd_name(o->cmd), (int)nl, name);
+                    ? usage(errbuf, errlen, "unknown option '--%.*s'", (int)nl, name)
+                    : usage(errbuf, errlen, "%s: unknown option '--%.*s'", ctl_cmd_name(o->cmd), (int)nl, name);
                 break;
             }
             const char *v = NULL;
@@ -278,8 +295,7 @@ int ctl_parse(int argc, char **argv, const char *env_addr, struct ctl_opts *o, c
     switch (o->cmd) {
     case CMD_START:
         if (npos > 1) {
-            rc = usage(errbuf, errlen, "start: one NAME, then the command after '--' (got '%s')",
-                       pos[1]);
+            rc = usage(errbuf, errlen, "start: one NAME, then the command after '--' (got '%s')", pos[1]);
         } else {
             if (npos == 1) o->name = pos[0];
             if (o->child_argc == 0 || o->child_argv[0][0] == '\0')
@@ -338,25 +354,25 @@ out:
 
 /* ---- help ----------------------------------------------------------------------- */
 
-#define GLOBAL_OPTS                                                                       \
-    "Global options (anywhere on the line):\n"                                           \
+#define GLOBAL_OPTS \
+    "Global options (anywhere on the line):\n" \
     "  --addr HOST:PORT    daemon address (default: $DISTSUP_ADDR, else 127.0.0.1:50051)\n" \
-    "  --supervisor NAME   supervisor to use (default: \"default\")\n"                    \
+    "  --supervisor NAME   supervisor to use (default: \"default\")\n" \
     "  --json              machine-readable output: one JSON object (one per line for watch)\n" \
-    "  --deadline-ms MS    deadline of each RPC (default 10000)\n"                       \
+    "  --deadline-ms MS    deadline of each RPC (default 10000)\n" \
     "  --help, -h          this help\n"
 
-#define EXIT_CODES                                                                        \
-    "Exit codes:\n"                                                                       \
-    "  0   success\n"                                                                     \
-    "  1   usage error\n"                                                                 \
-    "  2   local failure (out of memory, unreadable --payload-file, write error)\n"       \
-    "  3   health: the daemon answered but is not SERVING\n"                              \
+#define EXIT_CODES \
+    "Exit codes:\n" \
+    "  0   success\n" \
+    "  1   usage error\n" \
+    "  2   local failure (out of memory, unreadable --payload-file, write error)\n" \
+    "  3   health: the daemon answered but is not SERVING\n" \
     "  10+CODE  the RPC failed with gRPC status CODE; the daemon's message goes to stderr\n" \
     "      (with --json also as {\"error\":{\"code\":N,\"status\":\"NAME\",\"message\":\"...\"}} on stdout):\n" \
     "      11 CANCELLED  12 UNKNOWN  13 INVALID_ARGUMENT  14 DEADLINE_EXCEEDED  15 NOT_FOUND\n" \
-    "      16 ALREADY_EXISTS  17 PERMISSION_DENIED  18 RESOURCE_EXHAUSTED\n"              \
-    "      19 FAILED_PRECONDITION  20 ABORTED  21 OUT_OF_RANGE  22 UNIMPLEMENTED\n"         \
+    "      16 ALREADY_EXISTS  17 PERMISSION_DENIED  18 RESOURCE_EXHAUSTED\n" \
+    "      19 FAILED_PRECONDITION  20 ABORTED  21 OUT_OF_RANGE  22 UNIMPLEMENTED\n" \
     "      23 INTERNAL  24 UNAVAILABLE (daemon unreachable, no eligible node)  25 DATA_LOSS\n" \
     "      26 UNAUTHENTICATED\n"
 
@@ -408,34 +424,30 @@ static const char help_start[] =
     "  distsupctl start web --protocol none --env PORT=8080 -- python3 -m http.server 8080\n"
     "\n" GLOBAL_OPTS;
 
-static const char help_stop[] =
-    "usage: distsupctl stop NAME\n"
-    "       distsupctl stop --id ID\n"
-    "\n"
-    "Terminates a child (SIGTERM, then SIGKILL after its shutdown time) and removes it.\n"
-    "Prints its name and exit status.  Unknown name: exit 15 (NOT_FOUND).\n"
-    "\n" GLOBAL_OPTS;
+static const char help_stop[] = "usage: distsupctl stop NAME\n"
+                                "       distsupctl stop --id ID\n"
+                                "\n"
+                                "Terminates a child (SIGTERM, then SIGKILL after its shutdown time) and removes it.\n"
+                                "Prints its name and exit status.  Unknown name: exit 15 (NOT_FOUND).\n"
+                                "\n" GLOBAL_OPTS;
 
-static const char help_ls[] =
-    "usage: distsupctl ls [--node NODE]\n"
-    "\n"
-    "Lists the children on every node (or on NODE): NAME NODE PID STATE RESTARTS UPTIME.\n"
-    "--json prints {\"children\":[CHILD...]}, each CHILD as described in\n"
-    "docs/quickstart-distsupctl.md.\n"
-    "\n" GLOBAL_OPTS;
+static const char help_ls[] = "usage: distsupctl ls [--node NODE]\n"
+                              "\n"
+                              "Lists the children on every node (or on NODE): NAME NODE PID STATE RESTARTS UPTIME.\n"
+                              "--json prints {\"children\":[CHILD...]}, each CHILD as described in\n"
+                              "docs/quickstart-distsupctl.md.\n"
+                              "\n" GLOBAL_OPTS;
 
-static const char help_whereis[] =
-    "usage: distsupctl whereis NAME\n"
-    "\n"
-    "Shows where the child NAME runs (NAME NODE PID STATE RESTARTS UPTIME ID).\n"
-    "Unknown name: exit 15 (NOT_FOUND).\n"
-    "\n" GLOBAL_OPTS;
+static const char help_whereis[] = "usage: distsupctl whereis NAME\n"
+                                   "\n"
+                                   "Shows where the child NAME runs (NAME NODE PID STATE RESTARTS UPTIME ID).\n"
+                                   "Unknown name: exit 15 (NOT_FOUND).\n"
+                                   "\n" GLOBAL_OPTS;
 
-static const char help_whois[] =
-    "usage: distsupctl whois ID\n"
-    "\n"
-    "Shows the child whose current incarnation has id ID (\"node/seq\").\n"
-    "\n" GLOBAL_OPTS;
+static const char help_whois[] = "usage: distsupctl whois ID\n"
+                                 "\n"
+                                 "Shows the child whose current incarnation has id ID (\"node/seq\").\n"
+                                 "\n" GLOBAL_OPTS;
 
 static const char help_call[] =
     "usage: distsupctl call NAME PAYLOAD [--timeout-ms MS] [--raw]\n"
@@ -452,28 +464,25 @@ static const char help_call[] =
     "  --payload-file FILE  read the payload from FILE ('-' = stdin) instead\n"
     "\n" GLOBAL_OPTS;
 
-static const char help_cast[] =
-    "usage: distsupctl cast NAME PAYLOAD\n"
-    "       distsupctl cast NAME --payload-file FILE\n"
-    "\n"
-    "Casts PAYLOAD to the child NAME (fire and forget; delivered as a Cast frame).\n"
-    "Prints \"ok\" (--json: {\"ok\":true}).\n"
-    "\n" GLOBAL_OPTS;
+static const char help_cast[] = "usage: distsupctl cast NAME PAYLOAD\n"
+                                "       distsupctl cast NAME --payload-file FILE\n"
+                                "\n"
+                                "Casts PAYLOAD to the child NAME (fire and forget; delivered as a Cast frame).\n"
+                                "Prints \"ok\" (--json: {\"ok\":true}).\n"
+                                "\n" GLOBAL_OPTS;
 
-static const char help_send[] =
-    "usage: distsupctl send NAME PAYLOAD\n"
-    "       distsupctl send NAME --payload-file FILE\n"
-    "\n"
-    "Sends PAYLOAD to the child NAME as a plain message (an Info frame).\n"
-    "Prints \"ok\" (--json: {\"ok\":true}).\n"
-    "\n" GLOBAL_OPTS;
+static const char help_send[] = "usage: distsupctl send NAME PAYLOAD\n"
+                                "       distsupctl send NAME --payload-file FILE\n"
+                                "\n"
+                                "Sends PAYLOAD to the child NAME as a plain message (an Info frame).\n"
+                                "Prints \"ok\" (--json: {\"ok\":true}).\n"
+                                "\n" GLOBAL_OPTS;
 
-static const char help_count[] =
-    "usage: distsupctl count [--node NODE]\n"
-    "\n"
-    "Counts the supervisor's children: SPECS ACTIVE WORKERS SUPERVISORS FAILED.\n"
-    "--json: {\"specs\":N,\"active\":N,\"supervisors\":N,\"workers\":N,\"failed\":N}.\n"
-    "\n" GLOBAL_OPTS;
+static const char help_count[] = "usage: distsupctl count [--node NODE]\n"
+                                 "\n"
+                                 "Counts the supervisor's children: SPECS ACTIVE WORKERS SUPERVISORS FAILED.\n"
+                                 "--json: {\"specs\":N,\"active\":N,\"supervisors\":N,\"workers\":N,\"failed\":N}.\n"
+                                 "\n" GLOBAL_OPTS;
 
 static const char help_nodes[] =
     "usage: distsupctl nodes\n"
@@ -482,11 +491,10 @@ static const char help_nodes[] =
     "daemon runs).  --json: {\"nodes\":[{\"name\",\"address\",\"up\",\"self\",\"children\",\"labels\"}]}.\n"
     "\n" GLOBAL_OPTS;
 
-static const char help_node_for[] =
-    "usage: distsupctl node-for KEY\n"
-    "\n"
-    "Prints the node KEY is placed on.  --json: {\"key\":..,\"node\":..}.\n"
-    "\n" GLOBAL_OPTS;
+static const char help_node_for[] = "usage: distsupctl node-for KEY\n"
+                                    "\n"
+                                    "Prints the node KEY is placed on.  --json: {\"key\":..,\"node\":..}.\n"
+                                    "\n" GLOBAL_OPTS;
 
 static const char help_mine[] =
     "usage: distsupctl mine KEY\n"
@@ -511,15 +519,15 @@ static const char help_watch[] =
     "      node_up node_down node_terminate (repeatable; default: every kind)\n"
     "\n" GLOBAL_OPTS;
 
-static const char help_health[] =
-    "usage: distsupctl health [--service NAME]\n"
-    "\n"
-    "Asks grpc.health.v1.Health/Check.  Prints SERVING (exit 0), or NOT_SERVING,\n"
-    "UNKNOWN, SERVICE_UNKNOWN (exit 3).  An unreachable daemon: exit 24 (UNAVAILABLE).\n"
-    "--json: {\"status\":\"SERVING\"}.\n"
-    "\n" GLOBAL_OPTS;
+static const char help_health[] = "usage: distsupctl health [--service NAME]\n"
+                                  "\n"
+                                  "Asks grpc.health.v1.Health/Check.  Prints SERVING (exit 0), or NOT_SERVING,\n"
+                                  "UNKNOWN, SERVICE_UNKNOWN (exit 3).  An unreachable daemon: exit 24 (UNAVAILABLE).\n"
+                                  "--json: {\"status\":\"SERVING\"}.\n"
+                                  "\n" GLOBAL_OPTS;
 
-const char *ctl_help_text(enum ctl_cmd cmd) {
+const char *ctl_help_text(enum ctl_cmd cmd)
+{
     switch (cmd) {
     case CMD_START: return help_start;
     case CMD_STOP: return help_stop;
@@ -536,8 +544,7 @@ const char *ctl_help_text(enum ctl_cmd cmd) {
     case CMD_WATCH: return help_watch;
     case CMD_HEALTH: return help_health;
     case CMD_NONE:
-    case CMD_HELP:
-        break;
+    case CMD_HELP: break;
     }
     return help_overview;
 }

@@ -5,13 +5,15 @@
 #include <stdlib.h>
 #include <string.h>
 
-int ctl_exit_code(int status) {
+int ctl_exit_code(int status)
+{
     if (status == DS_OK) return CTL_EXIT_OK;
     if (status < 1 || status > 16) status = DS_UNKNOWN;
     return CTL_EXIT_STATUS_BASE + status;
 }
 
-int ctl_split_kv(const char *text, ds_kv *out) {
+int ctl_split_kv(const char *text, ds_kv *out)
+{
     out->key = out->value = NULL;
     if (text == NULL) return -1;
     const char *eq = strchr(text, '=');
@@ -31,7 +33,8 @@ int ctl_split_kv(const char *text, ds_kv *out) {
     return 0;
 }
 
-void ctl_kv_free(ds_kv *kv) {
+void ctl_kv_free(ds_kv *kv)
+{
     if (kv == NULL) return;
     free((void *)kv->key);
     free((void *)kv->value);
@@ -39,7 +42,8 @@ void ctl_kv_free(ds_kv *kv) {
 }
 
 /* Length of the valid UTF-8 sequence at p (n bytes left), 0 if invalid. */
-static size_t utf8_seq(const uint8_t *p, size_t n) {
+static size_t utf8_seq(const uint8_t *p, size_t n)
+{
     uint8_t c = p[0];
     if (c < 0x80) return 1;
     size_t len;
@@ -66,7 +70,8 @@ static size_t utf8_seq(const uint8_t *p, size_t n) {
     return len;
 }
 
-bool ctl_utf8_valid(const uint8_t *p, size_t n) {
+bool ctl_utf8_valid(const uint8_t *p, size_t n)
+{
     size_t i = 0;
     while (i < n) {
         size_t l = utf8_seq(p + i, n - i);
@@ -76,7 +81,8 @@ bool ctl_utf8_valid(const uint8_t *p, size_t n) {
     return true;
 }
 
-char *ctl_base64(const uint8_t *p, size_t n) {
+char *ctl_base64(const uint8_t *p, size_t n)
+{
     static const char tbl[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     size_t out_len = 4 * ((n + 2) / 3);
     char *out = malloc(out_len + 1);
@@ -106,7 +112,8 @@ char *ctl_base64(const uint8_t *p, size_t n) {
     return out;
 }
 
-void ctl_json_str(FILE *f, const char *s, size_t n) {
+void ctl_json_str(FILE *f, const char *s, size_t n)
+{
     const uint8_t *p = (const uint8_t *)s;
     fputc('"', f);
     size_t i = 0;
@@ -140,12 +147,14 @@ void ctl_json_str(FILE *f, const char *s, size_t n) {
     fputc('"', f);
 }
 
-void ctl_json_cstr(FILE *f, const char *s) {
+void ctl_json_cstr(FILE *f, const char *s)
+{
     if (s == NULL) s = "";
     ctl_json_str(f, s, strlen(s));
 }
 
-int ctl_json_bytes(FILE *f, const char *field, const uint8_t *p, size_t n) {
+int ctl_json_bytes(FILE *f, const char *field, const uint8_t *p, size_t n)
+{
     char *b64 = ctl_base64(p, n);
     if (b64 == NULL) return -1;
     fprintf(f, "\"%s_base64\":\"%s\"", field, b64);
@@ -157,7 +166,8 @@ int ctl_json_bytes(FILE *f, const char *field, const uint8_t *p, size_t n) {
     return 0;
 }
 
-void ctl_fmt_duration(int64_t ms, char *buf, size_t n) {
+void ctl_fmt_duration(int64_t ms, char *buf, size_t n)
+{
     if (ms < 0) {
         snprintf(buf, n, "-");
         return;
@@ -172,14 +182,16 @@ void ctl_fmt_duration(int64_t ms, char *buf, size_t n) {
 
 /* ---- tables ------------------------------------------------------------------------ */
 
-int ctl_table_init(struct ctl_table *t, size_t ncols, const char *const *header) {
+int ctl_table_init(struct ctl_table *t, size_t ncols, const char *const *header)
+{
     memset(t, 0, sizeof *t);
     t->ncols = ncols;
     return ctl_table_add(t, header);
 }
 
 /* A copy with control characters shown as '?', so a row stays on one line. */
-static char *cell_dup(const char *s) {
+static char *cell_dup(const char *s)
+{
     if (s == NULL) s = "";
     char *d = strdup(s);
     if (d == NULL) return NULL;
@@ -188,7 +200,8 @@ static char *cell_dup(const char *s) {
     return d;
 }
 
-int ctl_table_add(struct ctl_table *t, const char *const *row) {
+int ctl_table_add(struct ctl_table *t, const char *const *row)
+{
     if (t->nrows == t->cap) {
         size_t cap = t->cap ? 2 * t->cap : 8;
         char **cells = realloc(t->cells, cap * t->ncols * sizeof *cells);
@@ -209,14 +222,16 @@ int ctl_table_add(struct ctl_table *t, const char *const *row) {
 }
 
 /* Display width: code points, not bytes. */
-static size_t width(const char *s) {
+static size_t width(const char *s)
+{
     size_t w = 0;
     for (; *s; s++)
         if (((unsigned char)*s & 0xC0) != 0x80) w++;
     return w;
 }
 
-void ctl_table_print(const struct ctl_table *t, FILE *f) {
+void ctl_table_print(const struct ctl_table *t, FILE *f)
+{
     size_t *w = calloc(t->ncols ? t->ncols : 1, sizeof *w);
     for (size_t r = 0; r < t->nrows; r++)
         for (size_t c = 0; c < t->ncols; c++) {
@@ -238,7 +253,8 @@ void ctl_table_print(const struct ctl_table *t, FILE *f) {
     free(w);
 }
 
-void ctl_table_free(struct ctl_table *t) {
+void ctl_table_free(struct ctl_table *t)
+{
     for (size_t i = 0; i < t->nrows * t->ncols; i++) free(t->cells[i]);
     free(t->cells);
     memset(t, 0, sizeof *t);

@@ -31,20 +31,21 @@ struct ds_client {
 /* ---- small helpers ----------------------------------------------------------- */
 
 static const char *const status_names[] = {
-    "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
-    "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
-    "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS",
-    "UNAUTHENTICATED",
+    "OK",        "CANCELLED",       "UNKNOWN",           "INVALID_ARGUMENT",   "DEADLINE_EXCEEDED",
+    "NOT_FOUND", "ALREADY_EXISTS",  "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
+    "ABORTED",   "OUT_OF_RANGE",    "UNIMPLEMENTED",     "INTERNAL",           "UNAVAILABLE",
+    "DATA_LOSS", "UNAUTHENTICATED",
 };
 
-const char *ds_status_name(int code) {
-    if (code < 0 || code >= (int)(sizeof status_names / sizeof status_names[0]))
-        return "UNKNOWN_CODE";
+const char *ds_status_name(int code)
+{
+    if (code < 0 || code >= (int)(sizeof status_names / sizeof status_names[0])) return "UNKNOWN_CODE";
     return status_names[code];
 }
 
 /* Sets err (when given) and returns code. */
-static int fail(ds_error *err, int code, const char *fmt, ...) {
+static int fail(ds_error *err, int code, const char *fmt, ...)
+{
     if (err) {
         err->code = code;
         va_list ap;
@@ -56,7 +57,8 @@ static int fail(ds_error *err, int code, const char *fmt, ...) {
     return code;
 }
 
-static int ok(ds_error *err) {
+static int ok(ds_error *err)
+{
     if (err) {
         err->code = DS_OK;
         err->message[0] = '\0';
@@ -69,7 +71,8 @@ static int oom(ds_error *err) { return fail(err, DS_RESOURCE_EXHAUSTED, "out of 
 static char *S(const char *s) { return (char *)(s ? s : ""); }
 static bool empty(const char *s) { return s == NULL || s[0] == '\0'; }
 
-static char *dup_str(const char *s) {
+static char *dup_str(const char *s)
+{
     if (s == NULL) s = "";
     size_t n = strlen(s);
     char *p = malloc(n + 1);
@@ -79,18 +82,20 @@ static char *dup_str(const char *s) {
 
 void ds_free(void *p) { free(p); }
 
-static gpr_timespec deadline_in(uint64_t ms) {
-    return gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
-                        gpr_time_from_millis((int64_t)ms, GPR_TIMESPAN));
+static gpr_timespec deadline_in(uint64_t ms)
+{
+    return gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis((int64_t)ms, GPR_TIMESPAN));
 }
 
-static uint32_t client_timeout(const ds_client *c) {
+static uint32_t client_timeout(const ds_client *c)
+{
     uint32_t t = atomic_load(&((ds_client *)c)->timeout_ms);
     return t ? t : DS_DEFAULT_TIMEOUT_MS;
 }
 
 /* Caller owns the returned byte buffer. */
-static grpc_byte_buffer *pack_message(const ProtobufCMessage *m) {
+static grpc_byte_buffer *pack_message(const ProtobufCMessage *m)
+{
     size_t n = protobuf_c_message_get_packed_size(m);
     grpc_slice s = grpc_slice_malloc(n);
     size_t w = protobuf_c_message_pack(m, GRPC_SLICE_START_PTR(s));
@@ -100,19 +105,19 @@ static grpc_byte_buffer *pack_message(const ProtobufCMessage *m) {
     return bb;
 }
 
-static ProtobufCMessage *unpack_message(grpc_byte_buffer *bb,
-                                        const ProtobufCMessageDescriptor *d) {
+static ProtobufCMessage *unpack_message(grpc_byte_buffer *bb, const ProtobufCMessageDescriptor *d)
+{
     grpc_byte_buffer_reader r;
     if (!grpc_byte_buffer_reader_init(&r, bb)) return NULL;
     grpc_slice s = grpc_byte_buffer_reader_readall(&r);
     grpc_byte_buffer_reader_destroy(&r);
-    ProtobufCMessage *m =
-        protobuf_c_message_unpack(d, NULL, GRPC_SLICE_LENGTH(s), GRPC_SLICE_START_PTR(s));
+    ProtobufCMessage *m = protobuf_c_message_unpack(d, NULL, GRPC_SLICE_LENGTH(s), GRPC_SLICE_START_PTR(s));
     grpc_slice_unref(s);
     return m;
 }
 
-static int status_error(ds_error *err, grpc_status_code st, grpc_slice details) {
+static int status_error(ds_error *err, grpc_status_code st, grpc_slice details)
+{
     size_t n = GRPC_SLICE_LENGTH(details);
     if (n == 0) return fail(err, (int)st, "%s", ds_status_name((int)st));
     if (n > DS_ERROR_MESSAGE_MAX - 1) n = DS_ERROR_MESSAGE_MAX - 1;
@@ -122,14 +127,15 @@ static int status_error(ds_error *err, grpc_status_code st, grpc_slice details) 
 /* One unary RPC: method is a full path ("/pkg.Service/Method").  On DS_OK *resp is
  * the unpacked reply (protobuf_c_message_free_unpacked). */
 static int rpc_unary(ds_client *c, const char *method, const ProtobufCMessage *req,
-                     const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp,
-                     uint64_t timeout_ms, ds_error *err) {
+                     const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp, uint64_t timeout_ms,
+                     ds_error *err)
+{
     *resp = NULL;
     grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
     if (cq == NULL) return fail(err, DS_INTERNAL, "cannot create a completion queue");
     grpc_slice path = grpc_slice_from_static_string(method);
-    grpc_call *call = grpc_channel_create_call(c->channel, NULL, GRPC_PROPAGATE_DEFAULTS, cq,
-                                               path, NULL, deadline_in(timeout_ms), NULL);
+    grpc_call *call = grpc_channel_create_call(c->channel, NULL, GRPC_PROPAGATE_DEFAULTS, cq, path, NULL,
+                                               deadline_in(timeout_ms), NULL);
     if (call == NULL) {
         grpc_completion_queue_shutdown(cq);
         grpc_completion_queue_destroy(cq);
@@ -165,8 +171,7 @@ static int rpc_unary(ds_client *c, const char *method, const ProtobufCMessage *r
     if (ce != GRPC_CALL_OK) {
         rc = fail(err, DS_INTERNAL, "grpc_call_start_batch: %s", grpc_call_error_to_string(ce));
     } else {
-        grpc_event ev = grpc_completion_queue_pluck(cq, tag, gpr_inf_future(GPR_CLOCK_REALTIME),
-                                                    NULL);
+        grpc_event ev = grpc_completion_queue_pluck(cq, tag, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
         if (ev.type != GRPC_OP_COMPLETE) {
             rc = fail(err, DS_INTERNAL, "completion queue failed");
         } else if (status != GRPC_STATUS_OK) {
@@ -175,9 +180,8 @@ static int rpc_unary(ds_client *c, const char *method, const ProtobufCMessage *r
             rc = fail(err, DS_INTERNAL, "%s: the server sent no reply message", method);
         } else {
             *resp = unpack_message(recv_bb, resp_desc);
-            rc = *resp ? ok(err)
-                       : fail(err, DS_INTERNAL, "%s: the reply does not parse as %s", method,
-                              resp_desc->name);
+            rc =
+                *resp ? ok(err) : fail(err, DS_INTERNAL, "%s: the reply does not parse as %s", method, resp_desc->name);
         }
     }
 
@@ -195,8 +199,8 @@ static int rpc_unary(ds_client *c, const char *method, const ProtobufCMessage *r
 
 /* ---- client ------------------------------------------------------------------ */
 
-static int wait_connected(grpc_channel *ch, uint32_t timeout_ms, ds_error *err,
-                          const char *address) {
+static int wait_connected(grpc_channel *ch, uint32_t timeout_ms, ds_error *err, const char *address)
+{
     grpc_completion_queue *cq = grpc_completion_queue_create_for_next(NULL);
     if (cq == NULL) return fail(err, DS_INTERNAL, "cannot create a completion queue");
     gpr_timespec deadline = deadline_in(timeout_ms);
@@ -210,8 +214,7 @@ static int wait_connected(grpc_channel *ch, uint32_t timeout_ms, ds_error *err,
         grpc_channel_watch_connectivity_state(ch, st, deadline, cq, cq);
         grpc_event ev = grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
         if (ev.type != GRPC_OP_COMPLETE || !ev.success) {
-            rc = fail(err, DS_UNAVAILABLE, "cannot connect to %s within %u ms", address,
-                      (unsigned)timeout_ms);
+            rc = fail(err, DS_UNAVAILABLE, "cannot connect to %s within %u ms", address, (unsigned)timeout_ms);
             break;
         }
         st = grpc_channel_check_connectivity_state(ch, 1);
@@ -225,8 +228,8 @@ static int wait_connected(grpc_channel *ch, uint32_t timeout_ms, ds_error *err,
     return rc == DS_OK ? ok(err) : rc;
 }
 
-int ds_connect(const char *address, const ds_connect_options *opts, ds_client **out,
-               ds_error *err) {
+int ds_connect(const char *address, const ds_connect_options *opts, ds_client **out, ds_error *err)
+{
     if (out == NULL) return fail(err, DS_INVALID_ARGUMENT, "ds_connect: out is NULL");
     *out = NULL;
     if (empty(address)) address = DS_DEFAULT_ADDRESS;
@@ -266,7 +269,8 @@ int ds_connect(const char *address, const ds_connect_options *opts, ds_client **
     return ok(err);
 }
 
-void ds_close(ds_client *c) {
+void ds_close(ds_client *c)
+{
     if (c == NULL) return;
     grpc_channel_destroy(c->channel);
     free(c->address);
@@ -274,7 +278,8 @@ void ds_close(ds_client *c) {
     grpc_shutdown();
 }
 
-void ds_client_set_timeout_ms(ds_client *c, uint32_t timeout_ms) {
+void ds_client_set_timeout_ms(ds_client *c, uint32_t timeout_ms)
+{
     if (c) atomic_store(&c->timeout_ms, timeout_ms);
 }
 
@@ -282,7 +287,8 @@ const char *ds_client_address(const ds_client *c) { return c ? c->address : NULL
 
 /* ---- names ------------------------------------------------------------------- */
 
-const char *ds_restart_name(ds_restart r) {
+const char *ds_restart_name(ds_restart r)
+{
     switch (r) {
     case DS_RESTART_PERMANENT: return "PERMANENT";
     case DS_RESTART_TRANSIENT: return "TRANSIENT";
@@ -291,7 +297,8 @@ const char *ds_restart_name(ds_restart r) {
     return "UNKNOWN";
 }
 
-const char *ds_protocol_name(ds_protocol p) {
+const char *ds_protocol_name(ds_protocol p)
+{
     switch (p) {
     case DS_PROTOCOL_FRAMES: return "FRAMES";
     case DS_PROTOCOL_NONE: return "NONE";
@@ -299,7 +306,8 @@ const char *ds_protocol_name(ds_protocol p) {
     return "UNKNOWN";
 }
 
-const char *ds_child_state_name(ds_child_state s) {
+const char *ds_child_state_name(ds_child_state s)
+{
     switch (s) {
     case DS_STATE_STARTING: return "STARTING";
     case DS_STATE_RUNNING: return "RUNNING";
@@ -311,7 +319,8 @@ const char *ds_child_state_name(ds_child_state s) {
     return "UNKNOWN";
 }
 
-const char *ds_health_status_name(ds_health_status s) {
+const char *ds_health_status_name(ds_health_status s)
+{
     switch (s) {
     case DS_HEALTH_UNKNOWN: return "UNKNOWN";
     case DS_HEALTH_SERVING: return "SERVING";
@@ -322,17 +331,19 @@ const char *ds_health_status_name(ds_health_status s) {
 }
 
 static const char *const event_names[] = {
-    "UNSPECIFIED",     "PROCESS_START", "PROCESS_STOP", "PROCESS_RESTART", "PROCESS_FAILED",
-    "PROCESS_MOVED",   "NODE_UP",       "NODE_DOWN",    "NODE_TERMINATE",
+    "UNSPECIFIED",   "PROCESS_START", "PROCESS_STOP", "PROCESS_RESTART", "PROCESS_FAILED",
+    "PROCESS_MOVED", "NODE_UP",       "NODE_DOWN",    "NODE_TERMINATE",
 };
 #define N_EVENT_NAMES (sizeof event_names / sizeof event_names[0])
 
-const char *ds_event_kind_name(ds_event_kind k) {
+const char *ds_event_kind_name(ds_event_kind k)
+{
     if ((unsigned)k >= N_EVENT_NAMES) return "UNSPECIFIED";
     return event_names[k];
 }
 
-int ds_event_kind_parse(const char *text) {
+int ds_event_kind_parse(const char *text)
+{
     if (text == NULL) return -1;
     for (size_t i = 1; i < N_EVENT_NAMES; i++) {
         const char *n = event_names[i];
@@ -350,7 +361,8 @@ int ds_event_kind_parse(const char *text) {
 
 /* ---- children: conversion from the wire ------------------------------------- */
 
-static void kv_array_free(const ds_kv *kv, size_t n) {
+static void kv_array_free(const ds_kv *kv, size_t n)
+{
     if (kv == NULL) return;
     for (size_t i = 0; i < n; i++) {
         free((void *)kv[i].key);
@@ -359,7 +371,8 @@ static void kv_array_free(const ds_kv *kv, size_t n) {
     free((void *)kv);
 }
 
-static void child_clear(ds_child *ch) {
+static void child_clear(ds_child *ch)
+{
     if (ch == NULL) return;
     free(ch->supervisor);
     free(ch->name);
@@ -380,20 +393,23 @@ static void child_clear(ds_child *ch) {
     memset(ch, 0, sizeof *ch);
 }
 
-void ds_child_free(ds_child *child) {
+void ds_child_free(ds_child *child)
+{
     if (child == NULL) return;
     child_clear(child);
     free(child);
 }
 
-void ds_child_list_free(ds_child_list *list) {
+void ds_child_list_free(ds_child_list *list)
+{
     if (list == NULL) return;
     for (size_t i = 0; i < list->count; i++) child_clear(&list->items[i]);
     free(list->items);
     free(list);
 }
 
-static ds_kv *copy_env(Distsup__V1__ChildSpec__EnvEntry **e, size_t n, bool *bad) {
+static ds_kv *copy_env(Distsup__V1__ChildSpec__EnvEntry **e, size_t n, bool *bad)
+{
     if (n == 0) return NULL;
     ds_kv *kv = calloc(n, sizeof *kv);
     if (kv == NULL) {
@@ -408,7 +424,8 @@ static ds_kv *copy_env(Distsup__V1__ChildSpec__EnvEntry **e, size_t n, bool *bad
     return kv;
 }
 
-static ds_kv *copy_labels(Distsup__V1__ChildSpec__LabelsEntry **e, size_t n, bool *bad) {
+static ds_kv *copy_labels(Distsup__V1__ChildSpec__LabelsEntry **e, size_t n, bool *bad)
+{
     if (n == 0) return NULL;
     ds_kv *kv = calloc(n, sizeof *kv);
     if (kv == NULL) {
@@ -425,7 +442,8 @@ static ds_kv *copy_labels(Distsup__V1__ChildSpec__LabelsEntry **e, size_t n, boo
 
 /* Fills *ch (zeroed by the caller) from info; false when out of memory (then *ch
  * holds whatever was copied, to release with child_clear). */
-static bool child_from_pb(ds_child *ch, const Distsup__V1__ChildInfo *info) {
+static bool child_from_pb(ds_child *ch, const Distsup__V1__ChildInfo *info)
+{
     bool bad = false;
     ch->supervisor = dup_str(info->supervisor);
     ch->name = dup_str(info->name);
@@ -478,8 +496,8 @@ static bool child_from_pb(ds_child *ch, const Distsup__V1__ChildInfo *info) {
     return !bad;
 }
 
-static int child_out(const Distsup__V1__ChildInfo *info, const char *what, ds_child **out,
-                     ds_error *err) {
+static int child_out(const Distsup__V1__ChildInfo *info, const char *what, ds_child **out, ds_error *err)
+{
     if (out == NULL) return ok(err);
     if (info == NULL) return fail(err, DS_INTERNAL, "%s: the reply has no child", what);
     ds_child *ch = calloc(1, sizeof *ch);
@@ -494,8 +512,9 @@ static int child_out(const Distsup__V1__ChildInfo *info, const char *what, ds_ch
 
 /* ---- children: RPCs ------------------------------------------------------------ */
 
-int ds_start_child(ds_client *c, const char *sup, const ds_child_spec *spec,
-                   const char *node, ds_child **out, ds_error *err) {
+int ds_start_child(ds_client *c, const char *sup, const ds_child_spec *spec, const char *node, ds_child **out,
+                   ds_error *err)
+{
     if (out) *out = NULL;
     if (c == NULL || spec == NULL)
         return fail(err, DS_INVALID_ARGUMENT, "ds_start_child: client and spec are required");
@@ -560,8 +579,8 @@ int ds_start_child(ds_client *c, const char *sup, const ds_child_spec *spec,
     req.spec = &ps;
     req.node = S(node);
     ProtobufCMessage *resp;
-    rc = rpc_unary(c, SVC "StartChild", PM(&req), &distsup__v1__start_child_response__descriptor,
-                   &resp, client_timeout(c), err);
+    rc = rpc_unary(c, SVC "StartChild", PM(&req), &distsup__v1__start_child_response__descriptor, &resp,
+                   client_timeout(c), err);
     if (rc == DS_OK) {
         rc = child_out(((Distsup__V1__StartChildResponse *)resp)->child, "StartChild", out, err);
         protobuf_c_message_free_unpacked(resp, NULL);
@@ -575,14 +594,16 @@ out:
     return rc;
 }
 
-void ds_terminated_free(ds_terminated *t) {
+void ds_terminated_free(ds_terminated *t)
+{
     if (t == NULL) return;
     free(t->name);
     free(t);
 }
 
-int ds_terminate_child(ds_client *c, const char *sup, const char *name, const char *id,
-                       ds_terminated **out, ds_error *err) {
+int ds_terminate_child(ds_client *c, const char *sup, const char *name, const char *id, ds_terminated **out,
+                       ds_error *err)
+{
     if (out) *out = NULL;
     if (c == NULL) return fail(err, DS_INVALID_ARGUMENT, "ds_terminate_child: no client");
     if (empty(name) && empty(id))
@@ -592,8 +613,7 @@ int ds_terminate_child(ds_client *c, const char *sup, const char *name, const ch
     req.name = S(name);
     req.id = empty(name) ? S(id) : "";
     ProtobufCMessage *resp;
-    int rc = rpc_unary(c, SVC "TerminateChild", PM(&req),
-                       &distsup__v1__terminate_child_response__descriptor, &resp,
+    int rc = rpc_unary(c, SVC "TerminateChild", PM(&req), &distsup__v1__terminate_child_response__descriptor, &resp,
                        client_timeout(c), err);
     if (rc != DS_OK) return rc;
     Distsup__V1__TerminateChildResponse *r = (Distsup__V1__TerminateChildResponse *)resp;
@@ -615,8 +635,8 @@ int ds_terminate_child(ds_client *c, const char *sup, const char *name, const ch
     return rc;
 }
 
-int ds_children(ds_client *c, const char *sup, const char *node, ds_child_list **out,
-                ds_error *err) {
+int ds_children(ds_client *c, const char *sup, const char *node, ds_child_list **out, ds_error *err)
+{
     if (out == NULL) return fail(err, DS_INVALID_ARGUMENT, "ds_children: out is NULL");
     *out = NULL;
     if (c == NULL) return fail(err, DS_INVALID_ARGUMENT, "ds_children: no client");
@@ -624,8 +644,8 @@ int ds_children(ds_client *c, const char *sup, const char *node, ds_child_list *
     req.supervisor = S(sup);
     req.node = S(node);
     ProtobufCMessage *resp;
-    int rc = rpc_unary(c, SVC "Children", PM(&req), &distsup__v1__children_response__descriptor,
-                       &resp, client_timeout(c), err);
+    int rc = rpc_unary(c, SVC "Children", PM(&req), &distsup__v1__children_response__descriptor, &resp,
+                       client_timeout(c), err);
     if (rc != DS_OK) return rc;
     Distsup__V1__ChildrenResponse *r = (Distsup__V1__ChildrenResponse *)resp;
     ds_child_list *list = calloc(1, sizeof *list);
@@ -654,8 +674,8 @@ int ds_children(ds_client *c, const char *sup, const char *node, ds_child_list *
     return ok(err);
 }
 
-int ds_count_children(ds_client *c, const char *sup, const char *node, ds_counts *out,
-                      ds_error *err) {
+int ds_count_children(ds_client *c, const char *sup, const char *node, ds_counts *out, ds_error *err)
+{
     if (out == NULL) return fail(err, DS_INVALID_ARGUMENT, "ds_count_children: out is NULL");
     memset(out, 0, sizeof *out);
     if (c == NULL) return fail(err, DS_INVALID_ARGUMENT, "ds_count_children: no client");
@@ -663,8 +683,7 @@ int ds_count_children(ds_client *c, const char *sup, const char *node, ds_counts
     req.supervisor = S(sup);
     req.node = S(node);
     ProtobufCMessage *resp;
-    int rc = rpc_unary(c, SVC "CountChildren", PM(&req),
-                       &distsup__v1__count_children_response__descriptor, &resp,
+    int rc = rpc_unary(c, SVC "CountChildren", PM(&req), &distsup__v1__count_children_response__descriptor, &resp,
                        client_timeout(c), err);
     if (rc != DS_OK) return rc;
     Distsup__V1__CountChildrenResponse *r = (Distsup__V1__CountChildrenResponse *)resp;
@@ -677,8 +696,8 @@ int ds_count_children(ds_client *c, const char *sup, const char *node, ds_counts
     return ok(err);
 }
 
-int ds_whereis(ds_client *c, const char *sup, const char *name, ds_child **out,
-               ds_error *err) {
+int ds_whereis(ds_client *c, const char *sup, const char *name, ds_child **out, ds_error *err)
+{
     if (out == NULL) return fail(err, DS_INVALID_ARGUMENT, "ds_whereis: out is NULL");
     *out = NULL;
     if (c == NULL) return fail(err, DS_INVALID_ARGUMENT, "ds_whereis: no client");
@@ -687,15 +706,16 @@ int ds_whereis(ds_client *c, const char *sup, const char *name, ds_child **out,
     req.supervisor = S(sup);
     req.name = S(name);
     ProtobufCMessage *resp;
-    int rc = rpc_unary(c, SVC "WhereIs", PM(&req), &distsup__v1__where_is_response__descriptor,
-                       &resp, client_timeout(c), err);
+    int rc = rpc_unary(c, SVC "WhereIs", PM(&req), &distsup__v1__where_is_response__descriptor, &resp,
+                       client_timeout(c), err);
     if (rc != DS_OK) return rc;
     rc = child_out(((Distsup__V1__WhereIsResponse *)resp)->child, "WhereIs", out, err);
     protobuf_c_message_free_unpacked(resp, NULL);
     return rc;
 }
 
-int ds_whois(ds_client *c, const char *sup, const char *id, ds_child **out, ds_error *err) {
+int ds_whois(ds_client *c, const char *sup, const char *id, ds_child **out, ds_error *err)
+{
     if (out == NULL) return fail(err, DS_INVALID_ARGUMENT, "ds_whois: out is NULL");
     *out = NULL;
     if (c == NULL) return fail(err, DS_INVALID_ARGUMENT, "ds_whois: no client");
@@ -704,8 +724,8 @@ int ds_whois(ds_client *c, const char *sup, const char *id, ds_child **out, ds_e
     req.supervisor = S(sup);
     req.id = S(id);
     ProtobufCMessage *resp;
-    int rc = rpc_unary(c, SVC "WhoIs", PM(&req), &distsup__v1__who_is_response__descriptor,
-                       &resp, client_timeout(c), err);
+    int rc =
+        rpc_unary(c, SVC "WhoIs", PM(&req), &distsup__v1__who_is_response__descriptor, &resp, client_timeout(c), err);
     if (rc != DS_OK) return rc;
     Distsup__V1__WhoIsResponse *r = (Distsup__V1__WhoIsResponse *)resp;
     if (r->child) {
@@ -735,15 +755,17 @@ int ds_whois(ds_client *c, const char *sup, const char *id, ds_child **out, ds_e
 
 /* ---- messages ------------------------------------------------------------------ */
 
-void ds_call_result_free(ds_call_result *r) {
+void ds_call_result_free(ds_call_result *r)
+{
     if (r == NULL) return;
     free(r->data);
     free(r->node);
     free(r);
 }
 
-int ds_call(ds_client *c, const char *sup, const char *name, const void *payload,
-            size_t len, uint32_t timeout_ms, ds_call_result **out, ds_error *err) {
+int ds_call(ds_client *c, const char *sup, const char *name, const void *payload, size_t len, uint32_t timeout_ms,
+            ds_call_result **out, ds_error *err)
+{
     if (out) *out = NULL;
     if (c == NULL) return fail(err, DS_INVALID_ARGUMENT, "ds_call: no client");
     if (empty(name)) return fail(err, DS_INVALID_ARGUMENT, "ds_call: a name is required");
@@ -756,8 +778,7 @@ int ds_call(ds_client *c, const char *sup, const char *name, const void *payload
     req.timeout_ms = timeout_ms;
     uint64_t rpc_ms = (uint64_t)(timeout_ms ? timeout_ms : 5000u) + client_timeout(c);
     ProtobufCMessage *resp;
-    int rc = rpc_unary(c, SVC "Call", PM(&req), &distsup__v1__call_response__descriptor, &resp,
-                       rpc_ms, err);
+    int rc = rpc_unary(c, SVC "Call", PM(&req), &distsup__v1__call_response__descriptor, &resp, rpc_ms, err);
     if (rc != DS_OK) return rc;
     Distsup__V1__CallResponse *r = (Distsup__V1__CallResponse *)resp;
     if (out) {
@@ -782,8 +803,8 @@ int ds_call(ds_client *c, const char *sup, const char *name, const void *payload
     return rc;
 }
 
-int ds_cast(ds_client *c, const char *sup, const char *name, const void *payload,
-            size_t len, ds_error *err) {
+int ds_cast(ds_client *c, const char *sup, const char *name, const void *payload, size_t len, ds_error *err)
+{
     if (c == NULL) return fail(err, DS_INVALID_ARGUMENT, "ds_cast: no client");
     if (empty(name)) return fail(err, DS_INVALID_ARGUMENT, "ds_cast: a name is required");
     if (len && payload == NULL) return fail(err, DS_INVALID_ARGUMENT, "ds_cast: NULL payload");
@@ -793,14 +814,13 @@ int ds_cast(ds_client *c, const char *sup, const char *name, const void *payload
     req.payload.data = (uint8_t *)payload;
     req.payload.len = len;
     ProtobufCMessage *resp;
-    int rc = rpc_unary(c, SVC "Cast", PM(&req), &distsup__v1__cast_response__descriptor, &resp,
-                       client_timeout(c), err);
+    int rc = rpc_unary(c, SVC "Cast", PM(&req), &distsup__v1__cast_response__descriptor, &resp, client_timeout(c), err);
     if (rc == DS_OK) protobuf_c_message_free_unpacked(resp, NULL);
     return rc;
 }
 
-int ds_send(ds_client *c, const char *sup, const char *name, const void *payload,
-            size_t len, ds_error *err) {
+int ds_send(ds_client *c, const char *sup, const char *name, const void *payload, size_t len, ds_error *err)
+{
     if (c == NULL) return fail(err, DS_INVALID_ARGUMENT, "ds_send: no client");
     if (empty(name)) return fail(err, DS_INVALID_ARGUMENT, "ds_send: a name is required");
     if (len && payload == NULL) return fail(err, DS_INVALID_ARGUMENT, "ds_send: NULL payload");
@@ -810,15 +830,15 @@ int ds_send(ds_client *c, const char *sup, const char *name, const void *payload
     req.payload.data = (uint8_t *)payload;
     req.payload.len = len;
     ProtobufCMessage *resp;
-    int rc = rpc_unary(c, SVC "Send", PM(&req), &distsup__v1__send_response__descriptor, &resp,
-                       client_timeout(c), err);
+    int rc = rpc_unary(c, SVC "Send", PM(&req), &distsup__v1__send_response__descriptor, &resp, client_timeout(c), err);
     if (rc == DS_OK) protobuf_c_message_free_unpacked(resp, NULL);
     return rc;
 }
 
 /* ---- cluster ------------------------------------------------------------------- */
 
-void ds_node_list_free(ds_node_list *list) {
+void ds_node_list_free(ds_node_list *list)
+{
     if (list == NULL) return;
     for (size_t i = 0; i < list->count; i++) {
         free(list->items[i].name);
@@ -829,15 +849,16 @@ void ds_node_list_free(ds_node_list *list) {
     free(list);
 }
 
-int ds_nodes(ds_client *c, const char *sup, ds_node_list **out, ds_error *err) {
+int ds_nodes(ds_client *c, const char *sup, ds_node_list **out, ds_error *err)
+{
     if (out == NULL) return fail(err, DS_INVALID_ARGUMENT, "ds_nodes: out is NULL");
     *out = NULL;
     if (c == NULL) return fail(err, DS_INVALID_ARGUMENT, "ds_nodes: no client");
     Distsup__V1__NodesRequest req = DISTSUP__V1__NODES_REQUEST__INIT;
     req.supervisor = S(sup);
     ProtobufCMessage *resp;
-    int rc = rpc_unary(c, SVC "Nodes", PM(&req), &distsup__v1__nodes_response__descriptor,
-                       &resp, client_timeout(c), err);
+    int rc =
+        rpc_unary(c, SVC "Nodes", PM(&req), &distsup__v1__nodes_response__descriptor, &resp, client_timeout(c), err);
     if (rc != DS_OK) return rc;
     Distsup__V1__NodesResponse *r = (Distsup__V1__NodesResponse *)resp;
     ds_node_list *list = calloc(1, sizeof *list);
@@ -879,8 +900,8 @@ int ds_nodes(ds_client *c, const char *sup, ds_node_list **out, ds_error *err) {
     return ok(err);
 }
 
-int ds_node_for(ds_client *c, const char *sup, const char *key, char **node_out,
-                ds_error *err) {
+int ds_node_for(ds_client *c, const char *sup, const char *key, char **node_out, ds_error *err)
+{
     if (node_out == NULL) return fail(err, DS_INVALID_ARGUMENT, "ds_node_for: out is NULL");
     *node_out = NULL;
     if (c == NULL) return fail(err, DS_INVALID_ARGUMENT, "ds_node_for: no client");
@@ -888,8 +909,8 @@ int ds_node_for(ds_client *c, const char *sup, const char *key, char **node_out,
     req.supervisor = S(sup);
     req.key = S(key);
     ProtobufCMessage *resp;
-    int rc = rpc_unary(c, SVC "NodeFor", PM(&req), &distsup__v1__node_for_response__descriptor,
-                       &resp, client_timeout(c), err);
+    int rc = rpc_unary(c, SVC "NodeFor", PM(&req), &distsup__v1__node_for_response__descriptor, &resp,
+                       client_timeout(c), err);
     if (rc != DS_OK) return rc;
     char *n = dup_str(((Distsup__V1__NodeForResponse *)resp)->node);
     protobuf_c_message_free_unpacked(resp, NULL);
@@ -898,8 +919,8 @@ int ds_node_for(ds_client *c, const char *sup, const char *key, char **node_out,
     return ok(err);
 }
 
-int ds_mine(ds_client *c, const char *sup, const char *key, int *mine, char **node_out,
-            ds_error *err) {
+int ds_mine(ds_client *c, const char *sup, const char *key, int *mine, char **node_out, ds_error *err)
+{
     if (node_out) *node_out = NULL;
     if (mine == NULL) return fail(err, DS_INVALID_ARGUMENT, "ds_mine: mine is NULL");
     *mine = 0;
@@ -908,8 +929,7 @@ int ds_mine(ds_client *c, const char *sup, const char *key, int *mine, char **no
     req.supervisor = S(sup);
     req.key = S(key);
     ProtobufCMessage *resp;
-    int rc = rpc_unary(c, SVC "Mine", PM(&req), &distsup__v1__mine_response__descriptor, &resp,
-                       client_timeout(c), err);
+    int rc = rpc_unary(c, SVC "Mine", PM(&req), &distsup__v1__mine_response__descriptor, &resp, client_timeout(c), err);
     if (rc != DS_OK) return rc;
     Distsup__V1__MineResponse *r = (Distsup__V1__MineResponse *)resp;
     if (node_out) {
@@ -923,8 +943,8 @@ int ds_mine(ds_client *c, const char *sup, const char *key, int *mine, char **no
 
 /* ---- health -------------------------------------------------------------------- */
 
-int ds_health_check(ds_client *c, const char *service, ds_health_status *status,
-                    ds_error *err) {
+int ds_health_check(ds_client *c, const char *service, ds_health_status *status, ds_error *err)
+{
     if (status == NULL) return fail(err, DS_INVALID_ARGUMENT, "ds_health_check: status is NULL");
     *status = DS_HEALTH_UNKNOWN;
     if (c == NULL) return fail(err, DS_INVALID_ARGUMENT, "ds_health_check: no client");
@@ -932,8 +952,7 @@ int ds_health_check(ds_client *c, const char *service, ds_health_status *status,
     req.service = S(service);
     ProtobufCMessage *resp;
     int rc = rpc_unary(c, "/grpc.health.v1.Health/Check", PM(&req),
-                       &grpc__health__v1__health_check_response__descriptor, &resp,
-                       client_timeout(c), err);
+                       &grpc__health__v1__health_check_response__descriptor, &resp, client_timeout(c), err);
     if (rc != DS_OK) return rc;
     *status = (ds_health_status)((Grpc__Health__V1__HealthCheckResponse *)resp)->status;
     protobuf_c_message_free_unpacked(resp, NULL);
@@ -945,10 +964,9 @@ int ds_health_check(ds_client *c, const char *service, ds_health_status *status,
 enum { TAG_SEND = 1, TAG_META, TAG_STATUS, TAG_MSG };
 #define TAG(t) ((void *)(intptr_t)(t))
 
-int ds_watch(ds_client *c, const ds_watch_options *opts, ds_watch_fn fn, void *arg,
-             ds_error *err) {
-    if (c == NULL || fn == NULL)
-        return fail(err, DS_INVALID_ARGUMENT, "ds_watch: client and callback are required");
+int ds_watch(ds_client *c, const ds_watch_options *opts, ds_watch_fn fn, void *arg, ds_error *err)
+{
+    if (c == NULL || fn == NULL) return fail(err, DS_INVALID_ARGUMENT, "ds_watch: client and callback are required");
     ds_watch_options none = {0};
     if (opts == NULL) opts = &none;
     if (opts->n_kinds && opts->kinds == NULL)
@@ -961,8 +979,7 @@ int ds_watch(ds_client *c, const ds_watch_options *opts, ds_watch_fn fn, void *a
     if (opts->n_kinds) {
         kinds = calloc(opts->n_kinds, sizeof *kinds);
         if (kinds == NULL) return oom(err);
-        for (size_t i = 0; i < opts->n_kinds; i++)
-            kinds[i] = (Distsup__V1__EventKind)opts->kinds[i];
+        for (size_t i = 0; i < opts->n_kinds; i++) kinds[i] = (Distsup__V1__EventKind)opts->kinds[i];
         req.kinds = kinds;
         req.n_kinds = opts->n_kinds;
     }
@@ -974,11 +991,9 @@ int ds_watch(ds_client *c, const ds_watch_options *opts, ds_watch_fn fn, void *a
         grpc_byte_buffer_destroy(send_bb);
         return fail(err, DS_INTERNAL, "cannot create a completion queue");
     }
-    gpr_timespec deadline = opts->timeout_ms ? deadline_in(opts->timeout_ms)
-                                             : gpr_inf_future(GPR_CLOCK_REALTIME);
-    grpc_call *call =
-        grpc_channel_create_call(c->channel, NULL, GRPC_PROPAGATE_DEFAULTS, cq,
-                                 grpc_slice_from_static_string(SVC "Watch"), NULL, deadline, NULL);
+    gpr_timespec deadline = opts->timeout_ms ? deadline_in(opts->timeout_ms) : gpr_inf_future(GPR_CLOCK_REALTIME);
+    grpc_call *call = grpc_channel_create_call(c->channel, NULL, GRPC_PROPAGATE_DEFAULTS, cq,
+                                               grpc_slice_from_static_string(SVC "Watch"), NULL, deadline, NULL);
     if (call == NULL) {
         grpc_byte_buffer_destroy(send_bb);
         grpc_completion_queue_shutdown(cq);
@@ -1017,20 +1032,15 @@ int ds_watch(ds_client *c, const ds_watch_options *opts, ds_watch_fn fn, void *a
     msg_op.op = GRPC_OP_RECV_MESSAGE;
     msg_op.data.recv_message.recv_message = &recv_bb;
 
-    if ((ce = grpc_call_start_batch(call, send_ops, 3, TAG(TAG_SEND), NULL)) == GRPC_CALL_OK)
+    if ((ce = grpc_call_start_batch(call, send_ops, 3, TAG(TAG_SEND), NULL)) == GRPC_CALL_OK) pending++;
+    if (ce == GRPC_CALL_OK && (ce = grpc_call_start_batch(call, &meta_op, 1, TAG(TAG_META), NULL)) == GRPC_CALL_OK)
         pending++;
-    if (ce == GRPC_CALL_OK &&
-        (ce = grpc_call_start_batch(call, &meta_op, 1, TAG(TAG_META), NULL)) == GRPC_CALL_OK)
+    if (ce == GRPC_CALL_OK && (ce = grpc_call_start_batch(call, &status_op, 1, TAG(TAG_STATUS), NULL)) == GRPC_CALL_OK)
         pending++;
-    if (ce == GRPC_CALL_OK &&
-        (ce = grpc_call_start_batch(call, &status_op, 1, TAG(TAG_STATUS), NULL)) == GRPC_CALL_OK)
-        pending++;
-    if (ce == GRPC_CALL_OK &&
-        (ce = grpc_call_start_batch(call, &msg_op, 1, TAG(TAG_MSG), NULL)) == GRPC_CALL_OK)
+    if (ce == GRPC_CALL_OK && (ce = grpc_call_start_batch(call, &msg_op, 1, TAG(TAG_MSG), NULL)) == GRPC_CALL_OK)
         pending++;
     if (ce != GRPC_CALL_OK) {
-        local_rc = fail(err, DS_INTERNAL, "grpc_call_start_batch: %s",
-                        grpc_call_error_to_string(ce));
+        local_rc = fail(err, DS_INTERNAL, "grpc_call_start_batch: %s", grpc_call_error_to_string(ce));
         grpc_call_cancel(call, NULL);
         cancelled = true;
     }
@@ -1050,8 +1060,7 @@ int ds_watch(ds_client *c, const ds_watch_options *opts, ds_watch_fn fn, void *a
             break;
         case TAG_MSG: {
             if (recv_bb == NULL) break; /* end of stream: the status follows */
-            Distsup__V1__Event *e = (Distsup__V1__Event *)unpack_message(
-                recv_bb, &distsup__v1__event__descriptor);
+            Distsup__V1__Event *e = (Distsup__V1__Event *)unpack_message(recv_bb, &distsup__v1__event__descriptor);
             grpc_byte_buffer_destroy(recv_bb);
             recv_bb = NULL;
             if (e == NULL) {
@@ -1088,16 +1097,14 @@ int ds_watch(ds_client *c, const ds_watch_options *opts, ds_watch_fn fn, void *a
                 if (ce == GRPC_CALL_OK) {
                     pending++;
                 } else {
-                    local_rc = fail(err, DS_INTERNAL, "grpc_call_start_batch: %s",
-                                    grpc_call_error_to_string(ce));
+                    local_rc = fail(err, DS_INTERNAL, "grpc_call_start_batch: %s", grpc_call_error_to_string(ce));
                     grpc_call_cancel(call, NULL);
                     cancelled = true;
                 }
             }
             break;
         }
-        default:
-            break;
+        default: break;
         }
     }
 

@@ -78,8 +78,8 @@ enum {
 #define DS_ERROR_MESSAGE_MAX 512
 
 typedef struct ds_error {
-    int code;                            /* gRPC status code; 0 = OK */
-    char message[DS_ERROR_MESSAGE_MAX];  /* NUL-terminated; may be truncated */
+    int code;                           /* gRPC status code; 0 = OK */
+    char message[DS_ERROR_MESSAGE_MAX]; /* NUL-terminated; may be truncated */
 } ds_error;
 
 /* "NOT_FOUND" for 5, ... ; "UNKNOWN_CODE" outside 0..16.  Static string. */
@@ -90,7 +90,7 @@ const char *ds_status_name(int code);
 typedef struct ds_client ds_client;
 
 typedef struct ds_connect_options {
-    uint32_t timeout_ms;  /* default RPC deadline; 0 = DS_DEFAULT_TIMEOUT_MS */
+    uint32_t timeout_ms; /* default RPC deadline; 0 = DS_DEFAULT_TIMEOUT_MS */
     /* Non-zero: ds_connect waits (up to timeout_ms) until the channel is connected
      * and fails with DS_UNAVAILABLE if it does not get there.  Zero (default):
      * connect lazily; the first RPC reports an unreachable daemon. */
@@ -100,8 +100,7 @@ typedef struct ds_connect_options {
 /* Opens a client for `address` ("HOST:PORT", "unix:/path", any gRPC target; NULL
  * means DS_DEFAULT_ADDRESS).  opts may be NULL.  On success *out is a client to
  * release with ds_close.  Calls grpc_init() (balanced by ds_close). */
-int ds_connect(const char *address, const ds_connect_options *opts, ds_client **out,
-               ds_error *err);
+int ds_connect(const char *address, const ds_connect_options *opts, ds_client **out, ds_error *err);
 /* Closes the channel and frees the client.  NULL is fine. */
 void ds_close(ds_client *c);
 /* Changes the default RPC deadline (0 = DS_DEFAULT_TIMEOUT_MS).  Thread-safe. */
@@ -115,14 +114,14 @@ void ds_free(void *p);
 /* ---- child specs and children ----------------------------------------------- */
 
 typedef enum ds_restart {
-    DS_RESTART_PERMANENT = 0,  /* always restarted */
-    DS_RESTART_TRANSIENT = 1,  /* restarted after an abnormal exit only */
-    DS_RESTART_TEMPORARY = 2,  /* never restarted */
+    DS_RESTART_PERMANENT = 0, /* always restarted */
+    DS_RESTART_TRANSIENT = 1, /* restarted after an abnormal exit only */
+    DS_RESTART_TEMPORARY = 2, /* never restarted */
 } ds_restart;
 
 typedef enum ds_protocol {
-    DS_PROTOCOL_FRAMES = 0,    /* speaks the child frame protocol: call/cast work */
-    DS_PROTOCOL_NONE = 1,      /* plain process: supervised only */
+    DS_PROTOCOL_FRAMES = 0, /* speaks the child frame protocol: call/cast work */
+    DS_PROTOCOL_NONE = 1,   /* plain process: supervised only */
 } ds_protocol;
 
 typedef enum ds_child_state {
@@ -131,7 +130,7 @@ typedef enum ds_child_state {
     DS_STATE_RESTARTING = 2,
     DS_STATE_STOPPING = 3,
     DS_STATE_FAILED = 4,
-    DS_STATE_SUSPENDED = 5,    /* held back: its node is syncing with peers or has no quorum */
+    DS_STATE_SUSPENDED = 5, /* held back: its node is syncing with peers or has no quorum */
 } ds_child_state;
 
 typedef struct ds_kv {
@@ -144,19 +143,19 @@ typedef struct ds_kv {
  * strings and arrays belong to that ds_child and are never NULL (empty strings and
  * zero counts instead, arrays may be NULL when their count is 0). */
 typedef struct ds_child_spec {
-    const char *name;              /* unique in its supervisor; generated when empty */
-    const char *const *argv;       /* argv[0] is looked up in PATH when it has no '/';
-                                      a relative path is resolved against cwd */
+    const char *name;        /* unique in its supervisor; generated when empty */
+    const char *const *argv; /* argv[0] is looked up in PATH when it has no '/';
+                                a relative path is resolved against cwd */
     size_t argc;
-    const ds_kv *env;              /* added to the daemon's environment */
+    const ds_kv *env; /* added to the daemon's environment */
     size_t n_env;
-    const char *cwd;               /* default: the daemon's data dir */
+    const char *cwd; /* default: the daemon's data dir */
     ds_restart restart;
-    uint32_t shutdown_ms;          /* SIGTERM, wait, SIGKILL; 0 = the default 5000 */
-    int kill_immediately;          /* non-zero: SIGKILL at once (brutal_kill) */
-    const char *node;              /* pin to this node */
-    const char *key;               /* placement key; default: the name */
-    const uint8_t *init;           /* handed to the child in its Init frame */
+    uint32_t shutdown_ms; /* SIGTERM, wait, SIGKILL; 0 = the default 5000 */
+    int kill_immediately; /* non-zero: SIGKILL at once (brutal_kill) */
+    const char *node;     /* pin to this node */
+    const char *key;      /* placement key; default: the name */
+    const uint8_t *init;  /* handed to the child in its Init frame */
     size_t init_len;
     const ds_kv *labels;
     size_t n_labels;
@@ -167,18 +166,18 @@ typedef struct ds_child_spec {
 typedef struct ds_child {
     char *supervisor;
     char *name;
-    char *id;                      /* this incarnation's id ("node/seq") */
+    char *id; /* this incarnation's id ("node/seq") */
     char *node;
-    int32_t os_pid;                /* 0 when not running */
+    int32_t os_pid; /* 0 when not running */
     ds_child_state state;
     uint32_t restarts;
-    int64_t started_at_ms;         /* unix ms of the current incarnation's start */
+    int64_t started_at_ms; /* unix ms of the current incarnation's start */
     uint64_t incarnation;
-    ds_child_spec spec;            /* owned by this ds_child */
+    ds_child_spec spec; /* owned by this ds_child */
 } ds_child;
 
 typedef struct ds_child_list {
-    ds_child *items;               /* count entries (NULL when count is 0) */
+    ds_child *items; /* count entries (NULL when count is 0) */
     size_t count;
 } ds_child_list;
 
@@ -193,51 +192,47 @@ const char *ds_child_state_name(ds_child_state s);
 /* StartChild.  `spec` must have at least one argv entry.  The spec's node and the
  * optional `node` argument pin the child (either may be set; NULL = anywhere).
  * *out: the started child (ds_child_free).  out may be NULL if not wanted. */
-int ds_start_child(ds_client *c, const char *sup, const ds_child_spec *spec,
-                   const char *node, ds_child **out, ds_error *err);
+int ds_start_child(ds_client *c, const char *sup, const ds_child_spec *spec, const char *node, ds_child **out,
+                   ds_error *err);
 
 typedef struct ds_terminated {
-    char *name;                    /* owned: ds_terminated_free */
-    int32_t exit_code;             /* -1 if it died of a signal */
+    char *name;        /* owned: ds_terminated_free */
+    int32_t exit_code; /* -1 if it died of a signal */
     int32_t signal;
 } ds_terminated;
 void ds_terminated_free(ds_terminated *t);
 
 /* TerminateChild by name, or by id when name is NULL or "".  out may be NULL. */
-int ds_terminate_child(ds_client *c, const char *sup, const char *name, const char *id,
-                       ds_terminated **out, ds_error *err);
+int ds_terminate_child(ds_client *c, const char *sup, const char *name, const char *id, ds_terminated **out,
+                       ds_error *err);
 
 /* Children, cluster-wide (node NULL or "") or on one node. */
-int ds_children(ds_client *c, const char *sup, const char *node, ds_child_list **out,
-                ds_error *err);
+int ds_children(ds_client *c, const char *sup, const char *node, ds_child_list **out, ds_error *err);
 
 typedef struct ds_counts {
-    uint32_t specs;                /* every child the supervisor knows */
-    uint32_t active;               /* running now */
-    uint32_t supervisors;          /* always 0 */
+    uint32_t specs;       /* every child the supervisor knows */
+    uint32_t active;      /* running now */
+    uint32_t supervisors; /* always 0 */
     uint32_t workers;
     uint32_t failed;
 } ds_counts;
 
 /* CountChildren (node NULL or "" = every node).  Fills the caller's *out. */
-int ds_count_children(ds_client *c, const char *sup, const char *node, ds_counts *out,
-                      ds_error *err);
+int ds_count_children(ds_client *c, const char *sup, const char *node, ds_counts *out, ds_error *err);
 
 /* WhereIs: name -> child.  DS_NOT_FOUND when no such child. */
-int ds_whereis(ds_client *c, const char *sup, const char *name, ds_child **out,
-               ds_error *err);
+int ds_whereis(ds_client *c, const char *sup, const char *name, ds_child **out, ds_error *err);
 
 /* WhoIs: id -> child (its name is (*out)->name). */
-int ds_whois(ds_client *c, const char *sup, const char *id, ds_child **out,
-             ds_error *err);
+int ds_whois(ds_client *c, const char *sup, const char *id, ds_child **out, ds_error *err);
 
 /* ---- messages ------------------------------------------------------------------ */
 
 typedef struct ds_call_result {
-    uint8_t *data;                 /* the reply bytes; a NUL follows data[len] so a
-                                      text reply can be used as a C string */
+    uint8_t *data; /* the reply bytes; a NUL follows data[len] so a
+                      text reply can be used as a C string */
     size_t len;
-    char *node;                    /* node the child ran on */
+    char *node; /* node the child ran on */
 } ds_call_result;
 void ds_call_result_free(ds_call_result *r);
 
@@ -245,14 +240,12 @@ void ds_call_result_free(ds_call_result *r);
  * child's time to answer (0 = the daemon's default, 5000 ms); the daemon answers
  * DS_DEADLINE_EXCEEDED when it passes.  The RPC deadline is timeout_ms plus the
  * client's default deadline.  Errors the child returns come back as their status. */
-int ds_call(ds_client *c, const char *sup, const char *name, const void *payload,
-            size_t len, uint32_t timeout_ms, ds_call_result **out, ds_error *err);
+int ds_call(ds_client *c, const char *sup, const char *name, const void *payload, size_t len, uint32_t timeout_ms,
+            ds_call_result **out, ds_error *err);
 /* Cast: fire and forget (delivered as a Cast frame). */
-int ds_cast(ds_client *c, const char *sup, const char *name, const void *payload,
-            size_t len, ds_error *err);
+int ds_cast(ds_client *c, const char *sup, const char *name, const void *payload, size_t len, ds_error *err);
 /* Send: a plain message (delivered as an Info frame). */
-int ds_send(ds_client *c, const char *sup, const char *name, const void *payload,
-            size_t len, ds_error *err);
+int ds_send(ds_client *c, const char *sup, const char *name, const void *payload, size_t len, ds_error *err);
 
 /* ---- cluster ------------------------------------------------------------------- */
 
@@ -260,9 +253,9 @@ typedef struct ds_node {
     char *name;
     char *address;
     int up;
-    int self;                      /* the node this client talks to */
+    int self; /* the node this client talks to */
     uint32_t children;
-    ds_kv *labels;                 /* owned by the list */
+    ds_kv *labels; /* owned by the list */
     size_t n_labels;
 } ds_node;
 
@@ -274,12 +267,10 @@ void ds_node_list_free(ds_node_list *list);
 
 int ds_nodes(ds_client *c, const char *sup, ds_node_list **out, ds_error *err);
 /* NodeFor: the node a key is placed on.  *node_out: ds_free. */
-int ds_node_for(ds_client *c, const char *sup, const char *key, char **node_out,
-                ds_error *err);
+int ds_node_for(ds_client *c, const char *sup, const char *key, char **node_out, ds_error *err);
 /* Mine: is key placed on the daemon's own node?  *mine = 0 or 1; *node_out (may be
  * NULL if not wanted) is the key's node, to ds_free. */
-int ds_mine(ds_client *c, const char *sup, const char *key, int *mine, char **node_out,
-            ds_error *err);
+int ds_mine(ds_client *c, const char *sup, const char *key, int *mine, char **node_out, ds_error *err);
 
 /* ---- health (grpc.health.v1.Health/Check) --------------------------------------- */
 
@@ -292,8 +283,7 @@ typedef enum ds_health_status {
 const char *ds_health_status_name(ds_health_status s);
 
 /* service NULL or "" asks about the server as a whole. */
-int ds_health_check(ds_client *c, const char *service, ds_health_status *status,
-                    ds_error *err);
+int ds_health_check(ds_client *c, const char *service, ds_health_status *status, ds_error *err);
 
 /* ---- watch ---------------------------------------------------------------------- */
 
@@ -322,7 +312,7 @@ typedef struct ds_event {
     const char *id;
     const char *node;
     int32_t os_pid;
-    int32_t exit_code;             /* -1 when killed by a signal */
+    int32_t exit_code; /* -1 when killed by a signal */
     int32_t signal;
     const char *reason;
     int64_t at_ms;
@@ -333,11 +323,11 @@ typedef struct ds_event {
 typedef int (*ds_watch_fn)(void *arg, const ds_event *event);
 
 typedef struct ds_watch_options {
-    const char *supervisor;        /* NULL/"" = "default"; "*" = every supervisor */
-    const ds_event_kind *kinds;    /* NULL/0 = every kind */
+    const char *supervisor;     /* NULL/"" = "default"; "*" = every supervisor */
+    const ds_event_kind *kinds; /* NULL/0 = every kind */
     size_t n_kinds;
-    uint32_t timeout_ms;           /* 0: no deadline; else the stream's deadline, after
-                                      which ds_watch returns DS_DEADLINE_EXCEEDED */
+    uint32_t timeout_ms; /* 0: no deadline; else the stream's deadline, after
+                            which ds_watch returns DS_DEADLINE_EXCEEDED */
     /* Optional.  Polled about every 100 ms; once non-zero the stream is cancelled and
      * ds_watch returns DS_OK.  A signal handler may set it. */
     const volatile sig_atomic_t *stop;
@@ -351,8 +341,7 @@ typedef struct ds_watch_options {
 /* Watch: follows lifecycle events, calling fn for each, until fn returns non-zero,
  * *opts->stop becomes non-zero (both DS_OK), the daemon ends the stream (its
  * status), or the deadline passes.  Blocks the calling thread.  opts may be NULL. */
-int ds_watch(ds_client *c, const ds_watch_options *opts, ds_watch_fn fn, void *arg,
-             ds_error *err);
+int ds_watch(ds_client *c, const ds_watch_options *opts, ds_watch_fn fn, void *arg, ds_error *err);
 
 #ifdef __cplusplus
 }

@@ -14,42 +14,43 @@
 
 static volatile sig_atomic_t g_stop;
 
-static void on_signal(int sig) {
+static void on_signal(int sig)
+{
     (void)sig;
     g_stop = 1;
 }
 
-static int64_t now_ms(void) {
+static int64_t now_ms(void)
+{
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* Reports an RPC error: stderr always; with --json also an object on stdout. */
-static int report(const struct ctl_opts *o, const ds_error *err) {
-    fprintf(stderr, "distsupctl %s: %s: %s\n", ctl_cmd_name(o->cmd), ds_status_name(err->code),
-            err->message);
+static int report(const struct ctl_opts *o, const ds_error *err)
+{
+    fprintf(stderr, "distsupctl %s: %s: %s\n", ctl_cmd_name(o->cmd), ds_status_name(err->code), err->message);
     if (o->json) {
-        printf("{\"error\":{\"code\":%d,\"status\":\"%s\",\"message\":", err->code,
-               ds_status_name(err->code));
+        printf("{\"error\":{\"code\":%d,\"status\":\"%s\",\"message\":", err->code, ds_status_name(err->code));
         ctl_json_cstr(stdout, err->message);
         printf("}}\n");
     }
     return ctl_exit_code(err->code);
 }
 
-static int local_failure(const char *what) {
+static int local_failure(const char *what)
+{
     fprintf(stderr, "distsupctl: %s\n", what);
     return CTL_EXIT_LOCAL;
 }
 
 /* ---- children ---------------------------------------------------------------------- */
 
-static bool running(const ds_child *c) {
-    return c->state == DS_STATE_RUNNING && c->started_at_ms > 0;
-}
+static bool running(const ds_child *c) { return c->state == DS_STATE_RUNNING && c->started_at_ms > 0; }
 
-static void json_kvs(FILE *f, const ds_kv *kv, size_t n) {
+static void json_kvs(FILE *f, const ds_kv *kv, size_t n)
+{
     fputc('{', f);
     for (size_t i = 0; i < n; i++) {
         if (i) fputc(',', f);
@@ -60,7 +61,8 @@ static void json_kvs(FILE *f, const ds_kv *kv, size_t n) {
     fputc('}', f);
 }
 
-static int json_child(FILE *f, const ds_child *c) {
+static int json_child(FILE *f, const ds_child *c)
+{
     fputs("{\"supervisor\":", f);
     ctl_json_cstr(f, c->supervisor);
     fputs(",\"name\":", f);
@@ -69,8 +71,7 @@ static int json_child(FILE *f, const ds_child *c) {
     ctl_json_cstr(f, c->id);
     fputs(",\"node\":", f);
     ctl_json_cstr(f, c->node);
-    fprintf(f, ",\"os_pid\":%" PRId32 ",\"state\":\"%s\",\"restarts\":%" PRIu32
-               ",\"started_at_ms\":%" PRId64,
+    fprintf(f, ",\"os_pid\":%" PRId32 ",\"state\":\"%s\",\"restarts\":%" PRIu32 ",\"started_at_ms\":%" PRId64,
             c->os_pid, ds_child_state_name(c->state), c->restarts, c->started_at_ms);
     if (running(c)) fprintf(f, ",\"uptime_ms\":%" PRId64, now_ms() - c->started_at_ms);
     else fputs(",\"uptime_ms\":null", f);
@@ -87,8 +88,8 @@ static int json_child(FILE *f, const ds_child *c) {
     json_kvs(f, s->env, s->n_env);
     fputs(",\"cwd\":", f);
     ctl_json_cstr(f, s->cwd);
-    fprintf(f, ",\"restart\":\"%s\",\"shutdown_ms\":%" PRIu32 ",\"kill_immediately\":%s",
-            ds_restart_name(s->restart), s->shutdown_ms, s->kill_immediately ? "true" : "false");
+    fprintf(f, ",\"restart\":\"%s\",\"shutdown_ms\":%" PRIu32 ",\"kill_immediately\":%s", ds_restart_name(s->restart),
+            s->shutdown_ms, s->kill_immediately ? "true" : "false");
     fputs(",\"node\":", f);
     ctl_json_cstr(f, s->node);
     fputs(",\"key\":", f);
@@ -102,7 +103,8 @@ static int json_child(FILE *f, const ds_child *c) {
 }
 
 /* Table of children; with_id adds an ID column. */
-static int table_children(const ds_child *items, size_t n, bool with_id) {
+static int table_children(const ds_child *items, size_t n, bool with_id)
+{
     static const char *const hdr[] = {"NAME", "NODE", "PID", "STATE", "RESTARTS", "UPTIME", "ID"};
     size_t ncols = with_id ? 7 : 6;
     struct ctl_table t;
@@ -115,8 +117,7 @@ static int table_children(const ds_child *items, size_t n, bool with_id) {
         snprintf(restarts, sizeof restarts, "%" PRIu32, c->restarts);
         if (running(c)) ctl_fmt_duration(now_ms() - c->started_at_ms, up, sizeof up);
         else snprintf(up, sizeof up, "-");
-        const char *row[] = {c->name, c->node, pid, ds_child_state_name(c->state), restarts,
-                             up, c->id};
+        const char *row[] = {c->name, c->node, pid, ds_child_state_name(c->state), restarts, up, c->id};
         if (ctl_table_add(&t, row) != 0) {
             ctl_table_free(&t);
             return -1;
@@ -127,7 +128,8 @@ static int table_children(const ds_child *items, size_t n, bool with_id) {
     return 0;
 }
 
-static int cmd_start(ds_client *c, const struct ctl_opts *o) {
+static int cmd_start(ds_client *c, const struct ctl_opts *o)
+{
     ds_kv *env = calloc(o->n_env + 1, sizeof *env);
     ds_kv *labels = calloc(o->n_labels + 1, sizeof *labels);
     int rc = CTL_EXIT_OK;
@@ -173,8 +175,7 @@ static int cmd_start(ds_client *c, const struct ctl_opts *o) {
         if (json_child(stdout, child) != 0) rc = local_failure("out of memory");
         fputc('\n', stdout);
     } else {
-        printf("started %s on %s (pid %" PRId32 ", id %s)\n", child->name, child->node,
-               child->os_pid, child->id);
+        printf("started %s on %s (pid %" PRId32 ", id %s)\n", child->name, child->node, child->os_pid, child->id);
     }
     ds_child_free(child);
 out:
@@ -187,11 +188,11 @@ out:
     return rc;
 }
 
-static int cmd_stop(ds_client *c, const struct ctl_opts *o) {
+static int cmd_stop(ds_client *c, const struct ctl_opts *o)
+{
     ds_terminated *t;
     ds_error err;
-    if (ds_terminate_child(c, o->supervisor, o->name, o->id, &t, &err) != DS_OK)
-        return report(o, &err);
+    if (ds_terminate_child(c, o->supervisor, o->name, o->id, &t, &err) != DS_OK) return report(o, &err);
     if (o->json) {
         fputs("{\"name\":", stdout);
         ctl_json_cstr(stdout, t->name);
@@ -205,7 +206,8 @@ static int cmd_stop(ds_client *c, const struct ctl_opts *o) {
     return CTL_EXIT_OK;
 }
 
-static int cmd_ls(ds_client *c, const struct ctl_opts *o) {
+static int cmd_ls(ds_client *c, const struct ctl_opts *o)
+{
     ds_child_list *list;
     ds_error err;
     if (ds_children(c, o->supervisor, o->node, &list, &err) != DS_OK) return report(o, &err);
@@ -224,7 +226,8 @@ static int cmd_ls(ds_client *c, const struct ctl_opts *o) {
     return rc;
 }
 
-static int cmd_whereis(ds_client *c, const struct ctl_opts *o) {
+static int cmd_whereis(ds_client *c, const struct ctl_opts *o)
+{
     ds_child *child;
     ds_error err;
     int st = o->cmd == CMD_WHOIS ? ds_whois(c, o->supervisor, o->id, &child, &err)
@@ -244,7 +247,8 @@ static int cmd_whereis(ds_client *c, const struct ctl_opts *o) {
 /* ---- messages ---------------------------------------------------------------------- */
 
 /* Reads all of f into a malloc'd buffer. */
-static int read_all(FILE *f, uint8_t **out, size_t *len) {
+static int read_all(FILE *f, uint8_t **out, size_t *len)
+{
     size_t cap = 4096, n = 0;
     uint8_t *buf = malloc(cap);
     if (buf == NULL) return -1;
@@ -273,7 +277,8 @@ static int read_all(FILE *f, uint8_t **out, size_t *len) {
 
 /* The payload of call/cast/send: the argument, or --payload-file.  *owned is what
  * to free. */
-static int get_payload(const struct ctl_opts *o, const uint8_t **p, size_t *n, uint8_t **owned) {
+static int get_payload(const struct ctl_opts *o, const uint8_t **p, size_t *n, uint8_t **owned)
+{
     *owned = NULL;
     if (o->payload_file == NULL) {
         *p = (const uint8_t *)o->payload;
@@ -293,7 +298,8 @@ static int get_payload(const struct ctl_opts *o, const uint8_t **p, size_t *n, u
     return rc;
 }
 
-static int cmd_message(ds_client *c, const struct ctl_opts *o) {
+static int cmd_message(ds_client *c, const struct ctl_opts *o)
+{
     const uint8_t *p;
     size_t n;
     uint8_t *owned;
@@ -311,8 +317,7 @@ static int cmd_message(ds_client *c, const struct ctl_opts *o) {
                 fputs(",\"node\":", stdout);
                 ctl_json_cstr(stdout, r->node);
                 fputc(',', stdout);
-                if (ctl_json_bytes(stdout, "payload", r->data, r->len) != 0)
-                    rc = local_failure("out of memory");
+                if (ctl_json_bytes(stdout, "payload", r->data, r->len) != 0) rc = local_failure("out of memory");
                 fputs("}\n", stdout);
             } else {
                 fwrite(r->data, 1, r->len, stdout);
@@ -333,13 +338,14 @@ static int cmd_message(ds_client *c, const struct ctl_opts *o) {
 
 /* ---- cluster ----------------------------------------------------------------------- */
 
-static int cmd_count(ds_client *c, const struct ctl_opts *o) {
+static int cmd_count(ds_client *c, const struct ctl_opts *o)
+{
     ds_counts k;
     ds_error err;
     if (ds_count_children(c, o->supervisor, o->node, &k, &err) != DS_OK) return report(o, &err);
     if (o->json) {
-        printf("{\"specs\":%" PRIu32 ",\"active\":%" PRIu32 ",\"supervisors\":%" PRIu32
-               ",\"workers\":%" PRIu32 ",\"failed\":%" PRIu32 "}\n",
+        printf("{\"specs\":%" PRIu32 ",\"active\":%" PRIu32 ",\"supervisors\":%" PRIu32 ",\"workers\":%" PRIu32
+               ",\"failed\":%" PRIu32 "}\n",
                k.specs, k.active, k.supervisors, k.workers, k.failed);
         return CTL_EXIT_OK;
     }
@@ -361,7 +367,8 @@ static int cmd_count(ds_client *c, const struct ctl_opts *o) {
     return CTL_EXIT_OK;
 }
 
-static int cmd_nodes(ds_client *c, const struct ctl_opts *o) {
+static int cmd_nodes(ds_client *c, const struct ctl_opts *o)
+{
     ds_node_list *list;
     ds_error err;
     if (ds_nodes(c, o->supervisor, &list, &err) != DS_OK) return report(o, &err);
@@ -374,8 +381,8 @@ static int cmd_nodes(ds_client *c, const struct ctl_opts *o) {
             ctl_json_cstr(stdout, n->name);
             fputs(",\"address\":", stdout);
             ctl_json_cstr(stdout, n->address);
-            printf(",\"up\":%s,\"self\":%s,\"children\":%" PRIu32 ",\"labels\":",
-                   n->up ? "true" : "false", n->self ? "true" : "false", n->children);
+            printf(",\"up\":%s,\"self\":%s,\"children\":%" PRIu32 ",\"labels\":", n->up ? "true" : "false",
+                   n->self ? "true" : "false", n->children);
             json_kvs(stdout, n->labels, n->n_labels);
             fputc('}', stdout);
         }
@@ -401,11 +408,11 @@ static int cmd_nodes(ds_client *c, const struct ctl_opts *o) {
                 labels[0] = '\0';
                 size_t off = 0;
                 for (size_t j = 0; j < n->n_labels; j++)
-                    off += (size_t)snprintf(labels + off, cap - off, "%s%s=%s", j ? "," : "",
-                                            n->labels[j].key, n->labels[j].value);
-                const char *row[] = {n->name, n->address[0] ? n->address : "-",
-                                     n->up ? "yes" : "no", n->self ? "*" : "", kids,
-                                     labels[0] ? labels : "-"};
+                    off += (size_t)snprintf(labels + off, cap - off, "%s%s=%s", j ? "," : "", n->labels[j].key,
+                                            n->labels[j].value);
+                const char *row[] = {
+                    n->name, n->address[0] ? n->address : "-", n->up ? "yes" : "no", n->self ? "*" : "",
+                    kids,    labels[0] ? labels : "-"};
                 if (ctl_table_add(&t, row) != 0) rc = local_failure("out of memory");
                 free(labels);
             }
@@ -417,7 +424,8 @@ static int cmd_nodes(ds_client *c, const struct ctl_opts *o) {
     return rc;
 }
 
-static int cmd_node_for(ds_client *c, const struct ctl_opts *o) {
+static int cmd_node_for(ds_client *c, const struct ctl_opts *o)
+{
     ds_error err;
     char *node;
     int mine = 0;
@@ -440,7 +448,8 @@ static int cmd_node_for(ds_client *c, const struct ctl_opts *o) {
     return CTL_EXIT_OK;
 }
 
-static int cmd_health(ds_client *c, const struct ctl_opts *o) {
+static int cmd_health(ds_client *c, const struct ctl_opts *o)
+{
     ds_health_status s;
     ds_error err;
     if (ds_health_check(c, o->service, &s, &err) != DS_OK) return report(o, &err);
@@ -457,10 +466,11 @@ struct watch_state {
     bool header_done;
 };
 
-static void watch_header(struct watch_state *w) {
+static void watch_header(struct watch_state *w)
+{
     if (w->header_done || w->o->json) return;
-    printf("%-12s  %-6s  %-15s  %-10s  %-20s  %-16s  %-7s  %s\n", "TIME", "SEQ", "KIND",
-           "SUPERVISOR", "NAME", "NODE", "PID", "DETAIL");
+    printf("%-12s  %-6s  %-15s  %-10s  %-20s  %-16s  %-7s  %s\n", "TIME", "SEQ", "KIND", "SUPERVISOR", "NAME", "NODE",
+           "PID", "DETAIL");
     fflush(stdout);
     w->header_done = true;
 }
@@ -469,12 +479,12 @@ static void watch_header(struct watch_state *w) {
  * now on will be printed (scripts may wait for it before acting). */
 static void on_open(void *arg) { watch_header(arg); }
 
-static int on_event(void *arg, const ds_event *e) {
+static int on_event(void *arg, const ds_event *e)
+{
     struct watch_state *w = arg;
     const struct ctl_opts *o = w->o;
     if (o->json) {
-        printf("{\"seq\":%" PRIu64 ",\"kind\":\"%s\",\"supervisor\":", e->seq,
-               ds_event_kind_name(e->kind));
+        printf("{\"seq\":%" PRIu64 ",\"kind\":\"%s\",\"supervisor\":", e->seq, ds_event_kind_name(e->kind));
         ctl_json_cstr(stdout, e->supervisor);
         fputs(",\"name\":", stdout);
         ctl_json_cstr(stdout, e->name);
@@ -482,9 +492,8 @@ static int on_event(void *arg, const ds_event *e) {
         ctl_json_cstr(stdout, e->id);
         fputs(",\"node\":", stdout);
         ctl_json_cstr(stdout, e->node);
-        printf(",\"os_pid\":%" PRId32 ",\"exit_code\":%" PRId32 ",\"signal\":%" PRId32
-               ",\"reason\":",
-               e->os_pid, e->exit_code, e->signal);
+        printf(",\"os_pid\":%" PRId32 ",\"exit_code\":%" PRId32 ",\"signal\":%" PRId32 ",\"reason\":", e->os_pid,
+               e->exit_code, e->signal);
         ctl_json_cstr(stdout, e->reason);
         printf(",\"at_ms\":%" PRId64 ",\"restarts\":%" PRIu32 "}\n", e->at_ms, e->restarts);
     } else {
@@ -505,26 +514,23 @@ static int on_event(void *arg, const ds_event *e) {
         size_t off = 0;
         if (e->kind == DS_EVENT_PROCESS_STOP || e->kind == DS_EVENT_PROCESS_RESTART ||
             e->kind == DS_EVENT_PROCESS_FAILED) {
-            if (e->signal)
-                off += (size_t)snprintf(detail, sizeof detail, "signal=%" PRId32 " ", e->signal);
-            else
-                off += (size_t)snprintf(detail, sizeof detail, "exit=%" PRId32 " ", e->exit_code);
+            if (e->signal) off += (size_t)snprintf(detail, sizeof detail, "signal=%" PRId32 " ", e->signal);
+            else off += (size_t)snprintf(detail, sizeof detail, "exit=%" PRId32 " ", e->exit_code);
         }
         if (e->restarts && off < sizeof detail)
-            off += (size_t)snprintf(detail + off, sizeof detail - off, "restarts=%" PRIu32 " ",
-                                    e->restarts);
-        if (e->reason[0] && off < sizeof detail)
-            snprintf(detail + off, sizeof detail - off, "%s", e->reason);
+            off += (size_t)snprintf(detail + off, sizeof detail - off, "restarts=%" PRIu32 " ", e->restarts);
+        if (e->reason[0] && off < sizeof detail) snprintf(detail + off, sizeof detail - off, "%s", e->reason);
         printf("%-12s  %-6" PRIu64 "  %-15s  %-10s  %-20s  %-16s  %-7s  %s\n", when, e->seq,
-               ds_event_kind_name(e->kind), e->supervisor, e->name[0] ? e->name : "-",
-               e->node[0] ? e->node : "-", pid, detail);
+               ds_event_kind_name(e->kind), e->supervisor, e->name[0] ? e->name : "-", e->node[0] ? e->node : "-", pid,
+               detail);
     }
     fflush(stdout);
     w->seen++;
     return o->count && w->seen >= o->count ? 1 : 0;
 }
 
-static int cmd_watch(ds_client *c, const struct ctl_opts *o) {
+static int cmd_watch(ds_client *c, const struct ctl_opts *o)
+{
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;
@@ -551,15 +557,15 @@ static int cmd_watch(ds_client *c, const struct ctl_opts *o) {
 
 /* ---- main -------------------------------------------------------------------------- */
 
-int main(int argc, char **argv) {
+int main(int argc, char **argv)
+{
     struct ctl_opts o;
     char errbuf[512];
     if (ctl_parse(argc, argv, getenv("DISTSUP_ADDR"), &o, errbuf, sizeof errbuf) != 0) {
         fprintf(stderr, "distsupctl: %s\n", errbuf);
         if (o.cmd != CMD_NONE && o.cmd != CMD_HELP)
             fprintf(stderr, "Try 'distsupctl %s --help'.\n", ctl_cmd_name(o.cmd));
-        else
-            fprintf(stderr, "Try 'distsupctl --help'.\n");
+        else fprintf(stderr, "Try 'distsupctl --help'.\n");
         ctl_opts_free(&o);
         return CTL_EXIT_USAGE;
     }

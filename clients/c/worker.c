@@ -66,8 +66,7 @@ static int read_frame(struct dsbuf *in, Distsup__V1__ChildFrame **out)
     for (;;) {
         const uint8_t *body;
         size_t blen, used;
-        enum frame_result r = frame_split(in->data + in->off, dsbuf_unread(in),
-                                          FRAME_DEFAULT_MAX, &body, &blen, &used);
+        enum frame_result r = frame_split(in->data + in->off, dsbuf_unread(in), FRAME_DEFAULT_MAX, &body, &blen, &used);
         if (r == FRAME_TOO_BIG) {
             fprintf(stderr, "worker: frame from the sidecar is too big\n");
             return -1;
@@ -93,8 +92,7 @@ static int read_frame(struct dsbuf *in, Distsup__V1__ChildFrame **out)
     }
 }
 
-static int handle_call(const struct ds_worker_callbacks *cb, const Distsup__V1__CallFrame *c,
-                       int *stop)
+static int handle_call(const struct ds_worker_callbacks *cb, const Distsup__V1__CallFrame *c, int *stop)
 {
     struct ds_reply r = {0};
     int rc = 0;
@@ -154,9 +152,14 @@ int ds_worker_run(const struct ds_worker_callbacks *cb)
     if (cb->on_init) {
         const Distsup__V1__Init *i = f->init;
         struct ds_worker_init wi = {
-            .supervisor = i->supervisor, .name = i->name, .id = i->id, .node = i->node,
-            .init = i->init.data, .init_len = i->init.len,
-            .state = i->state.len ? i->state.data : NULL, .state_len = i->state.len,
+            .supervisor = i->supervisor,
+            .name = i->name,
+            .id = i->id,
+            .node = i->node,
+            .init = i->init.data,
+            .init_len = i->init.len,
+            .state = i->state.len ? i->state.data : NULL,
+            .state_len = i->state.len,
         };
         int code = cb->on_init(cb->arg, &wi);
         if (code != 0) {
@@ -183,8 +186,10 @@ int ds_worker_run(const struct ds_worker_callbacks *cb)
         }
         switch (f->frame_case) {
         case DISTSUP__V1__CHILD_FRAME__FRAME_CALL:
-            if (handle_call(cb, f->call, &stop) != 0) { stop = 1; exit_code = 1; }
-            else if (stop) exit_code = 1;
+            if (handle_call(cb, f->call, &stop) != 0) {
+                stop = 1;
+                exit_code = 1;
+            } else if (stop) exit_code = 1;
             break;
         case DISTSUP__V1__CHILD_FRAME__FRAME_CAST:
             if (cb->on_cast) cb->on_cast(cb->arg, f->cast->payload.data, f->cast->payload.len);
@@ -197,9 +202,7 @@ int ds_worker_run(const struct ds_worker_callbacks *cb)
             if (cb->on_terminate) cb->on_terminate(cb->arg, f->terminate->reason);
             stop = 1;
             break;
-        default:
-            fprintf(stderr, "worker: ignoring unexpected frame %d\n", (int)f->frame_case);
-            break;
+        default: fprintf(stderr, "worker: ignoring unexpected frame %d\n", (int)f->frame_case); break;
         }
         frame_decode_free(f);
     }

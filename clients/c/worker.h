@@ -23,12 +23,12 @@
 
 struct ds_worker_init {
     const char *supervisor;
-    const char *name;       /* the child's name */
-    const char *id;         /* this incarnation's id */
-    const char *node;       /* the node it runs on */
-    const uint8_t *init;    /* ChildSpec.init */
+    const char *name;    /* the child's name */
+    const char *id;      /* this incarnation's id */
+    const char *node;    /* the node it runs on */
+    const uint8_t *init; /* ChildSpec.init */
     size_t init_len;
-    const uint8_t *state;   /* the last State sent, after a restart or a move; NULL/0 at first */
+    const uint8_t *state; /* the last State sent, after a restart or a move; NULL/0 at first */
     size_t state_len;
 };
 
@@ -46,12 +46,12 @@ struct ds_worker_callbacks {
     /* Optional (calls then fail with UNIMPLEMENTED).  Non-zero return ends the worker
      * with exit code 1 after the reply is sent. */
     int (*on_call)(void *arg, const uint8_t *payload, size_t n, struct ds_reply *reply);
-    void (*on_cast)(void *arg, const uint8_t *payload, size_t n);   /* optional */
-    void (*on_info)(void *arg, const uint8_t *payload, size_t n);   /* optional (Send) */
+    void (*on_cast)(void *arg, const uint8_t *payload, size_t n); /* optional */
+    void (*on_info)(void *arg, const uint8_t *payload, size_t n); /* optional (Send) */
     /* Optional: state to hand to the next incarnation when the child is moved.
      * Return malloc'd bytes (the helper frees them) or NULL for none. */
     uint8_t *(*get_state)(void *arg, size_t *len);
-    void (*on_terminate)(void *arg, const char *reason);            /* optional */
+    void (*on_terminate)(void *arg, const char *reason); /* optional */
 };
 
 /* Runs the worker until stdin closes or Terminate arrives.  Returns the exit code

@@ -15,7 +15,9 @@
 
 #include "clients/c/worker.h"
 
-struct counter { long long count; };
+struct counter {
+    long long count;
+};
 
 static long long parse_count(const uint8_t *p, size_t n)
 {
@@ -40,10 +42,7 @@ static int reply_count(struct ds_reply *r, long long v)
     return ds_reply_set(r, buf, (size_t)n);
 }
 
-static int is(const uint8_t *p, size_t n, const char *word)
-{
-    return n == strlen(word) && memcmp(p, word, n) == 0;
-}
+static int is(const uint8_t *p, size_t n, const char *word) { return n == strlen(word) && memcmp(p, word, n) == 0; }
 
 static int on_call(void *arg, const uint8_t *p, size_t n, struct ds_reply *r)
 {
@@ -81,8 +80,12 @@ int main(void)
 {
     struct counter c = {0};
     struct ds_worker_callbacks cb = {
-        .arg = &c, .on_init = on_init, .on_call = on_call, .on_cast = on_cast,
-        .on_info = on_cast, .get_state = get_state,
+        .arg = &c,
+        .on_init = on_init,
+        .on_call = on_call,
+        .on_cast = on_cast,
+        .on_info = on_cast,
+        .get_state = get_state,
     };
     return ds_worker_run(&cb);
 }

@@ -66,8 +66,8 @@ static void *rv_create(const char *options, char *err, size_t errlen)
 
 static void rv_destroy(void *state) { free(state); }
 
-static int rv_place(void *state, const struct ds_child *child, const struct ds_node *nodes,
-                    size_t n_nodes, char *err, size_t errlen)
+static int rv_place(void *state, const struct ds_child *child, const struct ds_node *nodes, size_t n_nodes, char *err,
+                    size_t errlen)
 {
     (void)state;
     if (n_nodes == 0) {

@@ -85,13 +85,13 @@ int expire_forwards(struct core *c, uint64_t now);
 
 /* A Forward or ForwardReply as it lies in a received ClusterMsg: no copies. */
 struct fwd_view {
-    int reply;              /* 0: Forward, 1: ForwardReply */
+    int reply; /* 0: Forward, 1: ForwardReply */
     uint64_t id;
-    uint32_t op_or_code;    /* Forward.op, or ForwardReply.code */
-    uint32_t timeout_ms;    /* Forward */
-    const uint8_t *body;    /* Forward.request, or ForwardReply.reply */
+    uint32_t op_or_code; /* Forward.op, or ForwardReply.code */
+    uint32_t timeout_ms; /* Forward */
+    const uint8_t *body; /* Forward.request, or ForwardReply.reply */
     size_t body_len;
-    const char *message;    /* ForwardReply.message (not NUL-terminated) */
+    const char *message; /* ForwardReply.message (not NUL-terminated) */
     size_t message_len;
 };
 /* ClusterMsg{forward} / ClusterMsg{reply}, packed in one pass (malloc'd; NULL when out
@@ -111,7 +111,7 @@ void cluster_broadcast(struct core *c, const Distsup__V1__ClusterMsg *m);
 void announce(struct core *c, struct child *ch);                          /* how a child of ours is now */
 void announce_gone(struct core *c, struct child *ch, const char *reason); /* gone for good */
 void broadcast_event(struct core *c, const Distsup__V1__Event *ev);
-void send_snapshot(struct core *c, const char *node);                     /* our children, in chunks */
+void send_snapshot(struct core *c, const char *node); /* our children, in chunks */
 /* Of two copies of one name, whether a survives b. */
 int copy_wins(uint64_t inc_a, const char *node_a, uint64_t inc_b, const char *node_b);
 void cache_remove(struct core *c, struct sup *s, struct rentry *e);

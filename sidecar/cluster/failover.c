@@ -31,8 +31,8 @@ void maybe_finish_sync(struct core *c)
             if (ch->dead || ch->st != SV_IDLE) continue;
             struct rentry *e = registry_get(s->remote, ch->name);
             if (e && copy_wins(e->info->incarnation, e->info->node, ch->incarnation, c->cfg->node_name)) {
-                log_info("cluster", "child %s runs on node %s now (incarnation %llu); not starting it here",
-                         ch->name, e->info->node, (unsigned long long)e->info->incarnation);
+                log_info("cluster", "child %s runs on node %s now (incarnation %llu); not starting it here", ch->name,
+                         e->info->node, (unsigned long long)e->info->incarnation);
                 remove_child(c, ch, "re-homed while this node was away");
                 dropped++;
                 continue;
@@ -42,8 +42,9 @@ void maybe_finish_sync(struct core *c)
             started++;
         }
     }
-    if (c->peer) log_info("cluster", "in sync with the cluster: %zu of this node's stored children started%s",
-                          started, dropped ? " (others were taken over meanwhile)" : "");
+    if (c->peer)
+        log_info("cluster", "in sync with the cluster: %zu of this node's stored children started%s", started,
+                 dropped ? " (others were taken over meanwhile)" : "");
     reconcile(c);
 }
 
@@ -158,8 +159,7 @@ void reconcile(struct core *c)
                 continue;
             }
             if (e->info->spec && e->info->spec->restart == DISTSUP__V1__RESTART_TYPE__TEMPORARY) {
-                log_info("cluster", "temporary child %s went down with node %s; dropped", e->info->name,
-                         e->info->node);
+                log_info("cluster", "temporary child %s went down with node %s; dropped", e->info->name, e->info->node);
                 cache_remove(c, s, e);
                 continue;
             }
@@ -175,4 +175,3 @@ void reconcile(struct core *c)
     }
     store_flush(c->store);
 }
-

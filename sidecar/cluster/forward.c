@@ -153,8 +153,8 @@ int forward_view(const uint8_t *data, size_t len, struct fwd_view *v)
     return 0;
 }
 
-void forward(struct core *c, struct node *to, int op, const ProtobufCMessage *req,
-                    uint32_t timeout_ms, uint64_t deadline, answer_fn done, void *arg)
+void forward(struct core *c, struct node *to, int op, const ProtobufCMessage *req, uint32_t timeout_ms,
+             uint64_t deadline, answer_fn done, void *arg)
 {
     if (!deadline) deadline = reactor_now_ms() + forward_wait_ms(c);
     struct fwd *f = calloc(1, sizeof *f);
@@ -296,14 +296,15 @@ void forward_handle(struct core *c, struct node *from, const struct fwd_view *v)
 
 /* Sends a request about a remote child to its node.  0 if it was sent (or failed). */
 void to_owner(struct core *c, struct rentry *e, int op, const ProtobufCMessage *req, uint32_t timeout_ms,
-                     uint64_t deadline, answer_fn done, void *arg)
+              uint64_t deadline, answer_fn done, void *arg)
 {
     struct node *owner = find_node(c, e->info->node);
     if (!owner || !owner->up) {
-        answer_fail(done, arg, GRPC_STATUS_UNAVAILABLE, "child '%s' was on node %s, which is down; it is being "
-                                                 "re-homed, try again shortly", e->info->name, e->info->node);
+        answer_fail(done, arg, GRPC_STATUS_UNAVAILABLE,
+                    "child '%s' was on node %s, which is down; it is being "
+                    "re-homed, try again shortly",
+                    e->info->name, e->info->node);
         return;
     }
     forward(c, owner, op, req, timeout_ms, deadline, done, arg);
 }
-

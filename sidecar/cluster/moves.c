@@ -191,5 +191,3 @@ void check_leave(struct core *c, uint64_t now)
     peer_leave(c->peer, 1000);
     stop_all(c);
 }
-
-

@@ -159,8 +159,10 @@ int nodeset_build(struct core *c, struct sup *s, int without_self, struct nodese
     qsort(ns->src, ns->n, sizeof *ns->src, node_cmp);
     for (size_t i = 0; i < ns->n; i++) {
         struct node *n = ns->src[i];
-        ns->v[i] = (struct ds_node){.name = n->name, .weight = n->weight ? n->weight : 1,
-                                    .labels = n->labels, .n_labels = n->n_labels,
+        ns->v[i] = (struct ds_node){.name = n->name,
+                                    .weight = n->weight ? n->weight : 1,
+                                    .labels = n->labels,
+                                    .n_labels = n->n_labels,
                                     .children = n->self ? (uint32_t)s->count : 0};
     }
     for (struct rentry *e = registry_first(s->remote); e; e = registry_next(e))
@@ -189,9 +191,8 @@ int dchild_make(struct dchild *d, const char *sup, const char *name, const Dists
 }
 
 /* Where a child of s goes: a node, or NULL with the reason in err. */
-struct node *place_child(struct core *c, struct sup *s, const char *name,
-                                const Distsup__V1__ChildSpec *spec, int without_self, char *err,
-                                size_t errlen)
+struct node *place_child(struct core *c, struct sup *s, const char *name, const Distsup__V1__ChildSpec *spec,
+                         int without_self, char *err, size_t errlen)
 {
     struct nodeset ns;
     struct dchild d;
@@ -244,8 +245,10 @@ static void update_quorum(struct core *c)
     if (have == c->quorum) return;
     c->quorum = have;
     if (!have) {
-        log_error("cluster", "no quorum: %zu of %u nodes up, %zu needed; stopping this node's children and "
-                          "refusing StartChild until a majority is back", up, c->cfg->cluster_size, need);
+        log_error("cluster",
+                  "no quorum: %zu of %u nodes up, %zu needed; stopping this node's children and "
+                  "refusing StartChild until a majority is back",
+                  up, c->cfg->cluster_size, need);
         c->synced = 0;
         suspend_children(c);
     } else {
@@ -346,4 +349,3 @@ int others_usable(struct core *c)
         if (node_usable(c->nodes[i])) return 1;
     return 0;
 }
-

@@ -154,8 +154,8 @@ static void stop_duplicate(struct core *c, struct child *ch, const Distsup__V1__
     char why[400];
     if (ch->st == SV_IDLE) {
         /* Held back while syncing or without quorum: it was taken over meanwhile. */
-        snprintf(why, sizeof why, "taken over by node %s (incarnation %llu) while this node was away",
-                 winner->node, (unsigned long long)winner->incarnation);
+        snprintf(why, sizeof why, "taken over by node %s (incarnation %llu) while this node was away", winner->node,
+                 (unsigned long long)winner->incarnation);
         log_info("cluster", "child %s was %s; not starting it here", ch->name, why);
         emit(c, ch, DISTSUP__V1__EVENT_KIND__PROCESS_STOP, 0, 0, why);
         remove_child(c, ch, why);
@@ -282,16 +282,22 @@ void on_cluster_message(struct core *c, const char *node, const uint8_t *data, s
     }
     case DISTSUP__V1__CLUSTER_MSG__MSG_GONE: apply_gone(c, m->gone); break;
     case DISTSUP__V1__CLUSTER_MSG__MSG_FORWARD: { /* not in forward_pack's layout, yet valid */
-        struct fwd_view v = {.id = m->forward->id, .op_or_code = (uint32_t)m->forward->op,
-                             .timeout_ms = m->forward->timeout_ms, .body = m->forward->request.data,
+        struct fwd_view v = {.id = m->forward->id,
+                             .op_or_code = (uint32_t)m->forward->op,
+                             .timeout_ms = m->forward->timeout_ms,
+                             .body = m->forward->request.data,
                              .body_len = m->forward->request.len};
         forward_handle(c, from, &v);
         break;
     }
     case DISTSUP__V1__CLUSTER_MSG__MSG_REPLY: {
-        struct fwd_view v = {.reply = 1, .id = m->reply->id, .op_or_code = m->reply->code,
-                             .body = m->reply->reply.data, .body_len = m->reply->reply.len,
-                             .message = m->reply->message, .message_len = strlen(m->reply->message)};
+        struct fwd_view v = {.reply = 1,
+                             .id = m->reply->id,
+                             .op_or_code = m->reply->code,
+                             .body = m->reply->reply.data,
+                             .body_len = m->reply->reply.len,
+                             .message = m->reply->message,
+                             .message_len = strlen(m->reply->message)};
         forward_handle(c, from, &v);
         break;
     }
@@ -322,4 +328,3 @@ void learn_started(struct core *c, const ProtobufCMessage *reply)
     Distsup__V1__ChildInfo *info = owner && !owner->self ? info_dup(r->child) : NULL;
     if (info) apply_remote_info(c, owner, info);
 }
-

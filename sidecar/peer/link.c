@@ -17,9 +17,9 @@
 
 #define METHOD "/distsup.v1.Peer/Link"
 #define HANDSHAKE_TIMEOUT_MS 5000
-#define MAX_HANDSHAKING 64          /* links in handshake at once; more are refused */
-#define SENDQ_MAX (256u << 20)      /* bytes queued to one peer before it is dropped */
-#define DIAL_BACKOFF_MAX_MS 2000    /* gRPC's own reconnect backoff cap */
+#define MAX_HANDSHAKING 64                  /* links in handshake at once; more are refused */
+#define SENDQ_MAX (256u << 20)              /* bytes queued to one peer before it is dropped */
+#define DIAL_BACKOFF_MAX_MS 2000            /* gRPC's own reconnect backoff cap */
 #define MAX_PACKET (LINK_MAX_MESSAGE + 64u) /* gRPC's receive limit: a whole control message */
 
 /* Framing inside the seal: every sealed packet's plaintext ends with a trailer.
@@ -48,11 +48,11 @@ struct ltag {
  * of room for the tag.  Sealing happens in place when the packet is sent. */
 struct link_out {
     struct link_out *next;
-    atomic_int refs;        /* its holder's, plus one per packet gRPC may still read */
-    int raw;                /* a handshake message: no trailer, not sealed */
-    size_t total;           /* message bytes */
-    size_t n_pkts, sent;    /* its packets, and how many went out */
-    size_t size;            /* bytes of buf */
+    atomic_int refs;     /* its holder's, plus one per packet gRPC may still read */
+    int raw;             /* a handshake message: no trailer, not sealed */
+    size_t total;        /* message bytes */
+    size_t n_pkts, sent; /* its packets, and how many went out */
+    size_t size;         /* bytes of buf */
     uint8_t buf[];
 };
 
@@ -62,25 +62,25 @@ struct lane {
 
 struct link {
     struct linkset *ls;
-    struct link *next;              /* ls->links */
+    struct link *next; /* ls->links */
     int initiator;
-    int state;                      /* enum lstate */
+    int state; /* enum lstate */
     int hs_step;
     struct hs hs;
     struct seal seal;
     grpc_call *call;
-    grpc_channel *chan;             /* the initiator's own channel */
-    char name[LINK_ADDR_MAX];       /* the node, once its owner knows it */
-    uint8_t peer_pk[HS_KEY_LEN];    /* its static key, once the handshake checked it */
-    char addr[LINK_ADDR_MAX];       /* dialed address, or the remote socket */
+    grpc_channel *chan;          /* the initiator's own channel */
+    char name[LINK_ADDR_MAX];    /* the node, once its owner knows it */
+    uint8_t peer_pk[HS_KEY_LEN]; /* its static key, once the handshake checked it */
+    char addr[LINK_ADDR_MAX];    /* dialed address, or the remote socket */
     void *user;
     uint64_t opened;
     int refs;
     grpc_byte_buffer *rbuf, *sbuf;
-    struct lane lanes[2];           /* enum link_lane */
+    struct lane lanes[2]; /* enum link_lane */
     size_t qbytes;
     int sending;
-    uint8_t *rx_msg;                /* a fragmented message being put together */
+    uint8_t *rx_msg; /* a fragmented message being put together */
     size_t rx_len, rx_total, rx_cap;
     struct ltag t_recv, t_send, t_close, t_start;
     grpc_metadata_array md_a, md_b;
@@ -228,10 +228,7 @@ void link_out_free(struct link_out *o)
 
 /* ---------- links: life cycle ---------- */
 
-const char *link_who(const struct link *l)
-{
-    return l->name[0] ? l->name : l->addr;
-}
+const char *link_who(const struct link *l) { return l->name[0] ? l->name : l->addr; }
 
 static void link_free(struct link *l)
 {
@@ -476,9 +473,11 @@ static void handshake_step(struct link *l, const uint8_t *d, size_t n)
     if (!l->initiator && l->hs_step == 0) {
         enum hs_result r = hs_responder_read1(&l->hs, &ls->id->kp, psk, d, n, peer_static);
         if (r == HS_BAD_VERSION) {
-            log_warn("peer", "refused a link from %s: it speaks peer link protocol %c, this node %d (another "
+            log_warn("peer",
+                     "refused a link from %s: it speaks peer link protocol %c, this node %d (another "
                      "distsupd release: every node of a cluster must run a release with the same link "
-                     "protocol; docs/cluster.md)", l->addr, (char)d[3], HS_LINK_VERSION);
+                     "protocol; docs/cluster.md)",
+                     l->addr, (char)d[3], HS_LINK_VERSION);
             link_close(l, NULL);
             return;
         }
@@ -504,8 +503,10 @@ static void handshake_step(struct link *l, const uint8_t *d, size_t n)
         send_raw(l, msg2, sizeof msg2);
     } else if (!l->initiator) {
         if (hs_responder_read3(&l->hs, d, n, &l->seal) != HS_OK) {
-            log_warn("peer", "refused a link from %s: it did not prove it holds its key, or it has "
-                             "another cluster key", l->addr);
+            log_warn("peer",
+                     "refused a link from %s: it did not prove it holds its key, or it has "
+                     "another cluster key",
+                     l->addr);
             link_close(l, NULL);
             return;
         }
@@ -567,8 +568,9 @@ static void sealed_packet(struct link *l, grpc_byte_buffer *bb, size_t off, size
     /* One slice (the usual case for a packet): opened straight out of gRPC's buffer.
      * Else gathered once, then opened in place. */
     const uint8_t *src = gu_bb_span(bb, off, n);
-    int rc = src ? seal_decrypt(&l->seal, src, n, dst)
-                 : gu_bb_copy(bb, off, dst, n) == 0 ? seal_decrypt(&l->seal, dst, n, dst) : -1;
+    int rc = src                           ? seal_decrypt(&l->seal, src, n, dst)
+        : gu_bb_copy(bb, off, dst, n) == 0 ? seal_decrypt(&l->seal, dst, n, dst)
+                                           : -1;
     uint8_t *own = in_place ? NULL : dst; /* freed on every way out */
     if (rc != 0) {
         drop_bad(l, own, AUTH_FAILED);
@@ -669,8 +671,8 @@ static void request_accept(struct linkset *ls)
     l->t_start.fn = on_accept;
     l->t_start.l = l;
     l->refs++;
-    grpc_call_error e = grpc_server_request_registered_call(ls->server, ls->method, &l->call, &l->deadline,
-                                                            &l->md_a, NULL, ls->cq, ls->cq, &l->t_start);
+    grpc_call_error e = grpc_server_request_registered_call(ls->server, ls->method, &l->call, &l->deadline, &l->md_a,
+                                                            NULL, ls->cq, ls->cq, &l->t_start);
     if (e != GRPC_CALL_OK) {
         log_error("peer", "cannot accept peer links: grpc error %d", (int)e);
         l->refs--;
@@ -783,10 +785,7 @@ const uint8_t *link_peer_key(const struct link *l) { return l->peer_pk; }
 void *link_user(const struct link *l) { return l->user; }
 void link_set_user(struct link *l, void *user) { l->user = user; }
 
-void link_set_name(struct link *l, const char *name)
-{
-    snprintf(l->name, sizeof l->name, "%s", name);
-}
+void link_set_name(struct link *l, const char *name) { snprintf(l->name, sizeof l->name, "%s", name); }
 
 /* ---------- the set: server, completion queue, thread ---------- */
 
@@ -810,8 +809,8 @@ static void *cq_main(void *arg)
     return NULL;
 }
 
-struct linkset *linkset_start(const struct linkset_options *opt, const struct link_hooks *hooks, int *port,
-                              char *err, size_t errlen)
+struct linkset *linkset_start(const struct linkset_options *opt, const struct link_hooks *hooks, int *port, char *err,
+                              size_t errlen)
 {
     struct linkset *ls = calloc(1, sizeof *ls);
     if (!ls) {

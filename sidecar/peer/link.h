@@ -63,16 +63,16 @@ struct link_hooks {
 };
 
 struct linkset_options {
-    const char *listen;          /* HOST:PORT to serve links on */
-    const struct identity *id;   /* keys and trust; outlives the linkset */
-    pthread_mutex_t *mu;         /* the owner's lock; outlives the linkset */
-    pthread_cond_t *cond;        /* broadcast when a send queue drains or a link is freed */
+    const char *listen;        /* HOST:PORT to serve links on */
+    const struct identity *id; /* keys and trust; outlives the linkset */
+    pthread_mutex_t *mu;       /* the owner's lock; outlives the linkset */
+    pthread_cond_t *cond;      /* broadcast when a send queue drains or a link is freed */
 };
 
 /* Binds opt->listen and starts the completion-queue thread.  *port gets the bound port.
  * NULL + err on failure. */
-struct linkset *linkset_start(const struct linkset_options *opt, const struct link_hooks *hooks, int *port,
-                              char *err, size_t errlen);
+struct linkset *linkset_start(const struct linkset_options *opt, const struct link_hooks *hooks, int *port, char *err,
+                              size_t errlen);
 
 /* Closes every link and the server; joins the thread.  Called without mu.  Then
  * linkset_free (which leaks, rather than frees, links whose tags never came back). */
@@ -109,13 +109,13 @@ struct link_out *link_out_clone(const struct link_out *o);
 void link_out_free(struct link_out *o);
 
 int link_is_open(const struct link *l);
-int link_initiator(const struct link *l);                  /* 1 if this node dialed it */
-const char *link_addr(const struct link *l);               /* dialed address or remote socket */
-const char *link_name(const struct link *l);               /* set by link_set_name, or "" */
-const char *link_who(const struct link *l);                /* name, else address: for logs */
-const uint8_t *link_peer_key(const struct link *l);        /* its static key, once checked */
+int link_initiator(const struct link *l);           /* 1 if this node dialed it */
+const char *link_addr(const struct link *l);        /* dialed address or remote socket */
+const char *link_name(const struct link *l);        /* set by link_set_name, or "" */
+const char *link_who(const struct link *l);         /* name, else address: for logs */
+const uint8_t *link_peer_key(const struct link *l); /* its static key, once checked */
 void link_set_name(struct link *l, const char *name);
-void *link_user(const struct link *l);                     /* the owner's pointer, or NULL */
+void *link_user(const struct link *l); /* the owner's pointer, or NULL */
 void link_set_user(struct link *l, void *user);
 
 #endif

@@ -19,13 +19,13 @@ enum mstate { M_DOWN, M_UP, M_LEFT };
 
 struct member {
     char name[NAME_MAX_];
-    char addr[NAME_MAX_];           /* peer address it advertises */
-    int state;                      /* enum mstate */
+    char addr[NAME_MAX_]; /* peer address it advertises */
+    int state;            /* enum mstate */
     uint64_t boot_id;
-    uint64_t last_heard;            /* monotonic ms of its last packet */
-    struct link *link;              /* the open link (its user pointer is this member), or NULL */
-    struct link *dial;              /* a link dialed for it, until it opens or fails */
-    int tried;                      /* a dial finished (either way) at least once */
+    uint64_t last_heard; /* monotonic ms of its last packet */
+    struct link *link;   /* the open link (its user pointer is this member), or NULL */
+    struct link *dial;   /* a link dialed for it, until it opens or fails */
+    int tried;           /* a dial finished (either way) at least once */
     uint64_t next_dial, backoff;
     uint64_t probe_id, probe_deadline, quiet_until;
     int probe_alive;
@@ -33,8 +33,8 @@ struct member {
 
 struct seed {
     char addr[NAME_MAX_];
-    char name[NAME_MAX_];           /* learned from its Join */
-    struct link *dial;              /* a link dialed for it, until its Join or failure */
+    char name[NAME_MAX_]; /* learned from its Join */
+    struct link *dial;    /* a link dialed for it, until its Join or failure */
     int tried, self;
     uint64_t next_dial, backoff;
 };
@@ -46,7 +46,7 @@ struct peer {
     uint64_t boot_id;
     char api_address[NAME_MAX_];
     char advertise[NAME_MAX_];
-    pthread_mutex_t mu;             /* guards everything here and the linkset */
+    pthread_mutex_t mu; /* guards everything here and the linkset */
     pthread_cond_t cond;
     struct linkset *ls;
     pthread_t tick_thread;
@@ -68,16 +68,10 @@ static uint64_t now_ms(void)
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-static void copy_str(char *dst, size_t cap, const char *src)
-{
-    snprintf(dst, cap, "%s", src ? src : "");
-}
+static void copy_str(char *dst, size_t cap, const char *src) { snprintf(dst, cap, "%s", src ? src : ""); }
 
 /* Control-lane messages: never behind more than one bulk fragment. */
-static int send_ctl(struct link *l, const Distsup__V1__PeerMsg *m)
-{
-    return link_send_msg(l, LANE_CONTROL, &m->base);
-}
+static int send_ctl(struct link *l, const Distsup__V1__PeerMsg *m) { return link_send_msg(l, LANE_CONTROL, &m->base); }
 
 static struct seed *seed_dialed_by(struct peer *p, const struct link *l)
 {
@@ -240,8 +234,8 @@ static void on_join(struct peer *p, struct link *l, Distsup__V1__Join *j)
             if (seed) seed->self = 1;
             link_close(l, "that is this node");
         } else {
-            log_error("peer", "a node at %s calls itself %s, this node's own name: check node_name",
-                      link_addr(l), j->name);
+            log_error("peer", "a node at %s calls itself %s, this node's own name: check node_name", link_addr(l),
+                      j->name);
             link_close(l, "name clash");
         }
         return;
@@ -254,8 +248,10 @@ static void on_join(struct peer *p, struct link *l, Distsup__V1__Join *j)
     if (!bound || (bound[0] && strcmp(bound, j->name))) {
         char hex[2 * HS_KEY_LEN + 1];
         key_hex(link_peer_key(l), hex);
-        log_warn("peer", "refused the link with %s: it calls itself %s, but the trust file gives its key %s "
-                 "to node %s", link_addr(l), j->name, hex, bound ? bound : "(none)");
+        log_warn("peer",
+                 "refused the link with %s: it calls itself %s, but the trust file gives its key %s "
+                 "to node %s",
+                 link_addr(l), j->name, hex, bound ? bound : "(none)");
         link_close(l, NULL);
         return;
     }
@@ -333,8 +329,7 @@ static void on_peer_msg(struct peer *p, struct link *l, Distsup__V1__PeerMsg *pm
         return;
     }
     switch (pm->msg_case) {
-    case DISTSUP__V1__PEER_MSG__MSG_HEARTBEAT:
-        break;
+    case DISTSUP__V1__PEER_MSG__MSG_HEARTBEAT: break;
     case DISTSUP__V1__PEER_MSG__MSG_PING_REQ: {
         struct member *t = find_member(p, pm->ping_req->target);
         Distsup__V1__PingAck a = DISTSUP__V1__PING_ACK__INIT;
@@ -355,27 +350,16 @@ static void on_peer_msg(struct peer *p, struct link *l, Distsup__V1__PeerMsg *pm
         }
         break;
     }
-    case DISTSUP__V1__PEER_MSG__MSG_MEMBERS:
-        learn(p, pm->members->members, pm->members->n_members);
-        break;
-    case DISTSUP__V1__PEER_MSG__MSG_LEAVE:
-        member_down(p, m, 1, "left");
-        break;
-    case DISTSUP__V1__PEER_MSG__MSG_APP:
-        p->cb.message(p->cb.arg, m->name, pm->app.data, pm->app.len);
-        break;
-    default:
-        log_warn("peer", "node %s sent a message of unknown kind %d; ignored", m->name, (int)pm->msg_case);
-        break;
+    case DISTSUP__V1__PEER_MSG__MSG_MEMBERS: learn(p, pm->members->members, pm->members->n_members); break;
+    case DISTSUP__V1__PEER_MSG__MSG_LEAVE: member_down(p, m, 1, "left"); break;
+    case DISTSUP__V1__PEER_MSG__MSG_APP: p->cb.message(p->cb.arg, m->name, pm->app.data, pm->app.len); break;
+    default: log_warn("peer", "node %s sent a message of unknown kind %d; ignored", m->name, (int)pm->msg_case); break;
     }
 }
 
 /* ---------- what the links tell ---------- */
 
-static void on_opened(void *arg, struct link *l)
-{
-    send_join(arg, l);
-}
+static void on_opened(void *arg, struct link *l) { send_join(arg, l); }
 
 static void on_heard(void *arg, struct link *l)
 {
@@ -528,8 +512,7 @@ static void tick(struct peer *p, uint64_t now)
     if (!p->settled) {
         int all = 1;
         for (size_t i = 0; i < p->n_seeds && all; i++) all = p->seeds[i].tried || seed_satisfied(p, &p->seeds[i]);
-        for (size_t i = 0; i < p->n_members && all; i++)
-            all = p->members[i]->tried || p->members[i]->state == M_UP;
+        for (size_t i = 0; i < p->n_members && all; i++) all = p->members[i]->tried || p->members[i]->state == M_UP;
         if (all || now - p->started >= c->sync_timeout_ms) {
             p->settled = 1;
             size_t up = 0;
@@ -582,9 +565,8 @@ static int parse_seeds(struct peer *p, const char *list, char *err, size_t errle
     return 0;
 }
 
-struct peer *peer_start(const struct config *cfg, const struct identity *id, uint64_t boot_id,
-                        const char *api_address, const struct peer_callbacks *cb, int *port,
-                        char *err, size_t errlen)
+struct peer *peer_start(const struct config *cfg, const struct identity *id, uint64_t boot_id, const char *api_address,
+                        const struct peer_callbacks *cb, int *port, char *err, size_t errlen)
 {
     struct peer *p = calloc(1, sizeof *p);
     if (!p) {
@@ -616,8 +598,10 @@ struct peer *peer_start(const struct config *cfg, const struct identity *id, uin
         int hl = colon ? (int)(colon - cfg->peer_listen) : 0;
         snprintf(p->advertise, sizeof p->advertise, "%.*s:%d", hl, cfg->peer_listen, *port);
         if (!strncmp(cfg->peer_listen, "0.0.0.0:", 8) || !strncmp(cfg->peer_listen, "[::]:", 5))
-            log_warn("peer", "peer_listen %s is a wildcard: set peer_advertise to the address other nodes "
-                             "can reach", cfg->peer_listen);
+            log_warn("peer",
+                     "peer_listen %s is a wildcard: set peer_advertise to the address other nodes "
+                     "can reach",
+                     cfg->peer_listen);
     }
     if (pthread_create(&p->tick_thread, NULL, tick_main, p) != 0) {
         snprintf(err, errlen, "cannot start the peer ticker thread");
@@ -649,8 +633,9 @@ static struct link_out *app_out(const uint8_t *data, size_t len)
         if (v < 0x80) break;
     }
     struct link_out *o = link_out_new(hdr, h, data, len);
-    if (!o) log_error("peer", "cannot send a message of %zu bytes (out of memory, or over %u bytes)", len,
-                      (unsigned)LINK_MAX_MESSAGE);
+    if (!o)
+        log_error("peer", "cannot send a message of %zu bytes (out of memory, or over %u bytes)", len,
+                  (unsigned)LINK_MAX_MESSAGE);
     return o;
 }
 

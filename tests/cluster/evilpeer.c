@@ -221,8 +221,7 @@ int main(int argc, char **argv)
     op.data.recv_status_on_client.status = &status;
     op.data.recv_status_on_client.status_details = &details;
     run(&op, 1, 5000);
-    printf("handshake=%s received=%ld closed=%s\n", handshake_ok ? "ok" : "refused", received,
-           closed ? "yes" : "no");
+    printf("handshake=%s received=%ld closed=%s\n", handshake_ok ? "ok" : "refused", received, closed ? "yes" : "no");
     fflush(stdout);
     grpc_slice_unref(details);
     grpc_metadata_array_destroy(&md);
@@ -230,7 +229,8 @@ int main(int argc, char **argv)
     grpc_call_unref(call);
     grpc_channel_destroy(ch);
     grpc_completion_queue_shutdown(cq);
-    while (grpc_completion_queue_pluck(cq, NULL, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type != GRPC_QUEUE_SHUTDOWN) {}
+    while (grpc_completion_queue_pluck(cq, NULL, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
+           GRPC_QUEUE_SHUTDOWN) {}
     grpc_completion_queue_destroy(cq);
     grpc_shutdown();
     identity_free(&id);

@@ -49,9 +49,8 @@ static void test_xxh64_vectors(void **unused)
     for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
         uint64_t got = dsh_xxh64(v[i].s, strlen(v[i].s), v[i].seed);
         if (got != v[i].want)
-            fail_msg("xxh64(\"%s\", %llu) = %016llx, want %016llx", v[i].s,
-                     (unsigned long long)v[i].seed, (unsigned long long)got,
-                     (unsigned long long)v[i].want);
+            fail_msg("xxh64(\"%s\", %llu) = %016llx, want %016llx", v[i].s, (unsigned long long)v[i].seed,
+                     (unsigned long long)got, (unsigned long long)v[i].want);
     }
     /* Unaligned input hashes the same as aligned input. */
     char buf[80];
@@ -73,11 +72,8 @@ static size_t ref_owner(const struct ref_point *pts, size_t n_pts, uint64_t h)
     const struct ref_point *best = NULL, *first = NULL;
     for (size_t i = 0; i < n_pts; i++) {
         const struct ref_point *p = &pts[i];
-        if (!first || p->pos < first->pos || (p->pos == first->pos && p->node < first->node))
-            first = p;
-        if (p->pos >= h &&
-            (!best || p->pos < best->pos || (p->pos == best->pos && p->node < best->node)))
-            best = p;
+        if (!first || p->pos < first->pos || (p->pos == first->pos && p->node < first->node)) first = p;
+        if (p->pos >= h && (!best || p->pos < best->pos || (p->pos == best->pos && p->node < best->node))) best = p;
     }
     return (best ? best : first)->node;
 }
@@ -112,8 +108,7 @@ static void test_matches_reference_ring(void **unused)
         struct ds_child c = tchild(key);
         size_t want = ref_owner(pts, n_pts, dsh_str(key, 0));
         int got = tplace(p, &c, &t);
-        if ((size_t)got != want)
-            fail_msg("key %s: hash_ring says %d, the reference %zu", key, got, want);
+        if ((size_t)got != want) fail_msg("key %s: hash_ring says %d, the reference %zu", key, got, want);
         per_node[got]++;
     }
     /* Weight 1 still gets its one point; 250 gets the most keys. */
@@ -249,8 +244,8 @@ static void test_balance(void **unused)
             struct tnodes t;
             tnodes_make(&t, 10, 1, schemes[s]);
             double r = spread(p, &t, NULL);
-            print_message("hash_ring \"%s\", 10 nodes \"%s\", %d keys: max/mean %.4f\n", options[o],
-                          schemes[s], KEYS, r);
+            print_message("hash_ring \"%s\", 10 nodes \"%s\", %d keys: max/mean %.4f\n", options[o], schemes[s], KEYS,
+                          r);
             sum[o] += r;
             if (o == 0) assert_true(r < 1.15); /* 160 points a node */
             if (o == 1) assert_true(r < 1.10); /* 1000 */
@@ -286,8 +281,7 @@ static void test_moves(void **unused)
         if (after[i] != newcomer) fail_msg("key-%zu moved between two old nodes", i);
     }
     double frac = (double)moved / KEYS, ideal = 1.0 / 11;
-    print_message("join 10 -> 11 nodes: %.4f of keys moved (ideal %.4f, ratio %.3f)\n", frac, ideal,
-                  frac / ideal);
+    print_message("join 10 -> 11 nodes: %.4f of keys moved (ideal %.4f, ratio %.3f)\n", frac, ideal, frac / ideal);
     assert_true(frac < ideal * 1.2 && frac > ideal / 1.2);
 
     /* Each of the 10 nodes leaving in turn. */
@@ -311,8 +305,8 @@ static void test_moves(void **unused)
         ideal = 1.0 / 10;
         double ratio = frac / ideal;
         if (ratio > worst || 1 / ratio > worst) worst = ratio > 1 ? ratio : 1 / ratio;
-        print_message("%s leaves: %.4f of keys moved (ideal %.4f, ratio %.3f)\n",
-                      t10.nodes[gone].name, frac, ideal, ratio);
+        print_message("%s leaves: %.4f of keys moved (ideal %.4f, ratio %.3f)\n", t10.nodes[gone].name, frac, ideal,
+                      ratio);
         assert_true(frac < ideal * 1.2 && frac > ideal / 1.2);
         tnodes_free(&t9);
     }
@@ -325,10 +319,7 @@ static void test_moves(void **unused)
 }
 
 /* ceil((1 + 1/4) * (total + 1) / n), computed independently of the strategy. */
-static uint64_t bound_quarter(uint64_t total, uint64_t n)
-{
-    return (5 * (total + 1) + 4 * n - 1) / (4 * n);
-}
+static uint64_t bound_quarter(uint64_t total, uint64_t n) { return (5 * (total + 1) + 4 * n - 1) / (4 * n); }
 
 /* Bounded loads: children placed one by one (loads updated after each) never push a
  * node over the bound, with spread keys, with one hot key for everything, and from an
@@ -347,25 +338,22 @@ static void test_bounded_loads(void **unused)
         }
         for (size_t i = 0; i < 20000; i++) {
             char key[32];
-            if (scenario == 1)
-                snprintf(key, sizeof key, "hot");
-            else
-                key_of(key, sizeof key, i);
+            if (scenario == 1) snprintf(key, sizeof key, "hot");
+            else key_of(key, sizeof key, i);
             struct ds_child c = tchild(key);
             int r = tplace(p, &c, &t);
             uint64_t bound = bound_quarter(total, t.n);
             if (t.nodes[r].children + 1 > bound)
-                fail_msg("scenario %d, child %zu: node %d would have %u children, bound %llu",
-                         scenario, i, r, t.nodes[r].children + 1, (unsigned long long)bound);
+                fail_msg("scenario %d, child %zu: node %d would have %u children, bound %llu", scenario, i, r,
+                         t.nodes[r].children + 1, (unsigned long long)bound);
             t.nodes[r].children++;
             total++;
         }
         uint32_t max = 0;
         for (size_t i = 0; i < t.n; i++)
             if (t.nodes[i].children > max) max = t.nodes[i].children;
-        print_message("bounded loads (epsilon 0.25), scenario %d: max %u, mean %.0f, bound %llu\n",
-                      scenario, max, (double)total / t.n,
-                      (unsigned long long)bound_quarter(total - 1, t.n));
+        print_message("bounded loads (epsilon 0.25), scenario %d: max %u, mean %.0f, bound %llu\n", scenario, max,
+                      (double)total / t.n, (unsigned long long)bound_quarter(total - 1, t.n));
         if (scenario == 1) assert_true(max <= bound_quarter(total - 1, t.n));
         if (scenario == 2) assert_true(t.nodes[3].children <= bound_quarter(total - 1, t.n));
         tnodes_free(&t);

@@ -147,8 +147,7 @@ static void test_should_move(void **unused)
     set_loads(&t, (const uint32_t[]){1000, 1000, 1000, 0}, NULL);
     struct ds_child c = tchild("busy");
     int to = -5;
-    for (int cur = 0; cur < 3; cur++)
-        assert_int_equal(placement_should_move(p, &c, cur, t.nodes, t.n, &to), 0);
+    for (int cur = 0; cur < 3; cur++) assert_int_equal(placement_should_move(p, &c, cur, t.nodes, t.n, &to), 0);
     assert_int_equal(to, -5);
     assert_int_equal(placement_should_move(p, &c, -1, t.nodes, t.n, &to), 1);
     assert_int_equal(to, 3);

@@ -22,8 +22,7 @@ static char **args;
 static char builtin_dir[1024];
 
 /* Loading must fail with exactly this message. */
-static void expect_error(const char *strategy, const char *options, const char *dir,
-                         const char *want)
+static void expect_error(const char *strategy, const char *options, const char *dir, const char *want)
 {
     char err[1024];
     memset(err, 'x', sizeof err);
@@ -32,13 +31,11 @@ static void expect_error(const char *strategy, const char *options, const char *
         placement_free(p);
         fail_msg("%s \"%s\" loaded; want: %s", strategy, options, want);
     }
-    if (strcmp(err, want) != 0)
-        fail_msg("%s \"%s\":\n got: %s\nwant: %s", strategy, options, err, want);
+    if (strcmp(err, want) != 0) fail_msg("%s \"%s\":\n got: %s\nwant: %s", strategy, options, err, want);
 }
 
 /* Loading must fail with a message starting with prefix and containing needle. */
-static void expect_error_like(const char *strategy, const char *dir, const char *prefix,
-                              const char *needle)
+static void expect_error_like(const char *strategy, const char *dir, const char *prefix, const char *needle)
 {
     char err[1024];
     struct placement *p = placement_load(strategy, "", dir, err, sizeof err);
@@ -84,9 +81,8 @@ static void test_builtins_by_name(void **unused)
 static void test_missing_file(void **unused)
 {
     (void)unused;
-    expect_error_like(
-        "/nonexistent/dir/x.so", builtin_dir,
-        "strategy /nonexistent/dir/x.so: cannot load: /nonexistent/dir/x.so: ", "No such file");
+    expect_error_like("/nonexistent/dir/x.so", builtin_dir,
+                      "strategy /nonexistent/dir/x.so: cannot load: /nonexistent/dir/x.so: ", "No such file");
     char prefix[1200];
     snprintf(prefix, sizeof prefix, "strategy nosuch (%s/nosuch.so): cannot load: ", builtin_dir);
     expect_error_like("nosuch", builtin_dir, prefix, "nosuch.so");
@@ -107,13 +103,10 @@ static void test_bad_objects(void **unused)
 {
     (void)unused;
     char want[2048];
-    snprintf(want, sizeof want,
-             "strategy %s: no symbol distsup_strategy (is it a distsup strategy?)",
-             args[NO_SYMBOL]);
+    snprintf(want, sizeof want, "strategy %s: no symbol distsup_strategy (is it a distsup strategy?)", args[NO_SYMBOL]);
     expect_error(args[NO_SYMBOL], "", builtin_dir, want);
 
-    snprintf(want, sizeof want, "strategy %s: ABI version 7, this distsupd speaks 1",
-             args[BAD_ABI]);
+    snprintf(want, sizeof want, "strategy %s: ABI version 7, this distsupd speaks 1", args[BAD_ABI]);
     expect_error(args[BAD_ABI], "", builtin_dir, want);
 
     snprintf(want, sizeof want, "strategy %s: required function place is NULL", args[NULL_PLACE]);
@@ -129,8 +122,7 @@ static void test_bad_objects(void **unused)
 static void test_names_and_dirs(void **unused)
 {
     (void)unused;
-    expect_error("", "", builtin_dir,
-                 "strategy: empty name (give a built-in name or a path to a .so)");
+    expect_error("", "", builtin_dir, "strategy: empty name (give a built-in name or a path to a .so)");
     expect_error("hash_ring", "", NULL,
                  "strategy hash_ring: no directory for built-in strategies (give a path with '/')");
     expect_error("hash_ring", "", "",
@@ -152,12 +144,10 @@ static void test_options_rejected(void **unused)
         {"hash_ring", "vnodes=10001", "vnodes=10001: expected an integer from 1 to 10000"},
         {"hash_ring", "vnodes=12x", "vnodes=12x: expected an integer from 1 to 10000"},
         {"hash_ring", "replicas=3", "unknown option 'replicas' (hash_ring takes vnodes, epsilon)"},
-        {"hash_ring", "epsilon=-1",
-         "epsilon=-1: expected a decimal from 0 to 100.000000 with at most 6 decimals"},
+        {"hash_ring", "epsilon=-1", "epsilon=-1: expected a decimal from 0 to 100.000000 with at most 6 decimals"},
         {"hash_ring", "epsilon=0.1234567",
          "epsilon=0.1234567: expected a decimal from 0 to 100.000000 with at most 6 decimals"},
-        {"hash_ring", "epsilon=1e-3",
-         "epsilon=1e-3: expected a decimal from 0 to 100.000000 with at most 6 decimals"},
+        {"hash_ring", "epsilon=1e-3", "epsilon=1e-3: expected a decimal from 0 to 100.000000 with at most 6 decimals"},
         {"hash_ring", "vnodes=160,,epsilon=1", "option 2 is empty (stray ',')"},
         {"hash_ring", "vnodes", "option 'vnodes' is not key=value"},
         {"hash_ring", "=3", "option '=3' has no key"},
@@ -173,8 +163,8 @@ static void test_options_rejected(void **unused)
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char want[2048];
-        snprintf(want, sizeof want, "strategy %s (%s/%s.so): options rejected: %s",
-                 cases[i].strategy, builtin_dir, cases[i].strategy, cases[i].reason);
+        snprintf(want, sizeof want, "strategy %s (%s/%s.so): options rejected: %s", cases[i].strategy, builtin_dir,
+                 cases[i].strategy, cases[i].reason);
         expect_error(cases[i].strategy, cases[i].options, builtin_dir, want);
     }
     /* Accepted spellings, blanks included. */
@@ -192,16 +182,14 @@ static void test_options_rejected(void **unused)
     };
     for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
         char err[512];
-        struct placement *p =
-            placement_load(ok[i].strategy, ok[i].options, builtin_dir, err, sizeof err);
+        struct placement *p = placement_load(ok[i].strategy, ok[i].options, builtin_dir, err, sizeof err);
         if (!p) fail_msg("%s \"%s\": %s", ok[i].strategy, ok[i].options, err);
         placement_free(p);
     }
 
     /* The strategy's own reason, or a note that it gave none. */
     char want[2048];
-    snprintf(want, sizeof want, "strategy %s: options rejected: scripted: unknown option 'bogus'",
-             args[SCRIPTED]);
+    snprintf(want, sizeof want, "strategy %s: options rejected: scripted: unknown option 'bogus'", args[SCRIPTED]);
     expect_error(args[SCRIPTED], "bogus", builtin_dir, want);
     snprintf(want, sizeof want, "strategy %s: options rejected: (no reason given)", args[SCRIPTED]);
     expect_error(args[SCRIPTED], "silent", builtin_dir, want);
@@ -248,8 +236,7 @@ static void test_answers_checked(void **unused)
 
     p = scripted(0);
     assert_int_equal(placement_place(p, &c, NULL, 0, err, sizeof err), -1);
-    assert_string_equal(err,
-                        "strategy scripted returned node index 0 for an empty node list: refused");
+    assert_string_equal(err, "strategy scripted returned node index 0 for an empty node list: refused");
     /* should_move to the node it is on is no move; to another one is. */
     assert_int_equal(placement_should_move(p, &c, 0, t.nodes, t.n, &to), 0);
     assert_int_equal(placement_should_move(p, &c, 2, t.nodes, t.n, &to), 1);
@@ -291,8 +278,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "hash_ring.so must be named with a directory\n");
         return 2;
     }
-    snprintf(builtin_dir, sizeof builtin_dir, "%.*s", (int)(slash - argv[HASH_RING]),
-             argv[HASH_RING]);
+    snprintf(builtin_dir, sizeof builtin_dir, "%.*s", (int)(slash - argv[HASH_RING]), argv[HASH_RING]);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_builtins_by_name), cmocka_unit_test(test_missing_file),
         cmocka_unit_test(test_bad_objects),      cmocka_unit_test(test_names_and_dirs),

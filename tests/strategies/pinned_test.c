@@ -42,8 +42,7 @@ static int hrw(const struct tnodes *t, const int *ok, size_t n_ok, const char *k
     return best;
 }
 
-static void expect_fail(struct placement *p, const struct ds_child *c, const struct tnodes *t,
-                        const char *want)
+static void expect_fail(struct placement *p, const struct ds_child *c, const struct tnodes *t, const char *want)
 {
     char err[256];
     assert_int_equal(placement_place(p, c, t->nodes, t->n, err, sizeof err), -1);
@@ -178,8 +177,7 @@ static void test_fallback(void **unused)
     struct tnodes t;
     zoned(&t);
     struct placement *ring = tload(hash_ring_so, "");
-    static const char *const opts[] = {"node=gone,fallback=hash_ring",
-                                       "label=zone=asia,fallback=any"};
+    static const char *const opts[] = {"node=gone,fallback=hash_ring", "label=zone=asia,fallback=any"};
     for (size_t o = 0; o < 2; o++) {
         struct placement *p = tload(pinned_so, opts[o]);
         size_t used[6] = {0};
@@ -267,9 +265,8 @@ int main(int argc, char **argv)
     pinned_so = argv[1];
     hash_ring_so = argv[2];
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_node),         cmocka_unit_test(test_labels),
-        cmocka_unit_test(test_child_labels), cmocka_unit_test(test_fallback),
-        cmocka_unit_test(test_should_move),
+        cmocka_unit_test(test_node),     cmocka_unit_test(test_labels),      cmocka_unit_test(test_child_labels),
+        cmocka_unit_test(test_fallback), cmocka_unit_test(test_should_move),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -82,9 +82,7 @@ static void test_options_rejected(void **unused)
     (void)unused;
     char err[1024], want[2048];
     assert_null(placement_load(so_path, "vnodes=3", "strategies", err, sizeof err));
-    snprintf(want, sizeof want,
-             "strategy %s: options rejected: rendezvous takes no options (got 'vnodes=3')",
-             so_path);
+    snprintf(want, sizeof want, "strategy %s: options rejected: rendezvous takes no options (got 'vnodes=3')", so_path);
     assert_string_equal(err, want);
 }
 

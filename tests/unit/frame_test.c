@@ -138,8 +138,8 @@ static void reader_feed(struct reader *r, const uint8_t *p, size_t n)
     for (int guard = 0; guard < N_SAMPLES * 4 + 1; guard++) {
         const uint8_t *body;
         size_t blen, used;
-        enum frame_result res = frame_split(r->in.data + r->in.off, dsbuf_unread(&r->in),
-                                            FRAME_DEFAULT_MAX, &body, &blen, &used);
+        enum frame_result res =
+            frame_split(r->in.data + r->in.off, dsbuf_unread(&r->in), FRAME_DEFAULT_MAX, &body, &blen, &used);
         if (res == FRAME_NEED_MORE) return;
         assert_int_equal(res, FRAME_OK);
         assert_int_equal(used, FRAME_HEADER + blen);
@@ -180,8 +180,8 @@ static void test_round_trip_every_kind(void **state)
         uint8_t *body_want = packed(&s.f[i], &blen_want);
         /* header: 4-byte big-endian length of the body */
         assert_int_equal(dsbuf_unread(&b), FRAME_HEADER + blen_want);
-        uint32_t hdr = ((uint32_t)b.data[0] << 24) | ((uint32_t)b.data[1] << 16) |
-                       ((uint32_t)b.data[2] << 8) | b.data[3];
+        uint32_t hdr =
+            ((uint32_t)b.data[0] << 24) | ((uint32_t)b.data[1] << 16) | ((uint32_t)b.data[2] << 8) | b.data[3];
         assert_int_equal(hdr, blen_want);
         assert_memory_equal(b.data + FRAME_HEADER, body_want, blen_want);
 
@@ -222,8 +222,7 @@ static void test_back_to_back_frames_in_one_buffer(void **state)
     for (int i = 0; i < N_SAMPLES; i++) {
         const uint8_t *body;
         size_t blen, used;
-        assert_int_equal(frame_split(b.data + off, b.len - off, FRAME_DEFAULT_MAX, &body, &blen, &used),
-                         FRAME_OK);
+        assert_int_equal(frame_split(b.data + off, b.len - off, FRAME_DEFAULT_MAX, &body, &blen, &used), FRAME_OK);
         Distsup__V1__ChildFrame *f = frame_decode(body, blen);
         assert_same_frame(f, &s.f[i]);
         frame_decode_free(f);
@@ -326,8 +325,7 @@ static void test_truncated_body_needs_more(void **state)
         size_t step = b.len > 4096 ? 997 : 1;
         for (size_t n = 0; n < b.len; n += step)
             assert_int_equal(frame_split(b.data, n, FRAME_DEFAULT_MAX, &body, &blen, &used), FRAME_NEED_MORE);
-        assert_int_equal(frame_split(b.data, b.len - 1, FRAME_DEFAULT_MAX, &body, &blen, &used),
-                         FRAME_NEED_MORE);
+        assert_int_equal(frame_split(b.data, b.len - 1, FRAME_DEFAULT_MAX, &body, &blen, &used), FRAME_NEED_MORE);
         assert_int_equal(frame_split(b.data, b.len, FRAME_DEFAULT_MAX, &body, &blen, &used), FRAME_OK);
         dsbuf_free(&b);
     }
@@ -384,7 +382,11 @@ static void test_zero_length_body(void **state)
 static void test_undecodable_body(void **state)
 {
     (void)state;
-    static const struct { const char *what; const uint8_t *p; size_t n; } bad[] = {
+    static const struct {
+        const char *what;
+        const uint8_t *p;
+        size_t n;
+    } bad[] = {
         {"all 0xff", (const uint8_t *)"\xff\xff\xff\xff\xff", 5},
         {"truncated length-delimited field", (const uint8_t *)"\x12\x05\x0a", 3},
         {"field number 0", (const uint8_t *)"\x00\x01", 2},

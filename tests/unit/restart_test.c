@@ -152,8 +152,7 @@ static void test_restart_track_overflow(void **state)
     w.n = 0;
     for (unsigned i = 0; i < RESTART_TRACK; i++) expect(&w, 1000, UINT64_MAX, i, 1, i);
     assert_int_equal(w.n, RESTART_TRACK);
-    for (unsigned i = RESTART_TRACK; i < 3 * RESTART_TRACK; i++)
-        expect(&w, 1000, UINT64_MAX, i, 1, RESTART_TRACK);
+    for (unsigned i = RESTART_TRACK; i < 3 * RESTART_TRACK; i++) expect(&w, 1000, UINT64_MAX, i, 1, RESTART_TRACK);
     assert_int_equal(w.n, RESTART_TRACK);
     /* the newest RESTART_TRACK remain, oldest first */
     for (unsigned i = 0; i < RESTART_TRACK; i++) assert_int_equal(w.at_ms[i], 2 * RESTART_TRACK + i);

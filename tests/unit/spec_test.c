@@ -110,13 +110,11 @@ static void test_name_check(void **state)
     free(over);
 
     static const char *const bad[] = {
-        "has space", " lead", "trail ", "tab\there", "new\nline", "cr\r", "bell\a", "\x01", "del\x7f",
-        "esc\x1b[0m",
+        "has space", " lead", "trail ", "tab\there", "new\nline", "cr\r", "bell\a", "\x01", "del\x7f", "esc\x1b[0m",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         err[0] = 0;
-        if (spec_name_check("child name", bad[i], err, sizeof err) != -1)
-            fail_msg("name #%zu accepted", i);
+        if (spec_name_check("child name", bad[i], err, sizeof err) != -1) fail_msg("name #%zu accepted", i);
         assert_non_null(strstr(err, "space or control character"));
     }
     /* the message points at the offending byte */

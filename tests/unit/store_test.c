@@ -23,9 +23,9 @@
 /* ---------- scratch directories ---------- */
 
 struct scratch {
-    char root[PATH_MAX];  /* removed at teardown */
-    char data[PATH_MAX];  /* root/data: not created yet; store_open makes it */
-    char db[PATH_MAX];    /* data/distsup.db */
+    char root[PATH_MAX]; /* removed at teardown */
+    char data[PATH_MAX]; /* root/data: not created yet; store_open makes it */
+    char db[PATH_MAX];   /* data/distsup.db */
 };
 
 static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
@@ -146,11 +146,15 @@ static struct rows *load(struct store *st)
     return &rs;
 }
 
-static void put(struct store *st, const char *sup, const char *name, const char *spec, int state,
-                uint32_t restarts, uint64_t inc)
+static void put(struct store *st, const char *sup, const char *name, const char *spec, int state, uint32_t restarts,
+                uint64_t inc)
 {
-    struct store_child c = {.supervisor = sup, .name = name, .spec = (const uint8_t *)spec,
-                            .spec_len = strlen(spec), .state = state, .restarts = restarts,
+    struct store_child c = {.supervisor = sup,
+                            .name = name,
+                            .spec = (const uint8_t *)spec,
+                            .spec_len = strlen(spec),
+                            .state = state,
+                            .restarts = restarts,
                             .incarnation = inc};
     assert_int_equal(store_put_child(st, &c), 0);
 }
@@ -176,8 +180,13 @@ static void test_put_and_load_round_trip(void **state)
     assert_int_equal(load(st)->n, 0);
     /* binary spec bytes, including NULs, survive as they are */
     const uint8_t bin[] = {0x0a, 0x00, 0x12, 0xff, 0x00, 0x7f};
-    struct store_child c = {.supervisor = "default", .name = "a", .spec = bin, .spec_len = sizeof bin,
-                            .state = STORE_RUNNING, .restarts = 0, .incarnation = 1};
+    struct store_child c = {.supervisor = "default",
+                            .name = "a",
+                            .spec = bin,
+                            .spec_len = sizeof bin,
+                            .state = STORE_RUNNING,
+                            .restarts = 0,
+                            .incarnation = 1};
     assert_int_equal(store_put_child(st, &c), 0);
     put(st, "jobs", "b", "spec-b", STORE_FAILED, UINT32_MAX, UINT64_MAX);
     put(st, "default", "c", "spec-c", STORE_RUNNING, 7, 1ull << 40);
@@ -252,7 +261,7 @@ static void test_update_state_and_delete(void **state)
     assert_int_equal(rs->r[0].restarts, 3);
     assert_int_equal(rs->r[0].incarnation, 4);
     assert_memory_equal(rs->r[0].spec, "the-spec", 8); /* the spec is untouched */
-    assert_int_equal(rs->r[1].state, STORE_RUNNING);  /* the namesake too */
+    assert_int_equal(rs->r[1].state, STORE_RUNNING);   /* the namesake too */
     assert_int_equal(rs->r[1].incarnation, 1);
     /* updating or deleting a child that is not there changes nothing */
     assert_int_equal(store_set_child_state(st, "default", "ghost", STORE_FAILED, 1, 1), 0);
@@ -374,13 +383,12 @@ struct cache_rows {
     char key[8][64]; /* "supervisor/name@node=info" */
 };
 
-static int collect_cache(void *arg, const char *supervisor, const char *name, const char *node,
-                         const uint8_t *info, size_t len)
+static int collect_cache(void *arg, const char *supervisor, const char *name, const char *node, const uint8_t *info,
+                         size_t len)
 {
     struct cache_rows *r = arg;
     if (r->n == 8) return -1;
-    snprintf(r->key[r->n++], sizeof r->key[0], "%s/%s@%s=%.*s", supervisor, name, node, (int)len,
-             (const char *)info);
+    snprintf(r->key[r->n++], sizeof r->key[0], "%s/%s@%s=%.*s", supervisor, name, node, (int)len, (const char *)info);
     return 0;
 }
 
@@ -398,7 +406,7 @@ static void test_cache_put_replace_delete_and_reload(void **state)
     const uint8_t a[] = "info-a", b[] = "info-b", c[] = "info-c";
     assert_int_equal(store_cache_put(st, "default", "x", "n2", a, 6), 0);
     assert_int_equal(store_cache_put(st, "default", "y", "n3", b, 6), 0);
-    assert_int_equal(store_cache_put(st, "other", "x", "n2", b, 6), 0); /* same name, other supervisor */
+    assert_int_equal(store_cache_put(st, "other", "x", "n2", b, 6), 0);   /* same name, other supervisor */
     assert_int_equal(store_cache_put(st, "default", "x", "n3", c, 6), 0); /* moved: replaces */
     assert_int_equal(store_cache_delete(st, "default", "y"), 0);
     assert_int_equal(store_cache_delete(st, "default", "never"), 0); /* absent: fine */

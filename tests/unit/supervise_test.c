@@ -31,7 +31,7 @@
 #define MAXREC 64
 
 struct sent {
-    int kind; /* Distsup__V1__ChildFrame__FrameCase */
+    int kind;       /* Distsup__V1__ChildFrame__FrameCase */
     char text[256]; /* Terminate: reason; Init: name; Cast/Info/Call: payload */
     uint64_t ref;   /* Call */
     uint8_t init[64], state[64];
@@ -120,14 +120,9 @@ static int f_send(struct child *ch, const Distsup__V1__ChildFrame *f)
         s->ref = f->call->ref;
         copy_text(s->text, sizeof s->text, f->call->payload);
         break;
-    case DISTSUP__V1__CHILD_FRAME__FRAME_CAST:
-        copy_text(s->text, sizeof s->text, f->cast->payload);
-        break;
-    case DISTSUP__V1__CHILD_FRAME__FRAME_INFO:
-        copy_text(s->text, sizeof s->text, f->info->payload);
-        break;
-    default:
-        break;
+    case DISTSUP__V1__CHILD_FRAME__FRAME_CAST: copy_text(s->text, sizeof s->text, f->cast->payload); break;
+    case DISTSUP__V1__CHILD_FRAME__FRAME_INFO: copy_text(s->text, sizeof s->text, f->info->payload); break;
+    default: break;
     }
     return 0;
 }
@@ -284,8 +279,7 @@ static void start_ok(struct child *ch)
 }
 
 /* A RUNNING child: FRAMES children get their Ready. */
-static struct child *running_child(const char *name, Distsup__V1__Protocol protocol,
-                                   Distsup__V1__RestartType restart)
+static struct child *running_child(const char *name, Distsup__V1__Protocol protocol, Distsup__V1__RestartType restart)
 {
     struct child *ch = new_child(name, protocol, restart);
     start_ok(ch);
@@ -448,8 +442,8 @@ struct snap {
 
 static struct snap take(const struct child *ch)
 {
-    struct snap s = {ch->st, ch->why, ch->timer_at, ch->kill_at, ch->incarnation, ch->restarts,
-                     ch->proc.pid, ch->n_calls, "", SV.live};
+    struct snap s = {ch->st,       ch->why,      ch->timer_at, ch->kill_at, ch->incarnation,
+                     ch->restarts, ch->proc.pid, ch->n_calls,  "",          SV.live};
     snprintf(s.id, sizeof s.id, "%s", ch->id);
     return s;
 }
@@ -631,8 +625,8 @@ static void test_start_spawn_failure(void **state)
     assert_int_equal(sv_start(&SV, ch, err, sizeof err), -1);
     assert_int_equal(ch->st, SV_BACKOFF);
     assert_int_equal(ch->incarnation, 1);
-    assert_string_equal(ch->id, id);         /* the id of the process that last ran */
-    assert_int_equal(ch->timer_at, timer);   /* its restart is still due */
+    assert_string_equal(ch->id, id);       /* the id of the process that last ran */
+    assert_int_equal(ch->timer_at, timer); /* its restart is still due */
     assert_int_equal(ch->proc.pid, 0);
     assert_int_equal(SV.live, 0);
     assert_int_equal(F.n_ev, 0);
@@ -1707,10 +1701,10 @@ static void test_api_state_every_state(void **state)
         enum sv_state st;
         Distsup__V1__ChildState api;
     } want[] = {
-        {SV_IDLE, DISTSUP__V1__CHILD_STATE__SUSPENDED},      {SV_STARTING, DISTSUP__V1__CHILD_STATE__STARTING},
-        {SV_RUNNING, DISTSUP__V1__CHILD_STATE__RUNNING},     {SV_STOP_FRAME, DISTSUP__V1__CHILD_STATE__STOPPING},
-        {SV_STOP_TERM, DISTSUP__V1__CHILD_STATE__STOPPING},  {SV_STOP_KILL, DISTSUP__V1__CHILD_STATE__STOPPING},
-        {SV_BACKOFF, DISTSUP__V1__CHILD_STATE__RESTARTING},  {SV_FAILED, DISTSUP__V1__CHILD_STATE__FAILED},
+        {SV_IDLE, DISTSUP__V1__CHILD_STATE__SUSPENDED},     {SV_STARTING, DISTSUP__V1__CHILD_STATE__STARTING},
+        {SV_RUNNING, DISTSUP__V1__CHILD_STATE__RUNNING},    {SV_STOP_FRAME, DISTSUP__V1__CHILD_STATE__STOPPING},
+        {SV_STOP_TERM, DISTSUP__V1__CHILD_STATE__STOPPING}, {SV_STOP_KILL, DISTSUP__V1__CHILD_STATE__STOPPING},
+        {SV_BACKOFF, DISTSUP__V1__CHILD_STATE__RESTARTING}, {SV_FAILED, DISTSUP__V1__CHILD_STATE__FAILED},
     };
     assert_int_equal(sizeof want / sizeof *want, SV_NSTATES);
     struct child *ch = new_child("api", FRAMES, PERMANENT);

@@ -88,9 +88,12 @@ static void test_dir_start(void **state)
 static void test_numbers_are_frozen(void **state)
 {
     (void)state;
-    static const struct { int op; int wire; } want[] = {
-        {CORE_START_CHILD, 0}, {CORE_TERMINATE_CHILD, 1}, {CORE_CHILDREN, 2}, {CORE_COUNT_CHILDREN, 3},
-        {CORE_WHEREIS, 4},     {CORE_WHOIS, 5},           {CORE_CALL, 6},     {CORE_CAST, 7},
+    static const struct {
+        int op;
+        int wire;
+    } want[] = {
+        {CORE_START_CHILD, 0}, {CORE_TERMINATE_CHILD, 1}, {CORE_CHILDREN, 2},  {CORE_COUNT_CHILDREN, 3},
+        {CORE_WHEREIS, 4},     {CORE_WHOIS, 5},           {CORE_CALL, 6},      {CORE_CAST, 7},
         {CORE_SEND, 8},        {CORE_NODES, 9},           {CORE_NODE_FOR, 10}, {CORE_MINE, 11},
         {CORE_DIR_START, 12},  {CORE_PLACE, 13},
     };

@@ -26,33 +26,32 @@ static char g_counter[PATH_MAX];
 static struct test_daemon g_d;
 static ds_client *g_c;
 
-#define CHECK_OK(call, err)                                                             \
-    do {                                                                                \
-        int rc_ = (call);                                                               \
-        if (rc_ != DS_OK)                                                               \
-            fail_msg("%s -> %s: %s", #call, ds_status_name(rc_), (err).message);        \
-        assert_int_equal((err).code, 0);                                                \
-        assert_string_equal((err).message, "");                                        \
+#define CHECK_OK(call, err) \
+    do { \
+        int rc_ = (call); \
+        if (rc_ != DS_OK) fail_msg("%s -> %s: %s", #call, ds_status_name(rc_), (err).message); \
+        assert_int_equal((err).code, 0); \
+        assert_string_equal((err).message, ""); \
     } while (0)
 
-#define CHECK_STATUS(call, want, err)                                                   \
-    do {                                                                                \
-        int rc_ = (call);                                                               \
-        if (rc_ != (want))                                                              \
-            fail_msg("%s -> %s (%s), wanted %s", #call, ds_status_name(rc_),            \
-                     (err).message, ds_status_name(want));                              \
-        assert_int_equal((err).code, (want));                                           \
-        assert_true((err).message[0] != '\0');                                          \
+#define CHECK_STATUS(call, want, err) \
+    do { \
+        int rc_ = (call); \
+        if (rc_ != (want)) \
+            fail_msg("%s -> %s (%s), wanted %s", #call, ds_status_name(rc_), (err).message, ds_status_name(want)); \
+        assert_int_equal((err).code, (want)); \
+        assert_true((err).message[0] != '\0'); \
     } while (0)
 
-static void sleep_ms(int ms) {
+static void sleep_ms(int ms)
+{
     struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-    }
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {}
 }
 
 /* Starts a counter child named `name` with init text. */
-static void start_counter(const char *name, const char *init, ds_child **out) {
+static void start_counter(const char *name, const char *init, ds_child **out)
+{
     const char *argv[] = {g_counter};
     ds_child_spec spec = {
         .name = name,
@@ -71,13 +70,15 @@ static void start_counter(const char *name, const char *init, ds_child **out) {
     else ds_child_free(child);
 }
 
-static void stop_child(const char *name) {
+static void stop_child(const char *name)
+{
     ds_error err;
     CHECK_OK(ds_terminate_child(g_c, NULL, name, NULL, NULL, &err), err);
 }
 
 /* Calls and checks the text reply. */
-static void expect_call(const char *name, const char *payload, const char *want) {
+static void expect_call(const char *name, const char *payload, const char *want)
+{
     ds_error err;
     ds_call_result *r = NULL;
     CHECK_OK(ds_call(g_c, NULL, name, payload, strlen(payload), 0, &r, &err), err);
@@ -91,7 +92,8 @@ static void expect_call(const char *name, const char *payload, const char *want)
 
 /* ---- setup ------------------------------------------------------------------------ */
 
-static int group_setup(void **state) {
+static int group_setup(void **state)
+{
     (void)state;
     if (test_daemon_start(&g_d, g_daemon_bin, "n1", 20000) != 0) return -1;
     ds_connect_options o = {.timeout_ms = 10000, .wait_connected = 1};
@@ -104,7 +106,8 @@ static int group_setup(void **state) {
     return 0;
 }
 
-static int group_teardown(void **state) {
+static int group_teardown(void **state)
+{
     (void)state;
     ds_close(g_c);
     g_c = NULL;
@@ -119,7 +122,8 @@ static int group_teardown(void **state) {
 
 /* ---- tests ------------------------------------------------------------------------- */
 
-static void test_connect_errors(void **state) {
+static void test_connect_errors(void **state)
+{
     (void)state;
     ds_error err;
     ds_client *c = (ds_client *)&err; /* must be overwritten with NULL */
@@ -141,7 +145,8 @@ static void test_connect_errors(void **state) {
     assert_int_equal(ds_whereis(g_c, NULL, "", &(ds_child *){NULL}, NULL), DS_INVALID_ARGUMENT);
 }
 
-static void test_health(void **state) {
+static void test_health(void **state)
+{
     (void)state;
     ds_error err;
     ds_health_status s = DS_HEALTH_UNKNOWN;
@@ -153,7 +158,8 @@ static void test_health(void **state) {
     assert_string_equal(ds_health_status_name(DS_HEALTH_SERVING), "SERVING");
 }
 
-static void test_start_call_cast_send(void **state) {
+static void test_start_call_cast_send(void **state)
+{
     (void)state;
     const char *argv[] = {g_counter};
     ds_kv env[] = {{"COUNTER_TEST", "yes"}};
@@ -191,9 +197,7 @@ static void test_start_call_cast_send(void **state) {
     assert_int_equal(ch->spec.n_labels, 2);
     int found = 0;
     for (size_t i = 0; i < ch->spec.n_labels; i++)
-        if (strcmp(ch->spec.labels[i].key, "tier") == 0 &&
-            strcmp(ch->spec.labels[i].value, "c") == 0)
-            found = 1;
+        if (strcmp(ch->spec.labels[i].key, "tier") == 0 && strcmp(ch->spec.labels[i].value, "c") == 0) found = 1;
     assert_true(found);
     ds_child_free(ch);
 
@@ -229,7 +233,8 @@ static void test_start_call_cast_send(void **state) {
     ds_terminated_free(t);
 }
 
-static void test_error_paths(void **state) {
+static void test_error_paths(void **state)
+{
     (void)state;
     ds_error err;
     start_counter("dup", "0", NULL);
@@ -250,13 +255,11 @@ static void test_error_paths(void **state) {
     CHECK_STATUS(ds_call(g_c, NULL, "no-such-child", "get", 3, 0, &r, &err), DS_NOT_FOUND, err);
     assert_null(r);
     CHECK_STATUS(ds_cast(g_c, NULL, "no-such-child", "x", 1, &err), DS_NOT_FOUND, err);
-    CHECK_STATUS(ds_terminate_child(g_c, NULL, "no-such-child", NULL, NULL, &err), DS_NOT_FOUND,
-                 err);
+    CHECK_STATUS(ds_terminate_child(g_c, NULL, "no-such-child", NULL, NULL, &err), DS_NOT_FOUND, err);
     CHECK_STATUS(ds_whereis(g_c, "no-such-supervisor", "dup", &ch, &err), DS_NOT_FOUND, err);
 
     /* The child does not answer in time: DEADLINE_EXCEEDED from the daemon. */
-    CHECK_STATUS(ds_call(g_c, NULL, "dup", "sleep:3000", 10, 200, &r, &err),
-                 DS_DEADLINE_EXCEEDED, err);
+    CHECK_STATUS(ds_call(g_c, NULL, "dup", "sleep:3000", 10, 200, &r, &err), DS_DEADLINE_EXCEEDED, err);
     assert_null(r);
 
     /* An error the worker replies comes back with its code and message. */
@@ -265,8 +268,8 @@ static void test_error_paths(void **state) {
 
     /* A plain process: call and cast answer FAILED_PRECONDITION. */
     const char *sleep_argv[] = {"sleep", "600"};
-    ds_child_spec plain = {.name = "plain", .argv = sleep_argv, .argc = 2,
-                           .protocol = DS_PROTOCOL_NONE, .kill_immediately = 1};
+    ds_child_spec plain = {
+        .name = "plain", .argv = sleep_argv, .argc = 2, .protocol = DS_PROTOCOL_NONE, .kill_immediately = 1};
     CHECK_OK(ds_start_child(g_c, NULL, &plain, NULL, &ch, &err), err);
     assert_int_equal(ch->spec.protocol, DS_PROTOCOL_NONE);
     assert_true(ch->spec.kill_immediately);
@@ -290,7 +293,8 @@ static void test_error_paths(void **state) {
     stop_child("dup");
 }
 
-static bool has_child(const ds_child_list *l, const char *name, const ds_child **out) {
+static bool has_child(const ds_child_list *l, const char *name, const ds_child **out)
+{
     for (size_t i = 0; i < l->count; i++)
         if (strcmp(l->items[i].name, name) == 0) {
             if (out) *out = &l->items[i];
@@ -299,7 +303,8 @@ static bool has_child(const ds_child_list *l, const char *name, const ds_child *
     return false;
 }
 
-static void test_children_count_whereis_whois(void **state) {
+static void test_children_count_whereis_whois(void **state)
+{
     (void)state;
     ds_error err;
     ds_counts before;
@@ -361,7 +366,8 @@ static void test_children_count_whereis_whois(void **state) {
     ds_child_free(b);
 }
 
-static void test_cluster(void **state) {
+static void test_cluster(void **state)
+{
     (void)state;
     ds_error err;
     ds_node_list *nodes = NULL;
@@ -393,8 +399,8 @@ struct watcher {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     bool open;
-    const char *name;       /* only events of this child are recorded */
-    ds_event_kind until;    /* stop after this kind for `name` */
+    const char *name;    /* only events of this child are recorded */
+    ds_event_kind until; /* stop after this kind for `name` */
     size_t n;
     ds_event_kind kinds[MAX_EV];
     uint64_t seqs[MAX_EV];
@@ -406,7 +412,8 @@ struct watcher {
     ds_error err;
 };
 
-static void w_open(void *arg) {
+static void w_open(void *arg)
+{
     struct watcher *w = arg;
     pthread_mutex_lock(&w->mu);
     w->open = true;
@@ -414,7 +421,8 @@ static void w_open(void *arg) {
     pthread_mutex_unlock(&w->mu);
 }
 
-static int w_event(void *arg, const ds_event *e) {
+static int w_event(void *arg, const ds_event *e)
+{
     struct watcher *w = arg;
     if (strcmp(e->name, w->name) != 0) return 0;
     pthread_mutex_lock(&w->mu);
@@ -432,13 +440,15 @@ static int w_event(void *arg, const ds_event *e) {
     return stop;
 }
 
-static void *w_thread(void *arg) {
+static void *w_thread(void *arg)
+{
     struct watcher *w = arg;
     w->rc = ds_watch(g_c, &w->opts, w_event, w, &w->err);
     return NULL;
 }
 
-static void watcher_init(struct watcher *w, const char *name, ds_event_kind until) {
+static void watcher_init(struct watcher *w, const char *name, ds_event_kind until)
+{
     memset(w, 0, sizeof *w);
     pthread_mutex_init(&w->mu, NULL);
     pthread_cond_init(&w->cv, NULL);
@@ -448,7 +458,8 @@ static void watcher_init(struct watcher *w, const char *name, ds_event_kind unti
     w->opts.timeout_ms = 20000; /* bounds the test if events never come */
 }
 
-static void watcher_wait_open(struct watcher *w) {
+static void watcher_wait_open(struct watcher *w)
+{
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     ts.tv_sec += 10;
@@ -461,12 +472,14 @@ static void watcher_wait_open(struct watcher *w) {
     assert_true(open);
 }
 
-static void watcher_destroy(struct watcher *w) {
+static void watcher_destroy(struct watcher *w)
+{
     pthread_mutex_destroy(&w->mu);
     pthread_cond_destroy(&w->cv);
 }
 
-static void test_watch_events(void **state) {
+static void test_watch_events(void **state)
+{
     (void)state;
     static struct watcher w; /* static: the thread may outlive a failed assertion */
     watcher_init(&w, "watched", DS_EVENT_PROCESS_STOP);
@@ -490,7 +503,8 @@ static void test_watch_events(void **state) {
     watcher_destroy(&w);
 }
 
-static void test_watch_kinds_filter_and_restart(void **state) {
+static void test_watch_kinds_filter_and_restart(void **state)
+{
     (void)state;
     /* Only PROCESS_RESTART and PROCESS_STOP: the start events must not arrive. */
     static struct watcher w; /* static: the thread may outlive a failed assertion */
@@ -533,18 +547,20 @@ static void test_watch_kinds_filter_and_restart(void **state) {
 
 static volatile sig_atomic_t g_stop_flag;
 
-static int never_stop(void *arg, const ds_event *e) {
+static int never_stop(void *arg, const ds_event *e)
+{
     (void)arg;
     (void)e;
     return 0;
 }
 
-static void test_watch_stop_timeout_errors(void **state) {
+static void test_watch_stop_timeout_errors(void **state)
+{
     (void)state;
     ds_error err;
     /* A deadline with no events: DEADLINE_EXCEEDED. */
-    ds_watch_options o = {.timeout_ms = 300, .supervisor = "default",
-                          .kinds = (ds_event_kind[]){DS_EVENT_NODE_DOWN}, .n_kinds = 1};
+    ds_watch_options o = {
+        .timeout_ms = 300, .supervisor = "default", .kinds = (ds_event_kind[]){DS_EVENT_NODE_DOWN}, .n_kinds = 1};
     CHECK_STATUS(ds_watch(g_c, &o, never_stop, NULL, &err), DS_DEADLINE_EXCEEDED, err);
 
     /* The stop flag ends it with DS_OK. */
@@ -570,7 +586,8 @@ struct worker_arg {
     char msg[DS_ERROR_MESSAGE_MAX];
 };
 
-static void *hammer(void *p) {
+static void *hammer(void *p)
+{
     struct worker_arg *a = p;
     for (int i = 0; i < CALLS; i++) {
         ds_error err;
@@ -589,18 +606,17 @@ static void *hammer(void *p) {
     return NULL;
 }
 
-static void test_threads_share_one_client(void **state) {
+static void test_threads_share_one_client(void **state)
+{
     (void)state;
     start_counter("shared", "1000", NULL);
     pthread_t th[THREADS];
     struct worker_arg args[THREADS];
     memset(args, 0, sizeof args);
-    for (int i = 0; i < THREADS; i++)
-        assert_int_equal(pthread_create(&th[i], NULL, hammer, &args[i]), 0);
+    for (int i = 0; i < THREADS; i++) assert_int_equal(pthread_create(&th[i], NULL, hammer, &args[i]), 0);
     for (int i = 0; i < THREADS; i++) {
         assert_int_equal(pthread_join(th[i], NULL), 0);
-        if (args[i].failures) fail_msg("thread %d: %d failures (%s)", i, args[i].failures,
-                                       args[i].msg);
+        if (args[i].failures) fail_msg("thread %d: %d failures (%s)", i, args[i].failures, args[i].msg);
     }
     char want[32];
     snprintf(want, sizeof want, "%d", 1000 + THREADS * CALLS);
@@ -608,7 +624,8 @@ static void test_threads_share_one_client(void **state) {
     stop_child("shared");
 }
 
-static void test_names(void **state) {
+static void test_names(void **state)
+{
     (void)state;
     assert_string_equal(ds_status_name(DS_DEADLINE_EXCEEDED), "DEADLINE_EXCEEDED");
     assert_string_equal(ds_status_name(16), "UNAUTHENTICATED");
@@ -626,7 +643,8 @@ static void test_names(void **state) {
     assert_string_equal(ds_protocol_name(DS_PROTOCOL_NONE), "NONE");
 }
 
-int main(int argc, char **argv) {
+int main(int argc, char **argv)
+{
     if (argc != 3) {
         fprintf(stderr, "usage: %s DISTSUPD COUNTER\n", argv[0]);
         return 2;

@@ -25,7 +25,8 @@ struct parsed {
 };
 
 /* Parses a NULL-terminated list of words (the program name is added). */
-static int parse_env(struct parsed *p, const char *env_addr, ...) {
+static int parse_env(struct parsed *p, const char *env_addr, ...)
+{
     va_list ap;
     va_start(ap, env_addr);
     int argc = 0;
@@ -42,7 +43,8 @@ static int parse_env(struct parsed *p, const char *env_addr, ...) {
 }
 #define PARSE(p, ...) parse_env(p, NULL, __VA_ARGS__, (const char *)NULL)
 
-static void expect_usage(const char *want_in_message, ...) {
+static void expect_usage(const char *want_in_message, ...)
+{
     struct parsed p;
     va_list ap;
     va_start(ap, want_in_message);
@@ -54,14 +56,15 @@ static void expect_usage(const char *want_in_message, ...) {
     p.argv[argc] = NULL;
     int rc = ctl_parse(argc, p.argv, NULL, &p.o, p.err, sizeof p.err);
     if (rc != -1 || strstr(p.err, want_in_message) == NULL)
-        fail_msg("argv[1]=%s: rc %d, message '%s', wanted a usage error with '%s'",
-                 argc > 1 ? p.argv[1] : "", rc, p.err, want_in_message);
+        fail_msg("argv[1]=%s: rc %d, message '%s', wanted a usage error with '%s'", argc > 1 ? p.argv[1] : "", rc,
+                 p.err, want_in_message);
     ctl_opts_free(&p.o);
 }
 #define USAGE(msg, ...) expect_usage(msg, __VA_ARGS__, (const char *)NULL)
 
 /* Runs fn(f) on a memory stream and returns what it wrote (malloc'd). */
-static char *capture_json_str(const char *s, size_t n) {
+static char *capture_json_str(const char *s, size_t n)
+{
     char *buf = NULL;
     size_t len = 0;
     FILE *f = open_memstream(&buf, &len);
@@ -73,13 +76,13 @@ static char *capture_json_str(const char *s, size_t n) {
 
 /* ---- parsing ------------------------------------------------------------------- */
 
-static void test_parse_start_full(void **state) {
+static void test_parse_start_full(void **state)
+{
     (void)state;
     struct parsed p;
-    assert_int_equal(PARSE(&p, "--addr", "10.0.0.1:7", "start", "web", "--restart", "transient",
-                           "--shutdown-ms", "250", "--env", "A=1", "--env=B=x=y", "--label",
-                           "team=core", "--cwd", "/tmp", "--init", "42", "--protocol", "none",
-                           "--node", "n2", "--key", "k", "--kill-immediately", "--json", "--",
+    assert_int_equal(PARSE(&p, "--addr", "10.0.0.1:7", "start", "web", "--restart", "transient", "--shutdown-ms", "250",
+                           "--env", "A=1", "--env=B=x=y", "--label", "team=core", "--cwd", "/tmp", "--init", "42",
+                           "--protocol", "none", "--node", "n2", "--key", "k", "--kill-immediately", "--json", "--",
                            "python3", "-m", "http.server", "--json"),
                      0);
     struct ctl_opts *o = &p.o;
@@ -113,7 +116,8 @@ static void test_parse_start_full(void **state) {
     ctl_opts_free(&p.o);
 }
 
-static void test_parse_address_sources(void **state) {
+static void test_parse_address_sources(void **state)
+{
     (void)state;
     struct parsed p;
     assert_int_equal(PARSE(&p, "ls"), 0);
@@ -134,7 +138,8 @@ static void test_parse_address_sources(void **state) {
     ctl_opts_free(&p.o);
 }
 
-static void test_parse_commands_and_positionals(void **state) {
+static void test_parse_commands_and_positionals(void **state)
+{
     (void)state;
     struct parsed p;
     assert_int_equal(PARSE(&p, "children", "--node", "n1"), 0);
@@ -163,8 +168,7 @@ static void test_parse_commands_and_positionals(void **state) {
     assert_string_equal(p.o.key, "k2");
     assert_string_equal(p.o.supervisor, "s1");
     ctl_opts_free(&p.o);
-    assert_int_equal(PARSE(&p, "call", "c1", "get", "--timeout-ms", "300", "--raw",
-                           "--deadline-ms", "999"), 0);
+    assert_int_equal(PARSE(&p, "call", "c1", "get", "--timeout-ms", "300", "--raw", "--deadline-ms", "999"), 0);
     assert_int_equal(p.o.cmd, CMD_CALL);
     assert_string_equal(p.o.name, "c1");
     assert_string_equal(p.o.payload, "get");
@@ -180,8 +184,8 @@ static void test_parse_commands_and_positionals(void **state) {
     assert_null(p.o.payload);
     assert_string_equal(p.o.payload_file, "-");
     ctl_opts_free(&p.o);
-    assert_int_equal(PARSE(&p, "watch", "--kind", "process_start", "--kind", "NODE-UP",
-                           "--count", "3", "--timeout-ms", "5000"), 0);
+    assert_int_equal(
+        PARSE(&p, "watch", "--kind", "process_start", "--kind", "NODE-UP", "--count", "3", "--timeout-ms", "5000"), 0);
     assert_int_equal(p.o.n_kinds, 2);
     assert_int_equal(p.o.kinds[0], DS_EVENT_PROCESS_START);
     assert_int_equal(p.o.kinds[1], DS_EVENT_NODE_UP);
@@ -204,11 +208,12 @@ static void test_parse_commands_and_positionals(void **state) {
     ctl_opts_free(&p.o);
 }
 
-static void test_parse_help_everywhere(void **state) {
+static void test_parse_help_everywhere(void **state)
+{
     (void)state;
-    static const char *const cmds[] = {"start", "stop", "ls", "children", "whereis", "whois",
-                                       "call", "cast", "send", "count", "nodes", "node-for",
-                                       "mine", "watch", "health", "terminate"};
+    static const char *const cmds[] = {"start", "stop",  "ls",     "children", "whereis", "whois",
+                                       "call",  "cast",  "send",   "count",    "nodes",   "node-for",
+                                       "mine",  "watch", "health", "terminate"};
     struct parsed p;
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
         /* CMD --help, CMD -h and help CMD all ask for the command's help, even when the
@@ -247,27 +252,26 @@ static void test_parse_help_everywhere(void **state) {
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
         char want[32];
         snprintf(want, sizeof want, "\n  %s", cmds[i]);
-        if (strcmp(cmds[i], "children") && strcmp(cmds[i], "terminate") &&
-            strstr(overview, want) == NULL)
+        if (strcmp(cmds[i], "children") && strcmp(cmds[i], "terminate") && strstr(overview, want) == NULL)
             fail_msg("the overview does not list %s", cmds[i]);
     }
 }
 
-static void test_parse_usage_errors(void **state) {
+static void test_parse_usage_errors(void **state)
+{
     (void)state;
     USAGE("no command given", "--json");
     USAGE("unknown command 'frobnicate'", "frobnicate");
     USAGE("unknown option '--bogus'", "ls", "--bogus");
     USAGE("unknown option '--restart'", "ls", "--restart", "permanent"); /* start's option */
-    USAGE("unknown option '--node'", "--node", "n1", "ls"); /* per-command before command */
+    USAGE("unknown option '--node'", "--node", "n1", "ls");              /* per-command before command */
     USAGE("needs a value", "ls", "--addr");
     USAGE("--addr needs HOST:PORT", "ls", "--addr", "");
     USAGE("takes no value", "ls", "--json=yes");
     USAGE("the child's command goes after '--'", "start", "x");
     USAGE("the child's command goes after '--'", "start", "x", "--");
     USAGE("one NAME", "start", "a", "b", "--", "/bin/true");
-    USAGE("--restart is permanent, transient or temporary", "start", "--restart", "often",
-          "--", "/bin/true");
+    USAGE("--restart is permanent, transient or temporary", "start", "--restart", "often", "--", "/bin/true");
     USAGE("--protocol is frames or none", "start", "--protocol", "http", "--", "x");
     USAGE("--env wants KEY=VALUE", "start", "--env", "NOEQUALS", "--", "x");
     USAGE("--env wants KEY=VALUE", "start", "--env", "=v", "--", "x");
@@ -301,7 +305,8 @@ static void test_parse_usage_errors(void **state) {
     USAGE("help takes one command name", "help", "ls", "start");
 }
 
-static void test_split_kv(void **state) {
+static void test_split_kv(void **state)
+{
     (void)state;
     ds_kv kv;
     assert_int_equal(ctl_split_kv("A=b=c", &kv), 0);
@@ -319,7 +324,8 @@ static void test_split_kv(void **state) {
 
 /* ---- output helpers ------------------------------------------------------------- */
 
-static void test_exit_codes(void **state) {
+static void test_exit_codes(void **state)
+{
     (void)state;
     assert_int_equal(ctl_exit_code(DS_OK), 0);
     assert_int_equal(ctl_exit_code(DS_NOT_FOUND), 15);
@@ -338,13 +344,15 @@ static void test_exit_codes(void **state) {
     }
 }
 
-static void expect_json(const char *in, size_t n, const char *want) {
+static void expect_json(const char *in, size_t n, const char *want)
+{
     char *got = capture_json_str(in, n);
     if (strcmp(got, want) != 0) fail_msg("json of %zu bytes: got %s, want %s", n, got, want);
     free(got);
 }
 
-static void test_json_escaping(void **state) {
+static void test_json_escaping(void **state)
+{
     (void)state;
     expect_json("plain", 5, "\"plain\"");
     expect_json("", 0, "\"\"");
@@ -355,8 +363,8 @@ static void test_json_escaping(void **state) {
     expect_json("h\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80", 12,
                 "\"h\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80\""); /* valid UTF-8 kept */
     expect_json("\xff", 1, "\"\\ufffd\"");
-    expect_json("a\xc3", 2, "\"a\\ufffd\"");              /* truncated sequence */
-    expect_json("\xc0\xaf", 2, "\"\\ufffd\\ufffd\"");     /* overlong */
+    expect_json("a\xc3", 2, "\"a\\ufffd\"");                     /* truncated sequence */
+    expect_json("\xc0\xaf", 2, "\"\\ufffd\\ufffd\"");            /* overlong */
     expect_json("\xed\xa0\x80", 3, "\"\\ufffd\\ufffd\\ufffd\""); /* surrogate */
     char *buf = NULL;
     size_t len = 0;
@@ -368,13 +376,19 @@ static void test_json_escaping(void **state) {
     free(buf);
 }
 
-static void test_json_bytes_and_base64(void **state) {
+static void test_json_bytes_and_base64(void **state)
+{
     (void)state;
     static const struct {
         const char *in;
         const char *b64;
-    } cases[] = {{"", ""}, {"f", "Zg=="}, {"fo", "Zm8="}, {"foo", "Zm9v"},
-                 {"foob", "Zm9vYg=="}, {"fooba", "Zm9vYmE="}, {"foobar", "Zm9vYmFy"}};
+    } cases[] = {{"", ""},
+                 {"f", "Zg=="},
+                 {"fo", "Zm8="},
+                 {"foo", "Zm9v"},
+                 {"foob", "Zm9vYg=="},
+                 {"fooba", "Zm9vYmE="},
+                 {"foobar", "Zm9vYmFy"}};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char *b = ctl_base64((const uint8_t *)cases[i].in, strlen(cases[i].in));
         assert_string_equal(b, cases[i].b64);
@@ -391,12 +405,14 @@ static void test_json_bytes_and_base64(void **state) {
     fputc('|', f);
     assert_int_equal(ctl_json_bytes(f, "payload", (const uint8_t *)"\xff\x00", 2), 0);
     fclose(f);
-    assert_string_equal(buf, "\"payload_base64\":\"aGk=\",\"payload\":\"hi\"|"
-                             "\"payload_base64\":\"/wA=\"");
+    assert_string_equal(buf,
+                        "\"payload_base64\":\"aGk=\",\"payload\":\"hi\"|"
+                        "\"payload_base64\":\"/wA=\"");
     free(buf);
 }
 
-static void test_utf8_valid(void **state) {
+static void test_utf8_valid(void **state)
+{
     (void)state;
     assert_true(ctl_utf8_valid((const uint8_t *)"", 0));
     assert_true(ctl_utf8_valid((const uint8_t *)"ascii", 5));
@@ -409,16 +425,16 @@ static void test_utf8_valid(void **state) {
     assert_false(ctl_utf8_valid((const uint8_t *)"\xf5\x80\x80\x80", 4));
 }
 
-static void test_durations(void **state) {
+static void test_durations(void **state)
+{
     (void)state;
     static const struct {
         int64_t ms;
         const char *want;
-    } cases[] = {{-1, "-"},           {0, "0ms"},           {850, "850ms"},
-                 {999, "999ms"},      {1000, "1s"},         {12345, "12s"},
-                 {59999, "59s"},      {60000, "1m00s"},     {247000, "4m07s"},
-                 {3599999, "59m59s"}, {3600000, "1h00m"},   {7500000, "2h05m"},
-                 {86399999, "23h59m"}, {86400000, "1d00h"}, {273600000, "3d04h"}};
+    } cases[] = {
+        {-1, "-"},          {0, "0ms"},         {850, "850ms"},       {999, "999ms"},      {1000, "1s"},
+        {12345, "12s"},     {59999, "59s"},     {60000, "1m00s"},     {247000, "4m07s"},   {3599999, "59m59s"},
+        {3600000, "1h00m"}, {7500000, "2h05m"}, {86399999, "23h59m"}, {86400000, "1d00h"}, {273600000, "3d04h"}};
     char buf[32];
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         ctl_fmt_duration(cases[i].ms, buf, sizeof buf);
@@ -427,7 +443,8 @@ static void test_durations(void **state) {
     }
 }
 
-static void test_table(void **state) {
+static void test_table(void **state)
+{
     (void)state;
     static const char *const hdr[] = {"NAME", "NODE", "PID"};
     struct ctl_table t;
@@ -463,7 +480,8 @@ static void test_table(void **state) {
     free(buf);
 }
 
-int main(void) {
+int main(void)
+{
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parse_start_full),
         cmocka_unit_test(test_parse_address_sources),

@@ -12,14 +12,14 @@
 #include <time.h>
 #include <unistd.h>
 
-static void sleep_ms(int ms) {
+static void sleep_ms(int ms)
+{
     struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-    }
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {}
 }
 
-int test_daemon_start(struct test_daemon *d, const char *binary, const char *node,
-                      int timeout_ms) {
+int test_daemon_start(struct test_daemon *d, const char *binary, const char *node, int timeout_ms)
+{
     memset(d, 0, sizeof *d);
     d->pid = -1;
     char bin[PATH_MAX];
@@ -35,8 +35,7 @@ int test_daemon_start(struct test_daemon *d, const char *binary, const char *nod
         return -1;
     }
     const char *out = getenv("TEST_UNDECLARED_OUTPUTS_DIR");
-    snprintf(d->log, sizeof d->log, "%s/distsupd-%s-%ld.log", out && *out ? out : d->dir,
-             node, (long)getpid());
+    snprintf(d->log, sizeof d->log, "%s/distsupd-%s-%ld.log", out && *out ? out : d->dir, node, (long)getpid());
     char port_file[PATH_MAX + 16], data_dir[PATH_MAX + 16];
     snprintf(port_file, sizeof port_file, "%s/port", d->dir);
     snprintf(data_dir, sizeof data_dir, "%s/data", d->dir);
@@ -54,8 +53,8 @@ int test_daemon_start(struct test_daemon *d, const char *binary, const char *nod
             dup2(fd, 1);
             dup2(fd, 2);
         }
-        execl(bin, bin, "--listen", "127.0.0.1:0", "--port-file", port_file, "--data-dir",
-              data_dir, "--node-name", node, "--log-level", "debug", (char *)NULL);
+        execl(bin, bin, "--listen", "127.0.0.1:0", "--port-file", port_file, "--data-dir", data_dir, "--node-name",
+              node, "--log-level", "debug", (char *)NULL);
         _exit(127);
     }
     d->pid = pid;
@@ -86,7 +85,8 @@ int test_daemon_start(struct test_daemon *d, const char *binary, const char *nod
     return -1;
 }
 
-int test_daemon_stop(struct test_daemon *d) {
+int test_daemon_stop(struct test_daemon *d)
+{
     if (d->pid <= 0) return -1;
     int st = -1;
     kill(d->pid, SIGTERM);
@@ -104,7 +104,8 @@ int test_daemon_stop(struct test_daemon *d) {
     return -1;
 }
 
-void test_daemon_dump_log(const struct test_daemon *d) {
+void test_daemon_dump_log(const struct test_daemon *d)
+{
     FILE *f = fopen(d->log, "r");
     if (f == NULL) return;
     if (fseek(f, 0, SEEK_END) == 0) {
