@@ -242,26 +242,26 @@ void reactor_sv_hooks(struct core *c, struct sv_hooks *h)
 
 /* ---------- copies ---------- */
 
-Distsup__V1__ChildInfo *info_dup(const Distsup__V1__ChildInfo *in)
+/* A deep copy through the wire form (NULL when out of memory). */
+static ProtobufCMessage *pb_dup(const ProtobufCMessage *in)
 {
-    size_t len = distsup__v1__child_info__get_packed_size(in);
+    size_t len = protobuf_c_message_get_packed_size(in);
     uint8_t *buf = malloc(len ? len : 1);
     if (!buf) return NULL;
-    distsup__v1__child_info__pack(in, buf);
-    Distsup__V1__ChildInfo *out = distsup__v1__child_info__unpack(NULL, len, buf);
+    protobuf_c_message_pack(in, buf);
+    ProtobufCMessage *out = protobuf_c_message_unpack(in->descriptor, NULL, len, buf);
     free(buf);
     return out;
 }
 
+Distsup__V1__ChildInfo *info_dup(const Distsup__V1__ChildInfo *in)
+{
+    return (Distsup__V1__ChildInfo *)pb_dup(&in->base);
+}
+
 Distsup__V1__ChildSpec *spec_dup(const Distsup__V1__ChildSpec *in)
 {
-    size_t len = distsup__v1__child_spec__get_packed_size(in);
-    uint8_t *buf = malloc(len ? len : 1);
-    if (!buf) return NULL;
-    distsup__v1__child_spec__pack(in, buf);
-    Distsup__V1__ChildSpec *out = distsup__v1__child_spec__unpack(NULL, len, buf);
-    free(buf);
-    return out;
+    return (Distsup__V1__ChildSpec *)pb_dup(&in->base);
 }
 
 /* ---------- the end ---------- */
