@@ -2,7 +2,8 @@
  *
  *   call_bench echo  TARGET [--seconds S] [--conc 16,64] [--channels 1,4]
  *       the baseline: /bench.Echo/Echo on bench/echo_server
- *   call_bench call  TARGET --counter PATH [--workers W] [--node NODE] [--seconds S] [--conc ...] [--channels ...]
+ *   call_bench call  TARGET --counter PATH [--workers W] [--node NODE] [--payload BYTES] [--seconds S] [--conc ...]
+ *                    [--channels ...]
  *       distsupd Call to W C workers (examples/counter, "echo:bench" -> "bench"),
  *       which it starts first (on NODE when given: a remote child in a cluster) and
  *       terminates at the end
@@ -302,6 +303,7 @@ static int check_echo(void *arg, size_t i, const uint8_t *p, size_t n)
 struct workers {
     grpc_byte_buffer *req[MAX_LIST];
     size_t n;
+    size_t reply_len; /* the counter answers "echo:X" with X */
 };
 
 static grpc_byte_buffer *make_call(void *arg, size_t i)
@@ -312,11 +314,11 @@ static grpc_byte_buffer *make_call(void *arg, size_t i)
 
 static int check_call(void *arg, size_t i, const uint8_t *p, size_t n)
 {
-    (void)arg;
     (void)i;
+    const struct workers *w = arg;
     Distsup__V1__CallResponse *r = distsup__v1__call_response__unpack(NULL, n, p);
     if (!r) return -1;
-    int ok = r->payload.len == 5 && !memcmp(r->payload.data, "bench", 5);
+    int ok = r->payload.len == w->reply_len && !memcmp(r->payload.data, "bench", 5);
     distsup__v1__call_response__free_unpacked(r, NULL);
     return ok ? 0 : -1;
 }
@@ -431,6 +433,7 @@ struct opts {
     unsigned conc[MAX_LIST], n_conc;
     unsigned channels[MAX_LIST], n_channels;
     unsigned workers, seq, n, start_conc;
+    unsigned payload; /* bytes each Call answers ("bench" and padding); at least 5 */
 };
 
 static unsigned parse_list(const char *s, unsigned *out)
@@ -459,7 +462,8 @@ static void usage(void)
 {
     fprintf(stderr,
             "usage: call_bench echo  TARGET [--seconds S] [--conc 16,64] [--channels 1,4]\n"
-            "       call_bench call  TARGET --counter PATH [--workers W] [--node NODE] [--seconds S] [--conc ...] "
+            "       call_bench call  TARGET --counter PATH [--workers W] [--node NODE] [--payload BYTES] [--seconds S] "
+            "[--conc ...] "
             "[--channels ...]\n"
             "       call_bench start TARGET --counter PATH [--pid PID] [--seq N] [--n N] [--conc C]\n"
             "       call_bench rss   --pid PID --label LABEL\n");
@@ -519,6 +523,7 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--counter")) o.counter = v;
         else if (!strcmp(a, "--workers")) o.workers = parse_uint(v);
         else if (!strcmp(a, "--node")) o.node = v;
+        else if (!strcmp(a, "--payload")) o.payload = parse_uint(v);
         else if (!strcmp(a, "--pid")) o.pid = (long)parse_uint(v);
         else if (!strcmp(a, "--label")) o.label = v;
         else if (!strcmp(a, "--seq")) o.seq = parse_uint(v);
@@ -572,20 +577,25 @@ int main(int argc, char **argv)
         run_job(&j, &st);
         free(st.lat);
         if (st.failed) die("cannot start the workers (is a bench-w0 left from an earlier run?)%s", "");
-        struct workers w = {.n = o.workers};
-        uint8_t payload[] = "echo:bench";
+        size_t plen = o.payload < 5 ? 5 : o.payload;
+        struct workers w = {.n = o.workers, .reply_len = plen};
+        uint8_t *payload = malloc(5 + plen);
+        if (!payload) die("out of memory%s", "");
+        memcpy(payload, "echo:bench", 10);
+        memset(payload + 10, 'x', plen - 5);
         for (unsigned k = 0; k < o.workers; k++) {
             char name[32];
             snprintf(name, sizeof name, "bench-w%u", k);
             Distsup__V1__CallRequest cr = DISTSUP__V1__CALL_REQUEST__INIT;
             cr.name = name;
             cr.payload.data = payload;
-            cr.payload.len = sizeof payload - 1;
+            cr.payload.len = 5 + plen;
             w.req[k] = pack(&cr.base);
         }
-        char section[96];
-        snprintf(section, sizeof section, "distsupd Call, %u C worker%s%s%s", o.workers, o.workers > 1 ? "s" : "",
-                 o.node ? " on " : "", o.node ? o.node : "");
+        free(payload);
+        char section[128];
+        snprintf(section, sizeof section, "distsupd Call, %u C worker%s%s%s%s", o.workers, o.workers > 1 ? "s" : "",
+                 o.node ? " on " : "", o.node ? o.node : "", plen > 5 ? ", large payload" : "");
         j.method = SUP "Call";
         j.make = make_call;
         j.check = check_call;

@@ -6,7 +6,8 @@ Real distsupd processes with real keys and the C counter worker, default setting
 (heartbeat 200 ms, down after 1000 ms), driven with grpcio and bench/call_bench:
 
 1. Call latency to a child on a remote node, against a child on the node called and
-   against the bare C-core echo server (bench/echo_server), 3 nodes.
+   against the bare C-core echo server (bench/echo_server), 3 nodes; and with 256 KiB
+   each way (the copies on the remote path).
 2. Failover: kill -9 of a node holding about FAILOVER_CHILDREN children (hash-ring
    placement over 3 nodes, 3x that many in all); time until the last of them has
    started elsewhere (its PROCESS_START event on a survivor's cluster Watch) and until
@@ -38,6 +39,7 @@ CALL_BENCH = os.path.join(ROOT_BIN, "bench", "call_bench")
 ECHO = os.path.join(ROOT_BIN, "bench", "echo_server")
 N_FAIL = int(os.environ.get("FAILOVER_CHILDREN", "1000"))
 SECS = os.environ.get("BENCH_SECONDS", "3")
+LARGE = 256 * 1024  # bytes of the large-payload Calls, each way
 
 results = []
 
@@ -137,6 +139,10 @@ class Bench:
              "Call, child on the node called"),
             ([CALL_BENCH, "call", nodes[0].addr, "--counter", COUNTER, "--node", nodes[1].node_name],
              "Call, child on a remote node"),
+            ([CALL_BENCH, "call", nodes[0].addr, "--counter", COUNTER, "--node", nodes[0].node_name,
+              "--payload", str(LARGE)], "Call, child on the node called, %d KiB each way" % (LARGE // 1024)),
+            ([CALL_BENCH, "call", nodes[0].addr, "--counter", COUNTER, "--node", nodes[1].node_name,
+              "--payload", str(LARGE)], "Call, child on a remote node, %d KiB each way" % (LARGE // 1024)),
         ]
         for cmd, section in runs:
             out = subprocess.run(cmd + ["--seconds", SECS, "--conc", "16", "--channels", "1"],
