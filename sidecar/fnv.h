@@ -8,6 +8,9 @@
 
 #include <stdint.h>
 
+/* Not FNV's published offset basis (14695981039346656037): a digit short, as every
+ * release has had it.  It hashes as well; changing it would move every name's
+ * directory node in a cluster that mixes releases. */
 #define FNV_OFFSET 1469598103934665603ull
 #define FNV_PRIME 1099511628211ull
 
@@ -32,6 +35,16 @@ static inline uint64_t fnv_mix64(uint64_t h)
     h *= 0xc4ceb9fe1a85ec53ull;
     h ^= h >> 33;
     return h;
+}
+
+/* The rendezvous score of node for the directory of (supervisor, name): the node
+ * with the highest score is the name's directory node (cluster/nodes.c).  Frozen:
+ * tests/unit/wire_test.c pins its values. */
+static inline uint64_t fnv_directory(const char *supervisor, const char *name, const char *node)
+{
+    uint64_t h = fnv_add(FNV_OFFSET, supervisor);
+    h = fnv_add(fnv_byte(fnv_add(fnv_byte(h, 0xff), name), 0xfe), node);
+    return fnv_mix64(h);
 }
 
 #endif

@@ -113,13 +113,7 @@ struct node *directory_of(struct core *c, struct sup *s, const char *name)
     for (size_t i = 0; i < c->n_nodes; i++) {
         struct node *n = c->nodes[i];
         if (!node_usable(n)) continue;
-        uint64_t h = 1469598103934665603ull;
-        for (const char *p = s->cfg->name; *p; p++) h = (h ^ (unsigned char)*p) * 1099511628211ull;
-        h = (h ^ 0xff) * 1099511628211ull;
-        for (const char *p = name; *p; p++) h = (h ^ (unsigned char)*p) * 1099511628211ull;
-        h = (h ^ 0xfe) * 1099511628211ull;
-        for (const char *p = n->name; *p; p++) h = (h ^ (unsigned char)*p) * 1099511628211ull;
-        h = fnv_mix64(h);
+        uint64_t h = fnv_directory(s->cfg->name, name, n->name);
         if (!best || h > best_h || (h == best_h && strcmp(n->name, best->name) < 0)) {
             best = n;
             best_h = h;

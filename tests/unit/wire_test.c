@@ -13,6 +13,7 @@
 #include <cmocka.h>
 
 #include "distsup/v1/peer.pb-c.h"
+#include "sidecar/fnv.h"
 #include "sidecar/ops.h"
 
 /* ClusterMsg{forward{id 7, op 13, request Place{request{supervisor "default", spec{name
@@ -124,6 +125,24 @@ static void test_unknown_op_still_decodes(void **state)
     distsup__v1__cluster_msg__free_unpacked(m, NULL);
 }
 
+/* Every node must pick the same directory node for a name, whatever its release: the
+ * scores are those of the release before fnv.h (computed from its formula). */
+static void test_directory_scores_are_frozen(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *sup, *name, *node;
+        uint64_t score;
+    } want[] = {
+        {"default", "w1", "n1@test", 0x72d175730fa87ee2ull},
+        {"default", "w1", "n2@test", 0x8b32277edb8620ccull},
+        {"jobs", "counter-17", "node3@host", 0xd65dbd61f71524dbull},
+        {"default", "", "n1", 0xea9fcdfbf6d12863ull},
+    };
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
+        assert_int_equal(fnv_directory(want[i].sup, want[i].name, want[i].node), want[i].score);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -132,6 +151,7 @@ int main(void)
         cmocka_unit_test(test_dir_start),
         cmocka_unit_test(test_numbers_are_frozen),
         cmocka_unit_test(test_unknown_op_still_decodes),
+        cmocka_unit_test(test_directory_scores_are_frozen),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
