@@ -56,6 +56,7 @@ struct peer {
     struct seed *seeds;
     size_t n_seeds;
     uint64_t hb_seq, probe_seq, started, last_beat;
+    uint64_t last_tick; /* when the ticker last ran: a long gap means this node was paused */
     int stopping, leaving, settled;
 };
 
@@ -444,6 +445,21 @@ static void tick(struct peer *p, uint64_t now)
     for (size_t i = 0; beat && i < p->n_members; i++)
         if (p->members[i]->link && link_is_open(p->members[i]->link)) send_ctl(p->members[i]->link, &msg);
     linkset_tick(p->ls, now);
+    /* This node was paused (SIGSTOP, a VM freeze, a long stall) if its own ticker,
+     * which runs every heartbeat_ms / 2, missed more than down_after_ms: the silence
+     * it would measure now is its own.  Every node gets a fresh down_after_ms to be
+     * heard again (their packets wait in the sockets, or they redial) before any
+     * check begins; a node that really died meanwhile is found down a little later. */
+    if (p->last_tick && now - p->last_tick > c->down_after_ms) {
+        log_warn("peer", "this node did not run for %llums (paused?); giving every node %ums to be heard again",
+                 (unsigned long long)(now - p->last_tick), c->down_after_ms);
+        for (size_t i = 0; i < p->n_members; i++)
+            if (p->members[i]->state == M_UP) {
+                p->members[i]->last_heard = now;
+                p->members[i]->probe_id = 0;
+            }
+    }
+    p->last_tick = now;
     /* silence -> indirect check -> down */
     for (size_t i = 0; i < p->n_members; i++) {
         struct member *m = p->members[i];

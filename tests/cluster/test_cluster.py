@@ -324,6 +324,45 @@ class Failover(ClusterTest):
         w.close()
 
 
+class Pause(ClusterTest):
+    def test_a_paused_node_does_not_declare_its_healthy_peers_down_when_it_resumes(self):
+        # n1 is stopped (SIGSTOP, as a VM freeze or a long stall) for longer than
+        # down_after_ms plus the indirect check: n2 declares it down and re-homes its
+        # children.  When n1 resumes, the silence its ticker would measure is its own:
+        # it must not declare n2 down and re-home n2's children over the copies that
+        # ran on n2 all along (their state would be lost).
+        nodes = self.make_cluster(2)
+        a, b = nodes
+        for i in range(20):
+            a.stub.StartChild(pb.StartChildRequest(spec=spec("p%02d" % i, init=b"7")))
+        self.wait_synced(nodes, 20)
+        kids = a.children()
+        on_b = sorted(k for k, c in kids.items() if c.node == b.node_name)
+        self.assertTrue(on_b and len(on_b) < 20, "the ring should put some children on each node")
+        ids = {k: kids[k].id for k in on_b}
+        for k in on_b:
+            b.stub.Cast(pb.CastRequest(name=k, payload=b"incr"))  # state 8: lost if restarted from init
+        for k in on_b:
+            self.assertEqual(b.stub.Call(pb.CallRequest(name=k, payload=b"get")).payload, b"8")
+        os.kill(a.proc.pid, signal.SIGSTOP)
+        try:
+            wait_for(lambda: "node n1@test is down" in b.read_log(), timeout=15, what="n2 to declare n1 down")
+            time.sleep(1.5)  # n1 stays stopped well past its own down_after_ms + indirect check
+        finally:
+            os.kill(a.proc.pid, signal.SIGCONT)
+        self.wait_mesh(nodes, timeout=20)
+        self.wait_synced(nodes, 20, timeout=30)
+        self.assertIn("did not run for", a.read_log())
+        self.assertNotIn("node n2@test is down", a.read_log())
+        for k in on_b:
+            c = b.children()[k]
+            self.assertEqual((c.node, c.id), (b.node_name, ids[k]), "%s ran on n2 all along: never replaced" % k)
+            self.assertEqual(a.stub.Call(pb.CallRequest(name=k, payload=b"get")).payload, b"8", k)
+        copies = running_copies({"p%02d" % i for i in range(20)})
+        self.assertEqual([k for k, p in copies.items() if len(p) != 1], [])
+        self.assertEqual(len(copies), 20)
+
+
 class Redistribution(ClusterTest):
     def test_a_fourth_node_takes_about_a_quarter_with_state(self):
         nodes = self.make_cluster(4, start=3)
