@@ -188,13 +188,34 @@ class Bench:
                 pass
         th = threading.Thread(target=follow, daemon=True)
         th.start()
+        # the survivor's API while it takes over: sequential Calls to a child that ran on
+        # it all along, from the kill until the last lost child has started elsewhere
+        steady = next(k for k, v in where.items() if v == survivor.node_name)
+        probe_lat = []
+
+        def probe():
+            while not done.is_set():
+                t = time.monotonic()
+                survivor.stub.Call(pb.CallRequest(name=steady, payload=b"get"), timeout=10)
+                probe_lat.append(time.monotonic() - t)
         time.sleep(0.5)
         log("killing %s, which holds %d children" % (victim.node_name, len(lost)))
         t_kill = time.monotonic()
         victim.kill9()
+        pt = threading.Thread(target=probe, daemon=True)
+        pt.start()
         if not done.wait(60):
             raise SystemExit("cluster_bench: only %d of %d children started again" % (len(started), len(lost)))
+        pt.join(15)
         t_started = max(started.values()) - t_kill
+        probe_lat.sort()
+        if probe_lat:
+            q = lambda f: probe_lat[min(len(probe_lat) - 1, int(f * len(probe_lat)))] * 1e3  # noqa: E731
+            result("failover", "survivor's Call to an unrelated child meanwhile: calls", len(probe_lat), "")
+            result("failover", "survivor's Call to an unrelated child meanwhile: p50", "%.1f" % q(0.50), "ms")
+            result("failover", "survivor's Call to an unrelated child meanwhile: p99", "%.1f" % q(0.99), "ms")
+            result("failover", "survivor's Call to an unrelated child meanwhile: max", "%.1f" % (probe_lat[-1] * 1e3),
+                   "ms")
         answering = set()
         pending = sorted(lost)
         while pending and time.monotonic() - t_kill < 120:

@@ -21,7 +21,7 @@
 #include "sidecar/spec.h"
 
 /* What other threads hand the reactor. */
-enum cmd_kind { CMD_REQUEST, CMD_SHUTDOWN, CMD_NODE_UP, CMD_NODE_DOWN, CMD_MESSAGE, CMD_SETTLED };
+enum cmd_kind { CMD_REQUEST, CMD_SHUTDOWN, CMD_NODE_UP, CMD_NODE_DOWN, CMD_MESSAGE, CMD_SETTLED, CMD_RECONCILE };
 
 struct cmd {
     struct loop_msg link; /* first: the loop's queue */
@@ -65,7 +65,7 @@ static void peer_news(struct core *c, enum cmd_kind kind, const char *node, cons
     m->kind = kind;
     m->len = len;
     m->clean = clean;
-    if (loop_post(c->loop, &m->link, 1) != LOOP_POSTED) free_cmd(m);
+    if (loop_post(c->loop, &m->link, LOOP_LANE_CLUSTER, 1) != LOOP_POSTED) free_cmd(m);
 }
 
 void core_node_up(struct core *c, const Distsup__V1__Join *join)
@@ -105,7 +105,7 @@ void core_request(struct core *c, enum core_op op, ProtobufCMessage *req, uint64
     m->deadline = deadline_ms;
     m->done = done;
     m->arg = arg;
-    int rc = ops_public((int)op) ? loop_post(c->loop, &m->link, 0) : LOOP_CLOSED;
+    int rc = ops_public((int)op) ? loop_post(c->loop, &m->link, LOOP_LANE_REQUEST, 0) : LOOP_CLOSED;
     if (rc == LOOP_POSTED) return;
     free_cmd(m);
     if (rc == LOOP_FULL)
@@ -136,6 +136,25 @@ static void run_op(struct core *c, int op, ProtobufCMessage *req, uint64_t deadl
         return;
     }
     requests_run(c, op, req, deadline, flags, done, arg);
+}
+
+/* reactor_hooks.continue_reconcile: the next batch of re-homes, as a message of the
+ * cluster lane (clients' requests take turns with it). */
+static void continue_reconcile(struct core *c)
+{
+    if (c->reconcile_posted) return;
+    struct cmd *m = calloc(1, sizeof *m);
+    if (!m) {
+        c->reconcile_at = reactor_now_ms() + 10; /* the tick will do */
+        loop_arm_tick(c->loop);
+        return;
+    }
+    m->kind = CMD_RECONCILE;
+    if (loop_post(c->loop, &m->link, LOOP_LANE_CLUSTER, 1) != LOOP_POSTED) {
+        free_cmd(m);
+        return;
+    }
+    c->reconcile_posted = 1;
 }
 
 /* SIGTERM: a graceful leave when other nodes can take the children, else stop them. */
@@ -170,6 +189,10 @@ static void on_cmd(void *arg, struct loop_msg *lm)
         maybe_finish_sync(c);
         break;
     case CMD_REQUEST: run_op(c, m->op, m->req, m->deadline, 0, m->done, m->arg); break;
+    case CMD_RECONCILE:
+        c->reconcile_posted = 0;
+        reconcile(c);
+        break;
     }
     free_cmd(m);
 }
@@ -370,7 +393,8 @@ struct core *core_new(const struct config *cfg, struct store *st, char *err, siz
                                       .announce_gone = announce_gone,
                                       .broadcast_event = broadcast_event,
                                       .moved_out = finish_move,
-                                      .run_op = run_op};
+                                      .run_op = run_op,
+                                      .continue_reconcile = continue_reconcile};
     if (!realpath(cfg->data_dir, c->data_dir)) {
         snprintf(err, errlen, "data dir %s: %s", cfg->data_dir, strerror(errno));
         goto fail;
@@ -452,7 +476,7 @@ void core_shutdown(struct core *c)
     struct cmd *m = calloc(1, sizeof *m);
     if (m) {
         m->kind = CMD_SHUTDOWN;
-        if (loop_post(c->loop, &m->link, 1) != LOOP_POSTED) free_cmd(m);
+        if (loop_post(c->loop, &m->link, LOOP_LANE_CLUSTER, 1) != LOOP_POSTED) free_cmd(m);
     } else {
         log_error("core", "out of memory: cannot ask the reactor to stop");
     }

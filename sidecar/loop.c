@@ -8,50 +8,84 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/timerfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "sidecar/log.h"
+
+struct lane {
+    struct loop_msg *head, *tail;
+};
 
 struct loop {
     int epfd, wakefd, tickfd;
     int tick_armed;
     struct loop_watch w_wake, w_tick;
     struct loop_hooks hooks;
-    pthread_mutex_t mu; /* the queue */
-    struct loop_msg *head, *tail;
+    pthread_mutex_t mu; /* the queue: its lanes, queued, closed */
+    struct lane lanes[LOOP_LANES];
     size_t queued, cap;
     int closed;
+    unsigned next_lane; /* the lane served first at the next pop (round robin) */
 };
 
 #define container_of(p, type, member) ((type *)((char *)(p)-offsetof(type, member)))
 
-static struct loop_msg *take_queue(struct loop *l)
+static uint64_t mono_us(void)
 {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+static void wake(struct loop *l)
+{
+    uint64_t one = 1;
+    if (write(l->wakefd, &one, sizeof one) < 0 && errno != EAGAIN)
+        log_error("loop", "eventfd write: %s", strerror(errno));
+}
+
+/* The next message, taking turns between the lanes that have one; NULL when none. */
+static struct loop_msg *pop(struct loop *l)
+{
+    struct loop_msg *m = NULL;
     pthread_mutex_lock(&l->mu);
-    struct loop_msg *m = l->head;
-    l->head = l->tail = NULL;
-    l->queued = 0;
+    for (unsigned k = 0; k < LOOP_LANES && !m; k++) {
+        struct lane *q = &l->lanes[(l->next_lane + k) % LOOP_LANES];
+        if (!(m = q->head)) continue;
+        if (!(q->head = m->next)) q->tail = NULL;
+        l->queued--;
+        l->next_lane = (l->next_lane + k + 1) % LOOP_LANES;
+    }
     pthread_mutex_unlock(&l->mu);
+    if (m) m->next = NULL;
     return m;
 }
 
-static void drain(struct loop *l, struct loop_msg *m)
+static int queue_empty(struct loop *l)
 {
-    while (m) {
-        struct loop_msg *n = m->next;
-        m->next = NULL;
-        l->hooks.drain(l->hooks.arg, m);
-        m = n;
-    }
+    pthread_mutex_lock(&l->mu);
+    int empty = l->queued == 0;
+    pthread_mutex_unlock(&l->mu);
+    return empty;
 }
 
+/* Runs posted messages until none is left, LOOP_DRAIN_BATCH ran, or they took
+ * LOOP_DRAIN_BUDGET_US; then, if more wait, wakes itself again so that they come
+ * after the fds that are ready now. */
 static void on_wake(struct loop_watch *w, uint32_t events)
 {
     (void)events;
     struct loop *l = container_of(w, struct loop, w_wake);
     uint64_t v;
     if (read(l->wakefd, &v, sizeof v) < 0 && errno != EAGAIN) log_warn("loop", "eventfd read: %s", strerror(errno));
-    drain(l, take_queue(l));
+    uint64_t start = mono_us();
+    struct loop_msg *m;
+    for (unsigned n = 0; n < LOOP_DRAIN_BATCH && (m = pop(l));) {
+        l->hooks.drain(l->hooks.arg, m);
+        if (++n < LOOP_DRAIN_BATCH && mono_us() - start >= LOOP_DRAIN_BUDGET_US) break;
+    }
+    if (!queue_empty(l)) wake(l);
 }
 
 static void on_tick(struct loop_watch *w, uint32_t events)
@@ -96,10 +130,8 @@ struct loop *loop_new(size_t queue_cap, const struct loop_hooks *hooks, char *er
 void loop_free(struct loop *l, void (*free_msg)(struct loop_msg *m))
 {
     if (!l) return;
-    for (struct loop_msg *m = take_queue(l), *n; m; m = n) {
-        n = m->next;
+    for (struct loop_msg *m; (m = pop(l));)
         if (free_msg) free_msg(m);
-    }
     if (l->epfd >= 0) close(l->epfd);
     if (l->wakefd >= 0) close(l->wakefd);
     if (l->tickfd >= 0) close(l->tickfd);
@@ -144,7 +176,7 @@ void loop_tick_idle(struct loop *l)
     if (timerfd_settime(l->tickfd, 0, &off, NULL) == 0) l->tick_armed = 0;
 }
 
-int loop_post(struct loop *l, struct loop_msg *m, int must)
+int loop_post(struct loop *l, struct loop_msg *m, enum loop_lane lane, int must)
 {
     m->next = NULL;
     pthread_mutex_lock(&l->mu);
@@ -156,17 +188,14 @@ int loop_post(struct loop *l, struct loop_msg *m, int must)
         pthread_mutex_unlock(&l->mu);
         return LOOP_FULL;
     }
-    int was_empty = l->head == NULL;
-    if (l->tail) l->tail->next = m;
-    else l->head = m;
-    l->tail = m;
+    int was_empty = l->queued == 0;
+    struct lane *q = &l->lanes[lane < LOOP_LANES ? lane : 0];
+    if (q->tail) q->tail->next = m;
+    else q->head = m;
+    q->tail = m;
     l->queued++;
     pthread_mutex_unlock(&l->mu);
-    if (was_empty) {
-        uint64_t one = 1;
-        if (write(l->wakefd, &one, sizeof one) < 0 && errno != EAGAIN)
-            log_error("loop", "eventfd write: %s", strerror(errno));
-    }
+    if (was_empty) wake(l);
     return LOOP_POSTED;
 }
 
@@ -175,7 +204,7 @@ void loop_close_queue(struct loop *l)
     pthread_mutex_lock(&l->mu);
     l->closed = 1;
     pthread_mutex_unlock(&l->mu);
-    drain(l, take_queue(l));
+    for (struct loop_msg *m; (m = pop(l));) l->hooks.drain(l->hooks.arg, m);
 }
 
 int loop_run_once(struct loop *l, int timeout_ms)

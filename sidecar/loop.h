@@ -5,7 +5,8 @@
  * Threads: loop_post and loop_close_queue may be called from any thread; everything
  * else only from the loop's own thread (the one in loop_run_once).
  *
- * The queue is bounded: loop_post refuses a message once queue_cap are waiting,
+ * Messages of one lane run in the order they were posted; the lanes take turns.  The
+ * queue is bounded: loop_post refuses a message once queue_cap are waiting,
  * unless it is marked must (news that may not be lost, such as a node going down,
  * which its sender bounds itself); the caller answers a refused request at once
  * (RESOURCE_EXHAUSTED), so a flood of requests makes errors, not memory. */
@@ -16,6 +17,20 @@
 #include <stdint.h>
 
 #define LOOP_TICK_MS 10
+/* Posted messages run at most this many, or for at most this long, per wake-up; then
+ * the fds that are ready get their turn (a burst of thousands of requests or peer
+ * messages never holds back a child's reply or a timer for long). */
+#define LOOP_DRAIN_BATCH 64
+#define LOOP_DRAIN_BUDGET_US 2000
+
+/* The queue's lanes, served in turn one message at a time, so that a flood on one
+ * (thousands of Place messages from a failover) never holds back the other (a client's
+ * Call). */
+enum loop_lane {
+    LOOP_LANE_REQUEST, /* clients' requests */
+    LOOP_LANE_CLUSTER, /* the peer links' news, the core's own continuations */
+    LOOP_LANES
+};
 
 struct loop;
 
@@ -51,9 +66,9 @@ void loop_arm_tick(struct loop *l);
 void loop_tick_idle(struct loop *l);
 
 enum { LOOP_POSTED = 0, LOOP_FULL = -1, LOOP_CLOSED = -2 };
-/* Queues m for the drain hook.  LOOP_POSTED (m is taken), or LOOP_FULL / LOOP_CLOSED
- * (m stays the caller's). */
-int loop_post(struct loop *l, struct loop_msg *m, int must);
+/* Queues m in a lane for the drain hook.  LOOP_POSTED (m is taken), or LOOP_FULL /
+ * LOOP_CLOSED (m stays the caller's).  Also from the loop's own thread. */
+int loop_post(struct loop *l, struct loop_msg *m, enum loop_lane lane, int must);
 
 /* Closes the queue (later posts get LOOP_CLOSED) and hands what is queued to the
  * drain hook.  From the loop's thread. */

@@ -90,6 +90,7 @@ struct reactor_hooks {
     void (*moved_out)(struct core *c, struct child *ch); /* start it on moving_to */
     void (*run_op)(struct core *c, int op, ProtobufCMessage *req, uint64_t deadline, unsigned flags, answer_fn done,
                    void *arg);
+    void (*continue_reconcile)(struct core *c); /* run reconcile again soon, after other work */
 };
 
 struct core {
@@ -121,6 +122,7 @@ struct core {
     uint64_t leave_deadline;
     uint64_t rebalance_at; /* 0: none due */
     uint64_t reconcile_at; /* 0: none due */
+    int reconcile_posted;  /* a continuation of reconcile is queued */
 };
 
 uint64_t reactor_now_ms(void); /* CLOCK_MONOTONIC in ms */

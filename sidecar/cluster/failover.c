@@ -11,6 +11,11 @@
 #include "sidecar/peer.h"
 
 #define RETRY_MS 1000 /* failed re-homes are retried after this */
+/* Re-homes begun per run of reconcile: a node that dies with thousands of children is
+ * taken over a batch at a time, each next batch a message of the reactor's cluster
+ * lane, so the survivors' API requests (the other lane), timers and children are
+ * served in between (each re-home here may be a process start). */
+#define REHOME_BATCH 8
 
 /* Our own children may run once the peer module made contact and every node that is
  * up has sent its snapshot (so we know which of ours were re-homed meanwhile), or at
@@ -91,20 +96,21 @@ static void rehome_done(void *arg, int code, const char *message, const Protobuf
     free(x);
 }
 
-/* Starts the child of a down node somewhere live (this node is its directory). */
-static void rehome(struct core *c, struct sup *s, struct rentry *e)
+/* Starts the child of a down node somewhere live (this node is its directory).  1 when
+ * a start began (it answers rehome_done), 0 when it could not now. */
+static int rehome(struct core *c, struct sup *s, struct rentry *e)
 {
     char err[512];
     Distsup__V1__ChildInfo *info = e->info;
     if (!info->spec) {
         log_error("cluster", "child %s of down node %s has no spec; dropped", info->name, info->node);
         cache_remove(c, s, e);
-        return;
+        return 0;
     }
     struct node *to = place_child(c, s, info->name, info->spec, 0, err, sizeof err);
     if (!to) {
         log_warn("cluster", "cannot re-home child %s of down node %s now: %s", info->name, info->node, err);
-        return;
+        return 0;
     }
     struct rehome_ctx *x = calloc(1, sizeof *x);
     if (!x || !(x->sup = strdup(s->cfg->name)) || !(x->name = strdup(info->name)) || !(x->to = strdup(to->name))) {
@@ -113,7 +119,7 @@ static void rehome(struct core *c, struct sup *s, struct rentry *e)
             free(x->name);
         }
         free(x);
-        return;
+        return 0;
     }
     x->c = c;
     e->rehoming = 1;
@@ -125,18 +131,19 @@ static void rehome(struct core *c, struct sup *s, struct rentry *e)
         Distsup__V1__ChildSpec *spec = spec_dup(info->spec);
         if (!spec) {
             answer_fail(rehome_done, x, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
-            return;
+            return 1;
         }
         uint64_t inc = info->incarnation + 1;
         cache_remove(c, s, e); /* the local child owns the name now */
         start_local(c, s, spec, inc, NULL, rehome_done, x);
-        return;
+        return 1;
     }
     Distsup__V1__Place pl = DISTSUP__V1__PLACE__INIT;
     pl.request = &req;
     pl.incarnation = info->incarnation + 1;
     pl.why = DISTSUP__V1__PLACE_WHY__PLACE_REHOME;
     forward(c, to, CORE_PLACE, &pl.base, 0, 0, rehome_done, x);
+    return 1;
 }
 
 /* After a membership change: re-home what down nodes ran (the directory does it),
@@ -146,9 +153,10 @@ void reconcile(struct core *c)
     if (!c->peer || !c->synced || !c->quorum || c->shutting_down) return;
     uint64_t now = reactor_now_ms();
     int unseen_wait = now < c->started + 2ull * c->cfg->sync_timeout_ms;
-    for (size_t i = 0; i < c->n_sups; i++) {
+    size_t begun = 0;
+    for (size_t i = 0; i < c->n_sups && begun < REHOME_BATCH; i++) {
         struct sup *s = &c->sups[i];
-        for (struct rentry *e = registry_first(s->remote), *n; e; e = n) {
+        for (struct rentry *e = registry_first(s->remote), *n; e && begun < REHOME_BATCH; e = n) {
             n = registry_next(e);
             struct node *owner = find_node(c, e->info->node);
             if (owner && owner->up) continue;
@@ -170,8 +178,9 @@ void reconcile(struct core *c)
             }
             if (e->rehoming) continue;
             struct node *dir = directory_of(c, s, e->info->name);
-            if (dir && dir->self) rehome(c, s, e);
+            if (dir && dir->self) begun += (size_t)rehome(c, s, e);
         }
     }
+    if (begun >= REHOME_BATCH) c->hooks.continue_reconcile(c); /* more may wait */
     store_flush(c->store);
 }
