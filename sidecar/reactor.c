@@ -114,7 +114,7 @@ void remove_child(struct core *c, struct child *ch, const char *reason)
 }
 
 void start_local(struct core *c, struct sup *s, Distsup__V1__ChildSpec *spec, uint64_t incarnation,
-                 const ProtobufCBinaryData *state, answer_fn done, void *arg)
+                 const ProtobufCBinaryData *state, const char *rehomed_from, answer_fn done, void *arg)
 {
     char err[512];
     struct child *old = find_child(s, spec->name);
@@ -135,6 +135,15 @@ void start_local(struct core *c, struct sup *s, Distsup__V1__ChildSpec *spec, ui
         return;
     }
     if (incarnation) ch->incarnation = incarnation - 1; /* sv_start counts it up */
+    if (rehomed_from && rehomed_from[0] && incarnation) {
+        if (!(ch->rehomed_from = strdup(rehomed_from))) {
+            sup_unlink(s, ch);
+            sv_child_free(ch);
+            answer_fail(done, arg, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+            return;
+        }
+        ch->rehomed_from_inc = incarnation - 1;
+    }
     if (state && state->len) {
         if (!(ch->state_blob = malloc(state->len))) {
             sup_unlink(s, ch);

@@ -123,6 +123,8 @@ struct core {
     uint64_t rebalance_at; /* 0: none due */
     uint64_t reconcile_at; /* 0: none due */
     int reconcile_posted;  /* a continuation of reconcile is queued */
+    uint64_t regained_at;  /* quorum came back then: the nodes still down get time to reappear */
+    int lost_quorum;       /* it had quorum and lost it at least once */
 };
 
 uint64_t reactor_now_ms(void); /* CLOCK_MONOTONIC in ms */
@@ -145,9 +147,10 @@ void remove_child(struct core *c, struct child *ch, const char *reason);
 
 /* Starts a child here: the spec (taken) is stored, then its process started; done
  * answers when it is ready.  incarnation: 0 for a new child, else the one to run
- * (re-homed or moved); state: handed-off state for its Init, or NULL. */
+ * (re-homed or moved); state: handed-off state for its Init, or NULL; rehomed_from:
+ * for a failover copy, the node its predecessor (incarnation - 1) ran on, else NULL. */
 void start_local(struct core *c, struct sup *s, Distsup__V1__ChildSpec *spec, uint64_t incarnation,
-                 const ProtobufCBinaryData *state, answer_fn done, void *arg);
+                 const ProtobufCBinaryData *state, const char *rehomed_from, answer_fn done, void *arg);
 
 /* A lifecycle event of a child: to Watch subscribers and, in a cluster, to the peers. */
 void emit(struct core *c, struct child *ch, Distsup__V1__EventKind kind, int exit_code, int sig, const char *reason);

@@ -110,7 +110,7 @@ static void dir_start(struct core *c, struct sup *s, Distsup__V1__StartChildRequ
     }
     if (old) { /* it runs here, wherever the strategy would put it now: start_local says so */
         req->spec = NULL;
-        start_local(c, s, spec, 0, NULL, done, arg);
+        start_local(c, s, spec, 0, NULL, NULL, done, arg);
         return;
     }
     if (reserved(s, spec->name)) {
@@ -151,7 +151,7 @@ static void dir_start(struct core *c, struct sup *s, Distsup__V1__StartChildRequ
     }
     if (to->self) {
         req->spec = NULL; /* start_local takes it */
-        start_local(c, s, spec, 0, NULL, done, arg);
+        start_local(c, s, spec, 0, NULL, NULL, done, arg);
         return;
     }
     struct dir_ctx *x = calloc(1, sizeof *x);
@@ -256,7 +256,8 @@ static void op_place(struct core *c, Distsup__V1__Place *pl, answer_fn done, voi
     req->spec = NULL;
     struct rentry *e = registry_get(s->remote, spec->name);
     if (e && pl->why != DISTSUP__V1__PLACE_WHY__PLACE_START) cache_remove(c, s, e); /* it moves (or is re-homed) here */
-    start_local(c, s, spec, pl->incarnation, &pl->state, done, arg);
+    start_local(c, s, spec, pl->incarnation, &pl->state,
+                pl->why == DISTSUP__V1__PLACE_WHY__PLACE_REHOME ? pl->from_node : NULL, done, arg);
 }
 
 /* A local child by name or id, or a remote one's entry; fails the request if none. */

@@ -542,6 +542,10 @@ void sv_fill_info(const struct sv *sv, const struct child *ch, Distsup__V1__Chil
     info->started_at_ms = ch->started_at_wall;
     info->spec = ch->spec;
     info->incarnation = ch->incarnation;
+    if (ch->rehomed_from) {
+        info->rehomed_from = ch->rehomed_from;
+        info->rehomed_from_incarnation = ch->rehomed_from_inc;
+    }
 }
 
 /* ---------- children ---------- */
@@ -583,6 +587,7 @@ void sv_child_free(struct child *ch)
     if (ch->spec) distsup__v1__child_spec__free_unpacked(ch->spec, NULL);
     free(ch->state_blob);
     free(ch->moving_to);
+    free(ch->rehomed_from);
     free(ch->stop_reason);
     free(ch->name);
     free(ch);

@@ -84,6 +84,8 @@ struct child {
     int dead;                  /* removed: freed soon, ignore it */
     char *moving_to;           /* a move to this node is under way (cluster/moves.c) */
     uint64_t announced_inc;    /* the incarnation whose spec the peers have (cluster/registry.c) */
+    char *rehomed_from;        /* a failover copy: its predecessor's node (ChildInfo.rehomed_from) */
+    uint64_t rehomed_from_inc; /* ... and incarnation */
     /* set at creation */
     char *name;
     Distsup__V1__ChildSpec *spec; /* owned */

@@ -112,8 +112,21 @@ void announce(struct core *c, struct child *ch);                          /* how
 void announce_gone(struct core *c, struct child *ch, const char *reason); /* gone for good */
 void broadcast_event(struct core *c, const Distsup__V1__Event *ev);
 void send_snapshot(struct core *c, const char *node); /* our children, in chunks */
-/* Of two copies of one name, whether a survives b. */
-int copy_wins(uint64_t inc_a, const char *node_a, uint64_t inc_b, const char *node_b);
+/* A copy of a name, as the duplicate rule sees it. */
+struct copy {
+    const char *node;
+    uint64_t incarnation;
+    const char *rehomed_from; /* a failover copy: its predecessor's node ("" or NULL: not one) */
+    uint64_t rehomed_from_inc;
+    int running; /* it kept running: not held back (SUSPENDED), not FAILED */
+};
+void copy_of_info(const Distsup__V1__ChildInfo *i, struct copy *k);
+void copy_of_child(const struct core *c, const struct child *ch, struct copy *k);
+/* Of two copies of one name, whether a survives b (docs/cluster.md, "Which copy
+ * survives"): an original that kept running beats its own failover copy; otherwise the
+ * higher incarnation, then the smaller node name.  Every node applies the same rule to
+ * the same facts. */
+int copy_wins(const struct copy *a, const struct copy *b);
 void cache_remove(struct core *c, struct sup *s, struct rentry *e);
 /* What node `from` says of one of its children (info is taken). */
 void apply_remote_info(struct core *c, struct node *from, Distsup__V1__ChildInfo *info);

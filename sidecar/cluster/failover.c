@@ -24,8 +24,13 @@ void maybe_finish_sync(struct core *c)
 {
     if (c->synced || !c->quorum || c->shutting_down || c->leaving) return;
     int ready = c->settled;
+    /* After quorum came back (a healed partition), every node this run has seen gets
+     * time to come back too before this node's held children start: a node whose link
+     * is merely slower to reopen may run some of them now (it re-homed them). */
+    int regaining = c->regained_at && reactor_now_ms() < c->regained_at + 2ull * c->cfg->sync_timeout_ms;
     for (size_t i = 1; i < c->n_nodes && ready; i++)
-        if (c->nodes[i]->up && !c->nodes[i]->snapshot_done) ready = 0;
+        if ((c->nodes[i]->up && !c->nodes[i]->snapshot_done) || (regaining && c->nodes[i]->seen && !c->nodes[i]->up))
+            ready = 0;
     if (!ready && reactor_now_ms() < c->sync_since + 2ull * c->cfg->sync_timeout_ms) return;
     c->synced = 1;
     size_t started = 0, dropped = 0;
@@ -35,7 +40,9 @@ void maybe_finish_sync(struct core *c)
             next = ch->next;
             if (ch->dead || ch->st != SV_IDLE) continue;
             struct rentry *e = registry_get(s->remote, ch->name);
-            if (e && copy_wins(e->info->incarnation, e->info->node, ch->incarnation, c->cfg->node_name)) {
+            struct copy theirs, ours;
+            if (e) copy_of_info(e->info, &theirs), copy_of_child(c, ch, &ours);
+            if (e && copy_wins(&theirs, &ours)) {
                 log_info("cluster", "child %s runs on node %s now (incarnation %llu); not starting it here", ch->name,
                          e->info->node, (unsigned long long)e->info->incarnation);
                 remove_child(c, ch, "re-homed while this node was away");
@@ -134,14 +141,17 @@ static int rehome(struct core *c, struct sup *s, struct rentry *e)
             return 1;
         }
         uint64_t inc = info->incarnation + 1;
+        char from[256];
+        snprintf(from, sizeof from, "%s", info->node);
         cache_remove(c, s, e); /* the local child owns the name now */
-        start_local(c, s, spec, inc, NULL, rehome_done, x);
+        start_local(c, s, spec, inc, NULL, from, rehome_done, x);
         return 1;
     }
     Distsup__V1__Place pl = DISTSUP__V1__PLACE__INIT;
     pl.request = &req;
     pl.incarnation = info->incarnation + 1;
     pl.why = DISTSUP__V1__PLACE_WHY__PLACE_REHOME;
+    pl.from_node = info->node;
     forward(c, to, CORE_PLACE, &pl.base, 0, 0, rehome_done, x);
     return 1;
 }
@@ -160,9 +170,18 @@ void reconcile(struct core *c)
             n = registry_next(e);
             struct node *owner = find_node(c, e->info->node);
             if (owner && owner->up) continue;
-            /* A node this run never saw (known only from the cache) gets time to show up. */
+            /* A node this run never saw (known only from the cache) gets time to show up;
+             * so do the nodes still down when this node regains quorum (a healed
+             * partition: their links come back one by one, and a node re-homing the
+             * children of one that is merely slower to reconnect would stop healthy
+             * copies). */
             if ((!owner || !owner->seen) && unseen_wait) {
                 c->reconcile_at = c->started + 2ull * c->cfg->sync_timeout_ms + 1;
+                loop_arm_tick(c->loop);
+                continue;
+            }
+            if (c->regained_at && now < c->regained_at + 2ull * c->cfg->sync_timeout_ms) {
+                c->reconcile_at = c->regained_at + 2ull * c->cfg->sync_timeout_ms + 1;
                 loop_arm_tick(c->loop);
                 continue;
             }

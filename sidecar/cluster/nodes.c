@@ -244,10 +244,12 @@ static void update_quorum(struct core *c)
                   "refusing StartChild until a majority is back",
                   up, c->cfg->cluster_size, need);
         c->synced = 0;
+        c->lost_quorum = 1;
         suspend_children(c);
     } else {
         log_info("cluster", "quorum is back: %zu of %u nodes up", up, c->cfg->cluster_size);
         c->sync_since = reactor_now_ms();
+        if (c->lost_quorum) c->regained_at = c->sync_since; /* not the first time it forms */
         maybe_finish_sync(c);
         loop_arm_tick(c->loop);
     }

@@ -124,12 +124,40 @@ void send_snapshot(struct core *c, const char *node)
     free(ptrs);
 }
 
-/* Of two copies of one name, the one that survives: the higher incarnation, then
- * the smaller node name.  Every node applies the same rule to the same facts. */
-int copy_wins(uint64_t inc_a, const char *node_a, uint64_t inc_b, const char *node_b)
+/* q is a failover copy of p: started elsewhere when p's node was taken for down, from
+ * p's incarnation or an earlier one. */
+static int derives(const struct copy *q, const struct copy *p)
 {
-    if (inc_a != inc_b) return inc_a > inc_b;
-    return strcmp(node_a, node_b) < 0;
+    return q->rehomed_from && q->rehomed_from[0] && !strcmp(q->rehomed_from, p->node) &&
+        q->rehomed_from_inc <= p->incarnation;
+}
+
+int copy_wins(const struct copy *a, const struct copy *b)
+{
+    int a_from_b = derives(a, b), b_from_a = derives(b, a);
+    if (b_from_a && !a_from_b && a->running) return 1; /* a kept running: its failover copy b stops */
+    if (a_from_b && !b_from_a && b->running) return 0;
+    if (a->incarnation != b->incarnation) return a->incarnation > b->incarnation;
+    return strcmp(a->node, b->node) < 0;
+}
+
+void copy_of_info(const Distsup__V1__ChildInfo *i, struct copy *k)
+{
+    *k = (struct copy){.node = i->node,
+                       .incarnation = i->incarnation,
+                       .rehomed_from = i->rehomed_from,
+                       .rehomed_from_inc = i->rehomed_from_incarnation,
+                       .running = i->state != DISTSUP__V1__CHILD_STATE__SUSPENDED &&
+                           i->state != DISTSUP__V1__CHILD_STATE__FAILED};
+}
+
+void copy_of_child(const struct core *c, const struct child *ch, struct copy *k)
+{
+    *k = (struct copy){.node = c->cfg->node_name,
+                       .incarnation = ch->incarnation,
+                       .rehomed_from = ch->rehomed_from,
+                       .rehomed_from_inc = ch->rehomed_from_inc,
+                       .running = ch->st != SV_IDLE && ch->st != SV_FAILED};
 }
 
 static void cache_store(struct core *c, struct sup *s, const struct rentry *e)
@@ -187,8 +215,11 @@ void apply_remote_info(struct core *c, struct node *from, Distsup__V1__ChildInfo
         return;
     }
     struct child *ch = find_child(s, info->name);
+    struct copy theirs, ours;
+    copy_of_info(info, &theirs);
     if (ch && !ch->dead && !ch->moving_to) {
-        if (copy_wins(info->incarnation, info->node, ch->incarnation, c->cfg->node_name)) {
+        copy_of_child(c, ch, &ours);
+        if (copy_wins(&theirs, &ours)) {
             stop_duplicate(c, ch, info);
         } else {
             /* Ours survives: make sure the other node learns that too. */
@@ -206,7 +237,9 @@ void apply_remote_info(struct core *c, struct node *from, Distsup__V1__ChildInfo
     if (e && strcmp(e->info->node, info->node)) {
         struct node *owner = find_node(c, e->info->node);
         int owner_up = owner && owner->up;
-        if (owner_up && !copy_wins(info->incarnation, info->node, e->info->incarnation, e->info->node)) {
+        struct copy known;
+        copy_of_info(e->info, &known);
+        if (owner_up && !copy_wins(&theirs, &known)) {
             distsup__v1__child_info__free_unpacked(info, NULL);
             return;
         }

@@ -57,14 +57,19 @@ class Partition(NetnsClusterTest):
         for n in NAMES:
             nodes[0].stub.StartChild(pb.StartChildRequest(spec=spec(n, init=b"5")))
         self.wait_synced(nodes, len(NAMES))
+        for n in NAMES:  # state 6: a copy restarted from its init (5) has lost it
+            nodes[0].stub.Cast(pb.CastRequest(name=n, payload=b"incr"))
+        for n in NAMES:
+            self.assertEqual(nodes[0].stub.Call(pb.CallRequest(name=n, payload=b"get")).payload, b"6")
         lone = nodes[2]
         theirs = sorted(k for k, c in nodes[0].children().items() if c.node == lone.node_name)
         self.assertTrue(theirs, "the lone node should run some children")
         return lone, nodes[:2], theirs
 
-    def assert_each_runs_once(self, nodes):
+    def assert_each_runs_once(self, nodes, state=b"6"):
         """After the heal: each name runs once, where the strategy places it now (the
-        rejoined node gets its children back by moves), and every node agrees."""
+        rejoined node gets its children back by moves, with their state), and every
+        node agrees; every child still has the state it had before the cut."""
         def settled():
             where = nodes_running(NAMES)
             if len(where) != len(NAMES) or any(len(v) != 1 for v in where.values()):
@@ -79,12 +84,15 @@ class Partition(NetnsClusterTest):
                  what="every name to run exactly once, where the strategy says, agreed by every node")
         for node in nodes:
             for n in NAMES:
-                self.assertEqual(call_retrying(node, n), b"5")
+                if state is not None:
+                    self.assertEqual(call_retrying(node, n), state, "%s through %s" % (n, node.node_name))
 
     def test_default_both_sides_run_then_one_copy_survives_the_heal(self):
         nodes = self.make_ns_cluster(3)
         lone, majority, theirs = self.start_children(nodes)
+        ours = sorted(set(NAMES) - set(theirs))
         w = Watcher(lone.stub, supervisor="*", kinds=[pb.PROCESS_STOP])
+        wm = [Watcher(n.stub, supervisor="*", kinds=[pb.PROCESS_STOP]) for n in majority]
 
         self.net.cut(3)
         wait_for(lambda: all(n.up_nodes() == ["n1@test", "n2@test"] for n in majority), timeout=15,
@@ -99,23 +107,32 @@ class Partition(NetnsClusterTest):
             self.assertEqual(len(where[n]), 2, "%s should run on both sides: %s" % (n, where[n]))
         self.assertEqual(lone.stub.Call(pb.CallRequest(name=theirs[0], payload=b"get")).node, "n3@test")
 
+        # n3, alone, re-homed the majority's children onto itself too
+        self.assertEqual(sorted(k for k, c in lone.children().items() if c.node == "n3@test"), NAMES)
+
         self.net.heal(3)
         self.wait_mesh(nodes, timeout=20)
-        # The rule: the higher incarnation survives (the re-homed copy), so n3's copies
-        # stop, each with an event; then the ring hands n3 its children back by moves.
-        wait_for(lambda: sorted(e.name for e in w.events if "duplicate" in e.reason) == theirs, timeout=15,
-                 what="a PROCESS_STOP event naming the duplicate for each of n3's copies")
-        for e in w.events:
+        # The rule: a copy that kept running on its own node survives its failover copy,
+        # so every side keeps its originals (and their state); each failover copy stops
+        # with an event: on n3 those of the majority's children, on the majority those
+        # of n3's.
+        wait_for(lambda: sorted(e.name for e in w.events if "duplicate" in e.reason) == ours, timeout=15,
+                 what="n3 to stop its failover copy of each of the majority's children")
+        wait_for(lambda: sorted(e.name for x in wm for e in x.events if "duplicate" in e.reason) == theirs,
+                 timeout=15, what="the majority to stop its failover copy of each of n3's children")
+        for e in w.events + [e for x in wm for e in x.events]:
             if "duplicate" in e.reason:
-                self.assertIn("(incarnation 2) survives", e.reason)
-                self.assertEqual(e.node, "n3@test")
+                self.assertIn("(incarnation 1) survives", e.reason)
         self.assert_each_runs_once(nodes)
         self.assertIn("runs on node", lone.read_log())
         w.close()
+        for x in wm:
+            x.close()
 
     def test_quorum_the_lone_node_stops_its_children_and_refuses_starts(self):
         nodes = self.make_ns_cluster(3, args=["--quorum", "--cluster-size", "3"])
         lone, majority, theirs = self.start_children(nodes)
+        ids = {k: c.id for k, c in majority[0].children().items() if c.node != lone.node_name}
 
         self.net.cut(3)
         wait_for(lambda: "n3@test" not in sum(nodes_running(NAMES).values(), []), timeout=15,
@@ -126,7 +143,10 @@ class Partition(NetnsClusterTest):
         details = self.assertCode(SC.UNAVAILABLE, lone.stub.Call, pb.CallRequest(name=theirs[0], payload=b"get"))
         self.assertIn("is suspended on node n3@test (the node has no quorum)", details)
         # The majority keeps quorum: it re-homes n3's children and still starts new ones.
+        wait_for(lambda: all(n.up_nodes() == ["n1@test", "n2@test"] for n in majority), timeout=15,
+                 what="the majority to see n3 down")
         self.wait_synced(majority, len(NAMES), timeout=30)
+        self.assertTrue(all(c.node != "n3@test" for c in majority[0].children().values()))
         majority[0].stub.StartChild(pb.StartChildRequest(spec=spec("p-extra", init=b"5")))
         self.assertEqual(majority[1].stub.Call(pb.CallRequest(name="p-extra", payload=b"get")).payload, b"5")
         majority[0].stub.TerminateChild(pb.TerminateChildRequest(name="p-extra"))
@@ -134,7 +154,15 @@ class Partition(NetnsClusterTest):
 
         self.net.heal(3)
         self.wait_mesh(nodes, timeout=20)
-        self.assert_each_runs_once(nodes)
+        # n3's children ran on the majority meanwhile, from their init: they come back to
+        # n3 by moves with that state; the majority's own children never stopped.
+        self.assert_each_runs_once(nodes, state=None)
+        for k, i in ids.items():
+            c = majority[0].children()[k]
+            self.assertEqual(c.id, i, "%s ran on the majority all along: never replaced" % k)
+            self.assertEqual(call_retrying(lone, k), b"6", k)
+        for k in theirs:
+            self.assertEqual(call_retrying(lone, k), b"5", k)
         self.assertIn("not starting it here", lone.read_log())
         self.assertIn("quorum is back", lone.read_log())
 

@@ -125,7 +125,7 @@ static void test_bound_must_and_closed(void **state)
     assert_int_equal(post(l, 3, LOOP_LANE_REQUEST, 0), LOOP_FULL);
     assert_int_equal(post(l, 4, LOOP_LANE_CLUSTER, 0), LOOP_FULL);
     assert_int_equal(post(l, 5, LOOP_LANE_CLUSTER, 1), LOOP_POSTED); /* news that may not be lost */
-    loop_close_queue(l); /* runs what waits, then refuses */
+    loop_close_queue(l);                                             /* runs what waits, then refuses */
     assert_int_equal(n_order, 4);
     assert_int_equal(post(l, 6, LOOP_LANE_CLUSTER, 1), LOOP_CLOSED);
     loop_free(l, free_msg);
@@ -183,10 +183,8 @@ static void test_fds_and_tick(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_lanes_take_turns),
-        cmocka_unit_test(test_a_wake_up_runs_a_bounded_batch),
-        cmocka_unit_test(test_bound_must_and_closed),
-        cmocka_unit_test(test_free_with_messages),
+        cmocka_unit_test(test_lanes_take_turns),      cmocka_unit_test(test_a_wake_up_runs_a_bounded_batch),
+        cmocka_unit_test(test_bound_must_and_closed), cmocka_unit_test(test_free_with_messages),
         cmocka_unit_test(test_fds_and_tick),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
