@@ -710,6 +710,18 @@ static void listener_init(struct rpc *r, struct listener *l, struct method *meth
     }
 }
 
+/* Shuts down and destroys a server that never served (no thread reads the queue yet). */
+static void listener_discard(struct rpc *r, struct listener *l)
+{
+    struct tag t = {NULL, NULL};
+    grpc_server_shutdown_and_notify(l->server, r->cq, &t);
+    for (;;) {
+        grpc_event ev = grpc_completion_queue_next(r->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+        if (ev.type != GRPC_OP_COMPLETE || ev.tag == &t) break;
+    }
+    grpc_server_destroy(l->server);
+}
+
 static void listener_serve(struct rpc *r, struct listener *l)
 {
     grpc_server_start(l->server);
@@ -809,8 +821,9 @@ struct rpc *rpc_start(const struct config *cfg, struct core *core, int *port, ch
         }
     }
     if (*port <= 0) {
-        grpc_server_destroy(r->api.server);
-        if (r->health.server) grpc_server_destroy(r->health.server);
+        /* grpc destroys a server with a bound port only after its shutdown */
+        listener_discard(r, &r->api);
+        if (r->health.server) listener_discard(r, &r->health);
         gu_cq_discard(r->cq);
         reflection_free(r->refl);
         sodium_memzero(&r->auth, sizeof r->auth);

@@ -141,6 +141,11 @@ class Daemon:
             try:
                 with open(self.port_file) as f:
                     words = f.read().split()
+                if words and words[0].startswith("unix:"):  # listen = unix:PATH
+                    self.unix_address = words[0]
+                    self.port = 0
+                    self.started()
+                    return self
                 if words:
                     self.port = int(words[0])  # a second line is the peer port (cluster mode)
                     self.started()
@@ -153,9 +158,11 @@ class Daemon:
     def started(self):
         """Called once the daemon serves (its port is known); for subclasses."""
 
+    unix_address = None  # "unix:/PATH" when the daemon listens on a unix socket
+
     @property
     def addr(self):
-        return "127.0.0.1:%d" % self.port
+        return self.unix_address or "127.0.0.1:%d" % self.port
 
     @property
     def node(self):
