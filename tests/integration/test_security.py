@@ -14,7 +14,7 @@ import time
 import grpc
 
 from harness import DISTSUPD, DaemonTest, main, pb, pbg, wait_for
-from daemon import free_port
+from daemon import free_port, make_pki
 
 import health_pb2  # noqa: E402  (flat stubs from //proto:py_stubs)
 import health_pb2_grpc  # noqa: E402
@@ -318,33 +318,12 @@ class SecurityTest(Base):
     # ---- TLS and mTLS ----
 
     def make_pki(self):
-        """A CA, a server cert for 127.0.0.1/localhost, a client cert, and a client cert
-        from another CA, made with the openssl CLI."""
-        pki = os.path.join(self.workdir, "pki")
-        os.mkdir(pki)
-
-        def ossl(*args):
-            subprocess.run(["openssl"] + list(args), cwd=pki, check=True, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.PIPE)
-
-        for ca in ("ca", "evil-ca"):
-            ossl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=%s" % ca,
-                 "-keyout", ca + ".key", "-out", ca + ".pem")
-        with open(os.path.join(pki, "server.ext"), "w") as f:
-            f.write("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-        with open(os.path.join(pki, "client.ext"), "w") as f:
-            f.write("extendedKeyUsage=clientAuth\n")
-        for name, ca, ext in (("server", "ca", "server.ext"), ("client", "ca", "client.ext"),
-                              ("evil-client", "evil-ca", "client.ext")):
-            ossl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=%s" % name, "-keyout", name + ".key",
-                 "-out", name + ".csr")
-            ossl("x509", "-req", "-in", name + ".csr", "-CA", ca + ".pem", "-CAkey", ca + ".key",
-                 "-CAcreateserial", "-days", "2", "-extfile", ext, "-out", name + ".pem")
+        P = make_pki(self.workdir)
 
         def read(n):
-            with open(os.path.join(pki, n), "rb") as f:
+            with open(P(n), "rb") as f:
                 return f.read()
-        return pki, read
+        return os.path.dirname(P("ca.pem")), read
 
     def test_tls_and_mtls(self):
         pki, read = self.make_pki()
