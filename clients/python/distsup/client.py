@@ -2,7 +2,7 @@
 
     from distsup import Supervisor, NotFound
 
-    with Supervisor("127.0.0.1:50051") as sup:
+    with Supervisor("127.0.0.1:50051") as sup:   # token_file="/etc/distsup/api.token", ...
         sup.start_child("counter1", ["/path/to/counter"], init=b"10")
         print(sup.call("counter1", b"incr"))          # b'11'
         for event in sup.watch(timeout=5):            # an iterator of Event
@@ -274,22 +274,62 @@ def _health_response(data):
 
 # ---- the client ----------------------------------------------------------------------
 
+def _read(path, what):
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise ValueError("cannot read %s %s: %s" % (what, path, e.strerror)) from None
+
+
+def _token(token, token_file):
+    """The API token: token, else token_file's content, else $DISTSUP_TOKEN, else the
+    content of the file $DISTSUP_TOKEN_FILE; None when there is none."""
+    if not token and not token_file:
+        token = os.environ.get("DISTSUP_TOKEN") or None
+        token_file = None if token else os.environ.get("DISTSUP_TOKEN_FILE") or None
+    if not token and token_file:
+        token = _read(token_file, "token file").decode("utf-8").strip()
+        if not token:
+            raise ValueError("token file %s is empty" % token_file)
+    return token.strip() if token else None
+
+
 class Supervisor:
     """A client of one distsupd.
 
-    address: "HOST:PORT" (default: $DISTSUP_ADDR, else 127.0.0.1:50051).
+    address: "HOST:PORT" or "unix:/PATH" (default: $DISTSUP_ADDR, else 127.0.0.1:50051).
     supervisor: the named supervisor every call uses unless told otherwise ("default").
     timeout: each RPC's deadline in seconds (call() adds the child's own timeout).
+    token / token_file: the daemon's API token (its --api-token-file), sent with every
+    call as "authorization: Bearer TOKEN" (default: $DISTSUP_TOKEN, else the file
+    $DISTSUP_TOKEN_FILE; none when neither is set).
+    tls: connect with TLS (implied by any of the files): tls_ca_file verifies the
+    daemon (default: gRPC's roots); tls_cert_file and tls_key_file are this client's
+    certificate for a daemon with tls_client_ca (mTLS).
     Thread-safe; close() (or `with`) releases the channel."""
 
     def __init__(self, address: Optional[str] = None, supervisor: str = "",
-                 timeout: float = DEFAULT_TIMEOUT, channel: Optional[grpc.Channel] = None):
+                 timeout: float = DEFAULT_TIMEOUT, channel: Optional[grpc.Channel] = None, *,
+                 token: Optional[str] = None, token_file: Optional[str] = None, tls: bool = False,
+                 tls_ca_file: Optional[str] = None, tls_cert_file: Optional[str] = None,
+                 tls_key_file: Optional[str] = None):
         self.address = address or os.environ.get("DISTSUP_ADDR") or DEFAULT_ADDRESS
         self.supervisor = supervisor or ""
         self.timeout = float(timeout)
+        tok = _token(token, token_file)
+        self._md = (("authorization", "Bearer " + tok),) if tok else None
         self._own_channel = channel is None
-        self.channel = channel or grpc.insecure_channel(
-            self.address, options=[("grpc.primary_user_agent", "distsup-python/1")])
+        options = [("grpc.primary_user_agent", "distsup-python/1")]
+        if channel is None and (tls or tls_ca_file or tls_cert_file or tls_key_file):
+            if bool(tls_cert_file) != bool(tls_key_file):
+                raise ValueError("a client certificate needs both tls_cert_file and tls_key_file")
+            creds = grpc.ssl_channel_credentials(
+                root_certificates=_read(tls_ca_file, "TLS CA file") if tls_ca_file else None,
+                private_key=_read(tls_key_file, "TLS key") if tls_key_file else None,
+                certificate_chain=_read(tls_cert_file, "TLS certificate") if tls_cert_file else None)
+            channel = grpc.secure_channel(self.address, creds, options=options)
+        self.channel = channel or grpc.insecure_channel(self.address, options=options)
         self.stub = pbg.SupervisorStub(self.channel)
         self._health = self.channel.unary_unary(
             "/grpc.health.v1.Health/Check", request_serializer=_health_request,
@@ -315,7 +355,7 @@ class Supervisor:
 
     def _rpc(self, method, request, timeout=None):
         try:
-            return method(request, timeout=self.timeout if timeout is None else timeout)
+            return method(request, timeout=self.timeout if timeout is None else timeout, metadata=self._md)
         except grpc.RpcError as e:
             raise from_rpc_error(e) from None
 
@@ -448,7 +488,7 @@ class Supervisor:
         if cluster:
             req.cluster = True
         try:
-            call = self.stub.Watch(req, timeout=timeout)
+            call = self.stub.Watch(req, timeout=timeout, metadata=self._md)
         except grpc.RpcError as e:
             raise from_rpc_error(e) from None
         w = Watch(call)
