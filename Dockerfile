@@ -1,8 +1,16 @@
 # distsupd in a container: built with Bazel on Debian 12, shipped on debian:12-slim.
 #
 #   docker build -t distsup .
-#   docker run -d --name distsup -p 127.0.0.1:50051:50051 -v distsup-data:/var/lib/distsup distsup
+#   head -c 32 /dev/urandom | base64 > api.token && sudo chown 10001 api.token && chmod 600 api.token
+#   docker run -d --name distsup -p 127.0.0.1:50051:50051 -v distsup-data:/var/lib/distsup \
+#       -v $PWD/api.token:/run/secrets/distsup-api-token:ro distsup
 #   docker exec distsup distsupctl ls
+#
+# The API listens on the container's interfaces, so it needs a token: the file
+# /run/secrets/distsup-api-token (mode 0600, owned by uid 10001; distsupd refuses to
+# start without it).  Clients send it as "authorization: Bearer TOKEN"; distsupctl in
+# the image finds it through DISTSUP_TOKEN_FILE.  grpc.health.v1 alone is served
+# without a token on 8081 (--health-listen), where the HEALTHCHECK asks.
 #
 # Cluster mode adds --peer-listen 0.0.0.0:50052, --seeds, --key-file and --trust-file
 # (see deploy/kubernetes/).  tests/container checks this file on a host without Docker.
@@ -40,10 +48,11 @@ COPY --from=build /out/lib/distsup/strategies/ /usr/lib/distsup/strategies/
 USER distsup:distsup
 WORKDIR /var/lib/distsup
 VOLUME ["/var/lib/distsup"]
-# 50051: the gRPC API (distsup.v1.Supervisor, grpc.health.v1, reflection); 50052: peer links
-EXPOSE 50051 50052
-ENV DISTSUP_ADDR=127.0.0.1:50051
+# 50051: the gRPC API (distsup.v1.Supervisor, grpc.health.v1, reflection; token
+# required); 50052: peer links; 8081: grpc.health.v1 only, no token (probes)
+EXPOSE 50051 50052 8081
+ENV DISTSUP_ADDR=127.0.0.1:50051 DISTSUP_TOKEN_FILE=/run/secrets/distsup-api-token
 HEALTHCHECK --interval=10s --timeout=5s --start-period=5s --retries=3 \
-  CMD ["distsupctl", "--deadline-ms", "3000", "health"]
+  CMD ["distsupctl", "--addr", "127.0.0.1:8081", "--deadline-ms", "3000", "health"]
 ENTRYPOINT ["distsupd", "--strategy-dir", "/usr/lib/distsup/strategies", "--data-dir", "/var/lib/distsup"]
-CMD ["--listen", "0.0.0.0:50051"]
+CMD ["--listen", "0.0.0.0:50051", "--api-token-file", "/run/secrets/distsup-api-token", "--health-listen", "0.0.0.0:8081"]

@@ -1,7 +1,10 @@
 #include "sidecar/config.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <grp.h>
 #include <ini.h>
+#include <pwd.h>
 #include <stddef.h>
 #include <limits.h>
 #include <stdlib.h>
@@ -46,6 +49,7 @@ void config_defaults(struct config *c)
     c->down_after_ms = 1000;
     c->sync_timeout_ms = 3000;
     c->weight = 100;
+    c->api_socket_mode = 0600;
     sup_defaults(&c->sups[0], "default");
     c->n_sups = 1;
 }
@@ -114,6 +118,12 @@ static int set_daemon_key(struct config *c, const char *k, const char *v, char *
         {"trust_file", offsetof(struct config, trust_file), sizeof c->trust_file},
         {"cluster_key_file", offsetof(struct config, cluster_key_file), sizeof c->cluster_key_file},
         {"labels", offsetof(struct config, labels), sizeof c->labels},
+        {"api_token_file", offsetof(struct config, api_token_file), sizeof c->api_token_file},
+        {"tls_cert", offsetof(struct config, tls_cert), sizeof c->tls_cert},
+        {"tls_key", offsetof(struct config, tls_key), sizeof c->tls_key},
+        {"tls_client_ca", offsetof(struct config, tls_client_ca), sizeof c->tls_client_ca},
+        {"api_socket_group", offsetof(struct config, api_socket_group), sizeof c->api_socket_group},
+        {"health_listen", offsetof(struct config, health_listen), sizeof c->health_listen},
     };
     for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++)
         if (!strcmp(k, strs[i].key)) return set_str((char *)c + strs[i].off, strs[i].cap, v, err, errlen);
@@ -135,6 +145,18 @@ static int set_daemon_key(struct config *c, const char *k, const char *v, char *
         return 0;
     }
     if (!strcmp(k, "quorum")) return set_bool(&c->quorum, v, err, errlen);
+    if (!strcmp(k, "insecure_api")) return set_bool(&c->insecure_api, v, err, errlen);
+    if (!strcmp(k, "api_socket_mode")) {
+        char *end;
+        errno = 0;
+        unsigned long m = strtoul(v, &end, 8);
+        if (errno || end == v || *end || v[0] == '-' || m > 0777) {
+            snprintf(err, errlen, "'%s' is not an octal file mode from 0 to 0777 (e.g. 0660)", v);
+            return -1;
+        }
+        c->api_socket_mode = (unsigned)m;
+        return 0;
+    }
     if (!strcmp(k, "port_file")) return set_str(c->port_file, sizeof c->port_file, v, err, errlen);
     if (!strcmp(k, "log_level")) {
         int l = log_level_parse(v);
@@ -167,6 +189,8 @@ static int set_sup_key(struct sup_config *s, const char *k, const char *v, char 
     if (!strcmp(k, "strategy_options")) return set_str(s->strategy_options, sizeof s->strategy_options, v, err, errlen);
     if (!strcmp(k, "nodes")) return set_str(s->nodes, sizeof s->nodes, v, err, errlen);
     if (!strcmp(k, "monitor_nodes")) return set_bool(&s->monitor_nodes, v, err, errlen);
+    if (!strcmp(k, "inherit_env")) return set_str(s->inherit_env, sizeof s->inherit_env, v, err, errlen);
+    if (!strcmp(k, "run_as")) return set_str(s->run_as, sizeof s->run_as, v, err, errlen);
     struct {
         const char *key;
         unsigned long long lo, hi;
@@ -197,9 +221,98 @@ static int set_sup_key(struct sup_config *s, const char *k, const char *v, char 
     return -1;
 }
 
-/* Settings that only make sense together. */
-static int config_check(const struct config *c, char *err, size_t errlen)
+int config_listen_is_loopback(const char *listen)
 {
+    if (!strncmp(listen, "unix:", 5)) return 1;
+    const char *colon = strrchr(listen, ':');
+    if (!colon) return 0;
+    char host[256];
+    size_t n = (size_t)(colon - listen);
+    if (n >= sizeof host) return 0;
+    memcpy(host, listen, n);
+    host[n] = 0;
+    char *h = host;
+    if (h[0] == '[' && n >= 2 && h[n - 1] == ']') {
+        h[n - 1] = 0;
+        h++;
+    }
+    if (!strcmp(h, "localhost") || !strcmp(h, "::1")) return 1;
+    struct in_addr a;
+    return inet_pton(AF_INET, h, &a) == 1 && (ntohl(a.s_addr) >> 24) == 127;
+}
+
+/* The API's protection: TLS files come in pairs, and a listener others can reach
+ * needs a token or client certificates. */
+static int check_api(const struct config *c, char *err, size_t errlen)
+{
+    if (!c->tls_cert[0] != !c->tls_key[0]) {
+        snprintf(err, errlen, "TLS needs both tls_cert and tls_key (--tls-cert, --tls-key)");
+        return -1;
+    }
+    if (c->tls_client_ca[0] && !c->tls_cert[0]) {
+        snprintf(err, errlen, "tls_client_ca (mTLS) needs tls_cert and tls_key: the server's own certificate");
+        return -1;
+    }
+    if (c->tls_cert[0] && !strncmp(c->listen, "unix:", 5)) {
+        snprintf(err, errlen, "TLS is for a TCP listen address, not %s (a unix socket is protected by its mode)",
+                 c->listen);
+        return -1;
+    }
+    if (!config_listen_is_loopback(c->listen) && !c->api_token_file[0] && !c->tls_client_ca[0] && !c->insecure_api) {
+        snprintf(err, errlen,
+                 "listen %s is reachable from other hosts but the API has no authentication: add "
+                 "--api-token-file FILE (a bearer token), or mTLS (--tls-cert, --tls-key, --tls-client-ca), or "
+                 "listen on 127.0.0.1 or unix:/PATH; --insecure-api serves it unauthenticated anyway",
+                 c->listen);
+        return -1;
+    }
+    if (c->health_listen[0] && !strcmp(c->health_listen, c->listen)) {
+        snprintf(err, errlen, "health_listen must differ from listen (%s)", c->listen);
+        return -1;
+    }
+    return 0;
+}
+
+/* run_as: resolved here, before any thread or child exists (getpwnam is not
+ * async-signal-safe, so the child cannot look the user up itself). */
+static int resolve_run_as(struct sup_config *s, char *err, size_t errlen)
+{
+    if (!s->run_as[0]) return 0;
+    if (geteuid() != 0) {
+        snprintf(err, errlen, "supervisor %s: run_as = %s needs distsupd to run as root (it runs as uid %u)", s->name,
+                 s->run_as, (unsigned)geteuid());
+        return -1;
+    }
+    errno = 0;
+    struct passwd *pw = getpwnam(s->run_as);
+    if (!pw) {
+        snprintf(err, errlen, "supervisor %s: run_as: no user named '%s'%s%s", s->name, s->run_as, errno ? ": " : "",
+                 errno ? strerror(errno) : "");
+        return -1;
+    }
+    gid_t groups[CONFIG_MAX_GROUPS];
+    int ng = CONFIG_MAX_GROUPS;
+    if (getgrouplist(pw->pw_name, pw->pw_gid, groups, &ng) < 0) {
+        snprintf(err, errlen, "supervisor %s: run_as %s is in more than %d groups", s->name, s->run_as,
+                 CONFIG_MAX_GROUPS);
+        return -1;
+    }
+    if (snprintf(s->run_home, sizeof s->run_home, "%s", pw->pw_dir ? pw->pw_dir : "/") >= (int)sizeof s->run_home)
+        snprintf(s->run_home, sizeof s->run_home, "/");
+    s->run_uid = (unsigned)pw->pw_uid;
+    s->run_gid = (unsigned)pw->pw_gid;
+    for (int i = 0; i < ng; i++) s->run_groups[i] = (unsigned)groups[i];
+    s->n_run_groups = (size_t)ng;
+    s->run_as_set = 1;
+    return 0;
+}
+
+/* Settings that only make sense together. */
+static int config_check(struct config *c, char *err, size_t errlen)
+{
+    if (check_api(c, err, errlen)) return -1;
+    for (size_t i = 0; i < c->n_sups; i++)
+        if (resolve_run_as(&c->sups[i], err, errlen)) return -1;
     if (!config_cluster(c)) {
         if (c->seeds[0]) {
             snprintf(err, errlen, "seeds are set but peer_listen is not: cluster mode needs --peer-listen");
@@ -326,6 +439,16 @@ void config_usage(FILE *out)
             "  --port-file FILE       write the bound port here once serving\n"
             "  --threads N            gRPC completion-queue threads (default 2)\n"
             "\n"
+            "the API's protection (docs/security.md):\n"
+            "  --listen unix:/PATH        serve the API on a unix socket (mode --api-socket-mode, default 0600)\n"
+            "  --api-socket-mode MODE     the socket's mode, octal;  --api-socket-group GROUP  its group\n"
+            "  --api-token-file FILE      every call needs 'authorization: Bearer TOKEN' (TOKEN: the file's\n"
+            "                             content; also $DISTSUP_API_TOKEN_FILE); the file must be mode 0600\n"
+            "  --tls-cert PEM --tls-key PEM   TLS on the API\n"
+            "  --tls-client-ca PEM        mTLS: clients need a certificate signed by this CA\n"
+            "  --health-listen HOST:PORT  a second listener: grpc.health.v1 only, no authentication\n"
+            "  --insecure-api             allow a non-loopback --listen with neither token nor mTLS\n"
+            "\n"
             "cluster mode (docs/cluster.md):\n"
             "  --peer-listen HOST:PORT    serve peer links here (turns cluster mode on)\n"
             "  --peer-advertise HOST:PORT the address peers dial (default: --peer-listen)\n"
@@ -365,7 +488,22 @@ int config_from_args(struct config *c, int argc, char **argv, char *err, size_t 
         {"--heartbeat-ms", "heartbeat_ms"},
         {"--cluster-size", "cluster_size"},
         {"--sync-timeout-ms", "sync_timeout_ms"},
+        {"--api-token-file", "api_token_file"},
+        {"--tls-cert", "tls_cert"},
+        {"--tls-key", "tls_key"},
+        {"--tls-client-ca", "tls_client_ca"},
+        {"--api-socket-mode", "api_socket_mode"},
+        {"--api-socket-group", "api_socket_group"},
+        {"--health-listen", "health_listen"},
     };
+    /* The environment's token file comes before every file and flag. */
+    const char *env_token = getenv("DISTSUP_API_TOKEN_FILE");
+    if (env_token && env_token[0] && set_str(c->api_token_file, sizeof c->api_token_file, env_token, err, errlen)) {
+        char e[400];
+        snprintf(e, sizeof e, "%s", err);
+        snprintf(err, errlen, "DISTSUP_API_TOKEN_FILE: %s", e);
+        return -1;
+    }
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--config")) {
             if (i + 1 >= argc) {
@@ -391,6 +529,10 @@ int config_from_args(struct config *c, int argc, char **argv, char *err, size_t 
         }
         if (!strcmp(a, "--quorum")) {
             c->quorum = 1;
+            continue;
+        }
+        if (!strcmp(a, "--insecure-api")) {
+            c->insecure_api = 1;
             continue;
         }
         size_t j;

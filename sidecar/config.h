@@ -24,6 +24,16 @@
  *   quorum = false             ; true: a side without a majority of cluster_size stops
  *   cluster_size = 0           ; ... its children and refuses StartChild
  *
+ *   ; the API's protection (docs/security.md)
+ *   api_token_file = /etc/distsup/api.token ; calls need 'authorization: Bearer TOKEN'
+ *   tls_cert = server.pem      ; TLS on the API, with tls_key
+ *   tls_key = server.key
+ *   tls_client_ca = ca.pem     ; mTLS: client certificates required
+ *   insecure_api = false       ; true: allow a non-loopback listen with no token nor mTLS
+ *   api_socket_mode = 0600     ; listen = unix:/path: the socket file's mode ...
+ *   api_socket_group =         ; ... and group
+ *   health_listen = 0.0.0.0:8081 ; grpc.health.v1 only, no authentication
+ *
  *   [supervisor:NAME]          ; one per supervisor; "default" always exists
  *   strategy = hash_ring       ; a built-in name or a path to a .so
  *   strategy_options = vnodes=160
@@ -38,6 +48,8 @@
  *   nodes = a@h1,b@h2          ; eligible nodes (empty: all)
  *   monitor_nodes = true       ; node events on Watch, and moves when nodes join
  *   max_moves = 16             ; children moving between nodes at one time
+ *   inherit_env = JAVA_*,PGHOST ; daemon variables its children get beyond the allowlist
+ *   run_as = nobody            ; children run as this user (the daemon must be root)
  *
  * See docs/configuration.md. */
 #ifndef DISTSUP_CONFIG_H
@@ -48,6 +60,7 @@
 #include <stdio.h>
 
 #define CONFIG_MAX_SUPERVISORS 64
+#define CONFIG_MAX_GROUPS 64 /* supplementary groups of a run_as user */
 
 struct sup_config {
     char name[201];
@@ -64,6 +77,14 @@ struct sup_config {
     char nodes[2048]; /* comma-separated; empty = every node */
     int monitor_nodes;
     unsigned max_moves;
+    /* the host (docs/security.md) */
+    char inherit_env[1024]; /* daemon variables children also get: names, or prefixes ending in '*' */
+    char run_as[256];       /* user the children run as; empty = the daemon's */
+    int run_as_set;         /* run_as resolved (config_from_args): */
+    unsigned run_uid, run_gid;
+    char run_home[1024];
+    unsigned run_groups[CONFIG_MAX_GROUPS];
+    size_t n_run_groups;
 };
 
 struct config {
@@ -89,6 +110,14 @@ struct config {
     char labels[1024]; /* k=v,k=v */
     int quorum;
     unsigned cluster_size;
+    /* the API's protection (docs/security.md) */
+    char api_token_file[1024];          /* bearer token; default $DISTSUP_API_TOKEN_FILE */
+    char tls_cert[1024], tls_key[1024]; /* TLS on the API */
+    char tls_client_ca[1024];           /* mTLS: client certificates required, verified against it */
+    int insecure_api;                   /* allow a non-loopback listen without token or mTLS */
+    unsigned api_socket_mode;           /* listen = unix:PATH: the socket's mode (default 0600) */
+    char api_socket_group[256];         /* ... and group (empty: the daemon's) */
+    char health_listen[256];            /* a second listener serving grpc.health.v1 only */
     struct sup_config sups[CONFIG_MAX_SUPERVISORS];
     size_t n_sups;
 };
@@ -112,5 +141,9 @@ int config_from_args(struct config *c, int argc, char **argv, char *err, size_t 
 const struct sup_config *config_find_sup(const struct config *c, const char *name);
 
 void config_usage(FILE *out);
+
+/* 1 when a listen address is reachable from this host only: unix:PATH, 127.0.0.0/8,
+ * ::1 or localhost. */
+int config_listen_is_loopback(const char *listen);
 
 #endif

@@ -20,14 +20,15 @@
 #include "sidecar/rpc.h"
 #include "sidecar/store.h"
 
-/* The API port, and in cluster mode the peer port on a second line. */
-static int write_port_file(const char *path, int port, int peer_port)
+/* The API port (or, on a unix socket, its unix:/PATH address), and in cluster mode the
+ * peer port on a second line. */
+static int write_port_file(const char *path, const char *api, int port, int peer_port)
 {
     char tmp[PATH_MAX];
     if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp) return -1;
     FILE *f = fopen(tmp, "w");
     if (!f) return -1;
-    int ok = fprintf(f, "%d\n", port) > 0;
+    int ok = (strncmp(api, "unix:", 5) ? fprintf(f, "%d\n", port) : fprintf(f, "%s\n", api)) > 0;
     if (ok && peer_port > 0) ok = fprintf(f, "%d\n", peer_port) > 0;
     if (fclose(f) != 0) ok = 0;
     if (!ok || rename(tmp, path) != 0) return -1;
@@ -134,9 +135,7 @@ int main(int argc, char **argv)
     struct peer *peer = NULL;
     struct rpc *rpc = rpc_start(&cfg, core, &port, err, sizeof err);
     if (!rpc) goto fail;
-    char api[300];
-    const char *colon = strrchr(cfg.listen, ':');
-    snprintf(api, sizeof api, "%.*s:%d", colon ? (int)(colon - cfg.listen) : 0, cfg.listen, port);
+    const char *api = rpc_address(rpc);
     core_set_address(core, api);
     if (cluster) {
         uint64_t boot_id;
@@ -146,9 +145,11 @@ int main(int argc, char **argv)
         core_set_peer(core, peer);
     }
     if (core_start(core, err, sizeof err) != 0) goto fail;
-    log_info("main", "distsupd %s serving distsup.v1.Supervisor on %s (port %d), data in %s%s", cfg.node_name,
-             cfg.listen, port, cfg.data_dir, cluster ? ", cluster mode" : "");
-    if (cfg.port_file[0] && write_port_file(cfg.port_file, port, peer_port) != 0)
+    log_info("main", "distsupd %s serving distsup.v1.Supervisor on %s, data in %s%s", cfg.node_name, api, cfg.data_dir,
+             cluster ? ", cluster mode" : "");
+    if (rpc_health_port(rpc) > 0)
+        log_info("main", "serving grpc.health.v1 only on %s (port %d)", cfg.health_listen, rpc_health_port(rpc));
+    if (cfg.port_file[0] && write_port_file(cfg.port_file, api, port, peer_port) != 0)
         log_error("main", "cannot write the port file %s: %s", cfg.port_file, strerror(errno));
 
     int sig = 0;

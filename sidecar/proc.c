@@ -89,7 +89,23 @@ static void log_line(struct proc *p, const char *stream, const char *s, size_t n
         p->log_dropped++;
         return;
     }
-    log_info("child", "%s%s: %.*s", p->name, stream, (int)n, s);
+    /* A child must not forge or garble the daemon's log: control characters (ESC
+     * sequences, CR, NUL, ...) and backslashes are written as \xNN. */
+    char esc[PROC_LOG_LINE_MAX * 4 + 1];
+    size_t o = 0;
+    for (size_t i = 0; i < n && o + 4 < sizeof esc; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if ((ch < 0x20 && ch != '\t') || ch == 0x7f || ch == '\\') {
+            static const char hex[] = "0123456789abcdef";
+            esc[o++] = '\\';
+            esc[o++] = 'x';
+            esc[o++] = hex[ch >> 4];
+            esc[o++] = hex[ch & 15];
+        } else {
+            esc[o++] = (char)ch;
+        }
+    }
+    log_info("child", "%s%s: %.*s", p->name, stream, (int)o, esc);
 }
 
 /* Splits buffered bytes into log lines; at EOF the remainder is a line too. */
@@ -297,34 +313,62 @@ static void free_strv(char **v)
     free(v);
 }
 
-/* envp = the daemon's environment, overridden by the spec's, plus the extra names. */
+/* 1 when NAME (kl bytes) is in the list "NAME,PREFIX*,..." (commas or spaces). */
+static int env_listed(const char *list, const char *name, size_t kl)
+{
+    if (!list) return 0;
+    for (const char *s = list; *s;) {
+        while (*s == ',' || *s == ' ') s++;
+        size_t n = strcspn(s, ", ");
+        if (n > 0 && s[n - 1] == '*') {
+            if (kl >= n - 1 && !strncmp(s, name, n - 1)) return 1;
+        } else if (n > 0 && n == kl && !strncmp(s, name, kl)) {
+            return 1;
+        }
+        s += n;
+    }
+    return 0;
+}
+
+static char *env_pair(const char *k, const char *v)
+{
+    size_t len = strlen(k) + strlen(v) + 2;
+    char *e = malloc(len);
+    if (e) snprintf(e, len, "%s=%s", k, v);
+    return e;
+}
+
+/* envp = the daemon's allowlisted and inherited variables, overridden by run_as's
+ * USER, LOGNAME and HOME, by the spec's env, and by the extra names. */
 static char **build_env(const struct proc_exec *x)
 {
     const Distsup__V1__ChildSpec *spec = x->spec;
     size_t n = 0;
     while (environ[n]) n++;
-    char **envp = calloc(n + spec->n_env + x->n_extra + 1, sizeof *envp);
+    char **envp = calloc(n + 3 + spec->n_env + x->n_extra + 1, sizeof *envp);
     if (!envp) return NULL;
+    const char *const user_env[][2] = {{"USER", x->user}, {"LOGNAME", x->user}, {"HOME", x->home}};
     size_t k = 0;
     for (size_t i = 0; i < n; i++) {
         const char *eq = strchr(environ[i], '=');
         if (!eq) continue;
         size_t kl = (size_t)(eq - environ[i]);
+        if (!env_listed(PROC_ENV_ALLOWLIST, environ[i], kl) && !env_listed(x->inherit_env, environ[i], kl)) continue;
         int overridden = !strncmp(environ[i], "DISTSUP_", 8);
+        for (size_t j = 0; j < 3 && x->set_user && !overridden; j++)
+            if (strlen(user_env[j][0]) == kl && !strncmp(user_env[j][0], environ[i], kl)) overridden = 1;
         for (size_t j = 0; j < spec->n_env && !overridden; j++)
             if (strlen(spec->env[j]->key) == kl && !strncmp(spec->env[j]->key, environ[i], kl)) overridden = 1;
         if (!overridden && !(envp[k++] = strdup(environ[i]))) goto oom;
     }
-    for (size_t j = 0; j < spec->n_env; j++) {
-        size_t len = strlen(spec->env[j]->key) + strlen(spec->env[j]->value) + 2;
-        if (!(envp[k] = malloc(len))) goto oom;
-        snprintf(envp[k++], len, "%s=%s", spec->env[j]->key, spec->env[j]->value);
+    for (size_t j = 0; j < 3 && x->set_user; j++) {
+        if (!user_env[j][1] || spec_env(spec, user_env[j][0])) continue;
+        if (!(envp[k++] = env_pair(user_env[j][0], user_env[j][1]))) goto oom;
     }
-    for (size_t j = 0; j < x->n_extra; j++) {
-        size_t len = strlen(x->extra_env[j][0]) + strlen(x->extra_env[j][1]) + 2;
-        if (!(envp[k] = malloc(len))) goto oom;
-        snprintf(envp[k++], len, "%s=%s", x->extra_env[j][0], x->extra_env[j][1]);
-    }
+    for (size_t j = 0; j < spec->n_env; j++)
+        if (!(envp[k++] = env_pair(spec->env[j]->key, spec->env[j]->value))) goto oom;
+    for (size_t j = 0; j < x->n_extra; j++)
+        if (!(envp[k++] = env_pair(x->extra_env[j][0], x->extra_env[j][1]))) goto oom;
     return envp;
 oom:
     free_strv(envp);
@@ -338,6 +382,11 @@ struct spawn_args {
     const char *exe, *cwd;
     char **argv, **envp;
     int in, out, err;
+    int set_user; /* run_as: become uid, gid, groups */
+    uid_t uid;
+    gid_t gid;
+    const gid_t *groups;
+    size_t n_groups;
     pid_t parent;
     int err_no; /* why the child could not exec; 0 when it did */
 };
@@ -358,7 +407,21 @@ static int spawn_child(void *arg)
     setpgid(0, 0);
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != a->parent) _exit(127);
-    if (dup2(a->in, 0) < 0 || dup2(a->out, 1) < 0 || dup2(a->err, 2) < 0 || chdir(a->cwd) != 0) {
+    if (dup2(a->in, 0) < 0 || dup2(a->out, 1) < 0 || dup2(a->err, 2) < 0) {
+        a->err_no = errno;
+        _exit(127);
+    }
+    /* run_as: raw system calls, groups first, the uid last.  Not glibc's setuid()
+     * and friends: they change the credentials of every thread of the process,
+     * and this child shares the daemon's memory and thread list. */
+    if (a->set_user &&
+        (syscall(SYS_setgroups, a->n_groups, a->groups) != 0 || syscall(SYS_setgid, a->gid) != 0 ||
+         syscall(SYS_setuid, a->uid) != 0)) {
+        a->err_no = errno;
+        _exit(127);
+    }
+    /* after run_as: the cwd must be the user's to enter */
+    if (chdir(a->cwd) != 0) {
         a->err_no = errno;
         _exit(127);
     }
@@ -383,6 +446,7 @@ int proc_spawn(struct proc *p, const struct proc_exec *x, char *err, size_t errl
     char *stack = NULL;
     int pin[2] = {-1, -1}, pout[2] = {-1, -1}, perr[2] = {-1, -1};
     int rc = -1;
+    gid_t groups[64];
     const char *cwd = s->cwd[0] ? s->cwd : x->cwd;
 
     if (strchr(s->argv[0], '/')) {
@@ -407,7 +471,19 @@ int proc_spawn(struct proc *p, const struct proc_exec *x, char *err, size_t errl
         snprintf(err, errlen, "pipe: %s", strerror(errno));
         goto out;
     }
+    if (x->set_user) {
+        if (x->n_groups > 64) {
+            snprintf(err, errlen, "run_as: too many groups");
+            goto out;
+        }
+        for (size_t i = 0; i < x->n_groups; i++) groups[i] = (gid_t)x->groups[i];
+    }
     struct spawn_args sa = {.exe = exe,
+                            .set_user = x->set_user,
+                            .uid = (uid_t)x->uid,
+                            .gid = (gid_t)x->gid,
+                            .groups = groups,
+                            .n_groups = x->n_groups,
                             .cwd = cwd,
                             .argv = argv,
                             .envp = envp,

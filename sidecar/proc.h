@@ -51,13 +51,26 @@ struct proc {
 /* Sets p up, not running (every fd -1). */
 void proc_init(struct proc *p, struct loop *l, const char *name, const struct proc_hooks *hooks, void *arg);
 
-/* What proc_spawn runs. */
+/* What proc_spawn runs.  The child's environment is clean (docs/security.md): the
+ * daemon's variables named in PROC_ENV_ALLOWLIST or matched by inherit_env, then the
+ * spec's env, then extra_env; never the rest of the daemon's environment. */
 struct proc_exec {
     const Distsup__V1__ChildSpec *spec; /* argv, env, protocol */
     const char *cwd;                    /* when spec->cwd is empty */
     const char *const (*extra_env)[2];  /* DISTSUP_* names and values */
     size_t n_extra;
+    const char *inherit_env; /* NULL or "NAME,PREFIX*,...": more of the daemon's variables */
+    /* run_as: non-zero to become uid/gid/groups between clone and exec (the daemon is
+     * root); user names it for USER, LOGNAME and HOME (home). */
+    int set_user;
+    unsigned uid, gid;
+    const unsigned *groups;
+    size_t n_groups;
+    const char *user, *home;
 };
+
+/* The daemon's variables every child gets (when set): a prefix when it ends in '*'. */
+#define PROC_ENV_ALLOWLIST "PATH,HOME,LANG,LC_*,TZ,TMPDIR,USER,LOGNAME"
 
 /* Starts the process.  0, or -1 with the reason in err (nothing is left open). */
 int proc_spawn(struct proc *p, const struct proc_exec *x, char *err, size_t errlen);

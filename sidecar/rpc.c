@@ -10,9 +10,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <errno.h>
+#include <grp.h>
+#include <limits.h>
+#include <sodium.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 
 #include "distsup/v1/supervisor.pb-c.h"
 #include "grpc/health/v1/health.pb-c.h"
+#include "sidecar/apiauth.h"
 #include "sidecar/grpcutil.h"
 #include "sidecar/log.h"
 #include "sidecar/ops.h"
@@ -47,10 +56,24 @@ static struct method methods_template[] = {
     {"/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", M_REFLECT, 0, NULL, NULL},
     {"/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", M_REFLECT, 0, NULL, NULL},
 };
+static const struct method health_template[] = {
+    {"/grpc.health.v1.Health/Check", M_HEALTH_CHECK, 0, &grpc__health__v1__health_check_request__descriptor, NULL},
+    {"/grpc.health.v1.Health/Watch", M_HEALTH_WATCH, 0, &grpc__health__v1__health_check_request__descriptor, NULL},
+};
 /* clang-format on */
 #define N_METHODS (sizeof methods_template / sizeof methods_template[0])
+#define N_HEALTH (sizeof health_template / sizeof health_template[0])
 
 struct rpc;
+
+/* One grpc_server: the API (every method; calls need the token when there is one)
+ * or the health listener (grpc.health.v1 only, no authentication). */
+struct listener {
+    grpc_server *server;
+    struct method *methods;
+    size_t n_methods;
+    int health_only;
+};
 
 struct tag {
     void (*fn)(struct rpc *r, void *ctx, int ok);
@@ -60,6 +83,7 @@ struct tag {
 /* One RPC.  Tags point back at it; refs counts tags in flight plus holders. */
 struct ctx {
     struct rpc *r;
+    struct listener *l;
     const struct method *m; /* NULL: an unknown method */
     grpc_call *call;
     gpr_timespec deadline;
@@ -83,23 +107,28 @@ struct ctx {
 struct rpc {
     const struct config *cfg;
     struct core *core;
-    grpc_server *server;
     grpc_completion_queue *cq;
+    struct listener api, health; /* health.server is NULL without health_listen */
     struct method methods[N_METHODS];
+    struct method hmethods[N_HEALTH];
+    struct api_auth auth; /* the bearer token, when api_token_file is set */
     struct reflection *refl;
     pthread_t *threads;
     unsigned n_threads;
     atomic_int stopping;
-    struct tag t_shutdown;
-    atomic_int shutdown_done;
+    struct tag t_shutdown[2];
+    atomic_int shutdown_done; /* servers that reported their shutdown */
+    int n_servers;
+    char address[PATH_MAX + 8]; /* where clients reach the API */
+    int health_port;
     atomic_long live_ctx;
 };
 
-static void request_one(struct rpc *r, const struct method *m);
+static void request_one(struct rpc *r, struct listener *l, const struct method *m);
 
 /* ---------- contexts ---------- */
 
-static struct ctx *ctx_new(struct rpc *r, const struct method *m)
+static struct ctx *ctx_new(struct rpc *r, struct listener *l, const struct method *m)
 {
     struct ctx *c = calloc(1, sizeof *c);
     if (!c) return NULL;
@@ -108,6 +137,7 @@ static struct ctx *ctx_new(struct rpc *r, const struct method *m)
         return NULL;
     }
     c->r = r;
+    c->l = l;
     c->m = m;
     c->refs = 1;
     grpc_metadata_array_init(&c->md);
@@ -456,6 +486,23 @@ static void reflect_recv(struct ctx *c, int with_md, grpc_byte_buffer *send)
     start_batch(c, &b, &c->t_main);
 }
 
+/* ---------- authentication ---------- */
+
+/* The call's `authorization` metadata against the token (API listener only). */
+static enum api_auth_result authorize(struct ctx *c)
+{
+    const grpc_metadata *found = NULL;
+    for (size_t i = 0; i < c->md.count; i++) {
+        const grpc_metadata *e = &c->md.metadata[i];
+        if (GRPC_SLICE_LENGTH(e->key) == 13 && !memcmp(GRPC_SLICE_START_PTR(e->key), "authorization", 13)) {
+            if (found) return API_AUTH_DUPLICATE;
+            found = e;
+        }
+    }
+    if (!found) return API_AUTH_MISSING;
+    return api_auth_check(&c->r->auth, GRPC_SLICE_START_PTR(found->value), GRPC_SLICE_LENGTH(found->value));
+}
+
 /* ---------- accepting calls ---------- */
 
 static void on_request(struct rpc *r, void *p, int ok)
@@ -465,11 +512,29 @@ static void on_request(struct rpc *r, void *p, int ok)
         ctx_unref(c);
         return;
     }
-    request_one(r, c->m); /* keep one waiting in its place */
+    request_one(r, c->l, c->m); /* keep one waiting in its place */
+    if (!c->l->health_only && r->auth.enabled) {
+        enum api_auth_result a = authorize(c);
+        if (a != API_AUTH_OK) {
+            if (log_enabled(LOG_DEBUG)) {
+                char *peer = grpc_call_get_peer(c->call);
+                log_debug("rpc", "refused a call of %s from %s: %s", c->m ? c->m->path : "an unknown method",
+                          peer ? peer : "?", api_auth_message(a));
+                gpr_free(peer);
+            }
+            finish(c, GRPC_STATUS_UNAUTHENTICATED, api_auth_message(a), NULL);
+            return;
+        }
+    }
     if (!c->m) {
-        char text[600];
+        char text[700];
         char *method = grpc_slice_to_c_string(c->details.method);
-        snprintf(text, sizeof text, "unknown method %.500s", method ? method : "?");
+        if (c->l->health_only)
+            snprintf(text, sizeof text,
+                     "unknown method %.500s: the health listener serves grpc.health.v1.Health only (use the API "
+                     "address)",
+                     method ? method : "?");
+        else snprintf(text, sizeof text, "unknown method %.500s", method ? method : "?");
         gpr_free(method);
         finish(c, GRPC_STATUS_UNIMPLEMENTED, text, NULL);
         return;
@@ -483,10 +548,10 @@ static void on_request(struct rpc *r, void *p, int ok)
     }
 }
 
-static void request_one(struct rpc *r, const struct method *m)
+static void request_one(struct rpc *r, struct listener *l, const struct method *m)
 {
     if (atomic_load(&r->stopping)) return;
-    struct ctx *c = ctx_new(r, m);
+    struct ctx *c = ctx_new(r, l, m);
     if (!c) {
         log_error("rpc", "out of memory: cannot accept more calls for %s", m ? m->path : "unknown methods");
         return;
@@ -496,10 +561,10 @@ static void request_one(struct rpc *r, const struct method *m)
     grpc_call_error e;
     if (m) {
         int with_payload = m->kind != M_REFLECT;
-        e = grpc_server_request_registered_call(r->server, m->handle, &c->call, &c->deadline, &c->md,
+        e = grpc_server_request_registered_call(l->server, m->handle, &c->call, &c->deadline, &c->md,
                                                 with_payload ? &c->payload : NULL, r->cq, r->cq, &c->t_req);
     } else {
-        e = grpc_server_request_call(r->server, &c->call, &c->details, &c->md, r->cq, r->cq, &c->t_req);
+        e = grpc_server_request_call(l->server, &c->call, &c->details, &c->md, r->cq, r->cq, &c->t_req);
     }
     if (e != GRPC_CALL_OK) {
         log_error("rpc", "cannot request calls: grpc error %d", (int)e);
@@ -511,7 +576,7 @@ static void on_shutdown(struct rpc *r, void *p, int ok)
 {
     (void)p;
     (void)ok;
-    atomic_store(&r->shutdown_done, 1);
+    atomic_fetch_add(&r->shutdown_done, 1);
 }
 
 static void *cq_thread(void *arg)
@@ -527,6 +592,180 @@ static void *cq_thread(void *arg)
     return NULL;
 }
 
+/* ---------- listeners ---------- */
+
+/* The API's credentials: TLS (and mTLS with a client CA) when configured, else
+ * plaintext.  NULL with the reason in err. */
+static grpc_server_credentials *api_credentials(const struct config *cfg, char *err, size_t errlen)
+{
+    if (!cfg->tls_cert[0]) return grpc_insecure_server_credentials_create();
+    char *cert = NULL, *key = NULL, *ca = NULL;
+    size_t n_cert = 0, n_key = 0, n_ca = 0;
+    grpc_server_credentials *creds = NULL;
+    if (api_read_file("tls_cert", cfg->tls_cert, 1 << 20, &cert, &n_cert, err, errlen) ||
+        api_read_file("tls_key", cfg->tls_key, 1 << 20, &key, &n_key, err, errlen) ||
+        (cfg->tls_client_ca[0] && api_read_file("tls_client_ca", cfg->tls_client_ca, 1 << 20, &ca, &n_ca, err, errlen)))
+        goto out;
+    grpc_ssl_pem_key_cert_pair pair = {key, cert};
+    /* With a client CA, a client without a certificate signed by it cannot finish
+     * the TLS handshake: no call of its ever reaches us. */
+    creds = grpc_ssl_server_credentials_create_ex(ca, &pair, 1,
+                                                  ca ? GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY
+                                                     : GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE,
+                                                  NULL);
+    if (!creds) snprintf(err, errlen, "cannot make TLS credentials from %s and %s", cfg->tls_cert, cfg->tls_key);
+out:
+    if (key) sodium_memzero(key, n_key);
+    free(cert);
+    free(key);
+    free(ca);
+    return creds;
+}
+
+/* The socket file of listen = unix:PATH (PATH may start with "//", as in unix:///run/x). */
+static const char *unix_path(const char *listen)
+{
+    if (strncmp(listen, "unix:", 5)) return NULL;
+    const char *p = listen + 5;
+    if (!strncmp(p, "//", 2)) p += 2;
+    return p;
+}
+
+/* Before binding a unix socket: a stale socket file is removed, anything else at
+ * the path (a file, a directory, a socket someone still serves on) is refused. */
+static int unix_prepare(const char *path, char *err, size_t errlen)
+{
+    struct stat st;
+    if (lstat(path, &st) != 0) {
+        if (errno == ENOENT) return 0;
+        snprintf(err, errlen, "cannot listen on unix:%s: %s", path, strerror(errno));
+        return -1;
+    }
+    if (!S_ISSOCK(st.st_mode)) {
+        snprintf(err, errlen,
+                 "cannot listen on unix:%s: the path exists and is not a socket (remove it or pick another)", path);
+        return -1;
+    }
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    if (strlen(path) >= sizeof sa.sun_path) {
+        snprintf(err, errlen, "cannot listen on unix:%s: the path is longer than %zu bytes", path,
+                 sizeof sa.sun_path - 1);
+        return -1;
+    }
+    memcpy(sa.sun_path, path, strlen(path) + 1);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        snprintf(err, errlen, "socket: %s", strerror(errno));
+        return -1;
+    }
+    int live = connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
+    close(fd);
+    if (live) {
+        snprintf(err, errlen, "cannot listen on unix:%s: another process serves on that socket", path);
+        return -1;
+    }
+    if (unlink(path) != 0) {
+        snprintf(err, errlen, "cannot remove the stale socket %s: %s", path, strerror(errno));
+        return -1;
+    }
+    log_info("rpc", "removed the stale socket %s", path);
+    return 0;
+}
+
+/* After binding: the socket's mode and group as configured. */
+static int unix_secure(const struct config *cfg, const char *path, char *err, size_t errlen)
+{
+    if (cfg->api_socket_group[0]) {
+        errno = 0;
+        struct group *g = getgrnam(cfg->api_socket_group);
+        if (!g) {
+            snprintf(err, errlen, "api_socket_group: no group named '%s'", cfg->api_socket_group);
+            return -1;
+        }
+        if (chown(path, (uid_t)-1, g->gr_gid) != 0) {
+            snprintf(err, errlen, "cannot give %s to group %s: %s", path, cfg->api_socket_group, strerror(errno));
+            return -1;
+        }
+    }
+    if (chmod(path, (mode_t)cfg->api_socket_mode) != 0) {
+        snprintf(err, errlen, "cannot chmod %s to %04o: %s", path, cfg->api_socket_mode, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+/* Creates a server on the shared queue with its methods registered. */
+static void listener_init(struct rpc *r, struct listener *l, struct method *methods, size_t n, int health_only,
+                          grpc_channel_args *args)
+{
+    l->server = grpc_server_create(args, NULL);
+    l->methods = methods;
+    l->n_methods = n;
+    l->health_only = health_only;
+    grpc_server_register_completion_queue(l->server, r->cq, NULL);
+    for (size_t i = 0; i < n; i++) {
+        grpc_server_register_method_payload_handling h =
+            methods[i].kind == M_REFLECT ? GRPC_SRM_PAYLOAD_NONE : GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER;
+        methods[i].handle = grpc_server_register_method(l->server, methods[i].path, NULL, h, 0);
+    }
+}
+
+/* Shuts down and destroys a server that never served (no thread reads the queue yet). */
+static void listener_discard(struct rpc *r, struct listener *l)
+{
+    struct tag t = {NULL, NULL};
+    grpc_server_shutdown_and_notify(l->server, r->cq, &t);
+    for (;;) {
+        grpc_event ev = grpc_completion_queue_next(r->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+        if (ev.type != GRPC_OP_COMPLETE || ev.tag == &t) break;
+    }
+    grpc_server_destroy(l->server);
+}
+
+static void listener_serve(struct rpc *r, struct listener *l)
+{
+    grpc_server_start(l->server);
+    for (size_t i = 0; i < l->n_methods; i++)
+        for (int k = 0; k < REQUESTS_PER_METHOD; k++) request_one(r, l, &l->methods[i]);
+    request_one(r, l, NULL);
+}
+
+/* Binds the API listener; the bound port (1 for a unix socket), or 0 with err. */
+static int bind_api(struct rpc *r, char *err, size_t errlen)
+{
+    const struct config *cfg = r->cfg;
+    const char *path = unix_path(cfg->listen);
+    if (path && unix_prepare(path, err, errlen)) return 0;
+    grpc_server_credentials *creds = api_credentials(cfg, err, errlen);
+    if (!creds) return 0;
+    /* The socket file is created with the umask: none but us may connect until its
+     * mode is set (the umask is the process's, but no other thread runs yet that
+     * creates files). */
+    mode_t old = path ? umask(0177) : 0;
+    int port = grpc_server_add_http2_port(r->api.server, cfg->listen, creds);
+    if (path) umask(old);
+    grpc_server_credentials_release(creds);
+    if (port <= 0) {
+        snprintf(err, errlen, "cannot listen on %s (address in use, or not a HOST:PORT or unix:PATH?%s)", cfg->listen,
+                 cfg->tls_cert[0] ? " or are tls_cert and tls_key not a PEM certificate and its key?" : "");
+        return 0;
+    }
+    if (path && unix_secure(cfg, path, err, errlen)) return 0;
+    if (path) {
+        if (path[0] == '/') {
+            snprintf(r->address, sizeof r->address, "unix:%s", path);
+        } else {
+            char cwd[PATH_MAX];
+            if (!getcwd(cwd, sizeof cwd)) snprintf(cwd, sizeof cwd, ".");
+            snprintf(r->address, sizeof r->address, "unix:%s/%s", cwd, path);
+        }
+    } else {
+        const char *colon = strrchr(cfg->listen, ':');
+        snprintf(r->address, sizeof r->address, "%.*s:%d", colon ? (int)(colon - cfg->listen) : 0, cfg->listen, port);
+    }
+    return port;
+}
+
 struct rpc *rpc_start(const struct config *cfg, struct core *core, int *port, char *err, size_t errlen)
 {
     struct rpc *r = calloc(1, sizeof *r);
@@ -537,6 +776,11 @@ struct rpc *rpc_start(const struct config *cfg, struct core *core, int *port, ch
     r->cfg = cfg;
     r->core = core;
     memcpy(r->methods, methods_template, sizeof methods_template);
+    memcpy(r->hmethods, health_template, sizeof health_template);
+    if (cfg->api_token_file[0] && api_auth_load(&r->auth, cfg->api_token_file, err, errlen)) {
+        free(r);
+        return NULL;
+    }
     static const char *const services[] = {
         SUPERVISOR_SERVICE,
         "grpc.health.v1.Health",
@@ -559,29 +803,45 @@ struct rpc *rpc_start(const struct config *cfg, struct core *core, int *port, ch
     args[1].key = GRPC_ARG_MAX_SEND_MESSAGE_LENGTH;
     args[1].value.integer = -1;
     grpc_channel_args ch_args = {2, args};
-    r->server = grpc_server_create(&ch_args, NULL);
     r->cq = grpc_completion_queue_create_for_next(NULL);
-    grpc_server_register_completion_queue(r->server, r->cq, NULL);
-    for (size_t i = 0; i < N_METHODS; i++) {
-        grpc_server_register_method_payload_handling h =
-            r->methods[i].kind == M_REFLECT ? GRPC_SRM_PAYLOAD_NONE : GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER;
-        r->methods[i].handle = grpc_server_register_method(r->server, r->methods[i].path, NULL, h, 0);
+    listener_init(r, &r->api, r->methods, N_METHODS, 0, &ch_args);
+    r->n_servers = 1;
+    *port = bind_api(r, err, errlen);
+    if (*port > 0 && cfg->health_listen[0]) {
+        /* health requests are tiny: grpc's default limits */
+        listener_init(r, &r->health, r->hmethods, N_HEALTH, 1, NULL);
+        r->n_servers = 2;
+        grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
+        r->health_port = grpc_server_add_http2_port(r->health.server, cfg->health_listen, creds);
+        grpc_server_credentials_release(creds);
+        if (r->health_port <= 0) {
+            snprintf(err, errlen, "cannot listen on %s for health checks (address in use, or not a HOST:PORT?)",
+                     cfg->health_listen);
+            *port = 0;
+        }
     }
-    grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
-    *port = grpc_server_add_http2_port(r->server, cfg->listen, creds);
-    grpc_server_credentials_release(creds);
     if (*port <= 0) {
-        snprintf(err, errlen, "cannot listen on %s (address in use, or not a HOST:PORT?)", cfg->listen);
-        grpc_server_destroy(r->server);
+        /* grpc destroys a server with a bound port only after its shutdown */
+        listener_discard(r, &r->api);
+        if (r->health.server) listener_discard(r, &r->health);
         gu_cq_discard(r->cq);
         reflection_free(r->refl);
+        sodium_memzero(&r->auth, sizeof r->auth);
         free(r);
         return NULL;
     }
-    grpc_server_start(r->server);
-    for (size_t i = 0; i < N_METHODS; i++)
-        for (int k = 0; k < REQUESTS_PER_METHOD; k++) request_one(r, &r->methods[i]);
-    request_one(r, NULL);
+    listener_serve(r, &r->api);
+    if (r->health.server) listener_serve(r, &r->health);
+    if (!r->auth.enabled && !cfg->tls_client_ca[0]) {
+        if (!config_listen_is_loopback(cfg->listen))
+            log_warn("rpc",
+                     "the API on %s has no authentication (--insecure-api): anyone who reaches it may run any "
+                     "command as this daemon's user",
+                     cfg->listen);
+        else if (!unix_path(cfg->listen))
+            log_info("rpc", "the API on %s has no authentication: every local user may use it (see docs/security.md)",
+                     cfg->listen);
+    }
     r->n_threads = cfg->threads;
     r->threads = calloc(r->n_threads, sizeof *r->threads);
     for (unsigned i = 0; r->threads && i < r->n_threads; i++) {
@@ -599,24 +859,32 @@ struct rpc *rpc_start(const struct config *cfg, struct core *core, int *port, ch
     return r;
 }
 
+const char *rpc_address(const struct rpc *r) { return r->address; }
+int rpc_health_port(const struct rpc *r) { return r->health_port; }
+
 void rpc_stop(struct rpc *r)
 {
     if (atomic_exchange(&r->stopping, 1)) return;
-    r->t_shutdown.fn = on_shutdown;
-    r->t_shutdown.ctx = NULL;
-    grpc_server_shutdown_and_notify(r->server, r->cq, &r->t_shutdown);
-    grpc_server_cancel_all_calls(r->server);
+    struct listener *ls[2] = {&r->api, &r->health};
+    for (int i = 0; i < 2; i++) {
+        if (!ls[i]->server) continue;
+        r->t_shutdown[i].fn = on_shutdown;
+        r->t_shutdown[i].ctx = NULL;
+        grpc_server_shutdown_and_notify(ls[i]->server, r->cq, &r->t_shutdown[i]);
+        grpc_server_cancel_all_calls(ls[i]->server);
+    }
 }
 
 void rpc_free(struct rpc *r)
 {
     /* Calls parked in the core were answered by core_shutdown; wait for grpc to
-     * report the server down, then drain the queue and stop the threads. */
-    for (int i = 0; i < 1000 && !atomic_load(&r->shutdown_done); i++) {
+     * report the servers down, then drain the queue and stop the threads. */
+    for (int i = 0; i < 1000 && atomic_load(&r->shutdown_done) < r->n_servers; i++) {
         struct timespec ts = {0, 5 * 1000000};
         nanosleep(&ts, NULL);
     }
-    grpc_server_destroy(r->server);
+    grpc_server_destroy(r->api.server);
+    if (r->health.server) grpc_server_destroy(r->health.server);
     grpc_completion_queue_shutdown(r->cq);
     for (unsigned i = 0; i < r->n_threads; i++) pthread_join(r->threads[i], NULL);
     grpc_completion_queue_destroy(r->cq);
@@ -624,5 +892,6 @@ void rpc_free(struct rpc *r)
     if (left) log_warn("rpc", "%ld call contexts still alive at exit", left);
     free(r->threads);
     reflection_free(r->refl);
+    sodium_memzero(&r->auth, sizeof r->auth);
     free(r);
 }

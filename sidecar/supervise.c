@@ -603,7 +603,20 @@ static int os_spawn(struct sv *sv, struct child *ch, char *err, size_t errlen)
         {"DISTSUP_NODE", sv->node},
         {"DISTSUP_ID", ch->id},
     };
-    struct proc_exec x = {.spec = ch->spec, .cwd = sv->data_dir, .extra_env = extra, .n_extra = 4};
+    /* The data dir is no child's business: children without a cwd start in "/". */
+    const struct sup_config *c = ch->cfg;
+    struct proc_exec x = {.spec = ch->spec,
+                          .cwd = "/",
+                          .extra_env = extra,
+                          .n_extra = 4,
+                          .inherit_env = c->inherit_env,
+                          .set_user = c->run_as_set,
+                          .uid = c->run_uid,
+                          .gid = c->run_gid,
+                          .groups = c->run_groups,
+                          .n_groups = c->n_run_groups,
+                          .user = c->run_as,
+                          .home = c->run_home};
     return proc_spawn(&ch->proc, &x, err, errlen);
 }
 

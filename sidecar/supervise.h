@@ -143,7 +143,7 @@ struct sv {
     struct sv_hooks hooks;
     struct loop *loop;
     const char *node;     /* this node's name */
-    const char *data_dir; /* a child's cwd when its spec has none */
+    const char *data_dir; /* the daemon's data dir (never a child's cwd: they start in "/") */
     uint64_t boot_ms;     /* wall clock at start: ids are NODE/BOOT.SEQ */
     uint64_t seq;
     size_t live; /* processes running */

@@ -12,7 +12,7 @@ PACKAGES=(
   libsqlite3-dev sqlite3 libsodium-dev libcmocka-dev libinih-dev
   python3-grpcio python3-protobuf
   python3-pip python3-setuptools python3-wheel python3-venv python3-yaml
-  iproute2 procps
+  iproute2 procps openssl util-linux
 )
 
 missing=()

@@ -60,7 +60,11 @@ struct ctl_opts {
     const char *addr;       /* --addr, else $DISTSUP_ADDR, else 127.0.0.1:50051 */
     const char *supervisor; /* --supervisor; NULL = default */
     bool json;
-    uint32_t deadline_ms; /* --deadline-ms: RPC deadline; 0 = library default */
+    uint32_t deadline_ms;   /* --deadline-ms: RPC deadline; 0 = library default */
+    const char *token_file; /* --token-file (else $DISTSUP_TOKEN, else $DISTSUP_TOKEN_FILE, in main) */
+    const char *tls_ca;     /* --tls-ca PEM: TLS, verifying the daemon with this CA */
+    const char *tls_cert;   /* --tls-cert PEM, --tls-key PEM: a client certificate (mTLS) */
+    const char *tls_key;
 
     /* positionals and per-command options (pointers into argv) */
     const char *name;

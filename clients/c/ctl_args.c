@@ -46,6 +46,10 @@ enum opt_id {
     O_KIND,
     O_SERVICE,
     O_CLUSTER,
+    O_TOKEN_FILE,
+    O_TLS_CA,
+    O_TLS_CERT,
+    O_TLS_KEY,
 };
 
 static const struct optdef {
@@ -58,6 +62,10 @@ static const struct optdef {
     {"supervisor", true, ALL, O_SUPERVISOR},
     {"json", false, ALL, O_JSON},
     {"deadline-ms", true, ALL, O_DEADLINE},
+    {"token-file", true, ALL, O_TOKEN_FILE},
+    {"tls-ca", true, ALL, O_TLS_CA},
+    {"tls-cert", true, ALL, O_TLS_CERT},
+    {"tls-key", true, ALL, O_TLS_KEY},
     {"help", false, ALL, O_HELP},
     {"restart", true, B(CMD_START), O_RESTART},
     {"shutdown-ms", true, B(CMD_START), O_SHUTDOWN},
@@ -138,6 +146,10 @@ static int apply(struct ctl_opts *o, const struct optdef *d, const char *v, char
         o->addr = v;
         break;
     case O_SUPERVISOR: o->supervisor = v; break;
+    case O_TOKEN_FILE: o->token_file = v; break;
+    case O_TLS_CA: o->tls_ca = v; break;
+    case O_TLS_CERT: o->tls_cert = v; break;
+    case O_TLS_KEY: o->tls_key = v; break;
     case O_JSON: o->json = true; break;
     case O_DEADLINE:
         if (!parse_u32(v, &o->deadline_ms) || o->deadline_ms == 0)
@@ -356,7 +368,10 @@ out:
 
 #define GLOBAL_OPTS \
     "Global options (anywhere on the line):\n" \
-    "  --addr HOST:PORT    daemon address (default: $DISTSUP_ADDR, else 127.0.0.1:50051)\n" \
+    "  --addr HOST:PORT    daemon address, or unix:/PATH (default: $DISTSUP_ADDR, else 127.0.0.1:50051)\n" \
+    "  --token-file FILE   the daemon's API token (default: $DISTSUP_TOKEN, else the file $DISTSUP_TOKEN_FILE)\n" \
+    "  --tls-ca PEM        TLS: verify the daemon with this CA\n" \
+    "  --tls-cert PEM --tls-key PEM  TLS with a client certificate (a daemon with tls_client_ca)\n" \
     "  --supervisor NAME   supervisor to use (default: \"default\")\n" \
     "  --json              machine-readable output: one JSON object (one per line for watch)\n" \
     "  --deadline-ms MS    deadline of each RPC (default 10000)\n" \
@@ -413,7 +428,7 @@ static const char help_start[] =
     "  --node NODE          run on this node\n"
     "  --key KEY            placement key (default: the name)\n"
     "  --env K=V            environment variable (repeatable)\n"
-    "  --cwd DIR            working directory (default: the daemon's data dir)\n"
+    "  --cwd DIR            working directory (default: /)\n"
     "  --label K=V          label (repeatable)\n"
     "  --init TEXT          init bytes handed to the child in its Init frame\n"
     "  --protocol frames|none   frames (default) speaks the child frame protocol;\n"

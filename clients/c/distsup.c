@@ -1,6 +1,7 @@
 /* libdistsup: see distsup.h for the contract. */
 #include "distsup.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -23,6 +24,8 @@ struct ds_client {
     grpc_channel *channel;
     char *address;
     _Atomic uint32_t timeout_ms;
+    grpc_metadata auth; /* "authorization: Bearer TOKEN", sent with every call */
+    size_t n_md;        /* 1 with a token, else 0 */
 };
 
 #define SVC "/distsup.v1.Supervisor/"
@@ -153,6 +156,8 @@ static int rpc_unary(ds_client *c, const char *method, const ProtobufCMessage *r
     grpc_op ops[6];
     memset(ops, 0, sizeof ops);
     ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[0].data.send_initial_metadata.count = c->n_md;
+    ops[0].data.send_initial_metadata.metadata = c->n_md ? &c->auth : NULL;
     ops[1].op = GRPC_OP_SEND_MESSAGE;
     ops[1].data.send_message.send_message = send_bb;
     ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
@@ -228,6 +233,100 @@ static int wait_connected(grpc_channel *ch, uint32_t timeout_ms, ds_error *err, 
     return rc == DS_OK ? ok(err) : rc;
 }
 
+/* Reads a whole small file (a token or a PEM) into a new NUL-terminated string. */
+static char *read_small_file(const char *what, const char *path, ds_error *err, int *rc)
+{
+    FILE *f = fopen(path, "re");
+    if (f == NULL) {
+        *rc = fail(err, DS_INVALID_ARGUMENT, "%s %s: %s", what, path, strerror(errno));
+        return NULL;
+    }
+    size_t cap = 1 << 20;
+    char *buf = malloc(cap + 1);
+    if (buf == NULL) {
+        fclose(f);
+        *rc = oom(err);
+        return NULL;
+    }
+    size_t n = fread(buf, 1, cap + 1, f);
+    int bad = ferror(f);
+    fclose(f);
+    if (bad || n == 0 || n > cap) {
+        free(buf);
+        *rc = fail(err, DS_INVALID_ARGUMENT, "%s %s: %s", what, path,
+                   bad          ? "read error"
+                       : n == 0 ? "the file is empty"
+                                : "the file is larger than 1 MiB");
+        return NULL;
+    }
+    buf[n] = '\0';
+    return buf;
+}
+
+/* The token (from the option or its file) as "Bearer TOKEN" metadata. */
+static int set_token(ds_client *c, const ds_connect_options *opts, ds_error *err)
+{
+    char *owned = NULL;
+    const char *t = opts->token;
+    int rc = DS_OK;
+    if (empty(t) && !empty(opts->token_file)) {
+        if ((owned = read_small_file("token file", opts->token_file, err, &rc)) == NULL) return rc;
+        t = owned;
+    }
+    if (empty(t)) return DS_OK;
+    while (*t == ' ' || *t == '\t' || *t == '\n' || *t == '\r') t++;
+    size_t n = strlen(t);
+    while (n > 0 && (t[n - 1] == ' ' || t[n - 1] == '\t' || t[n - 1] == '\n' || t[n - 1] == '\r')) n--;
+    if (n == 0) {
+        free(owned);
+        return fail(err, DS_INVALID_ARGUMENT, "the token%s%s is empty", owned ? " file " : "",
+                    owned ? opts->token_file : "");
+    }
+    char *value = malloc(n + 8);
+    if (value == NULL) {
+        free(owned);
+        return oom(err);
+    }
+    memcpy(value, "Bearer ", 7);
+    memcpy(value + 7, t, n);
+    c->auth.key = grpc_slice_from_static_string("authorization");
+    c->auth.value = grpc_slice_from_copied_buffer(value, n + 7);
+    c->n_md = 1;
+    memset(value, 0, n + 7);
+    free(value);
+    if (owned) memset(owned, 0, strlen(owned));
+    free(owned);
+    return DS_OK;
+}
+
+/* Plaintext, or TLS with the given roots and client key pair. */
+static grpc_channel_credentials *make_creds(const ds_connect_options *opts, ds_error *err, int *rc)
+{
+    if (!opts || (!opts->tls && empty(opts->tls_ca_file) && empty(opts->tls_cert_file) && empty(opts->tls_key_file)))
+        return grpc_insecure_credentials_create();
+    if (empty(opts->tls_cert_file) != empty(opts->tls_key_file)) {
+        *rc = fail(err, DS_INVALID_ARGUMENT, "a client certificate needs both tls_cert_file and tls_key_file");
+        return NULL;
+    }
+    char *ca = NULL, *cert = NULL, *key = NULL;
+    grpc_channel_credentials *creds = NULL;
+    if (!empty(opts->tls_ca_file) && (ca = read_small_file("TLS CA file", opts->tls_ca_file, err, rc)) == NULL)
+        goto out;
+    if (!empty(opts->tls_cert_file) &&
+        ((cert = read_small_file("TLS certificate", opts->tls_cert_file, err, rc)) == NULL ||
+         (key = read_small_file("TLS key", opts->tls_key_file, err, rc)) == NULL))
+        goto out;
+    grpc_ssl_pem_key_cert_pair pair = {key, cert};
+    creds = grpc_ssl_credentials_create(ca, cert ? &pair : NULL, NULL, NULL);
+    if (creds == NULL) *rc = fail(err, DS_INVALID_ARGUMENT, "cannot make TLS credentials");
+out:
+    if (key) memset(key, 0, strlen(key));
+    free(ca);
+    free(cert);
+    free(key);
+    return creds;
+}
+
 int ds_connect(const char *address, const ds_connect_options *opts, ds_client **out, ds_error *err)
 {
     if (out == NULL) return fail(err, DS_INVALID_ARGUMENT, "ds_connect: out is NULL");
@@ -244,22 +343,37 @@ int ds_connect(const char *address, const ds_connect_options *opts, ds_client **
     atomic_init(&c->timeout_ms, t);
 
     grpc_init();
+    int rc = DS_OK;
+    if (opts && (rc = set_token(c, opts, err)) != DS_OK) {
+        free(c->address);
+        free(c);
+        grpc_shutdown();
+        return rc;
+    }
+    grpc_channel_credentials *creds = make_creds(opts, err, &rc);
+    if (creds == NULL) {
+        if (c->n_md) grpc_slice_unref(c->auth.value);
+        free(c->address);
+        free(c);
+        grpc_shutdown();
+        return rc;
+    }
     grpc_arg args[1];
     args[0].type = GRPC_ARG_STRING;
     args[0].key = (char *)GRPC_ARG_PRIMARY_USER_AGENT_STRING;
     args[0].value.string = (char *)"distsup-c/1";
     grpc_channel_args chargs = {.num_args = 1, .args = args};
-    grpc_channel_credentials *creds = grpc_insecure_credentials_create();
     c->channel = grpc_channel_create(address, creds, &chargs);
     grpc_channel_credentials_release(creds);
     if (c->channel == NULL) {
+        if (c->n_md) grpc_slice_unref(c->auth.value);
         free(c->address);
         free(c);
         grpc_shutdown();
         return fail(err, DS_INVALID_ARGUMENT, "cannot create a channel to %s", address);
     }
     if (opts && opts->wait_connected) {
-        int rc = wait_connected(c->channel, t, err, address);
+        rc = wait_connected(c->channel, t, err, address);
         if (rc != DS_OK) {
             ds_close(c);
             return rc;
@@ -273,6 +387,7 @@ void ds_close(ds_client *c)
 {
     if (c == NULL) return;
     grpc_channel_destroy(c->channel);
+    if (c->n_md) grpc_slice_unref(c->auth.value);
     free(c->address);
     free(c);
     grpc_shutdown();
@@ -1016,6 +1131,8 @@ int ds_watch(ds_client *c, const ds_watch_options *opts, ds_watch_fn fn, void *a
     grpc_op send_ops[3];
     memset(send_ops, 0, sizeof send_ops);
     send_ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    send_ops[0].data.send_initial_metadata.count = c->n_md;
+    send_ops[0].data.send_initial_metadata.metadata = c->n_md ? &c->auth : NULL;
     send_ops[1].op = GRPC_OP_SEND_MESSAGE;
     send_ops[1].data.send_message.send_message = send_bb;
     send_ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;

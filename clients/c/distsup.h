@@ -4,7 +4,8 @@
  * deps = ["//clients/c:distsup"]).
  *
  *   ds_client *c; ds_error err;
- *   if (ds_connect("127.0.0.1:50051", NULL, &c, &err) != DS_OK) { ... err.message ... }
+ *   ds_connect_options o = { .token_file = "/etc/distsup/api.token" };  // or NULL options
+ *   if (ds_connect("unix:/run/distsup/api.sock", &o, &c, &err) != DS_OK) { ... err.message ... }
  *   const char *argv[] = { "/usr/bin/sleep", "3600" };
  *   ds_child_spec spec = { .name = "sleeper", .argv = argv, .argc = 2,
  *                          .protocol = DS_PROTOCOL_NONE };
@@ -95,11 +96,26 @@ typedef struct ds_connect_options {
      * and fails with DS_UNAVAILABLE if it does not get there.  Zero (default):
      * connect lazily; the first RPC reports an unreachable daemon. */
     int wait_connected;
+    /* The daemon's API token (its --api-token-file): every RPC then carries the
+     * metadata "authorization: Bearer TOKEN".  token wins over token_file, a file
+     * whose content (surrounding whitespace dropped) is the token, read once here.
+     * NULL: no token.  The library reads no environment variable (distsupctl does). */
+    const char *token;
+    const char *token_file;
+    /* TLS (the daemon's tls_cert): non-zero, or any of the files below set, makes
+     * the channel TLS.  tls_ca_file: PEM roots that verify the daemon (NULL: gRPC's
+     * default roots).  tls_cert_file and tls_key_file: this client's certificate and
+     * key, for a daemon with tls_client_ca (mTLS). */
+    int tls;
+    const char *tls_ca_file;
+    const char *tls_cert_file;
+    const char *tls_key_file;
 } ds_connect_options;
 
 /* Opens a client for `address` ("HOST:PORT", "unix:/path", any gRPC target; NULL
  * means DS_DEFAULT_ADDRESS).  opts may be NULL.  On success *out is a client to
- * release with ds_close.  Calls grpc_init() (balanced by ds_close). */
+ * release with ds_close.  Calls grpc_init() (balanced by ds_close).  An unreadable or
+ * empty token file or TLS file fails with DS_INVALID_ARGUMENT and its name. */
 int ds_connect(const char *address, const ds_connect_options *opts, ds_client **out, ds_error *err);
 /* Closes the channel and frees the client.  NULL is fine. */
 void ds_close(ds_client *c);
@@ -147,9 +163,9 @@ typedef struct ds_child_spec {
     const char *const *argv; /* argv[0] is looked up in PATH when it has no '/';
                                 a relative path is resolved against cwd */
     size_t argc;
-    const ds_kv *env; /* added to the daemon's environment */
+    const ds_kv *env; /* added to the allowlisted environment (docs/security.md) */
     size_t n_env;
-    const char *cwd; /* default: the daemon's data dir */
+    const char *cwd; /* default: "/" */
     ds_restart restart;
     uint32_t shutdown_ms; /* SIGTERM, wait, SIGKILL; 0 = the default 5000 */
     int kill_immediately; /* non-zero: SIGKILL at once (brutal_kill) */

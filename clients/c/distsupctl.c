@@ -577,7 +577,19 @@ int main(int argc, char **argv)
 
     ds_client *c;
     ds_error err;
-    ds_connect_options copts = {.timeout_ms = o.deadline_ms};
+    /* the token: --token-file, else $DISTSUP_TOKEN, else the file $DISTSUP_TOKEN_FILE */
+    const char *env_token = getenv("DISTSUP_TOKEN");
+    const char *env_token_file = getenv("DISTSUP_TOKEN_FILE");
+    ds_connect_options copts = {
+        .timeout_ms = o.deadline_ms,
+        .token = o.token_file ? NULL : env_token,
+        .token_file = o.token_file    ? o.token_file
+            : env_token && *env_token ? NULL
+                                      : env_token_file,
+        .tls_ca_file = o.tls_ca,
+        .tls_cert_file = o.tls_cert,
+        .tls_key_file = o.tls_key,
+    };
     int rc;
     if (ds_connect(o.addr, &copts, &c, &err) != DS_OK) {
         rc = report(&o, &err);

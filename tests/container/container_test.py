@@ -6,13 +6,15 @@
 - Runtime stage: every COPY --from=build source exists in that output; every shared
   library the built binaries and strategies load (ldd) comes from a package the
   runtime stage installs or from one those depend on; the image's ENTRYPOINT + CMD
-  start the built daemon, and its HEALTHCHECK command reports healthy (exit 0), then
-  unhealthy once the daemon is gone; a non-root USER, a VOLUME for the data dir.
-- deploy/kubernetes: the YAML parses; the probes are gRPC probes on the port distsupd
-  listens on; ports, the headless Service, seeds and node names agree; every distsupd
-  flag used exists in `distsupd --help`.
+  start the built daemon (with the token file the image expects), its HEALTHCHECK
+  command reports healthy (exit 0) from the health listener without a token, then
+  unhealthy once the daemon is gone; the API refuses a client without the token; a non-root USER, a VOLUME for the data dir.
+- deploy/kubernetes: the YAML parses; the API listens on the pod's loopback with a
+  token from a Secret (copied 0600 by an init container; the app gets the same Secret);
+  the probes are gRPC probes on the health listener; ports, the headless Service, seeds
+  and node names agree; every distsupd flag used exists in `distsupd --help`.
 - deploy/systemd/distsupd.service: ExecStart's flags exist; the data dir is the
-  StateDirectory.
+  StateDirectory; the API is a 0660 unix socket of the service's group.
 
 The repo is found through this file's real path (Bazel's runfiles link into it)."""
 
@@ -338,7 +340,7 @@ class ContainerTest(unittest.TestCase):
         data_dir = entry[entry.index("--data-dir") + 1]
         self.assertEqual(json.loads(instrs["VOLUME"]), [data_dir])
         self.assertRegex(run, r"install -d -o %s\b.*%s" % (user, re.escape(data_dir)))
-        self.assertEqual(instrs["EXPOSE"].split(), ["50051", "50052"])
+        self.assertEqual(instrs["EXPOSE"].split(), ["50051", "50052", "8081"])
 
     def test_entrypoint_runs_and_healthcheck_works(self):
         out = self.built()
@@ -349,12 +351,26 @@ class ContainerTest(unittest.TestCase):
         # The image's paths, mapped onto the build output and a scratch dir.
         m = {"/usr/lib/distsup/strategies": os.path.join(out, "lib", "distsup", "strategies"),
              "/var/lib/distsup": os.path.join(self.workdir, "data")}
+        # The API token the image expects, as a 0600 file.
+        token_path = env["DISTSUP_TOKEN_FILE"]
+        token = os.path.join(self.workdir, "api.token")
+        with open(token, "w") as f:
+            f.write("container-test-token\n")
+        os.chmod(token, 0o600)
+        m[token_path] = token
         argv = [os.path.join(out, "bin", "distsupd")] + [m.get(a, a) for a in argv[1:]]
+        # The API is reachable from outside the container, so it needs the token ...
         listen = argv[argv.index("--listen") + 1]
         self.assertEqual(listen, "0.0.0.0:50051")
+        self.assertEqual(argv[argv.index("--api-token-file") + 1], token)
         self.assertEqual(env["DISTSUP_ADDR"], "127.0.0.1:50051")
-        # Here: loopback, a free port (50051 may be in use on this machine).
+        # ... and health is served without it on its own listener.
+        health = argv[argv.index("--health-listen") + 1]
+        self.assertEqual(health, "0.0.0.0:8081")
+        # Here: loopback, free ports (50051 and 8081 may be in use on this machine).
+        hport = h.free_port()
         argv[argv.index("--listen") + 1] = "127.0.0.1:0"
+        argv[argv.index("--health-listen") + 1] = "127.0.0.1:%d" % hport
         port_file = os.path.join(self.workdir, "port")
         log = open(os.path.join(self.workdir, "daemon.log"), "wb")
         p = subprocess.Popen(argv + ["--port-file", port_file], stdout=log, stderr=log)
@@ -366,13 +382,19 @@ class ContainerTest(unittest.TestCase):
         cmd = exec_form(hc[hc.index("CMD") + 3:])
         self.assertEqual(cmd[0], "distsupctl")
         cmd[0] = os.path.join(out, "bin", "distsupctl")
-        henv = dict(os.environ, DISTSUP_ADDR="127.0.0.1:%s" % port)
+        self.assertEqual(cmd[cmd.index("--addr") + 1], "127.0.0.1:8081")  # the health listener
+        cmd[cmd.index("--addr") + 1] = "127.0.0.1:%d" % hport
+        henv = {k: v for k, v in os.environ.items() if not k.startswith("DISTSUP_")}  # no token needed
         r = subprocess.run(cmd, env=henv, capture_output=True, text=True, timeout=30)
         self.assertEqual((r.returncode, r.stdout), (0, "SERVING\n"), r.stderr)
-        # A started child proves the strategies dir and data dir work too.
+        # Without the token the API refuses; with the image's DISTSUP_TOKEN_FILE it serves,
+        # and a started child proves the strategies dir and data dir work too.
         ctl = [cmd[0], "--addr", "127.0.0.1:%s" % port]
-        r = subprocess.run(ctl + ["start", "s", "--protocol", "none", "--kill-immediately", "--",
-                                  "sleep", "30"], capture_output=True, text=True, timeout=30)
+        start = ctl + ["start", "s", "--protocol", "none", "--kill-immediately", "--", "sleep", "30"]
+        r = subprocess.run(start, env=henv, capture_output=True, text=True, timeout=30)
+        self.assertEqual(r.returncode, 10 + 16, r.stderr)  # UNAUTHENTICATED
+        r = subprocess.run(start, env=dict(henv, DISTSUP_TOKEN_FILE=token), capture_output=True, text=True,
+                           timeout=30)
         self.assertEqual(r.returncode, 0, r.stderr)
         p.send_signal(signal.SIGTERM)
         self.assertEqual(p.wait(20), 0)
@@ -416,17 +438,37 @@ class ContainerTest(unittest.TestCase):
             self.assertIn(k, flags, "%s: distsupd has no flag %s" % (where, k))
             opts[k] = v
         ports = {p["name"]: p["containerPort"] for p in d["ports"]}
+        # The API: on the pod's loopback only (the app shares it), with a token ...
         grpc_port = int(opts["--listen"].rsplit(":", 1)[1])
-        self.assertEqual(opts["--listen"].rsplit(":", 1)[0], "0.0.0.0")  # probes use the pod IP
+        self.assertEqual(opts["--listen"].rsplit(":", 1)[0], "127.0.0.1", where)
         self.assertEqual(grpc_port, default_port)
-        self.assertEqual(ports["grpc"], grpc_port)
+        self.assertNotIn("grpc", ports, "%s: the API port is not for the pod's network" % where)
+        token_file = opts["--api-token-file"]
+        self.assertNotIn("--insecure-api", opts)
+        # ... and the probes on the health listener, which the kubelet reaches on the pod IP.
+        self.assertEqual(opts["--health-listen"].rsplit(":", 1)[0], "0.0.0.0", where)
+        health_port = int(opts["--health-listen"].rsplit(":", 1)[1])
+        self.assertEqual(ports["health"], health_port)
         for probe in ("livenessProbe", "readinessProbe"):
             self.assertIn(probe, d, where)
             g = d[probe].get("grpc")
             self.assertIsNotNone(g, "%s: %s is not a gRPC probe" % (where, probe))
             port = g["port"]
-            self.assertEqual(ports.get(port, port), grpc_port, "%s: %s port" % (where, probe))
+            self.assertEqual(ports.get(port, port), health_port, "%s: %s port" % (where, probe))
             self.assertEqual(g.get("service", ""), "")  # distsupd's whole-server status
+        # The token file: made 0600 by an init container from the Secret the app reads.
+        inits = pod_spec.get("initContainers", [])
+        made = [c for c in inits if re.search(r"install -m 0600 \S+ %s\b" % re.escape(token_file),
+                                              " ".join(c.get("command", [])))]
+        self.assertEqual(len(made), 1, "%s: no init container writes %s with mode 0600" % (where, token_file))
+        vols = {v["name"]: v for v in pod_spec["volumes"]}
+        src_mount = re.search(r"install -m 0600 (\S+) %s" % re.escape(token_file),
+                              " ".join(made[0]["command"])).group(1)
+        secret_vol = [m["name"] for m in made[0]["volumeMounts"] if src_mount.startswith(m["mountPath"] + "/")]
+        self.assertEqual(len(secret_vol), 1, where)
+        token_secret = vols[secret_vol[0]]["secret"]["secretName"]
+        self.assertTrue(any(token_file.startswith(m["mountPath"] + "/") for m in d.get("volumeMounts", [])),
+                        "%s: %s is not on a volume of the distsupd container" % (where, token_file))
         env_names = {e["name"] for e in d.get("env", [])}
         for a in args:
             for var in re.findall(r"\$\(([A-Z_]+)\)", a):
@@ -434,8 +476,10 @@ class ContainerTest(unittest.TestCase):
         apps = [c for n, c in cs.items() if n != "distsupd"]
         self.assertTrue(apps, "%s: no app container beside the sidecar" % where)
         for c in apps:
-            env = {e["name"]: e.get("value") for e in c.get("env", [])}
-            self.assertEqual(env.get("DISTSUP_ADDR"), "127.0.0.1:%d" % grpc_port, where)
+            env = {e["name"]: e for e in c.get("env", [])}
+            self.assertEqual(env["DISTSUP_ADDR"].get("value"), "127.0.0.1:%d" % grpc_port, where)
+            ref = env["DISTSUP_TOKEN"]["valueFrom"]["secretKeyRef"]
+            self.assertEqual(ref["name"], token_secret, "%s: the app's token is another Secret" % where)
         mounts = {m["mountPath"] for m in d.get("volumeMounts", [])}
         self.assertIn("/var/lib/distsup", mounts, "%s: the data dir is not a volume" % where)
         return opts, ports
@@ -513,7 +557,10 @@ class ContainerTest(unittest.TestCase):
                 self.assertIn(w, flags, "distsupd has no flag %s" % w)
         self.assertEqual(words[words.index("--data-dir") + 1],
                          "/var/lib/" + svc["StateDirectory"][0])
-        self.assertEqual(words[words.index("--listen") + 1], "127.0.0.1:%d" % default_port)
+        # The API: a unix socket in the RuntimeDirectory, for the service's group only.
+        self.assertEqual(words[words.index("--listen") + 1], "unix:/run/%s/api.sock" % svc["RuntimeDirectory"][0])
+        self.assertEqual(words[words.index("--api-socket-mode") + 1], "0660")
+        self.assertEqual([words[words.index("--api-socket-group") + 1]], svc["Group"])
         self.assertEqual(svc["User"], ["distsup"])
         self.assertIn("multi-user.target", sections["Install"]["WantedBy"][0])
         sysusers = open(os.path.join(REPO, "deploy", "systemd", "distsup.sysusers")).read()

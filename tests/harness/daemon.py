@@ -91,6 +91,44 @@ def free_port():
     return free_ports(1)[0]
 
 
+def make_pki(workdir):
+    """Certificates for TLS tests, made with the openssl CLI in workdir/pki: a CA
+    (ca.pem, ca.key), a server certificate for 127.0.0.1 and localhost (server.pem,
+    server.key), a client certificate of that CA (client.pem, client.key), and one
+    of another CA (evil-client.pem, evil-client.key, from evil-ca.pem).  Returns a
+    function from a file name to its path."""
+    pki = os.path.join(workdir, "pki")
+    os.mkdir(pki)
+
+    def ossl(*args):
+        subprocess.run(["openssl"] + list(args), cwd=pki, check=True, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.PIPE)
+
+    for ca in ("ca", "evil-ca"):
+        ossl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=%s" % ca,
+             "-keyout", ca + ".key", "-out", ca + ".pem")
+    with open(os.path.join(pki, "server.ext"), "w") as f:
+        f.write("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    with open(os.path.join(pki, "client.ext"), "w") as f:
+        f.write("extendedKeyUsage=clientAuth\n")
+    for name, ca, ext in (("server", "ca", "server.ext"), ("client", "ca", "client.ext"),
+                          ("evil-client", "evil-ca", "client.ext")):
+        ossl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=%s" % name, "-keyout", name + ".key",
+             "-out", name + ".csr")
+        ossl("x509", "-req", "-in", name + ".csr", "-CA", ca + ".pem", "-CAkey", ca + ".key",
+             "-CAcreateserial", "-days", "2", "-extfile", ext, "-out", name + ".pem")
+    return lambda name: os.path.join(pki, name)
+
+
+def write_token(workdir, token, name="api.token", mode=0o600):
+    """A token file for --api-token-file (mode 0600 unless told)."""
+    path = os.path.join(workdir, name)
+    with open(path, "w") as f:
+        f.write(token + "\n")
+    os.chmod(path, mode)
+    return path
+
+
 class Daemon:
     """One distsupd listening on 127.0.0.1, port 0 (read back from its --port-file).
 
@@ -141,6 +179,11 @@ class Daemon:
             try:
                 with open(self.port_file) as f:
                     words = f.read().split()
+                if words and words[0].startswith("unix:"):  # listen = unix:PATH
+                    self.unix_address = words[0]
+                    self.port = 0
+                    self.started()
+                    return self
                 if words:
                     self.port = int(words[0])  # a second line is the peer port (cluster mode)
                     self.started()
@@ -153,9 +196,11 @@ class Daemon:
     def started(self):
         """Called once the daemon serves (its port is known); for subclasses."""
 
+    unix_address = None  # "unix:/PATH" when the daemon listens on a unix socket
+
     @property
     def addr(self):
-        return "127.0.0.1:%d" % self.port
+        return self.unix_address or "127.0.0.1:%d" % self.port
 
     @property
     def node(self):

@@ -34,7 +34,7 @@ class Daemon(daemon.Daemon):
         self.stub = None
 
     def started(self):
-        self.channel = grpc.insecure_channel("%s:%d" % (self.host, self.port))
+        self.channel = grpc.insecure_channel(self.unix_address or "%s:%d" % (self.host, self.port))
         self.stub = pbg.SupervisorStub(self.channel)
 
     def stop(self, *args, **kw):

@@ -722,7 +722,7 @@ class ChildProtocolTest(DaemonTest):
         got = json.loads(self.call(d, "envy", b"env?"))
         self.assertEqual(got["env"], {"DISTSUP_NAME": "envy", "DISTSUP_SUPERVISOR": "default",
                                       "DISTSUP_NODE": "envnode@test", "DISTSUP_ID": c.id, "SPEC_VAR": "x=y"})
-        self.assertEqual(got["cwd"], os.path.realpath(d.data_dir))  # default cwd: the data dir
+        self.assertEqual(got["cwd"], "/")  # default cwd: "/", never the data dir (docs/security.md)
         # a restart is a new incarnation: new id, same name
         self.assertCode(SC.UNAVAILABLE, self.call, d, "envy", b"crash")
         c2 = wait_for(lambda: (lambda x: x if x.state == pb.RUNNING and x.id != c.id else None)(

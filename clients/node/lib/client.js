@@ -2,6 +2,7 @@
 // The distsup Node client: promises over @grpc/grpc-js, the .proto files loaded at run
 // time with @grpc/proto-loader.  Times are milliseconds; payloads are Buffer,
 // Uint8Array or string (sent as UTF-8); replies are Buffers.
+const fs = require('fs');
 const path = require('path');
 const grpc = require('@grpc/grpc-js');
 const protoLoader = require('@grpc/proto-loader');
@@ -183,20 +184,71 @@ class Watch {
   }
 }
 
+function readFile(file, what) {
+  try {
+    return fs.readFileSync(file);
+  } catch (e) {
+    throw new TypeError(`cannot read ${what} ${file}: ${e.message}`);
+  }
+}
+
+// The API token: opts.token, else opts.tokenFile's content, else $DISTSUP_TOKEN, else
+// the content of the file $DISTSUP_TOKEN_FILE; null when there is none.
+function apiToken(opts) {
+  let { token, tokenFile } = opts;
+  if (!token && !tokenFile) {
+    token = process.env.DISTSUP_TOKEN || null;
+    if (!token) tokenFile = process.env.DISTSUP_TOKEN_FILE || null;
+  }
+  if (!token && tokenFile) {
+    token = readFile(tokenFile, 'token file').toString('utf8').trim();
+    if (!token) throw new TypeError(`token file ${tokenFile} is empty`);
+  }
+  return token ? String(token).trim() : null;
+}
+
+function credentials(opts) {
+  if (!opts.tls && !opts.tlsCaFile && !opts.tlsCertFile && !opts.tlsKeyFile) {
+    return grpc.credentials.createInsecure();
+  }
+  if (!opts.tlsCertFile !== !opts.tlsKeyFile) {
+    throw new TypeError('a client certificate needs both tlsCertFile and tlsKeyFile');
+  }
+  return grpc.credentials.createSsl(
+    opts.tlsCaFile ? readFile(opts.tlsCaFile, 'TLS CA file') : null,
+    opts.tlsKeyFile ? readFile(opts.tlsKeyFile, 'TLS key') : null,
+    opts.tlsCertFile ? readFile(opts.tlsCertFile, 'TLS certificate') : null,
+  );
+}
+
 class Supervisor {
   /**
-   * @param {string} [address] "HOST:PORT"; default $DISTSUP_ADDR, else 127.0.0.1:50051
+   * @param {string} [address] "HOST:PORT" or "unix:/PATH"; default $DISTSUP_ADDR, else
+   *   127.0.0.1:50051
    * @param {object} [opts] supervisor: the named supervisor to use ("" = default);
-   *   timeout: each RPC's deadline in ms (call() adds the child's own timeout).
+   *   timeout: each RPC's deadline in ms (call() adds the child's own timeout);
+   *   token / tokenFile: the daemon's API token (its --api-token-file), sent with every
+   *   call as "authorization: Bearer TOKEN" (default: $DISTSUP_TOKEN, else the file
+   *   $DISTSUP_TOKEN_FILE);
+   *   tls: connect with TLS (implied by any file below); tlsCaFile verifies the daemon
+   *   (default: Node's roots); tlsCertFile and tlsKeyFile: this client's certificate,
+   *   for a daemon with tls_client_ca (mTLS).
    */
   constructor(address, opts = {}) {
     this.address = address || process.env.DISTSUP_ADDR || DEFAULT_ADDRESS;
     this.supervisor = opts.supervisor || '';
     this.timeout = opts.timeout || DEFAULT_TIMEOUT_MS;
+    const token = apiToken(opts);
+    this._metadata = new grpc.Metadata();
+    if (token) this._metadata.set('authorization', `Bearer ${token}`);
     const { Service } = api();
-    this.client = new Service(this.address, grpc.credentials.createInsecure(), {
+    this.client = new Service(this.address, credentials(opts), {
       'grpc.primary_user_agent': 'distsup-node/1',
     });
+  }
+
+  _md() {
+    return this._metadata.clone();
   }
 
   close() {
@@ -210,7 +262,7 @@ class Supervisor {
   _unary(method, req, timeoutMs) {
     const deadline = new Date(Date.now() + (timeoutMs || this.timeout));
     return new Promise((resolve, reject) => {
-      this.client[method](req, { deadline }, (err, resp) => {
+      this.client[method](req, this._md(), { deadline }, (err, resp) => {
         if (err) reject(fromGrpcError(err));
         else resolve(resp);
       });
@@ -333,7 +385,7 @@ class Supervisor {
     const deadline = new Date(Date.now() + (opts.timeout || this.timeout));
     return new Promise((resolve, reject) => {
       this.client.makeUnaryRequest('/grpc.health.v1.Health/Check', encodeHealthRequest,
-        decodeHealthResponse, service, new grpc.Metadata(), { deadline }, (err, s) => {
+        decodeHealthResponse, service, this._md(), { deadline }, (err, s) => {
           if (err) reject(fromGrpcError(err));
           else resolve(s);
         });
@@ -354,7 +406,7 @@ class Supervisor {
     };
     if (opts.cluster) req.cluster = true;
     const callOpts = opts.timeout ? { deadline: new Date(Date.now() + opts.timeout) } : {};
-    const w = new Watch(this.client.Watch(req, callOpts));
+    const w = new Watch(this.client.Watch(req, this._md(), callOpts));
     await w.opened;
     return w;
   }

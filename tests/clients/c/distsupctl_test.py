@@ -7,9 +7,11 @@ import json
 import os
 import re
 import select
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
@@ -358,6 +360,62 @@ class CtlTest(h.DaemonTest):
         self.assertEqual(r.rc, 14, r)
         r = self.ctl("watch", "--cluster", "--timeout-ms", "300")  # accepted, single node too
         self.assertEqual(r.rc, 14, r)
+
+
+
+class CtlSecurityTest(h.DaemonTest):
+    """distsupctl against a daemon with a token, on a unix socket, and with TLS/mTLS."""
+
+    TOKEN = "ctl-T0ken.42"
+
+    def ctl(self, *args, env=None):
+        e = {k: v for k, v in os.environ.items() if not k.startswith("DISTSUP_")}
+        e.update(env or {})
+        r = subprocess.run([h.DISTSUPCTL] + list(args), capture_output=True, env=e, timeout=30)
+        return Result(r.returncode, r.stdout.decode(), r.stderr.decode())
+
+    def test_token_from_flag_and_environment(self):
+        tok = h.daemon.write_token(self.workdir, self.TOKEN)
+        d = self.daemon(args=["--api-token-file", tok])
+        r = self.ctl("--addr", d.addr, "ls")
+        self.assertEqual(r.rc, 10 + 16, r)  # UNAUTHENTICATED
+        self.assertIn("authorization", r.err)
+        self.assertEqual(self.ctl("--addr", d.addr, "--token-file", tok, "ls").rc, 0)
+        self.assertEqual(self.ctl("--addr", d.addr, "ls", env={"DISTSUP_TOKEN": self.TOKEN}).rc, 0)
+        self.assertEqual(self.ctl("--addr", d.addr, "ls", env={"DISTSUP_TOKEN_FILE": tok}).rc, 0)
+        bad = h.daemon.write_token(self.workdir, "wrong", name="bad.token")
+        r = self.ctl("--addr", d.addr, "--token-file", bad, "ls", env={"DISTSUP_TOKEN": self.TOKEN})
+        self.assertEqual(r.rc, 26, r)  # the flag wins over the environment
+        self.assertIn("invalid bearer token", r.err)
+        r = self.ctl("--addr", d.addr, "--token-file", os.path.join(self.workdir, "missing"), "ls")
+        self.assertEqual(r.rc, 10 + 3, r)
+        self.assertIn("missing", r.err)
+        r = self.ctl("--addr", d.addr, "--token-file", tok, "start", "t1", "--protocol", "none", "--",
+                     "/bin/sleep", "60")
+        self.assertEqual(r.rc, 0, r)
+
+    def test_unix_socket_address(self):
+        sockdir = tempfile.mkdtemp(prefix="ds-", dir="/tmp")
+        self.addCleanup(shutil.rmtree, sockdir, True)
+        d = self.daemon(args=["--listen", "unix:" + os.path.join(sockdir, "api.sock")])
+        self.assertTrue(d.addr.startswith("unix:/"))
+        r = self.ctl("--addr", d.addr, "--json", "nodes")
+        self.assertEqual(r.rc, 0, r)
+        self.assertEqual(r.json()["nodes"][0]["address"], d.addr)
+        self.assertEqual(self.ctl("health", env={"DISTSUP_ADDR": d.addr}).rc, 0)
+
+    def test_tls_and_mtls(self):
+        P = h.daemon.make_pki(self.workdir)
+        d = self.daemon(args=["--tls-cert", P("server.pem"), "--tls-key", P("server.key"),
+                              "--tls-client-ca", P("ca.pem")])
+        self.assertNotEqual(self.ctl("--addr", d.addr, "ls").rc, 0)  # plaintext
+        self.assertNotEqual(self.ctl("--addr", d.addr, "--tls-ca", P("ca.pem"), "ls").rc, 0)  # no client cert
+        r = self.ctl("--addr", d.addr, "--tls-ca", P("ca.pem"), "--tls-cert", P("evil-client.pem"), "--tls-key",
+                     P("evil-client.key"), "ls")
+        self.assertNotEqual(r.rc, 0, r)
+        r = self.ctl("--addr", d.addr, "--tls-ca", P("ca.pem"), "--tls-cert", P("client.pem"), "--tls-key",
+                     P("client.key"), "health")
+        self.assertEqual(r.rc, 0, r)
 
 
 h.main() if __name__ == "__main__" else None

@@ -389,3 +389,93 @@ describe('the packed package', () => {
     }
   });
 });
+
+describe('security: token, unix socket, TLS and mTLS', () => {
+  const TOKEN = 'node-T0ken=42';
+  const dirs = [];
+  const daemons = [];
+  const clients = [];
+  const scratch = (prefix, base) => {
+    const dir = fs.mkdtempSync(path.join(base || h.tmpdir('distsup-node-sec-'), prefix));
+    dirs.push(dir);
+    return dir;
+  };
+  const client = (addr, opts = {}) => {
+    const s = new Supervisor(addr, { timeout: 10000, ...opts });
+    clients.push(s);
+    return s;
+  };
+  const daemon = async (args) => {
+    const dd = await new h.Daemon('sec', args).start();
+    daemons.push(dd);
+    return dd;
+  };
+  after(async () => {
+    for (const s of clients) s.close();
+    for (const dd of daemons) await dd.stop();
+    for (const dir of dirs) fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('sends the token from opts, a file or the environment, Watch included', { timeout: 30000 }, async () => {
+    const dir = scratch('tok-');
+    const tok = path.join(dir, 'api.token');
+    fs.writeFileSync(tok, `${TOKEN}\n`, { mode: 0o600 });
+    const dd = await daemon(['--api-token-file', tok]);
+    const saved = { t: process.env.DISTSUP_TOKEN, f: process.env.DISTSUP_TOKEN_FILE };
+    delete process.env.DISTSUP_TOKEN;
+    delete process.env.DISTSUP_TOKEN_FILE;
+    try {
+      await rejectsWith(client(dd.addr).children(), distsup.Unauthenticated, /authorization/);
+      await rejectsWith(client(dd.addr, { token: 'wrong' }).children(), distsup.Unauthenticated,
+        /invalid bearer token/);
+      assert.equal(await client(dd.addr, { token: TOKEN }).health(), 'SERVING');
+      const s = client(dd.addr, { tokenFile: tok });
+      const w = await s.watch({ timeout: 10000 });
+      await s.startChild('nt', ['/bin/sleep', '60'], { protocol: 'none' });
+      assert.equal((await nextEvent(w[Symbol.asyncIterator](), 'nt start')).name, 'nt');
+      w.cancel();
+      process.env.DISTSUP_TOKEN = TOKEN;
+      assert.equal((await client(dd.addr).children()).length, 1);
+      delete process.env.DISTSUP_TOKEN;
+      process.env.DISTSUP_TOKEN_FILE = tok;
+      assert.equal((await client(dd.addr).children()).length, 1);
+      assert.throws(() => client(dd.addr, { tokenFile: path.join(dir, 'missing') }), TypeError);
+    } finally {
+      for (const [k, v] of [['DISTSUP_TOKEN', saved.t], ['DISTSUP_TOKEN_FILE', saved.f]]) {
+        if (v === undefined) delete process.env[k];
+        else process.env[k] = v;
+      }
+    }
+  });
+
+  it('reaches a daemon on a unix socket', { timeout: 30000 }, async () => {
+    const dir = scratch('ds-', '/tmp');
+    const dd = await daemon(['--listen', `unix:${path.join(dir, 'api.sock')}`]);
+    assert.match(dd.addr, /^unix:\//);
+    const s = client(dd.addr);
+    assert.equal((await s.nodes())[0].address, dd.addr);
+    assert.equal((await s.startChild('nu', ['/bin/sleep', '60'], { protocol: 'none' })).name, 'nu');
+  });
+
+  it('speaks TLS, with a client certificate under mTLS', { timeout: 60000 }, async () => {
+    const dir = scratch('pki-');
+    const ossl = (...args) => execFileSync('openssl', args, { cwd: dir, stdio: 'ignore' });
+    ossl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', '/CN=ca',
+      '-keyout', 'ca.key', '-out', 'ca.pem');
+    fs.writeFileSync(path.join(dir, 'server.ext'), 'subjectAltName=IP:127.0.0.1,DNS:localhost\n');
+    fs.writeFileSync(path.join(dir, 'client.ext'), 'extendedKeyUsage=clientAuth\n');
+    for (const [name, ext] of [['server', 'server.ext'], ['client', 'client.ext']]) {
+      ossl('req', '-newkey', 'rsa:2048', '-nodes', '-subj', `/CN=${name}`, '-keyout', `${name}.key`,
+        '-out', `${name}.csr`);
+      ossl('x509', '-req', '-in', `${name}.csr`, '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial',
+        '-days', '2', '-extfile', ext, '-out', `${name}.pem`);
+    }
+    const P = (n) => path.join(dir, n);
+    const dd = await daemon(['--tls-cert', P('server.pem'), '--tls-key', P('server.key'),
+      '--tls-client-ca', P('ca.pem')]);
+    await rejectsWith(client(dd.addr, { timeout: 3000, tlsCaFile: P('ca.pem') }).children(), Unavailable);
+    const s = client(dd.addr, { tlsCaFile: P('ca.pem'), tlsCertFile: P('client.pem'), tlsKeyFile: P('client.key') });
+    assert.equal(await s.health(), 'SERVING');
+    assert.throws(() => client(dd.addr, { tlsCertFile: P('client.pem') }), TypeError);
+  });
+});

@@ -64,8 +64,9 @@ function track(child) {
 }
 
 class Daemon {
-  constructor(name = 'd') {
+  constructor(name = 'd', args = []) {
     this.name = name;
+    this.args = args;
     this.dir = tmpdir('distsup-node-test-');
     this.portFile = path.join(this.dir, 'port');
     this.logPath = path.join(this.dir, 'daemon.log');
@@ -77,6 +78,7 @@ class Daemon {
     this.proc = track(spawn(paths.distsupd, [
       '--listen', '127.0.0.1:0', '--port-file', this.portFile, '--data-dir',
       path.join(this.dir, 'data'), '--node-name', this.node, '--log-level', 'debug',
+      ...this.args,
     ], { stdio: ['ignore', log, log] }));
     fs.closeSync(log);
     let exited = null;
@@ -85,11 +87,12 @@ class Daemon {
       if (exited) throw new Error(`distsupd ${exited}:\n${this.log()}`);
       try {
         const t = fs.readFileSync(this.portFile, 'utf8').trim();
-        if (t) this.port = Number(t);
+        if (t.startsWith('unix:')) this.unixAddr = t.split('\n')[0]; // listen unix:PATH
+        else if (t) this.port = Number(t);
       } catch (e) { /* not yet */ }
-      return this.port;
+      return this.port || this.unixAddr;
     }, timeoutMs, 'distsupd to write its port');
-    this.addr = `127.0.0.1:${this.port}`;
+    this.addr = this.unixAddr || `127.0.0.1:${this.port}`;
     return this;
   }
 

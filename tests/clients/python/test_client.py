@@ -2,7 +2,9 @@
 with real children: the C counter and the Python counter (distsup.worker)."""
 
 import os
+import shutil
 import sys
+import tempfile
 import threading
 import time
 
@@ -287,5 +289,76 @@ class PythonWorkerTest(h.DaemonTest):
                          ("inl@%s:hello,info:ping" % self.d.node).encode())
         self.assertEqual(self.sup.whereis("inl").restarts, 0)
 
+
+
+class SecurityClientTest(h.DaemonTest):
+    """token=, token_file=, the environment's token, unix: targets and TLS/mTLS."""
+
+    TOKEN = "py-T0ken/42"
+
+    def setUp(self):
+        super().setUp()
+        self.saved = {k: os.environ.pop(k) for k in ("DISTSUP_TOKEN", "DISTSUP_TOKEN_FILE", "DISTSUP_ADDR")
+                      if k in os.environ}
+        self.addCleanup(self.restore_env)
+
+    def restore_env(self):
+        for k in ("DISTSUP_TOKEN", "DISTSUP_TOKEN_FILE"):
+            os.environ.pop(k, None)
+        os.environ.update(self.saved)
+
+    def client(self, *args, **kw):
+        kw.setdefault("timeout", 10)
+        s = Supervisor(*args, **kw)
+        self.addCleanup(s.close)
+        return s
+
+    def test_token_argument_file_and_environment(self):
+        tok = h.daemon.write_token(self.workdir, self.TOKEN)
+        d = self.daemon(args=["--api-token-file", tok])
+        with self.assertRaises(distsup.Unauthenticated) as cm:
+            self.client(d.addr).start_child("x", ["/bin/sleep", "60"], protocol="none")
+        self.assertIn("authorization", str(cm.exception))
+        with self.assertRaises(distsup.Unauthenticated):
+            self.client(d.addr, token="wrong").children()
+        self.assertEqual(self.client(d.addr, token=self.TOKEN).health(), "SERVING")
+        s = self.client(d.addr, token_file=tok)
+        s.start_child("x", ["/bin/sleep", "60"], protocol="none")
+        w = s.watch(timeout=10)  # the stream carries the token too
+        s.terminate_child("x")
+        self.assertEqual(next_event(w, "x's stop").name, "x")
+        w.cancel()
+        os.environ["DISTSUP_TOKEN"] = self.TOKEN
+        self.assertEqual(len(self.client(d.addr).children()), 0)
+        del os.environ["DISTSUP_TOKEN"]
+        os.environ["DISTSUP_TOKEN_FILE"] = tok
+        self.assertEqual(len(self.client(d.addr).children()), 0)
+        with self.assertRaises(ValueError):
+            self.client(d.addr, token_file=os.path.join(self.workdir, "missing"))
+
+    def test_unix_target(self):
+        sockdir = tempfile.mkdtemp(prefix="ds-", dir="/tmp")
+        self.addCleanup(shutil.rmtree, sockdir, True)
+        d = self.daemon(args=["--listen", "unix:" + os.path.join(sockdir, "api.sock")])
+        s = self.client(d.addr)
+        self.assertEqual(s.nodes()[0].address, d.addr)
+        self.assertEqual(s.start_child("u", ["/bin/sleep", "60"], protocol="none").name, "u")
+
+    def test_tls_and_mtls(self):
+        P = h.daemon.make_pki(self.workdir)
+        d = self.daemon(args=["--tls-cert", P("server.pem"), "--tls-key", P("server.key"),
+                              "--tls-client-ca", P("ca.pem")])
+        with self.assertRaises(Unavailable):
+            self.client(d.addr, timeout=3).children()
+        with self.assertRaises(Unavailable):
+            self.client(d.addr, tls_ca_file=P("ca.pem")).children()
+        with self.assertRaises(Unavailable):
+            self.client(d.addr, tls_ca_file=P("ca.pem"), tls_cert_file=P("evil-client.pem"),
+                        tls_key_file=P("evil-client.key")).children()
+        s = self.client(d.addr, tls_ca_file=P("ca.pem"), tls_cert_file=P("client.pem"),
+                        tls_key_file=P("client.key"))
+        self.assertEqual(s.health(), "SERVING")
+        with self.assertRaises(ValueError):
+            self.client(d.addr, tls_cert_file=P("client.pem"))
 
 h.main() if __name__ == "__main__" else None
