@@ -9,6 +9,12 @@
 
 typedef void (*answer_fn)(void *arg, int code, const char *message, const ProtobufCMessage *reply);
 
+/* Internal, never a client's answer: the child is moving, or has just moved, or its
+ * node is down and it is being re-homed; the request is to be asked again
+ * (sidecar/requests.c holds it until its deadline).  Travels between nodes in
+ * ForwardReply.code. */
+#define ANSWER_MOVED 100
+
 /* Answers with an error; the message is formatted (at most 1 KiB). */
 void answer_fail(answer_fn done, void *arg, int code, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 

@@ -208,6 +208,7 @@ static void on_tick(void *arg)
             busy |= sv_tick(&c->sv, ch, now);
         }
     if (expire_forwards(c, now)) busy = 1;
+    if (requests_tick(c, now)) busy = 1;
     if (c->peer) {
         if (!c->synced && c->quorum && !c->leaving && !c->shutting_down) {
             maybe_finish_sync(c);
@@ -279,6 +280,7 @@ static void *reactor(void *arg)
     }
     loop_close_queue(c->loop); /* answers whatever raced in: UNAVAILABLE */
     fail_forwards(c, NULL, "is unreachable: the daemon is shutting down");
+    requests_fail_held(c);
     bury(c);
     store_flush(c->store);
     return NULL;

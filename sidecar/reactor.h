@@ -38,6 +38,7 @@
 #include "sidecar/supervise.h"
 
 #define REQ_LOCAL 1u /* a request from another node: run it here, never forward it again */
+#define REQ_HELD 2u  /* a held request asked again (requests.c): its answer goes back to the hold */
 
 struct reservation {
     struct reservation *next;
@@ -123,6 +124,7 @@ struct core {
     uint64_t rebalance_at; /* 0: none due */
     uint64_t reconcile_at; /* 0: none due */
     int reconcile_posted;  /* a continuation of reconcile is queued */
+    struct held *held;     /* messages to moving children, to ask again (requests.c) */
     uint64_t regained_at;  /* quorum came back then: the nodes still down get time to reappear */
     int lost_quorum;       /* it had quorum and lost it at least once */
 };

@@ -436,11 +436,6 @@ static int can_message(struct core *c, struct child *ch, size_t len, int is_call
                     "child '%s' has protocol NONE: it takes no calls, casts or messages", ch->name);
         return -1;
     }
-    if (ch->moving_to) {
-        answer_fail(done, arg, GRPC_STATUS_UNAVAILABLE, "child '%s' is moving to node %s; try again shortly", ch->name,
-                    ch->moving_to);
-        return -1;
-    }
     switch (sv_api_state(ch)) {
     case DISTSUP__V1__CHILD_STATE__FAILED:
         answer_fail(done, arg, GRPC_STATUS_FAILED_PRECONDITION,
@@ -472,6 +467,170 @@ static int can_message(struct core *c, struct child *ch, size_t len, int is_call
     return 0;
 }
 
+/* ---------- messages to a child that moves ----------
+ *
+ * A Call, Cast or Send to a child that is moving (rebalancing, pinning home, a
+ * graceful leave), that has just moved (the node asked has not heard yet), or whose
+ * node is down while it is re-homed, is held and asked again, after 10 ms and then
+ * up to every 200 ms, until it reaches the child or its deadline passes: a planned
+ * move never shows a caller an error.  The node that runs the child answers
+ * ANSWER_MOVED instead of an error to a node that forwarded such a request, and that
+ * node holds it. */
+
+#define HOLD_MAX_MS 5000 /* a Cast or Send (no deadline of its own) is held at most this long */
+
+struct held {
+    struct held *next;
+    struct core *c;
+    int op;
+    uint8_t *req; /* the request, packed */
+    size_t len;
+    uint64_t deadline, at;
+    unsigned tries;
+    answer_fn done; /* the caller's */
+    void *arg;
+    char why[256]; /* why it was last held: the answer if its deadline passes */
+};
+
+static void held_free(struct held *h)
+{
+    free(h->req);
+    free(h);
+}
+
+/* A hold for req (packed now: the request itself is the caller's). */
+static struct held *held_new(struct core *c, int op, const ProtobufCMessage *req, uint64_t deadline, answer_fn done,
+                             void *arg)
+{
+    struct held *h = calloc(1, sizeof *h);
+    if (!h) return NULL;
+    h->len = protobuf_c_message_get_packed_size(req);
+    if (!(h->req = malloc(h->len ? h->len : 1))) {
+        free(h);
+        return NULL;
+    }
+    protobuf_c_message_pack(req, h->req);
+    *h = (struct held){.c = c,
+                       .op = op,
+                       .req = h->req,
+                       .len = h->len,
+                       .done = done,
+                       .arg = arg,
+                       .deadline = deadline ? deadline : reactor_now_ms() + HOLD_MAX_MS};
+    return h;
+}
+
+/* Holds h to ask again soon, or answers UNAVAILABLE when its deadline would pass. */
+static void hold(struct held *h, const char *why)
+{
+    struct core *c = h->c;
+    snprintf(h->why, sizeof h->why, "%s", why ? why : "the child is moving");
+    uint64_t now = reactor_now_ms(), delay = h->tries < 5 ? 10ull << h->tries : 200;
+    if (now + delay >= h->deadline || c->shutting_down) {
+        answer_fail(h->done, h->arg, GRPC_STATUS_UNAVAILABLE, "%s; try again", h->why);
+        held_free(h);
+        return;
+    }
+    h->tries++;
+    h->at = now + delay;
+    h->next = c->held;
+    c->held = h;
+    loop_arm_tick(c->loop);
+}
+
+/* The answer to a held (or forwarded) request. */
+static void held_done(void *arg, int code, const char *message, const ProtobufCMessage *reply)
+{
+    struct held *h = arg;
+    if (code == ANSWER_MOVED) {
+        hold(h, message);
+        return;
+    }
+    h->done(h->arg, code, message, reply);
+    held_free(h);
+}
+
+/* The child of a message request is not where it can take it now.  A request from a
+ * client is held; one from another node (REQ_LOCAL) or asked again (REQ_HELD) says so
+ * to whoever holds it. */
+static void moved(struct core *c, int op, const ProtobufCMessage *req, uint64_t deadline, unsigned flags,
+                  answer_fn done, void *arg, const char *why)
+{
+    if (flags & (REQ_LOCAL | REQ_HELD)) {
+        done(arg, ANSWER_MOVED, why, NULL);
+        return;
+    }
+    struct held *h = held_new(c, op, req, deadline, done, arg);
+    if (!h) {
+        answer_fail(done, arg, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        return;
+    }
+    hold(h, why);
+}
+
+/* Sends a message request to the node of a remote child, held if it comes back moved. */
+static void message_to_owner(struct core *c, struct rentry *e, int op, ProtobufCMessage *req, uint32_t timeout_ms,
+                             uint64_t deadline, unsigned flags, answer_fn done, void *arg)
+{
+    char why[300];
+    struct node *owner = find_node(c, e->info->node);
+    if (!owner || !owner->up) {
+        snprintf(why, sizeof why, "child '%s' was on node %s, which is down; it is being re-homed", e->info->name,
+                 e->info->node);
+        moved(c, op, req, deadline, flags, done, arg, why);
+        return;
+    }
+    if (flags & REQ_HELD) { /* done is the hold's already */
+        to_owner(c, e, op, req, timeout_ms, deadline + 1000, done, arg);
+        return;
+    }
+    struct held *h = held_new(c, op, req, deadline, done, arg);
+    if (!h) {
+        answer_fail(done, arg, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        return;
+    }
+    to_owner(c, e, op, req, timeout_ms, deadline ? deadline + 1000 : 0, held_done, h);
+}
+
+int requests_tick(struct core *c, uint64_t now)
+{
+    struct held *due = NULL;
+    for (struct held **pp = &c->held; *pp;) {
+        struct held *h = *pp;
+        if (h->at > now) {
+            pp = &h->next;
+            continue;
+        }
+        *pp = h->next;
+        h->next = due;
+        due = h;
+    }
+    while (due) {
+        struct held *h = due;
+        due = h->next;
+        h->next = NULL;
+        ProtobufCMessage *req = protobuf_c_message_unpack(ops_request(h->op), NULL, h->len, h->req);
+        if (!req) {
+            answer_fail(h->done, h->arg, GRPC_STATUS_INTERNAL, "out of memory asking child again");
+            held_free(h);
+            continue;
+        }
+        requests_run(c, h->op, req, h->deadline, REQ_HELD, held_done, h);
+        protobuf_c_message_free_unpacked(req, NULL);
+    }
+    return c->held != NULL;
+}
+
+void requests_fail_held(struct core *c)
+{
+    while (c->held) {
+        struct held *h = c->held;
+        c->held = h->next;
+        answer_fail(h->done, h->arg, GRPC_STATUS_UNAVAILABLE, "%s, and the daemon is shutting down", h->why);
+        held_free(h);
+    }
+}
+
 static void op_call(struct core *c, Distsup__V1__CallRequest *req, uint64_t deadline, unsigned flags, answer_fn done,
                     void *arg)
 {
@@ -482,9 +641,11 @@ static void op_call(struct core *c, Distsup__V1__CallRequest *req, uint64_t dead
     uint64_t now = reactor_now_ms();
     uint64_t dl = now + (req->timeout_ms ? req->timeout_ms : DEFAULT_CALL_TIMEOUT_MS);
     if (deadline && deadline < dl) dl = deadline;
+    char why[600];
     if (!ch) {
-        if (flags & REQ_LOCAL) {
-            answer_fail(done, arg, GRPC_STATUS_NOT_FOUND, "child '%s' is not on node %s", req->name, c->cfg->node_name);
+        if (flags & REQ_LOCAL) { /* it moved away, and the node that asked has not heard yet */
+            snprintf(why, sizeof why, "child '%s' is not on node %s", req->name, c->cfg->node_name);
+            moved(c, CORE_CALL, &req->base, dl, flags, done, arg, why);
             return;
         }
         if (req->payload.len > c->cfg->max_payload) {
@@ -496,7 +657,12 @@ static void op_call(struct core *c, Distsup__V1__CallRequest *req, uint64_t dead
         }
         /* The owner applies the timeout; we wait a little longer for its answer. */
         req->timeout_ms = (uint32_t)(dl - now);
-        to_owner(c, e, CORE_CALL, &req->base, req->timeout_ms, dl + 1000, done, arg);
+        message_to_owner(c, e, CORE_CALL, &req->base, req->timeout_ms, dl, flags, done, arg);
+        return;
+    }
+    if (ch->moving_to) {
+        snprintf(why, sizeof why, "child '%s' is moving to node %s", ch->name, ch->moving_to);
+        moved(c, CORE_CALL, &req->base, dl, flags, done, arg, why);
         return;
     }
     if (can_message(c, ch, req->payload.len, 1, done, arg)) return;
@@ -511,15 +677,23 @@ static void op_cast(struct core *c, ProtobufCMessage *req, const char *supn, con
     struct child *ch;
     struct rentry *e;
     if (!s || lookup(s, name, "", &ch, &e, done, arg)) return;
+    int op = info ? CORE_SEND : CORE_CAST;
+    char why[600];
     if (!ch) {
-        if (flags & REQ_LOCAL)
-            answer_fail(done, arg, GRPC_STATUS_NOT_FOUND, "child '%s' is not on node %s", name, c->cfg->node_name);
-        else if (payload.len > c->cfg->max_payload)
+        if (flags & REQ_LOCAL) { /* it moved away, and the node that asked has not heard yet */
+            snprintf(why, sizeof why, "child '%s' is not on node %s", name, c->cfg->node_name);
+            moved(c, op, req, 0, flags, done, arg, why);
+        } else if (payload.len > c->cfg->max_payload)
             answer_fail(done, arg, GRPC_STATUS_INVALID_ARGUMENT,
                         "payload is %zu bytes; the limit is %zu "
                         "(max_payload_bytes)",
                         payload.len, c->cfg->max_payload);
-        else to_owner(c, e, info ? CORE_SEND : CORE_CAST, req, 0, 0, done, arg);
+        else message_to_owner(c, e, op, req, 0, 0, flags, done, arg);
+        return;
+    }
+    if (ch->moving_to) {
+        snprintf(why, sizeof why, "child '%s' is moving to node %s", ch->name, ch->moving_to);
+        moved(c, op, req, 0, flags, done, arg, why);
         return;
     }
     if (can_message(c, ch, payload.len, 0, done, arg)) return;

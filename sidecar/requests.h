@@ -18,4 +18,10 @@
 void requests_run(struct core *c, int op, ProtobufCMessage *req, uint64_t deadline, unsigned flags, answer_fn done,
                   void *arg);
 
+/* The held requests that are due are asked again; 1 while some are held (the tick must
+ * go on). */
+int requests_tick(struct core *c, uint64_t now);
+/* The end: every held request fails UNAVAILABLE. */
+void requests_fail_held(struct core *c);
+
 #endif

@@ -275,7 +275,7 @@ static void take_reply(struct core *c, struct node *from, const struct fwd_view 
     }
     *pp = f->next;
     if (v->op_or_code != GRPC_STATUS_OK) {
-        int code = v->op_or_code <= 16 ? (int)v->op_or_code : GRPC_STATUS_UNKNOWN;
+        int code = v->op_or_code <= 16 || v->op_or_code == ANSWER_MOVED ? (int)v->op_or_code : GRPC_STATUS_UNKNOWN;
         answer_fail(f->done, f->arg, code, "%.*s", (int)(v->message_len < 1000 ? v->message_len : 1000),
                     v->message ? v->message : "");
     } else {

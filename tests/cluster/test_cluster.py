@@ -58,6 +58,39 @@ class Watcher:
         self.thread.join(5)
 
 
+class Callers:
+    """Threads that Call every name in turn through the given nodes (a read: "get") until
+    stopped, counting the calls and keeping every error: a planned move must show the
+    callers none."""
+
+    def __init__(self, nodes, names, threads=2):
+        self.nodes, self.names = nodes, list(names)
+        self.calls, self.errors = 0, []
+        self.stopping = threading.Event()
+        self.threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(threads)]
+        for t in self.threads:
+            t.start()
+
+    def _run(self, k):
+        i = k
+        while not self.stopping.is_set():
+            node = self.nodes[i % len(self.nodes)]
+            name = self.names[i % len(self.names)]
+            i += 1
+            try:
+                node.stub.Call(pb.CallRequest(name=name, payload=b"get"), timeout=10)
+                self.calls += 1
+            except grpc.RpcError as e:
+                if e.code() == grpc.StatusCode.UNAVAILABLE and "shutting down" in (e.details() or ""):
+                    continue  # the node called is the one leaving: its API goes away
+                self.errors.append("%s via %s: %s %s" % (name, node.node_name, e.code(), e.details()))
+
+    def stop(self):
+        self.stopping.set()
+        for t in self.threads:
+            t.join(20)
+
+
 class ClusterFormation(ClusterTest):
     def test_forms_from_one_seed_and_every_node_agrees(self):
         nodes = self.make_cluster(3)
@@ -311,9 +344,13 @@ class Failover(ClusterTest):
         self.assertTrue(theirs)
         w = Watcher(nodes[0].stub, supervisor="*", cluster=True)
         time.sleep(0.2)
-        self.assertEqual(leaving.stop(signal.SIGTERM), 0)
         rest = nodes[:2]
+        callers = Callers(rest, ["g%02d" % i for i in range(30)])
+        self.assertEqual(leaving.stop(signal.SIGTERM), 0)
         self.wait_synced(rest, 30)
+        callers.stop()
+        self.assertGreater(callers.calls, 30)
+        self.assertEqual(callers.errors, [], "a graceful leave must fail no Call through the other nodes")
         for i in range(30):
             self.assertEqual(nodes[1].stub.Call(pb.CallRequest(name="g%02d" % i, payload=b"get")).payload, b"101",
                              "g%02d lost its count" % i)
@@ -375,6 +412,7 @@ class Redistribution(ClusterTest):
         before = {k: c.node for k, c in nodes[0].children().items()}
         w = Watcher(nodes[0].stub, cluster=True, kinds=[pb.PROCESS_MOVED])
         time.sleep(0.2)
+        callers = Callers(nodes[:3], names)
         nodes[3].start()
         self.wait_mesh(nodes)
 
@@ -387,6 +425,9 @@ class Redistribution(ClusterTest):
                 {k for k, c in kids.items() if c.node == "n4@test"} == theirs
         wait_for(settled, timeout=30, what="moves to the 4th node to finish")
         self.wait_synced(nodes, 200)
+        callers.stop()
+        self.assertGreater(callers.calls, 200)
+        self.assertEqual(callers.errors, [], "a join's moves must fail no Call")
         after = {k: c.node for k, c in nodes[0].children().items()}
         moved = [k for k in names if before[k] != after[k]]
         self.assertTrue(all(after[k] == "n4@test" for k in moved), "children move only to the new node")
