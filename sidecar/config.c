@@ -46,6 +46,7 @@ void config_defaults(struct config *c)
     c->down_after_ms = 1000;
     c->sync_timeout_ms = 3000;
     c->weight = 100;
+    c->peer_max_children = 100000;
     sup_defaults(&c->sups[0], "default");
     c->n_sups = 1;
 }
@@ -127,6 +128,7 @@ static int set_daemon_key(struct config *c, const char *k, const char *v, char *
         {"sync_timeout_ms", offsetof(struct config, sync_timeout_ms), 0, 600000},
         {"weight", offsetof(struct config, weight), 1, 1000000},
         {"cluster_size", offsetof(struct config, cluster_size), 0, 10000},
+        {"peer_max_children", offsetof(struct config, peer_max_children), 1, 10000000},
     };
     for (size_t i = 0; i < sizeof nums / sizeof nums[0]; i++) {
         if (strcmp(k, nums[i].key)) continue;
@@ -135,6 +137,7 @@ static int set_daemon_key(struct config *c, const char *k, const char *v, char *
         return 0;
     }
     if (!strcmp(k, "quorum")) return set_bool(&c->quorum, v, err, errlen);
+    if (!strcmp(k, "trust_unnamed")) return set_bool(&c->trust_unnamed, v, err, errlen);
     if (!strcmp(k, "port_file")) return set_str(c->port_file, sizeof c->port_file, v, err, errlen);
     if (!strcmp(k, "log_level")) {
         int l = log_level_parse(v);

@@ -23,6 +23,10 @@
  *   labels = zone=a,disk=ssd   ; this node's labels, for strategies
  *   quorum = false             ; true: a side without a majority of cluster_size stops
  *   cluster_size = 0           ; ... its children and refuses StartChild
+ *   trust_unnamed = false      ; true: a trusted key with no name may join as any
+ *                              ; name the trust file does not give to another key
+ *   peer_max_children = 100000 ; children one other node may have in this node's
+ *                              ; registry, per supervisor (docs/security.md)
  *
  *   [supervisor:NAME]          ; one per supervisor; "default" always exists
  *   strategy = hash_ring       ; a built-in name or a path to a .so
@@ -89,6 +93,8 @@ struct config {
     char labels[1024]; /* k=v,k=v */
     int quorum;
     unsigned cluster_size;
+    int trust_unnamed;          /* a key without a name in the trust file may join */
+    unsigned peer_max_children; /* per other node, per supervisor */
     struct sup_config sups[CONFIG_MAX_SUPERVISORS];
     size_t n_sups;
 };

@@ -96,8 +96,9 @@ static void rehome(struct core *c, struct sup *s, struct rentry *e)
 {
     char err[512];
     Distsup__V1__ChildInfo *info = e->info;
-    if (!info->spec) {
-        log_error("cluster", "child %s of down node %s has no spec; dropped", info->name, info->node);
+    if (!info->spec || authz_spec(c, info->name, info->spec, err, sizeof err) != 0) {
+        log_error("cluster", "child %s of down node %s has %s; dropped", info->name, info->node,
+                  info->spec ? err : "no spec");
         cache_remove(c, s, e);
         return;
     }
@@ -152,6 +153,9 @@ void reconcile(struct core *c)
             n = registry_next(e);
             struct node *owner = find_node(c, e->info->node);
             if (owner && owner->up) continue;
+            /* a copy elsewhere that waited for this node (a re-home seen before this node
+             * saw the owner down) takes over */
+            if (e->contender && promote_contender(c, s, e, e->info->incarnation)) continue;
             /* A node this run never saw (known only from the cache) gets time to show up. */
             if ((!owner || !owner->seen) && unseen_wait) {
                 c->reconcile_at = c->started + 2ull * c->cfg->sync_timeout_ms + 1;
