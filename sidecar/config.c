@@ -50,6 +50,7 @@ void config_defaults(struct config *c)
     c->sync_timeout_ms = 3000;
     c->weight = 100;
     c->api_socket_mode = 0600;
+    c->peer_max_children = 100000;
     sup_defaults(&c->sups[0], "default");
     c->n_sups = 1;
 }
@@ -137,6 +138,7 @@ static int set_daemon_key(struct config *c, const char *k, const char *v, char *
         {"sync_timeout_ms", offsetof(struct config, sync_timeout_ms), 0, 600000},
         {"weight", offsetof(struct config, weight), 1, 1000000},
         {"cluster_size", offsetof(struct config, cluster_size), 0, 10000},
+        {"peer_max_children", offsetof(struct config, peer_max_children), 1, 10000000},
     };
     for (size_t i = 0; i < sizeof nums / sizeof nums[0]; i++) {
         if (strcmp(k, nums[i].key)) continue;
@@ -157,6 +159,7 @@ static int set_daemon_key(struct config *c, const char *k, const char *v, char *
         c->api_socket_mode = (unsigned)m;
         return 0;
     }
+    if (!strcmp(k, "trust_unnamed")) return set_bool(&c->trust_unnamed, v, err, errlen);
     if (!strcmp(k, "port_file")) return set_str(c->port_file, sizeof c->port_file, v, err, errlen);
     if (!strcmp(k, "log_level")) {
         int l = log_level_parse(v);

@@ -23,6 +23,10 @@
  *   labels = zone=a,disk=ssd   ; this node's labels, for strategies
  *   quorum = false             ; true: a side without a majority of cluster_size stops
  *   cluster_size = 0           ; ... its children and refuses StartChild
+ *   trust_unnamed = false      ; true: a trusted key with no name may join as any
+ *                              ; name the trust file does not give to another key
+ *   peer_max_children = 100000 ; children one other node may have in this node's
+ *                              ; registry, per supervisor (docs/security.md)
  *
  *   ; the API's protection (docs/security.md)
  *   api_token_file = /etc/distsup/api.token ; calls need 'authorization: Bearer TOKEN'
@@ -118,6 +122,8 @@ struct config {
     unsigned api_socket_mode;           /* listen = unix:PATH: the socket's mode (default 0600) */
     char api_socket_group[256];         /* ... and group (empty: the daemon's) */
     char health_listen[256];            /* a second listener serving grpc.health.v1 only */
+    int trust_unnamed;                  /* a key without a name in the trust file may join */
+    unsigned peer_max_children;         /* per other node, per supervisor */
     struct sup_config sups[CONFIG_MAX_SUPERVISORS];
     size_t n_sups;
 };

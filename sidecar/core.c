@@ -305,8 +305,14 @@ static int load_one(void *arg, const struct store_child *sc)
         return 0;
     }
     Distsup__V1__ChildSpec *spec = distsup__v1__child_spec__unpack(NULL, sc->spec_len, sc->spec);
-    if (!spec) {
-        log_error("core", "stored spec of child %s is unreadable; skipped", sc->name);
+    char why[512] = "";
+    if (!spec) snprintf(why, sizeof why, "unreadable");
+    if (!spec || spec_validate(spec, c->cfg->max_payload, why, sizeof why) != 0 || strcmp(spec->name, sc->name)) {
+        /* Stored by an older release or written by hand: never started, and gone from the store. */
+        if (spec && !why[0]) snprintf(why, sizeof why, "it names another child (%.200s)", spec->name);
+        log_error("core", "stored spec of child %s is invalid (%s); skipped and deleted from the store", sc->name, why);
+        if (spec) distsup__v1__child_spec__free_unpacked(spec, NULL);
+        store_delete_child(c->store, sc->supervisor, sc->name);
         return 0;
     }
     if (spec->restart == DISTSUP__V1__RESTART_TYPE__TEMPORARY) {
@@ -338,8 +344,11 @@ static int load_cached(void *arg, const char *supn, const char *name, const char
     struct core *c = arg;
     struct sup *s = find_sup(c, supn);
     Distsup__V1__ChildInfo *ci = s ? distsup__v1__child_info__unpack(NULL, len, info) : NULL;
+    char why[512];
     if (!ci || strcmp(ci->name, name) || strcmp(ci->node, node) || !strcmp(node, c->cfg->node_name) ||
-        find_child(s, name)) {
+        find_child(s, name) || spec_name_check("node name", node, why, sizeof why) != 0 ||
+        (ci->spec &&
+         (spec_validate(ci->spec, c->cfg->max_payload, why, sizeof why) != 0 || strcmp(ci->spec->name, name)))) {
         if (ci) distsup__v1__child_info__free_unpacked(ci, NULL);
         store_cache_delete(c->store, supn, name);
         return 0;

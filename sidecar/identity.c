@@ -64,23 +64,52 @@ out:
     return rc;
 }
 
+/* Opens one of the identity files for reading: not through a symbolic link, a regular
+ * file owned by this process's effective user and writable by nobody else (secret:
+ * readable by nobody else either).  NULL with the reason in err. */
+static FILE *open_private(const char *path, const char *what, int secret, char *err, size_t errlen)
+{
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0) {
+        if (errno == ELOOP) snprintf(err, errlen, "%s %s is a symbolic link: name the file itself", what, path);
+        else if (secret && errno == ENOENT)
+            snprintf(err, errlen, "%s %s: %s (create one with `distsupd keygen %s`)", what, path, strerror(errno),
+                     path);
+        else snprintf(err, errlen, "%s %s: %s", what, path, strerror(errno));
+        return NULL;
+    }
+    struct stat st;
+    const char *bad = NULL;
+    char why[160] = "";
+    if (fstat(fd, &st) != 0) {
+        snprintf(why, sizeof why, "%s", strerror(errno));
+        bad = why;
+    } else if (!S_ISREG(st.st_mode)) {
+        bad = "is not a regular file";
+    } else if (st.st_uid != geteuid()) {
+        snprintf(why, sizeof why, "is owned by user %u, not by the user the daemon runs as (%u): chown it",
+                 (unsigned)st.st_uid, (unsigned)geteuid());
+        bad = why;
+    } else if (st.st_mode & 022) {
+        snprintf(why, sizeof why, "is writable by others (mode %04o): chmod go-w it", (unsigned)(st.st_mode & 07777));
+        bad = why;
+    } else if (secret && (st.st_mode & 077)) {
+        snprintf(why, sizeof why, "is readable by others (mode %04o): chmod 600 it", (unsigned)(st.st_mode & 07777));
+        bad = why;
+    }
+    FILE *f = bad ? NULL : fdopen(fd, "r");
+    if (!f) {
+        if (!bad) snprintf(why, sizeof why, "%s", strerror(errno)), bad = why;
+        snprintf(err, errlen, "%s %s %s", what, path, bad);
+        close(fd);
+    }
+    return f;
+}
+
 static int load_key_file(struct identity *id, const char *path, char *err, size_t errlen)
 {
-    struct stat st;
-    if (stat(path, &st) != 0) {
-        snprintf(err, errlen, "key file %s: %s (create one with `distsupd keygen %s`)", path, strerror(errno), path);
-        return -1;
-    }
-    if (st.st_mode & 077) {
-        snprintf(err, errlen, "key file %s is readable by others (mode %04o): chmod 600 it", path,
-                 (unsigned)(st.st_mode & 07777));
-        return -1;
-    }
-    FILE *f = fopen(path, "re");
-    if (!f) {
-        snprintf(err, errlen, "key file %s: %s", path, strerror(errno));
-        return -1;
-    }
+    FILE *f = open_private(path, "key file", 1, err, errlen);
+    if (!f) return -1;
     char line[LINE_MAX_];
     int have_pk = 0, have_sk = 0, lineno = 0, rc = -1;
     while (fgets(line, sizeof line, f)) {
@@ -114,11 +143,8 @@ out:
 
 static int load_trust_file(struct identity *id, const char *path, char *err, size_t errlen)
 {
-    FILE *f = fopen(path, "re");
-    if (!f) {
-        snprintf(err, errlen, "trust file %s: %s", path, strerror(errno));
-        return -1;
-    }
+    FILE *f = open_private(path, "trust file", 0, err, errlen);
+    if (!f) return -1;
     char line[LINE_MAX_];
     int lineno = 0, rc = -1;
     while (fgets(line, sizeof line, f)) {
@@ -151,6 +177,10 @@ static int load_trust_file(struct identity *id, const char *path, char *err, siz
             }
             continue;
         }
+        if (k.name[0] && identity_name_taken(id, k.name, k.pk)) {
+            snprintf(err, errlen, "%s:%d: node name '%s' is given to another key before", path, lineno, k.name);
+            goto out;
+        }
         if (id->n_trusted == IDENTITY_MAX_TRUSTED) {
             snprintf(err, errlen, "%s:%d: more than %d trusted keys", path, lineno, IDENTITY_MAX_TRUSTED);
             goto out;
@@ -175,11 +205,8 @@ out:
 
 static int load_psk_file(struct identity *id, const char *path, char *err, size_t errlen)
 {
-    FILE *f = fopen(path, "re");
-    if (!f) {
-        snprintf(err, errlen, "cluster key file %s: %s", path, strerror(errno));
-        return -1;
-    }
+    FILE *f = open_private(path, "cluster key file", 0, err, errlen);
+    if (!f) return -1;
     char buf[4096];
     size_t n = fread(buf, 1, sizeof buf - 1, f);
     int read_err = ferror(f);
@@ -231,4 +258,11 @@ const char *identity_bound_name(const struct identity *id, const uint8_t pk[HS_K
 int identity_trusts(const struct identity *id, const uint8_t pk[HS_KEY_LEN])
 {
     return identity_bound_name(id, pk) != NULL;
+}
+
+int identity_name_taken(const struct identity *id, const char *name, const uint8_t pk[HS_KEY_LEN])
+{
+    for (size_t i = 0; i < id->n_trusted; i++)
+        if (!strcmp(id->trusted[i].name, name) && sodium_memcmp(id->trusted[i].pk, pk, HS_KEY_LEN) != 0) return 1;
+    return 0;
 }

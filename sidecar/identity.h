@@ -1,13 +1,17 @@
 /* identity: a node's key pair, the public keys it trusts, and the optional cluster
  * pre-shared key, read from files at start-up (docs/cluster.md).
  *
+ *   Each file is opened without following a symbolic link and refused unless it is a
+ *   regular file owned by the daemon's effective user and writable by nobody else.
+ *
  *   key file     written by `distsupd keygen FILE` (mode 0600; refused if group- or
- *                world-readable):
+ *                world-readable too):
  *                    # distsup node key (X25519). Keep it secret.
  *                    public 6f1c...   (64 hex digits)
  *                    secret 9a02...
  *   trust file   one trusted public key per line (64 hex digits), optionally followed
- *                by the one node name that key may join as; '#' starts a comment.
+ *                by the one node name that key may join as (a name belongs to one key
+ *                only); '#' starts a comment.
  *   cluster key  any text of at least 16 bytes (like an Erlang cookie, but never sent):
  *                hashed into a 32-byte key that both sides of every link must share.
  *
@@ -52,5 +56,8 @@ int identity_trusts(const struct identity *id, const uint8_t pk[HS_KEY_LEN]);
 /* The node name the trust file binds pk to: "" when any name may use it, NULL when pk
  * is not trusted. */
 const char *identity_bound_name(const struct identity *id, const uint8_t pk[HS_KEY_LEN]);
+
+/* 1 if the trust file gives name to a key other than pk. */
+int identity_name_taken(const struct identity *id, const char *name, const uint8_t pk[HS_KEY_LEN]);
 
 #endif

@@ -67,6 +67,12 @@ struct node {
     struct ds_label *labels;
     size_t n_labels;
     int snapshot_done; /* its Snapshot arrived since it came up */
+    /* cluster/authz.c: when it came back after this node had declared it down (0:
+     * never), so that copies it made while apart may win over ours for a while */
+    uint64_t returned_at;
+    unsigned fwd_in; /* its requests running here (cluster/forward.c caps them) */
+    uint64_t refused_since;
+    unsigned refused_logged, refused_quiet; /* refusals logged / not logged this second */
 };
 
 /* A request sent to another node, waiting for its answer (cluster/forward.c). */

@@ -2,7 +2,9 @@
  * nodes last told this one (broadcasts and snapshots; docs/cluster.md).
  *
  * A map from child name to the owner's ChildInfo (unpacked, owned by the entry), kept
- * in insertion order so listings are stable.  Pure memory: the supervisor core
+ * in insertion order so listings are stable, with a count of entries per owner node
+ * (kept as entries come and go, so the core can cap what one node may make it hold)
+ * and an index by incarnation id.  Pure memory: the supervisor core
  * persists it through the store's cache.  Used by one thread (the core's reactor). */
 #ifndef DISTSUP_REGISTRY_H
 #define DISTSUP_REGISTRY_H
@@ -18,23 +20,27 @@ struct rentry {
     Distsup__V1__ChildInfo *info; /* owned; info->node is the owner */
     uint64_t epoch;               /* the owner's snapshot epoch it came with (cluster/registry.c) */
     int rehoming;                 /* failover under way (set by the core) */
-    struct rentry *hnext, *prev, *next;
+    unsigned rehome_tries;        /* re-homes asked again because the target had not seen the owner down */
+    /* Another node's copy of this name that could not yet be believed over this one
+     * (owned; cluster/authz.c): it replaces this entry when the owner says it is gone. */
+    Distsup__V1__ChildInfo *contender;
+    struct rentry *hnext, *inext, *prev, *next; /* name chain, id chain, insertion order */
 };
 
 struct registry *registry_new(void);
 void registry_free(struct registry *r);
 
 struct rentry *registry_get(struct registry *r, const char *name);
-/* By incarnation id ("node/..."); linear. */
+/* By incarnation id ("node/..."); hashed. */
 struct rentry *registry_find_id(struct registry *r, const char *id);
 
 /* Stores info (taking it) under info->name, replacing an entry of that name (whose
- * flags are reset).  NULL when out of memory (info is freed then). */
+ * flags and contender are reset).  NULL when out of memory (info is freed then). */
 struct rentry *registry_put(struct registry *r, Distsup__V1__ChildInfo *info, uint64_t epoch);
 void registry_del(struct registry *r, struct rentry *e);
 
 size_t registry_count(const struct registry *r);
-size_t registry_count_node(const struct registry *r, const char *node);
+size_t registry_count_node(const struct registry *r, const char *node); /* O(nodes) */
 
 /* First entry in insertion order, and the next; deleting the current entry while
  * walking is fine when its successor was taken first. */

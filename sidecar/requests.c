@@ -49,7 +49,7 @@ static void unreserve(struct sup *s, const char *name)
  * different nodes start it once. */
 struct dir_ctx {
     struct core *c;
-    char *sup, *name;
+    char *sup, *name, *to;
     answer_fn done;
     void *arg;
 };
@@ -60,10 +60,11 @@ static void dir_done(void *arg, int code, const char *message, const ProtobufCMe
     struct core *c = x->c;
     struct sup *s = find_sup(c, x->sup);
     if (s) unreserve(s, x->name);
-    if (code == GRPC_STATUS_OK) learn_started(c, reply);
+    if (code == GRPC_STATUS_OK) learn_started(c, x->to, reply);
     x->done(x->arg, code, message, reply);
     free(x->sup);
     free(x->name);
+    free(x->to);
     free(x);
 }
 
@@ -71,6 +72,7 @@ static void dir_done(void *arg, int code, const char *message, const ProtobufCMe
  * started child from the answer, so the client's next request here finds it. */
 struct relay_ctx {
     struct core *c;
+    char *dir;
     answer_fn done;
     void *arg;
 };
@@ -78,8 +80,9 @@ struct relay_ctx {
 static void relay_start_done(void *arg, int code, const char *message, const ProtobufCMessage *reply)
 {
     struct relay_ctx *x = arg;
-    if (code == GRPC_STATUS_OK) learn_started(x->c, reply);
+    if (code == GRPC_STATUS_OK) learn_started(x->c, x->dir, reply);
     x->done(x->arg, code, message, reply);
+    free(x->dir);
     free(x);
 }
 
@@ -155,10 +158,12 @@ static void dir_start(struct core *c, struct sup *s, Distsup__V1__StartChildRequ
         return;
     }
     struct dir_ctx *x = calloc(1, sizeof *x);
-    if (!x || !(x->sup = strdup(s->cfg->name)) || !(x->name = strdup(spec->name)) || reserve(s, spec->name) != 0) {
+    if (!x || !(x->sup = strdup(s->cfg->name)) || !(x->name = strdup(spec->name)) || !(x->to = strdup(to->name)) ||
+        reserve(s, spec->name) != 0) {
         if (x) {
             free(x->sup);
             free(x->name);
+            free(x->to);
         }
         free(x);
         answer_fail(done, arg, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
@@ -218,11 +223,14 @@ static void op_start(struct core *c, Distsup__V1__StartChildRequest *req, unsign
         }
         if (!dir->self) {
             struct relay_ctx *x = malloc(sizeof *x);
-            if (!x) {
+            char *dname = strdup(dir->name);
+            if (!x || !dname) {
+                free(x);
+                free(dname);
                 answer_fail(done, arg, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
                 return;
             }
-            *x = (struct relay_ctx){.c = c, .done = done, .arg = arg};
+            *x = (struct relay_ctx){.c = c, .dir = dname, .done = done, .arg = arg};
             forward(c, dir, CORE_DIR_START, &req->base, 0, 0, relay_start_done, x);
             return;
         }

@@ -1,4 +1,4 @@
-/* cluster: the supervisor core's cluster half (docs/cluster.md), in five files:
+/* cluster: the supervisor core's cluster half (docs/cluster.md), in six files:
  *
  *   nodes.c     the node table as this node sees it, quorum, the directory node of a
  *               name, the strategy's input (struct nodeset) and placement
@@ -10,6 +10,8 @@
  *               node that went down (its directory node does it), quorum loss
  *   moves.c     moves after a join (a bounded number at a time), pinned children
  *               going home, the graceful leave
+ *   authz.c     who may say what: each message of another node checked against the
+ *               sender's role (docs/cluster.md "Who may send what")
  *
  * Everything runs on the reactor thread over struct core (sidecar/reactor.h); the
  * other nodes are reached only through sidecar/peer.h.  In a single node (c->peer
@@ -128,10 +130,16 @@ void copy_of_child(const struct core *c, const struct child *ch, struct copy *k)
  * the same facts. */
 int copy_wins(const struct copy *a, const struct copy *b);
 void cache_remove(struct core *c, struct sup *s, struct rentry *e);
+/* The copy kept aside in e (authz.c's AUTHZ_CONTEND) replaces e when its node is up and
+ * its incarnation is after + 1 (a move or a re-home of e's copy at incarnation
+ * `after`): 1 then; else it is dropped, and 0. */
+int promote_contender(struct core *c, struct sup *s, struct rentry *e, uint64_t after);
 /* What node `from` says of one of its children (info is taken). */
 void apply_remote_info(struct core *c, struct node *from, Distsup__V1__ChildInfo *info);
-/* A child started elsewhere, from the StartChildResponse its node sent. */
-void learn_started(struct core *c, const ProtobufCMessage *reply);
+/* A child started elsewhere, from the StartChildResponse that node `asked` sent:
+ * credited only when the child is on `asked`; else (a directory node's answer about
+ * a third node) taken only as a hint for a name this node knows nothing of. */
+void learn_started(struct core *c, const char *asked, const ProtobufCMessage *reply);
 /* A ClusterMsg from node (PeerMsg.app). */
 void on_cluster_message(struct core *c, const char *node, const uint8_t *data, size_t len);
 
@@ -157,5 +165,28 @@ int begin_leave(struct core *c);
 /* The leave's tick: when the moves are done (or it took too long), says Leave to the
  * peers and stops the rest. */
 void check_leave(struct core *c, uint64_t now);
+
+/* ---------- authz.c ---------- */
+
+/* Logs a refused message of node from (at most a few lines a second per sender). */
+void authz_refused(struct core *c, struct node *from, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* A child name and spec (NULL: none) from another node: valid, and the spec names it.
+ * 0, or -1 with the reason. */
+int authz_spec(struct core *c, const char *name, const Distsup__V1__ChildSpec *spec, char *err, size_t errlen);
+/* Whether from may have this node run pl: a start only from the name's directory node
+ * (incarnation 0, no state); a move only from the node that runs the child (a later
+ * incarnation); a re-home only from the directory node, of a child whose node is not
+ * up here, at its incarnation + 1.  0, or -1 with the answer's code and reason. */
+int authz_place(struct core *c, struct node *from, const Distsup__V1__Place *pl, int *code, char *err, size_t errlen);
+enum { AUTHZ_OK = 0, AUTHZ_REFUSE = -1, AUTHZ_CONTEND = 1 };
+/* Whether from may say info (of supervisor s): only of its own children, with a valid
+ * spec; a copy that would win over a live copy here, or over one of a third node that
+ * is up, only while from comes back from being down here (AUTHZ_CONTEND: kept aside
+ * until the third node says its copy is gone, e.g. a move); within
+ * peer_max_children. */
+int authz_child_info(struct core *c, struct node *from, struct sup *s, const Distsup__V1__ChildInfo *info, char *err,
+                     size_t errlen);
+/* Whether from may say g: only of its own children.  0 or -1. */
+int authz_gone(struct core *c, struct node *from, const Distsup__V1__ChildGone *g, char *err, size_t errlen);
 
 #endif

@@ -16,6 +16,10 @@
  * lane, so the survivors' API requests (the other lane), timers and children are
  * served in between (each re-home here may be a process start). */
 #define REHOME_BATCH 8
+/* A node asked to run a re-homed child that has not yet seen its owner down is asked
+ * again this often, this many times, before the plain RETRY_MS. */
+#define REHOME_ASK_AGAIN_MS 50
+#define REHOME_ASK_AGAIN 40
 
 /* Our own children may run once the peer module made contact and every node that is
  * up has sent its snapshot (so we know which of ours were re-homed meanwhile), or at
@@ -91,6 +95,14 @@ static void rehome_done(void *arg, int code, const char *message, const Protobuf
         struct node *to = find_node(c, x->to);
         if (info && to && !to->self) apply_remote_info(c, to, info);
         else if (info) distsup__v1__child_info__free_unpacked(info, NULL);
+    } else if (code == ANSWER_MOVED && e && e->rehome_tries < REHOME_ASK_AGAIN) {
+        /* the node asked has not seen the owner down yet: ask again soon */
+        log_debug("cluster", "re-homing child %s on node %s: %s; asking again", x->name, x->to, message);
+        e->rehoming = 0;
+        e->rehome_tries++;
+        uint64_t at = reactor_now_ms() + REHOME_ASK_AGAIN_MS;
+        if (!c->reconcile_at || c->reconcile_at > at) c->reconcile_at = at;
+        loop_arm_tick(c->loop);
     } else {
         log_warn("cluster", "re-homing child %s on node %s failed: %s; will retry", x->name, x->to, message);
         if (e) e->rehoming = 0;
@@ -109,8 +121,9 @@ static int rehome(struct core *c, struct sup *s, struct rentry *e)
 {
     char err[512];
     Distsup__V1__ChildInfo *info = e->info;
-    if (!info->spec) {
-        log_error("cluster", "child %s of down node %s has no spec; dropped", info->name, info->node);
+    if (!info->spec || authz_spec(c, info->name, info->spec, err, sizeof err) != 0) {
+        log_error("cluster", "child %s of down node %s has %s; dropped", info->name, info->node,
+                  info->spec ? err : "no spec");
         cache_remove(c, s, e);
         return 0;
     }
@@ -130,7 +143,8 @@ static int rehome(struct core *c, struct sup *s, struct rentry *e)
     }
     x->c = c;
     e->rehoming = 1;
-    log_info("cluster", "re-homing child %s of down node %s on node %s", info->name, info->node, to->name);
+    if (!e->rehome_tries)
+        log_info("cluster", "re-homing child %s of down node %s on node %s", info->name, info->node, to->name);
     Distsup__V1__StartChildRequest req = DISTSUP__V1__START_CHILD_REQUEST__INIT;
     req.supervisor = (char *)s->cfg->name;
     req.spec = info->spec;
@@ -170,6 +184,9 @@ void reconcile(struct core *c)
             n = registry_next(e);
             struct node *owner = find_node(c, e->info->node);
             if (owner && owner->up) continue;
+            /* a copy elsewhere that waited for this node (a re-home seen before this node
+             * saw the owner down) takes over */
+            if (e->contender && promote_contender(c, s, e, e->info->incarnation)) continue;
             /* A node this run never saw (known only from the cache) gets time to show up;
              * so do the nodes still down when this node regains quorum (a healed
              * partition: their links come back one by one, and a node re-homing the

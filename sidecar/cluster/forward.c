@@ -216,8 +216,13 @@ int expire_forwards(struct core *c, uint64_t now)
     return pending;
 }
 
+/* Requests of one node running here at one time; more are answered RESOURCE_EXHAUSTED
+ * (each holds memory until its child answers or its deadline). */
+#define FWD_IN_MAX 65536
+
 struct remote_req {
     struct core *c;
+    struct node *from; /* its fwd_in counts this request */
     char *node;
     uint64_t id;
 };
@@ -232,6 +237,7 @@ static void reply_remote(void *arg, int code, const char *message, const Protobu
     if (!buf || !rr->c->peer || peer_send(rr->c->peer, rr->node, buf, len) != 0)
         log_warn("cluster", "cannot answer node %s (request %llu): %s", rr->node, (unsigned long long)rr->id,
                  buf ? "no link" : "out of memory");
+    if (rr->from && rr->from->fwd_in) rr->from->fwd_in--;
     free(buf);
     free(rr->node);
     free(rr);
@@ -247,6 +253,14 @@ static void run_forwarded(struct core *c, struct node *from, const struct fwd_vi
     }
     rr->c = c;
     rr->id = v->id;
+    if (from->fwd_in >= FWD_IN_MAX) {
+        authz_refused(c, from, "more than %d of its requests run here at once; refused one", FWD_IN_MAX);
+        answer_fail(reply_remote, rr, GRPC_STATUS_RESOURCE_EXHAUSTED, "node %s runs %d requests of node %s already",
+                    c->cfg->node_name, FWD_IN_MAX, from->name);
+        return;
+    }
+    rr->from = from;
+    from->fwd_in++;
     const ProtobufCMessageDescriptor *d = ops_request((int)v->op_or_code);
     if (!d) {
         answer_fail(reply_remote, rr, GRPC_STATUS_UNIMPLEMENTED, "node %s does not know operation %u",
@@ -257,6 +271,16 @@ static void run_forwarded(struct core *c, struct node *from, const struct fwd_vi
     if (!req) {
         answer_fail(reply_remote, rr, GRPC_STATUS_INVALID_ARGUMENT, "malformed forwarded request");
         return;
+    }
+    if (v->op_or_code == CORE_PLACE) {
+        char err[700];
+        int code;
+        if (authz_place(c, from, (const Distsup__V1__Place *)req, &code, err, sizeof err) != 0) {
+            authz_refused(c, from, "%s", err);
+            answer_fail(reply_remote, rr, code, "node %s %s", c->cfg->node_name, err);
+            protobuf_c_message_free_unpacked(req, NULL);
+            return;
+        }
     }
     uint64_t deadline = v->timeout_ms ? reactor_now_ms() + v->timeout_ms : 0;
     c->hooks.run_op(c, (int)v->op_or_code, req, deadline, REQ_LOCAL, reply_remote, rr);

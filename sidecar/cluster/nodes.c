@@ -274,6 +274,8 @@ void on_node_up(struct core *c, const Distsup__V1__Join *j)
         /* A new link after a broken one: what was in flight on the old one is lost. */
         fail_forwards(c, n, "lost its link");
     }
+    /* it was down here and is back: what it did while apart may win over ours for a while */
+    if (!was_up && n->seen) n->returned_at = reactor_now_ms();
     n->up = n->seen = 1;
     n->leaving = 0;
     n->boot_id = j->boot_id;

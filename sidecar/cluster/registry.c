@@ -208,10 +208,24 @@ static void stop_duplicate(struct core *c, struct child *ch, const Distsup__V1__
 /* What a node says of one of its children (info is taken). */
 void apply_remote_info(struct core *c, struct node *from, Distsup__V1__ChildInfo *info)
 {
+    char err[700];
     struct sup *s = find_sup(c, info->supervisor);
-    if (!s || !info->name[0] || strcmp(info->node, from->name)) {
-        if (!s) log_debug("cluster", "node %s has supervisor %s, which this node lacks", from->name, info->supervisor);
+    if (!s) {
+        log_debug("cluster", "node %s has supervisor %s, which this node lacks", from->name, info->supervisor);
         distsup__v1__child_info__free_unpacked(info, NULL);
+        return;
+    }
+    int verdict = authz_child_info(c, from, s, info, err, sizeof err);
+    if (verdict == AUTHZ_REFUSE) {
+        authz_refused(c, from, "%s", err);
+        distsup__v1__child_info__free_unpacked(info, NULL);
+        return;
+    }
+    struct rentry *e = registry_get(s->remote, info->name);
+    if (verdict == AUTHZ_CONTEND) { /* kept aside: it replaces e when e's node says its copy is gone */
+        authz_refused(c, from, "%s", err);
+        if (e->contender) distsup__v1__child_info__free_unpacked(e->contender, NULL);
+        e->contender = info;
         return;
     }
     struct child *ch = find_child(s, info->name);
@@ -233,7 +247,6 @@ void apply_remote_info(struct core *c, struct node *from, Distsup__V1__ChildInfo
             return;
         }
     }
-    struct rentry *e = registry_get(s->remote, info->name);
     if (e && strcmp(e->info->node, info->node)) {
         struct node *owner = find_node(c, e->info->node);
         int owner_up = owner && owner->up;
@@ -254,11 +267,33 @@ void apply_remote_info(struct core *c, struct node *from, Distsup__V1__ChildInfo
     if ((e = registry_put(s->remote, info, from->epoch))) cache_store(c, s, e);
 }
 
-static void apply_gone(struct core *c, const Distsup__V1__ChildGone *g)
+int promote_contender(struct core *c, struct sup *s, struct rentry *e, uint64_t after)
 {
+    Distsup__V1__ChildInfo *next = e->contender;
+    e->contender = NULL;
+    struct node *owner = next ? find_node(c, next->node) : NULL;
+    if (!next || !owner || !owner->up || next->incarnation != after + 1) {
+        if (next) distsup__v1__child_info__free_unpacked(next, NULL);
+        return 0;
+    }
+    log_info("cluster", "child %s is on node %s now (incarnation %llu)", next->name, next->node,
+             (unsigned long long)next->incarnation);
+    if ((e = registry_put(s->remote, next, owner->epoch))) cache_store(c, s, e);
+    return 1;
+}
+
+static void apply_gone(struct core *c, struct node *from, const Distsup__V1__ChildGone *g)
+{
+    char err[600];
+    if (authz_gone(c, from, g, err, sizeof err) != 0) {
+        authz_refused(c, from, "%s", err);
+        return;
+    }
     struct sup *s = find_sup(c, g->supervisor);
     struct rentry *e = s ? registry_get(s->remote, g->name) : NULL;
-    if (e && !strcmp(e->info->node, g->node) && e->info->incarnation <= g->incarnation) cache_remove(c, s, e);
+    if (!e || strcmp(e->info->node, g->node) || e->info->incarnation > g->incarnation) return;
+    /* A copy that waited for this one to go (a move seen from a third node) takes its place. */
+    if (!promote_contender(c, s, e, g->incarnation)) cache_remove(c, s, e);
 }
 
 static void on_snapshot(struct core *c, struct node *from, Distsup__V1__Snapshot *snap)
@@ -313,7 +348,7 @@ void on_cluster_message(struct core *c, const char *node, const uint8_t *data, s
         apply_remote_info(c, from, info);
         break;
     }
-    case DISTSUP__V1__CLUSTER_MSG__MSG_GONE: apply_gone(c, m->gone); break;
+    case DISTSUP__V1__CLUSTER_MSG__MSG_GONE: apply_gone(c, from, m->gone); break;
     case DISTSUP__V1__CLUSTER_MSG__MSG_FORWARD: { /* not in forward_pack's layout, yet valid */
         struct fwd_view v = {.id = m->forward->id,
                              .op_or_code = (uint32_t)m->forward->op,
@@ -351,13 +386,21 @@ void on_cluster_message(struct core *c, const char *node, const uint8_t *data, s
     distsup__v1__cluster_msg__free_unpacked(m, NULL);
 }
 
-/* A started child, from a StartChildResponse that another node sent: known here at once,
- * before its node's broadcast arrives (the directory node, and the node the client
- * asked, answer for it next). */
-void learn_started(struct core *c, const ProtobufCMessage *reply)
+/* A started child, from a StartChildResponse that node `asked` sent: known here at
+ * once, before its node's broadcast arrives (the directory node, and the node the
+ * client asked, answer for it next).  Credited to `asked` only; an answer about a
+ * third node (the directory node's answer to the node a client asked) is only a hint,
+ * taken for a name this node knows nothing of yet. */
+void learn_started(struct core *c, const char *asked, const ProtobufCMessage *reply)
 {
     const Distsup__V1__StartChildResponse *r = (const void *)reply;
-    struct node *owner = r && r->child ? find_node(c, r->child->node) : NULL;
-    Distsup__V1__ChildInfo *info = owner && !owner->self ? info_dup(r->child) : NULL;
+    if (!r || !r->child) return;
+    struct node *owner = find_node(c, r->child->node);
+    if (!owner || owner->self || !owner->up) return;
+    if (strcmp(owner->name, asked)) {
+        struct sup *s = find_sup(c, r->child->supervisor);
+        if (!s || find_child(s, r->child->name) || registry_get(s->remote, r->child->name)) return;
+    }
+    Distsup__V1__ChildInfo *info = info_dup(r->child);
     if (info) apply_remote_info(c, owner, info);
 }

@@ -5,6 +5,7 @@
 #include <grpc/slice.h>
 #include <grpc/support/alloc.h>
 #include <grpc/support/time.h>
+#include <sodium.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,10 +18,17 @@
 
 #define METHOD "/distsup.v1.Peer/Link"
 #define HANDSHAKE_TIMEOUT_MS 5000
-#define MAX_HANDSHAKING 64                  /* links in handshake at once; more are refused */
-#define SENDQ_MAX (256u << 20)              /* bytes queued to one peer before it is dropped */
-#define DIAL_BACKOFF_MAX_MS 2000            /* gRPC's own reconnect backoff cap */
-#define MAX_PACKET (LINK_MAX_MESSAGE + 64u) /* gRPC's receive limit: a whole control message */
+#define MAX_HANDSHAKING 64       /* accepted links in handshake at once; a new one replaces the oldest */
+#define MAX_PER_SOURCE 4         /* ... and from one address */
+#define SENDQ_MAX (256u << 20)   /* bytes queued to one peer before it is dropped */
+#define DIAL_BACKOFF_MAX_MS 2000 /* gRPC's own reconnect backoff cap */
+/* gRPC's receive limit, for every packet, before and after the handshake: a bulk
+ * fragment, or a whole control message (Join and Members name at most 1,024 members:
+ * well under this).  gRPC refuses a larger message by its length prefix, before it
+ * buffers it, so a stranger cannot make this node hold more than this per stream
+ * (and MAX_HANDSHAKING streams in handshake). */
+#define MAX_PACKET (1u << 20)
+#define PEER_QUOTA (16u << 20) /* bytes the peer server's transport may hold at once */
 
 /* Framing inside the seal: every sealed packet's plaintext ends with a trailer.
  *   [message][0]                  F_WHOLE  a whole message
@@ -103,6 +111,8 @@ struct linkset {
     struct link *links;
     int stopping, shutdown_done;
     struct ltag t_shutdown;
+    uint64_t replaced_at; /* the last "replaced the oldest handshake" line */
+    unsigned replaced_quiet;
 };
 
 static uint64_t now_ms(void)
@@ -396,6 +406,10 @@ int link_send_msg(struct link *l, enum link_lane lane, const ProtobufCMessage *m
 {
     if (l->state != L_OPEN) return -1;
     size_t n = protobuf_c_message_get_packed_size(m);
+    if (lane == LANE_CONTROL && n > MAX_PACKET - (HDR_ROOM + TRAILER_MAX + SEAL_OVERHEAD)) {
+        log_error("peer", "a control message of %zu bytes for %s is over the packet limit; not sent", n, link_who(l));
+        return -1;
+    }
     struct link_out *o = out_alloc(n, 0, lane == LANE_CONTROL);
     if (!o) {
         log_error("peer", "out of memory queueing %zu bytes for %s", n, link_who(l));
@@ -486,6 +500,14 @@ static void handshake_step(struct link *l, const uint8_t *d, size_t n)
             link_close(l, NULL);
             return;
         }
+        if (sodium_memcmp(peer_static, ls->id->kp.pk, HS_KEY_LEN) == 0) {
+            log_warn("peer",
+                     "refused a link from %s: it presented this node's own key (a dial of this node "
+                     "sent back to it, or a stolen key)",
+                     l->addr);
+            link_close(l, NULL);
+            return;
+        }
         if (!identity_trusts(ls->id, peer_static)) {
             key_hex(peer_static, hex);
             log_warn("peer", "refused a link from %s: key %s is not in the trust file", l->addr, hex);
@@ -520,6 +542,14 @@ static void handshake_step(struct link *l, const uint8_t *d, size_t n)
                      r == HS_BAD_PROOF ? "the node did not prove it holds its key, or it has another "
                                          "cluster key"
                                        : "not a distsup peer handshake");
+            link_close(l, NULL);
+            return;
+        }
+        if (sodium_memcmp(peer_static, ls->id->kp.pk, HS_KEY_LEN) == 0) {
+            log_info("peer",
+                     "link to %s refused: the node there presented this node's own key (this node "
+                     "itself, or a dial sent back here)",
+                     l->addr);
             link_close(l, NULL);
             return;
         }
@@ -680,12 +710,42 @@ static void request_accept(struct linkset *ls)
     }
 }
 
-static size_t count_handshaking(const struct linkset *ls)
+/* The host part of an address as gRPC gives it ("ipv4:10.0.0.1:5000"): its length. */
+static size_t host_len(const char *addr)
 {
-    size_t n = 0;
-    for (const struct link *l = ls->links; l; l = l->next)
-        if (l->state == L_HANDSHAKE && l->addr[0]) n++;
-    return n;
+    const char *colon = strrchr(addr, ':');
+    return colon ? (size_t)(colon - addr) : strlen(addr);
+}
+
+static int same_host(const char *a, const char *b)
+{
+    size_t n = host_len(a);
+    return n == host_len(b) && !strncmp(a, b, n);
+}
+
+/* The accepted link in handshake (other than l) to give way to l, or NULL when there is
+ * room: when MAX_PER_SOURCE come from l's address, the oldest of those; when
+ * MAX_HANDSHAKING are under way, the oldest of all.  Links that sent nothing yet go
+ * before those whose msg1 arrived. */
+static struct link *to_replace(const struct linkset *ls, const struct link *l)
+{
+    size_t all = 0, mine = 0;
+    struct link *old_all = NULL, *old_mine = NULL;
+    for (struct link *o = ls->links; o; o = o->next) {
+        if (o == l || o->initiator || o->state != L_HANDSHAKE || !o->addr[0]) continue;
+        all++;
+        int older_all = !old_all || o->hs_step < old_all->hs_step ||
+            (o->hs_step == old_all->hs_step && o->opened <= old_all->opened);
+        if (older_all) old_all = o;
+        if (!same_host(o->addr, l->addr)) continue;
+        mine++;
+        int older_mine = !old_mine || o->hs_step < old_mine->hs_step ||
+            (o->hs_step == old_mine->hs_step && o->opened <= old_mine->opened);
+        if (older_mine) old_mine = o;
+    }
+    if (mine >= MAX_PER_SOURCE) return old_mine;
+    if (all >= MAX_HANDSHAKING) return old_all;
+    return NULL;
 }
 
 static void on_accept(struct link *l, int ok)
@@ -701,11 +761,23 @@ static void on_accept(struct link *l, int ok)
     snprintf(l->addr, sizeof l->addr, "%s", addr ? addr : "?");
     gpr_free(addr);
     l->opened = now_ms();
-    if (count_handshaking(ls) > MAX_HANDSHAKING) {
-        log_warn("peer", "refused a link from %s: %d handshakes in progress already", l->addr, MAX_HANDSHAKING);
-        link_close(l, NULL);
-        link_unref(l);
-        return;
+    struct link *old = to_replace(ls, l);
+    if (old) {
+        /* As WireGuard does under load, no one who has not proven a key holds a slot for
+         * long: the newest comes in, the oldest goes (logged once a second at most). */
+        uint64_t now = now_ms();
+        if (now - ls->replaced_at >= 1000) {
+            log_warn("peer",
+                     "replaced the oldest handshake (from %s) with one from %s: %d in handshake, or %d from "
+                     "one address%s",
+                     old->addr, l->addr, MAX_HANDSHAKING, MAX_PER_SOURCE,
+                     ls->replaced_quiet ? " (more replaced since the last line)" : "");
+            ls->replaced_at = now;
+            ls->replaced_quiet = 0;
+        } else {
+            ls->replaced_quiet++;
+        }
+        link_close(old, "replaced by a newer handshake");
     }
     struct gu_batch b;
     gu_batch_init(&b);
@@ -821,12 +893,24 @@ struct linkset *linkset_start(const struct linkset_options *opt, const struct li
     ls->hooks = *hooks;
     ls->mu = opt->mu;
     ls->cond = opt->cond;
-    grpc_arg args[1];
+    /* gRPC 1.51 reads a whole message before it compares its length with the limit,
+     * and opens a stream's flow-control window as far as the length prefix asks: a
+     * stranger's huge first packet would be held in full.  A resource quota bounds
+     * what the peer server's transport may hold at once (gRPC shrinks windows under
+     * its pressure); the bulk lane's fragments are far below it. */
+    grpc_arg args[2];
     args[0].type = GRPC_ARG_INTEGER;
     args[0].key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
     args[0].value.integer = MAX_PACKET;
-    grpc_channel_args chargs = {1, args};
+    grpc_resource_quota *quota = grpc_resource_quota_create("distsup-peer");
+    grpc_resource_quota_resize(quota, PEER_QUOTA);
+    args[1].type = GRPC_ARG_POINTER;
+    args[1].key = GRPC_ARG_RESOURCE_QUOTA;
+    args[1].value.pointer.p = quota;
+    args[1].value.pointer.vtable = grpc_resource_quota_arg_vtable();
+    grpc_channel_args chargs = {2, args};
     ls->server = grpc_server_create(&chargs, NULL);
+    grpc_resource_quota_unref(quota);
     ls->cq = grpc_completion_queue_create_for_next(NULL);
     grpc_server_register_completion_queue(ls->server, ls->cq, NULL);
     ls->method = grpc_server_register_method(ls->server, METHOD, NULL, GRPC_SRM_PAYLOAD_NONE, 0);

@@ -14,6 +14,7 @@
 #define NAME_MAX_ LINK_ADDR_MAX
 #define DIAL_BACKOFF_MIN_MS 100
 #define DIAL_BACKOFF_MAX_MS 2000
+#define MEMBERS_MAX 1024 /* members known, and named in one Join or Members message */
 
 enum mstate { M_DOWN, M_UP, M_LEFT };
 
@@ -99,6 +100,10 @@ static struct member *add_member(struct peer *p, const char *name, const char *a
 {
     struct member *m = find_member(p, name);
     if (m) return m;
+    if (p->n_members >= MEMBERS_MAX) {
+        log_warn("peer", "not adding node %s: %d members known already", name, MEMBERS_MAX);
+        return NULL;
+    }
     void *grown = realloc(p->members, (p->n_members + 1) * sizeof *p->members);
     if (!grown) return NULL;
     p->members = grown;
@@ -196,8 +201,15 @@ static void gossip(struct peer *p, const struct link *except)
     free(ptrs);
 }
 
-static void learn(struct peer *p, Distsup__V1__Member **ms, size_t n)
+/* The members a node named: 0, or -1 when it named too many (nothing is learned then:
+ * the caller drops the link). */
+static int learn(struct peer *p, struct link *from, Distsup__V1__Member **ms, size_t n)
 {
+    if (n > MEMBERS_MAX) {
+        log_warn("peer", "refused a Members message of %zu members from %s (at most %d); dropping the link", n,
+                 link_who(from), MEMBERS_MAX);
+        return -1;
+    }
     for (size_t i = 0; i < n; i++) {
         const char *name = ms[i]->name, *addr = ms[i]->peer_address;
         if (!name[0] || !addr[0] || !strcmp(name, p->cfg->node_name)) continue;
@@ -205,7 +217,7 @@ static void learn(struct peer *p, Distsup__V1__Member **ms, size_t n)
         if (spec_name_check("node name", name, e, sizeof e) != 0 || strlen(addr) >= NAME_MAX_) continue;
         struct member *m = find_member(p, name);
         if (!m) {
-            if (!(m = add_member(p, name, addr))) return;
+            if (!(m = add_member(p, name, addr))) return 0;
             log_info("peer", "learned of node %s at %s", name, addr);
             /* Both may learn of each other at once and dial: the link both keep is the one
              * the smaller-named node dialed, so the larger-named one gives it time first
@@ -215,6 +227,7 @@ static void learn(struct peer *p, Distsup__V1__Member **ms, size_t n)
             copy_str(m->addr, sizeof m->addr, addr);
         }
     }
+    return 0;
 }
 
 /* The initiator's name of a link. */
@@ -225,14 +238,22 @@ static const char *initiator_of(const struct peer *p, const struct link *l)
 
 static void on_join(struct peer *p, struct link *l, Distsup__V1__Join *j)
 {
-    if (!j->name[0] || strlen(j->name) >= NAME_MAX_) {
+    char e[300];
+    if (spec_name_check("node name", j->name, e, sizeof e) != 0 || strlen(j->name) >= NAME_MAX_ ||
+        strlen(j->peer_address) >= NAME_MAX_ || strlen(j->api_address) >= NAME_MAX_ || j->n_labels > 64) {
+        log_warn("peer", "refused the link with %s: its Join is not usable (%s)", link_addr(l),
+                 j->n_labels > 64 ? "more than 64 labels" : "a name or address that is not valid");
         link_close(l, "Join without a usable name");
+        return;
+    }
+    if (j->n_members > MEMBERS_MAX) {
+        learn(p, l, j->members, j->n_members); /* logs it */
+        link_close(l, NULL);
         return;
     }
     struct seed *seed = seed_dialed_by(p, l);
     if (!strcmp(j->name, p->cfg->node_name)) {
-        if (j->boot_id == p->boot_id) { /* dialed ourselves */
-            if (seed) seed->self = 1;
+        if (j->boot_id == p->boot_id) { /* dialed ourselves (the handshake refuses our own key first) */
             link_close(l, "that is this node");
         } else {
             log_error("peer", "a node at %s calls itself %s, this node's own name: check node_name", link_addr(l),
@@ -245,7 +266,20 @@ static void on_join(struct peer *p, struct link *l, Distsup__V1__Join *j)
         link_close(l, "a second Join with another name");
         return;
     }
+    /* Names are bound both ways: a named key joins only under its name, a name the
+     * trust file gives to a key is usable only with that key, and an unnamed key only
+     * with trust_unnamed. */
     const char *bound = identity_bound_name(p->id, link_peer_key(l));
+    if (bound && !bound[0] && (!p->cfg->trust_unnamed || identity_name_taken(p->id, j->name, link_peer_key(l)))) {
+        char hex[2 * HS_KEY_LEN + 1];
+        key_hex(link_peer_key(l), hex);
+        log_warn("peer", "refused the link with %s: it calls itself %s, but its key %s has no name in the trust file%s",
+                 link_addr(l), j->name, hex,
+                 p->cfg->trust_unnamed ? " and the trust file gives that name to another key"
+                                       : " (set trust_unnamed = true to let such keys join)");
+        link_close(l, NULL);
+        return;
+    }
     if (!bound || (bound[0] && strcmp(bound, j->name))) {
         char hex[2 * HS_KEY_LEN + 1];
         key_hex(link_peer_key(l), hex);
@@ -294,7 +328,7 @@ static void on_join(struct peer *p, struct link *l, Distsup__V1__Join *j)
     int restarted = m->state == M_UP && m->boot_id != j->boot_id;
     m->state = M_UP;
     m->boot_id = j->boot_id;
-    learn(p, j->members, j->n_members);
+    learn(p, l, j->members, j->n_members);
     if (news) {
         log_info("peer", "node %s is up (%s%s)", m->name, m->addr, restarted ? ", restarted" : "");
         p->cb.up(p->cb.arg, j);
@@ -351,7 +385,9 @@ static void on_peer_msg(struct peer *p, struct link *l, Distsup__V1__PeerMsg *pm
         }
         break;
     }
-    case DISTSUP__V1__PEER_MSG__MSG_MEMBERS: learn(p, pm->members->members, pm->members->n_members); break;
+    case DISTSUP__V1__PEER_MSG__MSG_MEMBERS:
+        if (learn(p, l, pm->members->members, pm->members->n_members) != 0) link_close(l, NULL);
+        break;
     case DISTSUP__V1__PEER_MSG__MSG_LEAVE: member_down(p, m, 1, "left"); break;
     case DISTSUP__V1__PEER_MSG__MSG_APP: p->cb.message(p->cb.arg, m->name, pm->app.data, pm->app.len); break;
     default: log_warn("peer", "node %s sent a message of unknown kind %d; ignored", m->name, (int)pm->msg_case); break;
@@ -619,6 +655,12 @@ struct peer *peer_start(const struct config *cfg, const struct identity *id, uin
                      "can reach",
                      cfg->peer_listen);
     }
+    /* A seed that is this node's own address is this node: not dialed.  (Any other
+     * seed that turns out to answer with this node's own key is refused at the
+     * handshake and dialed again later, never taken for this node.) */
+    for (size_t i = 0; i < p->n_seeds; i++)
+        if (!strcmp(p->seeds[i].addr, p->advertise) || !strcmp(p->seeds[i].addr, cfg->peer_listen))
+            p->seeds[i].self = 1;
     if (pthread_create(&p->tick_thread, NULL, tick_main, p) != 0) {
         snprintf(err, errlen, "cannot start the peer ticker thread");
         peer_stop(p);

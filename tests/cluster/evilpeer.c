@@ -1,7 +1,7 @@
 /* evilpeer: a peer that speaks distsup's handshake and then misbehaves, to test that
  * a daemon refuses it.  Test tool only.
  *
- *   evilpeer ADDR KEYFILE MODE [NAME]
+ *   evilpeer ADDR KEYFILE MODE [NAME [ARG...]]
  *
  * KEYFILE is a node key (distsupd keygen); MODE is one of
  *   handshake  complete the handshake, send a valid Join, wait    (control: stays open)
@@ -11,11 +11,26 @@
  *   fragment   send a valid Join, then a sealed middle fragment of a message that
  *              never began (it opens, but is out of place)
  *   garbage    send bytes that are not a handshake
+ *   oldversion msg1 of link protocol 1
+ * and, as a trusted member that joined (its Join sent, heartbeats kept up), one forged
+ * cluster message (sidecar/cluster/authz.c says who may send what):
+ *   place CHILD MARK        a Place{PLACE_START} of CHILD (argv: touch MARK) from a
+ *                           node that is not the name's directory node
+ *   childinfo CHILD         a ChildInfo of CHILD on this node, incarnation 2^40
+ *   gone CHILD OWNER        a ChildGone of CHILD on node OWNER
+ *   emptyargv CHILD...      a ChildInfo of each CHILD on this node whose spec has no
+ *                           argv, then Leave
+ *   gossip N                a Members message of N made-up members
+ * before the handshake:
+ *   bigfirst MIB            a first packet of MIB mebibytes instead of msg1
+ *   flood N SECONDS         opens N streams that never send msg1 every half second,
+ *                           for SECONDS
  * and prints one line:
- *   handshake=ok|refused received=N closed=yes|no
+ *   handshake=ok|refused received=N closed=yes|no [reply=CODE]
  * received counts the packets the daemon sent after its handshake reply (what the
- * peer learned); closed says whether the daemon ended the stream within 5 s.  NAME is
- * the node name its Join claims (default evil@test). */
+ * peer learned); closed says whether the daemon ended the stream within 5 s (the
+ * cluster-message modes stay 3 s, then leave); reply is the status code of the answer
+ * to a forged Place.  NAME is the node name its Join claims (default evil@test). */
 #include <grpc/byte_buffer.h>
 #include <grpc/byte_buffer_reader.h>
 #include <grpc/grpc.h>
@@ -53,7 +68,7 @@ static int run(grpc_op *ops, size_t n, int timeout_ms)
     return ev.success;
 }
 
-static int send_packet(const uint8_t *data, size_t len)
+static grpc_byte_buffer *packet_bb(const uint8_t *data, size_t len)
 {
     Distsup__V1__PeerPacket pk = DISTSUP__V1__PEER_PACKET__INIT;
     pk.data.data = (uint8_t *)data;
@@ -63,6 +78,12 @@ static int send_packet(const uint8_t *data, size_t len)
     distsup__v1__peer_packet__pack(&pk, GRPC_SLICE_START_PTR(s));
     grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&s, 1);
     grpc_slice_unref(s);
+    return bb;
+}
+
+static int send_packet(const uint8_t *data, size_t len)
+{
+    grpc_byte_buffer *bb = packet_bb(data, len);
     grpc_op op;
     memset(&op, 0, sizeof op);
     op.op = GRPC_OP_SEND_MESSAGE;
@@ -72,17 +93,9 @@ static int send_packet(const uint8_t *data, size_t len)
     return ok == 1;
 }
 
-/* One packet's data into buf; returns its length, or -1 when the stream ended. */
-static long recv_packet(uint8_t *buf, size_t cap, int timeout_ms, int *timed_out)
+/* The data of the PeerPacket in bb (taken) into buf; its length, or -1. */
+static long packet_data(grpc_byte_buffer *bb, uint8_t *buf, size_t cap)
 {
-    grpc_byte_buffer *bb = NULL;
-    grpc_op op;
-    memset(&op, 0, sizeof op);
-    op.op = GRPC_OP_RECV_MESSAGE;
-    op.data.recv_message.recv_message = &bb;
-    int ok = run(&op, 1, timeout_ms);
-    *timed_out = ok == -1;
-    if (ok != 1 || !bb) return -1;
     grpc_byte_buffer_reader rd;
     grpc_byte_buffer_reader_init(&rd, bb);
     grpc_slice s = grpc_byte_buffer_reader_readall(&rd);
@@ -99,26 +112,304 @@ static long recv_packet(uint8_t *buf, size_t cap, int timeout_ms, int *timed_out
     return n;
 }
 
+/* One packet's data into buf; returns its length, or -1 when the stream ended. */
+static long recv_packet(uint8_t *buf, size_t cap, int timeout_ms, int *timed_out)
+{
+    grpc_byte_buffer *bb = NULL;
+    grpc_op op;
+    memset(&op, 0, sizeof op);
+    op.op = GRPC_OP_RECV_MESSAGE;
+    op.data.recv_message.recv_message = &bb;
+    int ok = run(&op, 1, timeout_ms);
+    *timed_out = ok == -1;
+    if (ok != 1 || !bb) return -1;
+    return packet_data(bb, buf, cap);
+}
+
 /* A sealed packet carrying m: its plaintext is the PeerMsg followed by a one-byte
- * trailer (the framing of docs/cluster.md): 0 a whole message, 2 a middle fragment. */
+ * trailer (the framing of docs/cluster.md): 0 a whole message, 2 a middle fragment.
+ * malloc'd; *len gets its length. */
 #define TRAILER_WHOLE 0
 #define TRAILER_MIDDLE 2
-static size_t seal_msg(struct seal *s, const Distsup__V1__PeerMsg *m, uint8_t trailer, uint8_t *out)
+static uint8_t *seal_msg(struct seal *s, const Distsup__V1__PeerMsg *m, uint8_t trailer, size_t *len)
 {
-    uint8_t plain[512];
-    size_t n = distsup__v1__peer_msg__pack(m, plain);
-    plain[n++] = trailer;
-    seal_encrypt(s, plain, n, out);
-    return n + SEAL_OVERHEAD;
+    size_t n = distsup__v1__peer_msg__get_packed_size(m);
+    uint8_t *buf = malloc(n + 1 + SEAL_OVERHEAD);
+    if (!buf) exit(1);
+    distsup__v1__peer_msg__pack(m, buf);
+    buf[n++] = trailer;
+    seal_encrypt(s, buf, n, buf);
+    *len = n + SEAL_OVERHEAD;
+    return buf;
+}
+
+static void send_sealed(struct seal *s, const Distsup__V1__PeerMsg *m)
+{
+    size_t n;
+    uint8_t *p = seal_msg(s, m, TRAILER_WHOLE, &n);
+    send_packet(p, n);
+    free(p);
+}
+
+static void send_app(struct seal *s, const Distsup__V1__ClusterMsg *cm)
+{
+    size_t n = distsup__v1__cluster_msg__get_packed_size(cm);
+    uint8_t *buf = malloc(n ? n : 1);
+    if (!buf) exit(1);
+    distsup__v1__cluster_msg__pack(cm, buf);
+    Distsup__V1__PeerMsg m = DISTSUP__V1__PEER_MSG__INIT;
+    m.msg_case = DISTSUP__V1__PEER_MSG__MSG_APP;
+    m.app.data = buf;
+    m.app.len = n;
+    send_sealed(s, &m);
+    free(buf);
+}
+
+/* ---------- forged cluster messages ---------- */
+
+static Distsup__V1__ChildSpec *make_spec(const char *name, char **argv, size_t n_argv)
+{
+    static Distsup__V1__ChildSpec sp;
+    distsup__v1__child_spec__init(&sp);
+    sp.name = (char *)name;
+    sp.argv = argv;
+    sp.n_argv = n_argv;
+    return &sp;
+}
+
+static void send_child_info(struct seal *s, const char *self, const char *child, uint64_t inc,
+                            Distsup__V1__ChildSpec *spec)
+{
+    char id[300];
+    snprintf(id, sizeof id, "%s/evil.1", self);
+    Distsup__V1__ChildInfo ci = DISTSUP__V1__CHILD_INFO__INIT;
+    ci.supervisor = "";
+    ci.name = (char *)child;
+    ci.node = (char *)self;
+    ci.id = id;
+    ci.incarnation = inc;
+    ci.state = DISTSUP__V1__CHILD_STATE__RUNNING;
+    ci.os_pid = 4242;
+    ci.spec = spec;
+    Distsup__V1__ClusterMsg cm = DISTSUP__V1__CLUSTER_MSG__INIT;
+    cm.msg_case = DISTSUP__V1__CLUSTER_MSG__MSG_CHILD;
+    cm.child = &ci;
+    send_app(s, &cm);
+}
+
+static void attack(struct seal *s, const char *mode, const char *self, int argc, char **argv)
+{
+    const char *a1 = argc > 0 ? argv[0] : "victim", *a2 = argc > 1 ? argv[1] : "";
+    if (!strcmp(mode, "place")) {
+        char script[600];
+        snprintf(script, sizeof script, "touch %s; sleep 60", a2);
+        char *args[] = {"/bin/sh", "-c", script};
+        Distsup__V1__StartChildRequest req = DISTSUP__V1__START_CHILD_REQUEST__INIT;
+        req.supervisor = "";
+        req.spec = make_spec(a1, args, 3);
+        Distsup__V1__Place pl = DISTSUP__V1__PLACE__INIT;
+        pl.request = &req;
+        pl.why = DISTSUP__V1__PLACE_WHY__PLACE_START;
+        size_t rlen = distsup__v1__place__get_packed_size(&pl);
+        uint8_t *body = malloc(rlen ? rlen : 1);
+        if (!body) exit(1);
+        distsup__v1__place__pack(&pl, body);
+        Distsup__V1__Forward f = DISTSUP__V1__FORWARD__INIT;
+        f.id = 77;
+        f.op = DISTSUP__V1__OP__OP_PLACE;
+        f.request.data = body;
+        f.request.len = rlen;
+        Distsup__V1__ClusterMsg cm = DISTSUP__V1__CLUSTER_MSG__INIT;
+        cm.msg_case = DISTSUP__V1__CLUSTER_MSG__MSG_FORWARD;
+        cm.forward = &f;
+        send_app(s, &cm);
+        free(body);
+    } else if (!strcmp(mode, "childinfo")) {
+        char *args[] = {"/bin/sleep", "60"};
+        send_child_info(s, self, a1, 1ull << 40, make_spec(a1, args, 2));
+    } else if (!strcmp(mode, "gone")) {
+        Distsup__V1__ChildGone g = DISTSUP__V1__CHILD_GONE__INIT;
+        g.supervisor = "";
+        g.name = (char *)a1;
+        g.node = (char *)a2;
+        g.incarnation = 1ull << 40;
+        g.reason = "forged";
+        Distsup__V1__ClusterMsg cm = DISTSUP__V1__CLUSTER_MSG__INIT;
+        cm.msg_case = DISTSUP__V1__CLUSTER_MSG__MSG_GONE;
+        cm.gone = &g;
+        send_app(s, &cm);
+    } else if (!strcmp(mode, "emptyargv")) {
+        for (int i = 0; i < argc; i++) send_child_info(s, self, argv[i], 1, make_spec(argv[i], NULL, 0));
+        Distsup__V1__Leave lv = DISTSUP__V1__LEAVE__INIT;
+        Distsup__V1__PeerMsg m = DISTSUP__V1__PEER_MSG__INIT;
+        m.msg_case = DISTSUP__V1__PEER_MSG__MSG_LEAVE;
+        m.leave = &lv;
+        send_sealed(s, &m);
+    } else if (!strcmp(mode, "gossip")) {
+        size_t n = (size_t)atol(a1);
+        Distsup__V1__Member *arr = calloc(n + 1, sizeof *arr);
+        Distsup__V1__Member **ptrs = calloc(n + 1, sizeof *ptrs);
+        char(*names)[40] = calloc(n + 1, sizeof *names);
+        if (!arr || !ptrs || !names) exit(1);
+        for (size_t i = 0; i < n; i++) {
+            distsup__v1__member__init(&arr[i]);
+            snprintf(names[i], sizeof names[i], "fake%06zu@evil", i);
+            arr[i].name = names[i];
+            arr[i].peer_address = "192.0.2.1:9"; /* TEST-NET-1: nothing answers */
+            ptrs[i] = &arr[i];
+        }
+        Distsup__V1__Members ms = DISTSUP__V1__MEMBERS__INIT;
+        ms.n_members = n;
+        ms.members = ptrs;
+        Distsup__V1__PeerMsg m = DISTSUP__V1__PEER_MSG__INIT;
+        m.msg_case = DISTSUP__V1__PEER_MSG__MSG_MEMBERS;
+        m.members = &ms;
+        send_sealed(s, &m);
+        free(arr);
+        free(ptrs);
+        free(names);
+    }
+}
+
+/* Reads what the daemon sends for ms milliseconds, keeping our heartbeats up; opens
+ * every packet (in order) and notes the code of a ForwardReply.  0, or -1 when the
+ * stream ended.  A receive stays pending between calls; listen_end ends it. */
+static int rtag, recv_pending;
+static grpc_byte_buffer *rbb;
+static grpc_op recv_op;
+
+static int recv_start(void)
+{
+    memset(&recv_op, 0, sizeof recv_op);
+    recv_op.op = GRPC_OP_RECV_MESSAGE;
+    recv_op.data.recv_message.recv_message = &rbb;
+    rbb = NULL;
+    recv_pending = grpc_call_start_batch(call, &recv_op, 1, &rtag, NULL) == GRPC_CALL_OK;
+    return recv_pending ? 0 : -1;
+}
+
+static void listen_end(void)
+{
+    grpc_call_cancel(call, NULL);
+    if (recv_pending) grpc_completion_queue_pluck(cq, &rtag, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+    recv_pending = 0;
+    if (rbb) grpc_byte_buffer_destroy(rbb);
+    rbb = NULL;
+}
+
+static int listen_for(struct seal *s, int ms, long *received, int *reply)
+{
+    static int ttag;
+    static uint64_t seq = 100;
+    static uint8_t buf[1u << 20];
+    if (!recv_pending && recv_start() != 0) return -1;
+    gpr_timespec end = in_ms(ms);
+    for (;;) {
+        grpc_event ev = grpc_completion_queue_pluck(cq, &rtag, in_ms(150), NULL);
+        if (ev.type == GRPC_QUEUE_TIMEOUT) {
+            if (gpr_time_cmp(gpr_now(GPR_CLOCK_REALTIME), end) > 0) return 0;
+            Distsup__V1__Heartbeat hb = DISTSUP__V1__HEARTBEAT__INIT;
+            hb.seq = ++seq;
+            Distsup__V1__PeerMsg hm = DISTSUP__V1__PEER_MSG__INIT;
+            hm.msg_case = DISTSUP__V1__PEER_MSG__MSG_HEARTBEAT;
+            hm.heartbeat = &hb;
+            size_t n;
+            uint8_t *p = seal_msg(s, &hm, TRAILER_WHOLE, &n);
+            grpc_byte_buffer *sb = packet_bb(p, n);
+            free(p);
+            grpc_op so;
+            memset(&so, 0, sizeof so);
+            so.op = GRPC_OP_SEND_MESSAGE;
+            so.data.send_message.send_message = sb;
+            if (grpc_call_start_batch(call, &so, 1, &ttag, NULL) == GRPC_CALL_OK)
+                grpc_completion_queue_pluck(cq, &ttag, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+            grpc_byte_buffer_destroy(sb);
+            continue;
+        }
+        recv_pending = 0;
+        grpc_byte_buffer *bb = rbb;
+        rbb = NULL;
+        if (!ev.success || !bb) return -1;
+        long n = packet_data(bb, buf, sizeof buf);
+        if (n < 0) return -1;
+        (*received)++;
+        if (n > SEAL_OVERHEAD && seal_decrypt(s, buf, (size_t)n, buf) == 0 && buf[n - SEAL_OVERHEAD - 1] == 0) {
+            Distsup__V1__PeerMsg *pm = distsup__v1__peer_msg__unpack(NULL, (size_t)n - SEAL_OVERHEAD - 1, buf);
+            if (pm && pm->msg_case == DISTSUP__V1__PEER_MSG__MSG_APP) {
+                Distsup__V1__ClusterMsg *cm = distsup__v1__cluster_msg__unpack(NULL, pm->app.len, pm->app.data);
+                if (cm && cm->msg_case == DISTSUP__V1__CLUSTER_MSG__MSG_REPLY && cm->reply->id == 77) {
+                    *reply = (int)cm->reply->code;
+                    fprintf(stderr, "evilpeer: reply %d: %s\n", *reply, cm->reply->message);
+                }
+                if (cm) distsup__v1__cluster_msg__free_unpacked(cm, NULL);
+            }
+            if (pm) distsup__v1__peer_msg__free_unpacked(pm, NULL);
+        }
+        if (recv_start() != 0) return -1;
+    }
+}
+
+/* ---------- before the handshake ---------- */
+
+/* Opens n streams that say nothing every half second, for secs seconds (the daemon's
+ * refusals and timeouts are not waited for: it never runs out of silent streams). */
+static int flood(grpc_channel *ch, int n, int secs)
+{
+    size_t cap = (size_t)n * (size_t)(2 * secs + 1), used = 0;
+    grpc_call **calls = calloc(cap, sizeof *calls);
+    grpc_metadata_array *mds = calloc(cap, sizeof *mds);
+    grpc_status_code *st = calloc(cap, sizeof *st);
+    grpc_slice *det = calloc(cap, sizeof *det);
+    if (!calls || !mds || !st || !det) return 1;
+    grpc_completion_queue *fq = grpc_completion_queue_create_for_next(NULL);
+    grpc_slice method = grpc_slice_from_static_string("/distsup.v1.Peer/Link");
+    for (int round = 0; round < 2 * secs; round++) {
+        for (int k = 0; k < n && used < cap; k++, used++) {
+            size_t i = used;
+            calls[i] =
+                grpc_channel_create_call(ch, NULL, GRPC_PROPAGATE_DEFAULTS, fq, method, NULL, in_ms(60000), NULL);
+            grpc_metadata_array_init(&mds[i]);
+            grpc_op ops[2];
+            memset(ops, 0, sizeof ops);
+            ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+            ops[1].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+            ops[1].data.recv_status_on_client.trailing_metadata = &mds[i];
+            ops[1].data.recv_status_on_client.status = &st[i];
+            ops[1].data.recv_status_on_client.status_details = &det[i];
+            if (grpc_call_start_batch(calls[i], ops, 2, &calls[i], NULL) != GRPC_CALL_OK) return 1;
+        }
+        gpr_timespec until = in_ms(500);
+        while (grpc_completion_queue_next(fq, until, NULL).type == GRPC_OP_COMPLETE) {}
+    }
+    for (size_t i = 0; i < used; i++) grpc_call_cancel(calls[i], NULL);
+    for (size_t done = 0; done < used;) {
+        grpc_event ev = grpc_completion_queue_next(fq, in_ms(5000), NULL);
+        if (ev.type != GRPC_OP_COMPLETE) break;
+        done++;
+    }
+    for (size_t i = 0; i < used; i++) {
+        grpc_slice_unref(det[i]);
+        grpc_metadata_array_destroy(&mds[i]);
+        grpc_call_unref(calls[i]);
+    }
+    grpc_completion_queue_shutdown(fq);
+    while (grpc_completion_queue_next(fq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type != GRPC_QUEUE_SHUTDOWN) {}
+    grpc_completion_queue_destroy(fq);
+    printf("opened=%zu\n", used);
+    free(calls);
+    free(mds);
+    free(st);
+    free(det);
+    return 0;
 }
 
 int main(int argc, char **argv)
 {
-    if (argc != 4 && argc != 5) {
-        fprintf(stderr, "usage: evilpeer ADDR KEYFILE MODE [NAME]\n");
+    if (argc < 4) {
+        fprintf(stderr, "usage: evilpeer ADDR KEYFILE MODE [NAME [ARG...]]\n");
         return 2;
     }
-    const char *addr = argv[1], *mode = argv[3], *name = argc == 5 ? argv[4] : "evil@test";
+    const char *addr = argv[1], *mode = argv[3], *name = argc >= 5 ? argv[4] : "evil@test";
     if (sodium_init() < 0) return 1;
     /* The key file only: a trust file that trusts everyone is not needed to dial. */
     char trust[] = "/tmp/evilpeer-trust-XXXXXX";
@@ -134,10 +425,17 @@ int main(int argc, char **argv)
         return 1;
     }
     grpc_init();
-    cq = grpc_completion_queue_create_for_pluck(NULL);
     grpc_channel_credentials *creds = grpc_insecure_credentials_create();
     grpc_channel *ch = grpc_channel_create(addr, creds, NULL);
     grpc_channel_credentials_release(creds);
+    if (!strcmp(mode, "flood")) {
+        int frc = flood(ch, argc >= 5 ? atoi(argv[4]) : 100, argc >= 6 ? atoi(argv[5]) : 10);
+        grpc_channel_destroy(ch);
+        grpc_shutdown();
+        identity_free(&id);
+        return frc;
+    }
+    cq = grpc_completion_queue_create_for_pluck(NULL);
     grpc_slice method = grpc_slice_from_static_string("/distsup.v1.Peer/Link");
     call = grpc_channel_create_call(ch, NULL, GRPC_PROPAGATE_DEFAULTS, cq, method, NULL, in_ms(20000), NULL);
 
@@ -151,11 +449,18 @@ int main(int argc, char **argv)
 
     struct hs hs;
     struct seal seal;
-    uint8_t msg1[HS_MSG1_LEN], buf[65536];
-    int handshake_ok = 0, timed_out = 0;
+    uint8_t msg1[HS_MSG1_LEN];
+    static uint8_t buf[1u << 20];
+    int handshake_ok = 0, timed_out = 0, reply = -1, cluster_mode = 0;
     long received = 0, n;
     if (!strcmp(mode, "garbage")) {
         send_packet((const uint8_t *)"GET / HTTP/1.0\r\n\r\n", 18);
+    } else if (!strcmp(mode, "bigfirst")) {
+        size_t big = (size_t)(argc >= 5 ? atol(argv[4]) : 60) << 20;
+        uint8_t *junk = calloc(big, 1);
+        if (!junk) return 1;
+        send_packet(junk, big);
+        free(junk);
     } else {
         hs_initiator_begin(&hs, &id.kp, NULL, msg1);
         if (!strcmp(mode, "oldversion")) msg1[3] = '1'; /* the link protocol before fragments */
@@ -167,7 +472,8 @@ int main(int argc, char **argv)
     run(&op, 1, 5000);
     n = recv_packet(buf, sizeof buf, 5000, &timed_out);
     uint8_t peer[HS_KEY_LEN];
-    if (n == HS_MSG2_LEN && strcmp(mode, "garbage") && hs_initiator_read2(&hs, buf, (size_t)n, peer) == HS_OK) {
+    if (n == HS_MSG2_LEN && strcmp(mode, "garbage") && strcmp(mode, "bigfirst") &&
+        hs_initiator_read2(&hs, buf, (size_t)n, peer) == HS_OK) {
         uint8_t msg3[HS_MSG3_LEN];
         hs_initiator_write3(&hs, msg3, &seal);
         send_packet(msg3, sizeof msg3);
@@ -185,9 +491,9 @@ int main(int argc, char **argv)
         Distsup__V1__PeerMsg hm = DISTSUP__V1__PEER_MSG__INIT;
         hm.msg_case = DISTSUP__V1__PEER_MSG__MSG_HEARTBEAT;
         hm.heartbeat = &hb;
-        uint8_t a[600], b[600];
-        size_t an = seal_msg(&seal, &jm, TRAILER_WHOLE, a);
-        size_t bn = seal_msg(&seal, &hm, strcmp(mode, "fragment") ? TRAILER_WHOLE : TRAILER_MIDDLE, b);
+        size_t an, bn;
+        uint8_t *a = seal_msg(&seal, &jm, TRAILER_WHOLE, &an);
+        uint8_t *b = seal_msg(&seal, &hm, strcmp(mode, "fragment") ? TRAILER_WHOLE : TRAILER_MIDDLE, &bn);
         if (!strcmp(mode, "handshake")) {
             send_packet(a, an);
             send_packet(b, bn);
@@ -203,10 +509,21 @@ int main(int argc, char **argv)
         } else if (!strcmp(mode, "fragment")) {
             send_packet(a, an);
             send_packet(b, bn);
+        } else if (strcmp(mode, "oldversion")) { /* a cluster-message mode */
+            cluster_mode = 1;
+            send_packet(a, an);
+            send_packet(b, bn);
+            /* the daemon's Join, snapshot and gossip first: then it knows us as up */
+            int up = listen_for(&seal, 700, &received, &reply) == 0;
+            attack(&seal, mode, name, argc - 5, argv + 5);
+            timed_out = up && listen_for(&seal, 3000, &received, &reply) == 0;
+            listen_end();
         }
+        free(a);
+        free(b);
     }
     /* What does the daemon send now, and does it hang up? */
-    for (int i = 0; i < 100; i++) {
+    for (int i = 0; i < 100 && !cluster_mode; i++) {
         n = recv_packet(buf, sizeof buf, 5000, &timed_out);
         if (n < 0) break;
         received++;
@@ -221,7 +538,9 @@ int main(int argc, char **argv)
     op.data.recv_status_on_client.status = &status;
     op.data.recv_status_on_client.status_details = &details;
     run(&op, 1, 5000);
-    printf("handshake=%s received=%ld closed=%s\n", handshake_ok ? "ok" : "refused", received, closed ? "yes" : "no");
+    printf("handshake=%s received=%ld closed=%s", handshake_ok ? "ok" : "refused", received, closed ? "yes" : "no");
+    if (reply >= 0) printf(" reply=%d", reply);
+    printf("\n");
     fflush(stdout);
     grpc_slice_unref(details);
     grpc_metadata_array_destroy(&md);
