@@ -267,12 +267,23 @@ struct load_ctx {
     struct core *c;
     char *err;
     size_t errlen;
+    struct proc_group *groups; /* the process groups an earlier run recorded */
+    size_t n_groups;
 };
 
 static int load_one(void *arg, const struct store_child *sc)
 {
     struct load_ctx *x = arg;
     struct core *c = x->c;
+    if (sc->pgid > 0 && sc->pg_start > 0) {
+        struct proc_group *g = realloc(x->groups, (x->n_groups + 1) * sizeof *g);
+        if (!g) {
+            snprintf(x->err, x->errlen, "out of memory loading children");
+            return -1;
+        }
+        x->groups = g;
+        x->groups[x->n_groups++] = (struct proc_group){(pid_t)sc->pgid, sc->pg_start};
+    }
     struct sup *s = find_sup(c, sc->supervisor);
     if (!s) {
         log_warn("core", "stored child %s belongs to supervisor %s, which is not configured; left alone", sc->name,
@@ -413,8 +424,13 @@ struct core *core_new(const struct config *cfg, struct store *st, char *err, siz
         log_debug("core", "supervisor %s places with %s (%s)", s->cfg->name, placement_name(s->strategy),
                   placement_path(s->strategy));
     }
-    struct load_ctx x = {c, err, errlen};
-    if (store_load_children(st, load_one, &x) != 0) {
+    struct load_ctx x = {c, err, errlen, NULL, 0};
+    int lrc = store_load_children(st, load_one, &x);
+    /* What the children of a daemon that died left running goes before any starts. */
+    size_t killed = proc_kill_leftovers(x.groups, x.n_groups);
+    if (killed) log_warn("core", "killed %zu processes the previous run's children left behind", killed);
+    free(x.groups);
+    if (lrc != 0) {
         if (!err[0]) snprintf(err, errlen, "cannot load the stored children (see the log)");
         goto fail;
     }

@@ -1,5 +1,6 @@
 #include "sidecar/proc.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -185,6 +186,15 @@ static void reap(struct proc *p)
     if (p->pidfd < 0) return;
     int status;
     pid_t r;
+    /* While it is a zombie its pid (the group's id) cannot be reused: kill what is
+     * left of its group then, before reaping it (see proc.h). */
+    siginfo_t si = {0};
+    int wr;
+    do wr = waitid(P_PID, (id_t)p->pid, &si, WEXITED | WNOHANG | WNOWAIT);
+    while (wr < 0 && errno == EINTR);
+    if (wr == 0 && si.si_pid == 0) return; /* not yet */
+    if (wr == 0 && kill(-p->pid, SIGKILL) != 0 && errno != ESRCH)
+        log_warn("proc", "kill(-%d) for what child %s left: %s", (int)p->pid, p->name, strerror(errno));
     do r = waitpid(p->pid, &status, WNOHANG);
     while (r < 0 && errno == EINTR);
     if (r == 0) return; /* not yet */
@@ -262,6 +272,78 @@ void proc_kill(struct proc *p, const char *why)
     log_error("proc", "child %s (pid %d): %s; killing it", p->name, (int)p->pid, why);
     proc_signal(p, SIGKILL);
     loop_close_fd(p->loop, &p->out_fd); /* read nothing more from it */
+}
+
+/* ---------- leftovers ---------- */
+
+/* pgrp (field 5) and starttime (field 22) of /proc/PID/stat.  0 or -1. */
+static int read_stat(pid_t pid, pid_t *pgrp, unsigned long long *start)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0) return -1;
+    buf[n] = 0;
+    char *s = strrchr(buf, ')'); /* the command name may hold anything but ends here */
+    if (!s) return -1;
+    /* after ") ": state(3) ppid(4) pgrp(5) ... starttime(22) */
+    int field = 2;
+    long long pg = -1;
+    for (char *save = NULL, *tok = strtok_r(s + 1, " ", &save); tok; tok = strtok_r(NULL, " ", &save)) {
+        field++;
+        if (field == 5) pg = strtoll(tok, NULL, 10);
+        if (field == 22) {
+            *pgrp = (pid_t)pg;
+            *start = strtoull(tok, NULL, 10);
+            return pg > 0 ? 0 : -1;
+        }
+    }
+    return -1;
+}
+
+int proc_start_ticks(pid_t pid, unsigned long long *ticks)
+{
+    pid_t pg;
+    return read_stat(pid, &pg, ticks);
+}
+
+size_t proc_kill_leftovers(const struct proc_group *g, size_t n)
+{
+    if (n == 0) return 0;
+    DIR *d = opendir("/proc");
+    if (!d) {
+        log_warn("proc", "cannot read /proc (%s): the previous run's leftover processes stay", strerror(errno));
+        return 0;
+    }
+    size_t killed = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        char *end;
+        long pid = strtol(e->d_name, &end, 10);
+        if (*end || pid <= 0 || pid == (long)getpid()) continue;
+        pid_t pg;
+        unsigned long long start;
+        if (read_stat((pid_t)pid, &pg, &start) != 0) continue;
+        for (size_t i = 0; i < n; i++) {
+            if (g[i].pgid != pg || start < g[i].start_ticks) continue;
+            /* A live leader with another start time: the pid was reused, a new group. */
+            unsigned long long lead;
+            pid_t lpg;
+            if (read_stat(g[i].pgid, &lpg, &lead) == 0 && lead != g[i].start_ticks) break;
+            if (kill((pid_t)pid, SIGKILL) == 0) {
+                log_warn("proc", "killed pid %ld, left in process group %d by the previous run", pid, (int)pg);
+                killed++;
+            } else if (errno != ESRCH) {
+                log_warn("proc", "kill(%ld) of a leftover process: %s", pid, strerror(errno));
+            }
+            break;
+        }
+    }
+    closedir(d);
+    return killed;
 }
 
 /* ---------- spawning ---------- */
@@ -441,6 +523,7 @@ int proc_spawn(struct proc *p, const struct proc_exec *x, char *err, size_t errl
     }
     p->pid = pid;
     p->pidfd = pidfd;
+    if (proc_start_ticks(pid, &p->start_ticks) != 0) p->start_ticks = 0;
     p->in_fd = pin[1];
     pin[1] = -1;
     p->out_fd = pout[0];

@@ -221,6 +221,14 @@ static void h_persist(void *arg, struct child *ch)
     store_set_child_state(c->store, ch->cfg->name, ch->name, st, ch->restarts, ch->incarnation);
 }
 
+/* Its process group, so that a daemon that dies leaves no tree behind for long
+ * (proc_kill_leftovers at the next start). */
+static void h_spawned(void *arg, struct child *ch)
+{
+    struct core *c = arg;
+    store_set_child_proc(c->store, ch->cfg->name, ch->name, ch->proc.pid, ch->proc.start_ticks);
+}
+
 static void h_remove(void *arg, struct child *ch, const char *reason) { remove_child(arg, ch, reason); }
 
 static void h_moved_out(void *arg, struct child *ch)
@@ -237,7 +245,8 @@ void reactor_sv_hooks(struct core *c, struct sv_hooks *h)
                            .event = h_event,
                            .persist = h_persist,
                            .remove = h_remove,
-                           .moved_out = h_moved_out};
+                           .moved_out = h_moved_out,
+                           .spawned = h_spawned};
 }
 
 /* ---------- copies ---------- */

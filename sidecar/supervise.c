@@ -125,6 +125,7 @@ static int spawn_incarnation(struct sv *sv, struct child *ch, char *err, size_t 
     }
     sv->live++;
     ch->started_at_wall = wall_ms();
+    if (sv->hooks.spawned) sv->hooks.spawned(sv->hooks.arg, ch);
     if (ch->spec->protocol == DISTSUP__V1__PROTOCOL__NONE) {
         ch->st = SV_RUNNING;
         ch->timer_at = 0;

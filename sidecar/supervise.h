@@ -134,6 +134,7 @@ struct sv_hooks {
     void (*persist)(void *arg, struct child *ch);                    /* its state, restarts, incarnation */
     void (*remove)(void *arg, struct child *ch, const char *reason); /* gone for good: unlink it */
     void (*moved_out)(void *arg, struct child *ch);                  /* stopped to move: place it there */
+    void (*spawned)(void *arg, struct child *ch);                    /* a new process runs (ch->proc); may be NULL */
 };
 
 struct sv {

@@ -211,7 +211,7 @@ static int setup(void **state)
     CFG.backoff_ms = 100;
     CFG.backoff_max_ms = 2000;
     CFG.start_timeout_ms = 1000;
-    struct sv_hooks hooks = {&F, h_now, h_tick, h_event, h_persist, h_remove, h_moved_out};
+    struct sv_hooks hooks = {&F, h_now, h_tick, h_event, h_persist, h_remove, h_moved_out, NULL};
     sv_init(&SV, &fake_ops, &hooks, NULL, "node1", "/nonexistent", 0xabc);
     return 0;
 }
