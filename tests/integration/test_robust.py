@@ -82,5 +82,46 @@ class GrandchildrenTest(DaemonTest):
         wait_for(lambda: not sleeps(), timeout=5, what="its grandchild to be killed")
 
 
+class NamesTest(DaemonTest):
+    def raw_start(self, d, spec, replace=None):
+        """StartChild with the request's bytes edited (grpcio would refuse to send them)."""
+        data = pb.StartChildRequest(spec=spec).SerializeToString()
+        if replace:
+            old, new = replace
+            self.assertEqual(len(old), len(new))
+            self.assertIn(old, data)
+            data = data.replace(old, new)
+        call = d.channel.unary_unary("/distsup.v1.Supervisor/StartChild", request_serializer=lambda b: b,
+                                     response_deserializer=pb.StartChildResponse.FromString)
+        return call(data, timeout=10)
+
+    def test_nul_in_a_name_is_invalid_argument(self):
+        d = self.daemon()
+        msg = self.assertCode(SC.INVALID_ARGUMENT, self.raw_start, d, sh("sleep 30", "nulXtail"),
+                              (b"nulXtail", b"nul\0tail"))
+        self.assertIn("NUL", msg)
+        self.assertEqual(list(d.stub.Children(pb.ChildrenRequest()).children), [])
+
+    def test_name_that_is_not_utf8_is_refused_and_listings_stay_readable(self):
+        d = self.daemon()
+        self.assertIn("UTF-8", self.assertCode(SC.INVALID_ARGUMENT, self.raw_start, d, sh("sleep 30", "badXY"),
+                                               (b"badXY", b"bad\xff\xfe")))
+        self.assertCode(SC.INVALID_ARGUMENT, self.raw_start, d, sh("sleep 30", "lab", labels={"k": "vX"}),
+                        (b"vX", b"v\xc3"))
+        self.assertCode(SC.INVALID_ARGUMENT, d.stub.StartChild,
+                        pb.StartChildRequest(spec=sh("sleep 30", "c1\u0085x")))
+        self.assertCode(SC.INVALID_ARGUMENT, d.stub.StartChild,
+                        pb.StartChildRequest(spec=sh("sleep 30", "lab2", labels={"k": "bell\a"})))
+        d.stub.StartChild(pb.StartChildRequest(spec=sh("sleep 30", "caf\u00e9-\u20ac")))
+        self.assertEqual([c.name for c in d.stub.Children(pb.ChildrenRequest()).children], ["caf\u00e9-\u20ac"])
+
+    def test_nul_in_a_supervisor_name_is_invalid_argument(self):
+        d = self.daemon()
+        data = pb.ChildrenRequest(supervisor="defaultXx").SerializeToString().replace(b"defaultXx", b"default\0x")
+        call = d.channel.unary_unary("/distsup.v1.Supervisor/Children", request_serializer=lambda b: b,
+                                     response_deserializer=pb.ChildrenResponse.FromString)
+        self.assertCode(SC.INVALID_ARGUMENT, call, data, timeout=10)
+
+
 if __name__ == "__main__":
     main()
