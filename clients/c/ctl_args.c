@@ -26,6 +26,7 @@ enum opt_id {
     O_ADDR,
     O_SUPERVISOR,
     O_JSON,
+    O_SPEC_DATA,
     O_DEADLINE,
     O_HELP,
     O_RESTART,
@@ -57,6 +58,7 @@ static const struct optdef {
     {"addr", true, ALL, O_ADDR},
     {"supervisor", true, ALL, O_SUPERVISOR},
     {"json", false, ALL, O_JSON},
+    {"spec-data", false, ALL, O_SPEC_DATA},
     {"deadline-ms", true, ALL, O_DEADLINE},
     {"help", false, ALL, O_HELP},
     {"restart", true, B(CMD_START), O_RESTART},
@@ -139,6 +141,7 @@ static int apply(struct ctl_opts *o, const struct optdef *d, const char *v, char
         break;
     case O_SUPERVISOR: o->supervisor = v; break;
     case O_JSON: o->json = true; break;
+    case O_SPEC_DATA: o->spec_data = true; break;
     case O_DEADLINE:
         if (!parse_u32(v, &o->deadline_ms) || o->deadline_ms == 0)
             return usage(errbuf, errlen, "--deadline-ms wants a positive number, not '%s'", v);
@@ -360,6 +363,7 @@ out:
     "  --supervisor NAME   supervisor to use (default: \"default\")\n" \
     "  --json              machine-readable output: one JSON object (one per line for watch)\n" \
     "  --deadline-ms MS    deadline of each RPC (default 10000)\n" \
+    "  --spec-data         show children's init and env values (left out by default)\n" \
     "  --help, -h          this help\n"
 
 #define EXIT_CODES \

@@ -8,7 +8,7 @@ import uuid
 
 import grpc
 
-from harness import DaemonTest, main, pb, wait_for
+from harness import DaemonTest, main, pb, pbg, wait_for
 
 SC = grpc.StatusCode
 
@@ -121,6 +121,61 @@ class NamesTest(DaemonTest):
         call = d.channel.unary_unary("/distsup.v1.Supervisor/Children", request_serializer=lambda b: b,
                                      response_deserializer=pb.ChildrenResponse.FromString)
         self.assertCode(SC.INVALID_ARGUMENT, call, data, timeout=10)
+
+
+class SpecDataTest(DaemonTest):
+    """Answers leave init and env values out unless asked, and Children comes in pages,
+    so that big inits cannot make them too large for a default client (4 MiB)."""
+
+    def test_start_child_with_a_4mib_init_answers_a_default_client(self):
+        d = self.daemon()
+        init = b"i" * (4 * 1024 * 1024 - 200)  # the request fits; the whole answer would not
+        r = d.stub.StartChild(pb.StartChildRequest(spec=sh("sleep 60", "big", init=init, env={"SECRET": "s"})),
+                              timeout=30)
+        self.assertEqual((r.child.state, r.child.spec.init), (pb.RUNNING, b""))
+        self.assertEqual(dict(r.child.spec.env), {"SECRET": ""})
+        w = d.stub.WhereIs(pb.WhereIsRequest(name="big")).child
+        self.assertEqual((w.spec.init, list(w.spec.argv)), (b"", ["/bin/sh", "-c", "sleep 60"]))
+        self.assertEqual(d.stub.WhoIs(pb.WhoIsRequest(id=w.id)).child.spec.init, b"")
+        big = grpc.insecure_channel(d.addr, options=[("grpc.max_receive_message_length", 16 * 2**20)])
+        self.addCleanup(big.close)
+        full = pbg.SupervisorStub(big).WhereIs(pb.WhereIsRequest(name="big", include_spec_data=True)).child.spec
+        self.assertEqual((len(full.init), dict(full.env)), (len(init), {"SECRET": "s"}))
+
+    def test_children_with_5_mib_of_inits_page_through(self):
+        d = self.daemon()
+        for i in range(5):
+            d.stub.StartChild(pb.StartChildRequest(spec=sh("sleep 60", "c%d" % i, init=bytes([65 + i]) * 2**20)),
+                              timeout=30)
+        kids = d.stub.Children(pb.ChildrenRequest()).children
+        self.assertEqual([c.name for c in kids], ["c%d" % i for i in range(5)])
+        self.assertTrue(all(c.spec.init == b"" for c in kids))
+        # with the data: pages under 4 MiB each, all five in the end, in start order
+        names, token, pages = [], "", 0
+        while True:
+            r = d.stub.Children(pb.ChildrenRequest(include_spec_data=True, page_token=token))
+            self.assertLess(r.ByteSize(), 4 * 2**20)
+            names += [c.name for c in r.children]
+            self.assertTrue(all(len(c.spec.init) == 2**20 for c in r.children))
+            pages += 1
+            token = r.next_page_token
+            if not token:
+                break
+        self.assertEqual(names, ["c%d" % i for i in range(5)])
+        self.assertGreater(pages, 1)
+
+    def test_children_page_size(self):
+        d = self.daemon()
+        for i in range(7):
+            d.stub.StartChild(pb.StartChildRequest(spec=sh("sleep 60", "p%d" % i)))
+        r = d.stub.Children(pb.ChildrenRequest(page_size=3))
+        self.assertEqual([c.name for c in r.children], ["p0", "p1", "p2"])
+        d.stub.TerminateChild(pb.TerminateChildRequest(name="p2"))  # the token's child is gone: goes on after it
+        r2 = d.stub.Children(pb.ChildrenRequest(page_size=3, page_token=r.next_page_token))
+        self.assertEqual([c.name for c in r2.children], ["p3", "p4", "p5"])
+        r3 = d.stub.Children(pb.ChildrenRequest(page_size=3, page_token=r2.next_page_token))
+        self.assertEqual(([c.name for c in r3.children], r3.next_page_token), (["p6"], ""))
+        self.assertCode(SC.INVALID_ARGUMENT, d.stub.Children, pb.ChildrenRequest(page_token="junk"))
 
 
 if __name__ == "__main__":
