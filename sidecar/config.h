@@ -38,6 +38,7 @@
  *   nodes = a@h1,b@h2          ; eligible nodes (empty: all)
  *   monitor_nodes = true       ; node events on Watch, and moves when nodes join
  *   max_moves = 16             ; children moving between nodes at one time
+ *   max_output_rate = 4194304  ; bytes a second of a child's log output read (0: no limit)
  *
  * See docs/configuration.md. */
 #ifndef DISTSUP_CONFIG_H
@@ -64,6 +65,7 @@ struct sup_config {
     char nodes[2048]; /* comma-separated; empty = every node */
     int monitor_nodes;
     unsigned max_moves;
+    size_t max_output_rate; /* bytes/s of a child's log output (stderr, NONE's stdout); 0: no limit */
 };
 
 struct config {

@@ -114,10 +114,71 @@ static void drain_lines(struct proc *p, struct dsbuf *b, const char *stream, int
     }
 }
 
-/* Reads from stdout or stderr, up to the budget.  Returns 1 at EOF. */
+/* ---------- output rate ---------- */
+
+static size_t window_share(const struct proc *p)
+{
+    size_t share = p->out_rate / (1000 / PROC_RATE_WINDOW_MS);
+    return share < 4096 ? 4096 : share;
+}
+
+void proc_set_output_rate(struct proc *p, size_t rate) { p->out_rate = rate; }
+
+/* What may be read now: the rest of the window's share (a new window when it is over). */
+static size_t rate_budget(struct proc *p, size_t budget)
+{
+    if (!p->out_rate || budget == SIZE_MAX) return budget;
+    uint64_t now = mono_ms();
+    if (now - p->out_window >= PROC_RATE_WINDOW_MS) {
+        p->out_window = now;
+        p->out_used = 0;
+    }
+    size_t left = window_share(p) > p->out_used ? window_share(p) - p->out_used : 0;
+    return left < budget ? left : budget;
+}
+
+static void set_read_armed(struct proc *p, int on)
+{
+    if (p->out_fd >= 0 && loop_mod(p->loop, p->out_fd, on ? EPOLLIN : 0, &p->w_out) != 0)
+        log_error("proc", "epoll_ctl for child %s: %s", p->name, strerror(errno));
+    if (p->err_fd >= 0 && loop_mod(p->loop, p->err_fd, on ? EPOLLIN : 0, &p->w_err) != 0)
+        log_error("proc", "epoll_ctl for child %s: %s", p->name, strerror(errno));
+}
+
+/* Counts what was read; past the window's share, its pipes wait for the tick. */
+static void rate_used(struct proc *p, size_t got)
+{
+    if (!p->out_rate) return;
+    p->out_used += got;
+    if (p->out_paused || p->out_used < window_share(p) || (p->out_fd < 0 && p->err_fd < 0)) return;
+    p->out_paused = 1;
+    set_read_armed(p, 0);
+    loop_arm_tick(p->loop);
+    if (!p->out_warned) {
+        p->out_warned = 1;
+        log_warn("proc", "child %s logs more than %zu bytes a second (max_output_rate): reading it is slowed", p->name,
+                 p->out_rate);
+    }
+}
+
+int proc_throttle_tick(struct proc *p, uint64_t now_ms)
+{
+    if (!p->out_paused) return 0;
+    if (now_ms - p->out_window < PROC_RATE_WINDOW_MS) return 1;
+    p->out_paused = 0;
+    p->out_window = now_ms;
+    p->out_used = 0;
+    set_read_armed(p, 1);
+    return 0;
+}
+
+/* Reads from stdout or stderr, up to the budget.  Returns 1 at EOF.  Log output
+ * (stderr, and stdout without frames) counts against the output rate. */
 static int read_pipe(struct proc *p, int fd, struct dsbuf *b, size_t budget)
 {
     size_t got = 0;
+    int metered = b == &p->errb || !p->frames;
+    if (metered) budget = rate_budget(p, budget);
     while (got < budget) {
         if (dsbuf_reserve(b, 16384) != 0) return 0;
         ssize_t n = read(fd, b->data + b->len, b->cap - b->len);
@@ -126,11 +187,13 @@ static int read_pipe(struct proc *p, int fd, struct dsbuf *b, size_t budget)
             got += (size_t)n;
             continue;
         }
-        if (n == 0) return 1;
-        if (errno == EINTR) continue;
-        if (errno != EAGAIN && errno != EWOULDBLOCK) log_warn("proc", "child %s: read: %s", p->name, strerror(errno));
-        return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : 1;
+        if (n < 0 && errno == EINTR) continue;
+        int eof = n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK);
+        if (n < 0 && eof) log_warn("proc", "child %s: read: %s", p->name, strerror(errno));
+        if (metered) rate_used(p, got);
+        return eof;
     }
+    if (metered) rate_used(p, got);
     return 0;
 }
 
@@ -252,6 +315,8 @@ void proc_close(struct proc *p)
     loop_close_fd(p->loop, &p->out_fd);
     loop_close_fd(p->loop, &p->err_fd);
     p->in_armed = 0;
+    p->out_paused = 0;
+    p->out_used = 0;
     dsbuf_free(&p->inb);
     dsbuf_free(&p->outb);
     dsbuf_free(&p->errb);

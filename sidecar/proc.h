@@ -22,6 +22,7 @@
 #define PROC_READ_BUDGET (64 * 1024) /* bytes read from one pipe per wake-up */
 #define PROC_LOG_LINE_MAX 2048       /* longer child log lines are split */
 #define PROC_LOG_LINES_PER_SEC 200   /* per process; the rest are counted and dropped */
+#define PROC_RATE_WINDOW_MS 100      /* the output rate is metered in windows this long */
 
 struct proc;
 
@@ -48,6 +49,14 @@ struct proc {
     unsigned long long start_ticks; /* its start time (/proc/PID/stat), for proc_kill_leftovers */
     uint64_t log_window;            /* rate limit of log lines */
     unsigned log_lines, log_dropped;
+    /* Output rate (proc_set_output_rate): bytes of log output (stderr, and stdout
+     * unless it carries frames) read in the current window; past the window's share
+     * its pipes are not read (nor watched) until proc_throttle_tick opens the next
+     * window, so the child blocks on a full pipe. */
+    size_t out_rate; /* bytes/s; 0: no limit */
+    uint64_t out_window;
+    size_t out_used;
+    int out_paused, out_warned;
 };
 
 /* Sets p up, not running (every fd -1). */
@@ -70,6 +79,14 @@ int proc_send(struct proc *p, const Distsup__V1__ChildFrame *f);
 /* Bytes queued for its stdin that it has not read yet. */
 size_t proc_unsent(const struct proc *p);
 int proc_stdin_open(const struct proc *p);
+
+/* Limits the bytes of log output read from it (stderr, and stdout unless it carries
+ * frames) to rate a second (0: no limit).  While it is over, stdout is not read
+ * either. */
+void proc_set_output_rate(struct proc *p, size_t rate);
+/* Called from the loop's tick: resumes reading a throttled process when its next
+ * window has come.  1 while it is still held back (the tick must go on). */
+int proc_throttle_tick(struct proc *p, uint64_t now_ms);
 
 /* Signals its process group (its own children go too). */
 void proc_signal(struct proc *p, int sig);

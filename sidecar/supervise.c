@@ -454,6 +454,7 @@ void sv_frame(struct sv *sv, struct child *ch, const Distsup__V1__ChildFrame *f)
 
 int sv_tick(struct sv *sv, struct child *ch, uint64_t now)
 {
+    int throttled = proc_throttle_tick(&ch->proc, now);
     if (ch->timer_at && now >= ch->timer_at) {
         ch->timer_at = 0;
         dispatch(sv, ch, SV_EV_TIMEOUT, NULL);
@@ -466,7 +467,7 @@ int sv_tick(struct sv *sv, struct child *ch, uint64_t now)
         answer_fail(p->done, p->arg, GRPC_STATUS_DEADLINE_EXCEEDED, "child '%s' did not reply in time", ch->name);
         free(p);
     }
-    return ch->timer_at || ch->calls;
+    return ch->timer_at || ch->calls || throttled;
 }
 
 int sv_call(struct sv *sv, struct child *ch, ProtobufCBinaryData payload, uint64_t deadline, answer_fn done, void *arg)
@@ -600,6 +601,7 @@ static int os_spawn(struct sv *sv, struct child *ch, char *err, size_t errlen)
         {"DISTSUP_ID", ch->id},
     };
     struct proc_exec x = {.spec = ch->spec, .cwd = sv->data_dir, .extra_env = extra, .n_extra = 4};
+    proc_set_output_rate(&ch->proc, ch->cfg->max_output_rate);
     return proc_spawn(&ch->proc, &x, err, errlen);
 }
 

@@ -184,8 +184,9 @@ void sv_exited(struct sv *sv, struct child *ch, int status);
 /* A frame from its process. */
 void sv_frame(struct sv *sv, struct child *ch, const Distsup__V1__ChildFrame *f);
 
-/* Fires its timer and expires its calls when due.  1 while it still has a timer or
- * calls pending (the tick must go on). */
+/* Fires its timer and expires its calls when due, and resumes reading its output when
+ * its rate allows (proc_throttle_tick).  1 while it still has a timer or calls
+ * pending or its output is held back (the tick must go on). */
 int sv_tick(struct sv *sv, struct child *ch, uint64_t now);
 
 /* Sends a Call; the reply (or DEADLINE_EXCEEDED at deadline, or UNAVAILABLE when it

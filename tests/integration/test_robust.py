@@ -3,12 +3,13 @@ specs, children that flood, many fds, memory after churn, slow starters."""
 
 import os
 import signal
+import sys
 import time
 import uuid
 
 import grpc
 
-from harness import DaemonTest, main, pb, pbg, wait_for
+from harness import COUNTER, DaemonTest, main, pb, pbg, wait_for
 
 SC = grpc.StatusCode
 
@@ -176,6 +177,37 @@ class SpecDataTest(DaemonTest):
         r3 = d.stub.Children(pb.ChildrenRequest(page_size=3, page_token=r2.next_page_token))
         self.assertEqual(([c.name for c in r3.children], r3.next_page_token), (["p6"], ""))
         self.assertCode(SC.INVALID_ARGUMENT, d.stub.Children, pb.ChildrenRequest(page_token="junk"))
+
+
+def cpu_seconds(pid):
+    """utime + stime of a process, in seconds (/proc/PID/stat)."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class FloodTest(DaemonTest):
+    def test_a_child_flooding_stdout_is_slowed_and_others_answer(self):
+        d = self.daemon()
+        d.stub.StartChild(pb.StartChildRequest(spec=pb.ChildSpec(name="ok", argv=[COUNTER])))
+        d.stub.StartChild(pb.StartChildRequest(spec=sh("exec yes", "flood")))
+        time.sleep(0.5)  # the flood is under way
+        t0, c0 = time.monotonic(), cpu_seconds(d.proc.pid)
+        worst = 0.0
+        while time.monotonic() - t0 < 4:
+            t = time.monotonic()
+            d.stub.Call(pb.CallRequest(name="ok", payload=b"incr"), timeout=5)
+            worst = max(worst, time.monotonic() - t)
+            time.sleep(0.05)
+        used = cpu_seconds(d.proc.pid) - c0
+        elapsed = time.monotonic() - t0
+        sys.stderr.write("distsupd: %.2fs of CPU in %.2fs; slowest Call %.3fs\n" % (used, elapsed, worst))
+        # unthrottled, reading and splitting `yes` keeps distsupd on a whole core
+        self.assertLess(used, 0.3 * elapsed, "distsupd used %.2fs of CPU in %.2fs" % (used, elapsed))
+        self.assertLess(worst, 1.0)
+        self.assertIn("reading it is slowed", d.read_log())
+        self.assertEqual(d.read_log().count("reading it is slowed"), 1)  # said once
+        self.assertEqual(d.stub.WhereIs(pb.WhereIsRequest(name="flood")).child.state, pb.RUNNING)
 
 
 if __name__ == "__main__":
