@@ -210,5 +210,16 @@ class FloodTest(DaemonTest):
         self.assertEqual(d.stub.WhereIs(pb.WhereIsRequest(name="flood")).child.state, pb.RUNNING)
 
 
+class LimitsTest(DaemonTest):
+    def test_open_file_limit_is_raised_to_the_hard_limit(self):
+        d = self.daemon(start=False)
+        d.prefix = ("prlimit", "--nofile=1024:4096", "--")
+        d.start()
+        with open("/proc/%d/limits" % d.proc.pid) as f:
+            row = [line.split() for line in f if line.startswith("Max open files")][0]
+        self.assertEqual(row[3:5], ["4096", "4096"])
+        self.assertIn("open files: 4096", d.read_log())
+
+
 if __name__ == "__main__":
     main()
