@@ -121,6 +121,10 @@ struct core {
     uint64_t leave_deadline;
     uint64_t rebalance_at; /* 0: none due */
     uint64_t reconcile_at; /* 0: none due */
+    /* memory back to the system after churn (core.c, maybe_trim) */
+    size_t trim_peak;    /* most processes running since the last trim */
+    uint64_t trimmed_at; /* when the last trim ran */
+    int trim_due;        /* the count dropped a lot: trim when the rate allows */
 };
 
 uint64_t reactor_now_ms(void); /* CLOCK_MONOTONIC in ms */
