@@ -113,8 +113,23 @@ void remove_child(struct core *c, struct child *ch, const char *reason)
     c->graveyard = ch;
 }
 
+static void start_at(struct core *c, struct sup *s, Distsup__V1__ChildSpec *spec, uint64_t incarnation,
+                     const ProtobufCBinaryData *state, uint64_t answer_by, answer_fn done, void *arg);
+
 void start_local(struct core *c, struct sup *s, Distsup__V1__ChildSpec *spec, uint64_t incarnation,
                  const ProtobufCBinaryData *state, answer_fn done, void *arg)
+{
+    start_at(c, s, spec, incarnation, state, 0, done, arg);
+}
+
+void start_local_by(struct core *c, struct sup *s, Distsup__V1__ChildSpec *spec, uint64_t deadline, answer_fn done,
+                    void *arg)
+{
+    start_at(c, s, spec, 0, NULL, deadline, done, arg);
+}
+
+static void start_at(struct core *c, struct sup *s, Distsup__V1__ChildSpec *spec, uint64_t incarnation,
+                     const ProtobufCBinaryData *state, uint64_t answer_by, answer_fn done, void *arg)
 {
     char err[512];
     struct child *old = find_child(s, spec->name);
@@ -162,6 +177,7 @@ void start_local(struct core *c, struct sup *s, Distsup__V1__ChildSpec *spec, ui
         return;
     }
     free(bytes);
+    ch->answer_by = answer_by;
     if (sv_start(&c->sv, ch, err, sizeof err) != 0) {
         log_warn("core", "StartChild %s: %s", ch->name, err);
         answer_fail(done, arg, GRPC_STATUS_FAILED_PRECONDITION, "cannot start child '%s': %s", ch->name, err);

@@ -150,6 +150,11 @@ void remove_child(struct core *c, struct child *ch, const char *reason);
  * (re-homed or moved); state: handed-off state for its Init, or NULL. */
 void start_local(struct core *c, struct sup *s, Distsup__V1__ChildSpec *spec, uint64_t incarnation,
                  const ProtobufCBinaryData *state, answer_fn done, void *arg);
+/* start_local for a client's StartChild with a deadline (monotonic ms, 0: none): a
+ * FRAMES child's Ready wait ends early enough to answer before it (supervise.h,
+ * answer_by). */
+void start_local_by(struct core *c, struct sup *s, Distsup__V1__ChildSpec *spec, uint64_t deadline, answer_fn done,
+                    void *arg);
 
 /* A lifecycle event of a child: to Watch subscribers and, in a cluster, to the peers. */
 void emit(struct core *c, struct child *ch, Distsup__V1__EventKind kind, int exit_code, int sig, const char *reason);

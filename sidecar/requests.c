@@ -156,7 +156,8 @@ static void relay_start_done(void *arg, int code, const char *message, const Pro
     free(x);
 }
 
-static void dir_start(struct core *c, struct sup *s, Distsup__V1__StartChildRequest *req, answer_fn done, void *arg)
+static void dir_start(struct core *c, struct sup *s, Distsup__V1__StartChildRequest *req, uint64_t deadline,
+                      answer_fn done, void *arg)
 {
     char err[512];
     Distsup__V1__ChildSpec *spec = req->spec;
@@ -183,7 +184,7 @@ static void dir_start(struct core *c, struct sup *s, Distsup__V1__StartChildRequ
     }
     if (old) { /* it runs here, wherever the strategy would put it now: start_local says so */
         req->spec = NULL;
-        start_local(c, s, spec, 0, NULL, done, arg);
+        start_local_by(c, s, spec, deadline, done, arg);
         return;
     }
     if (reserved(s, spec->name)) {
@@ -224,7 +225,7 @@ static void dir_start(struct core *c, struct sup *s, Distsup__V1__StartChildRequ
     }
     if (to->self) {
         req->spec = NULL; /* start_local takes it */
-        start_local(c, s, spec, 0, NULL, done, arg);
+        start_local_by(c, s, spec, deadline, done, arg);
         return;
     }
     struct dir_ctx *x = calloc(1, sizeof *x);
@@ -246,7 +247,8 @@ static void dir_start(struct core *c, struct sup *s, Distsup__V1__StartChildRequ
     forward(c, to, CORE_PLACE, &pl.base, 0, 0, dir_done, x);
 }
 
-static void op_start(struct core *c, Distsup__V1__StartChildRequest *req, unsigned flags, answer_fn done, void *arg)
+static void op_start(struct core *c, Distsup__V1__StartChildRequest *req, uint64_t deadline, unsigned flags,
+                     answer_fn done, void *arg)
 {
     char err[512];
     struct sup *s = need_sup(c, req->supervisor, done, arg);
@@ -310,7 +312,7 @@ static void op_start(struct core *c, Distsup__V1__StartChildRequest *req, unsign
             return;
         }
     }
-    dir_start(c, s, req, done, arg);
+    dir_start(c, s, req, deadline, done, arg);
 }
 
 /* CORE_PLACE: the directory node (or a failover or a move) says: run it here. */
@@ -812,8 +814,8 @@ void requests_run(struct core *c, int op, ProtobufCMessage *r, uint64_t deadline
         return;
     }
     switch (op) {
-    case CORE_START_CHILD: op_start(c, (void *)r, flags, done, arg); break;
-    case CORE_DIR_START: op_start(c, (void *)r, REQ_LOCAL, done, arg); break;
+    case CORE_START_CHILD: op_start(c, (void *)r, deadline, flags, done, arg); break;
+    case CORE_DIR_START: op_start(c, (void *)r, deadline, REQ_LOCAL, done, arg); break;
     case CORE_PLACE: op_place(c, (void *)r, done, arg); break;
     case CORE_TERMINATE_CHILD: op_terminate(c, (void *)r, flags, done, arg); break;
     case CORE_CHILDREN: op_children(c, (void *)r, done, arg); break;

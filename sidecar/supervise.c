@@ -133,7 +133,19 @@ static int spawn_incarnation(struct sv *sv, struct child *ch, char *err, size_t 
         return 0;
     }
     ch->st = SV_STARTING;
-    ch->timer_at = now_ms(sv) + ch->cfg->start_timeout_ms;
+    uint64_t now = now_ms(sv);
+    ch->timer_at = now + ch->cfg->start_timeout_ms;
+    ch->start_cut = 0;
+    if (ch->answer_by && ch->answer_by < ch->timer_at) {
+        /* Killing it, reaping it and the answer's trip take a moment: end the wait
+         * that much before the StartChild's deadline. */
+        uint64_t left = ch->answer_by > now ? ch->answer_by - now : 0;
+        uint64_t margin = left > 300 ? 100 : left / 3;
+        ch->timer_at = now + left - margin;
+        ch->start_cut = 1;
+    }
+    ch->answer_by = 0;
+    ch->start_wait_ms = (unsigned)(ch->timer_at - now);
     sv->hooks.tick(sv->hooks.arg);
     Distsup__V1__Init init = DISTSUP__V1__INIT__INIT;
     init.name = ch->name;
@@ -319,7 +331,13 @@ static void exit_outcome(struct sv *sv, struct child *ch, const struct sv_input 
     ch->why = SV_WHY_NONE;
 
     if (ch->start_done) { /* died before Ready: the StartChild fails, nothing is kept */
-        if (ch->start_timed_out)
+        if (ch->start_timed_out && ch->start_cut)
+            sv_fail_start(ch, GRPC_STATUS_DEADLINE_EXCEEDED,
+                          "child '%s' sent no Ready within %ums, when the request's deadline was near "
+                          "(start_timeout_ms is %ums); it was killed. Does it speak the frame protocol? "
+                          "Use protocol NONE for plain programs",
+                          ch->name, ch->start_wait_ms, ch->cfg->start_timeout_ms);
+        else if (ch->start_timed_out)
             sv_fail_start(ch, GRPC_STATUS_DEADLINE_EXCEEDED,
                           "child '%s' did not send Ready within %ums (start_timeout_ms); it was killed. "
                           "Does it speak the frame protocol? Use protocol NONE for plain programs",

@@ -91,12 +91,16 @@ struct child {
     /* the machine's */
     enum sv_state st;
     enum sv_why why;
-    char *stop_reason;   /* why it was stopped, for its events (NULL: its exit) */
-    int start_timed_out; /* killed for want of a Ready frame */
-    uint64_t timer_at;   /* STARTING: Ready deadline; BACKOFF: restart time;
-                            STOP_*: next escalation; 0: none */
-    uint64_t kill_at;    /* STOP_*: SIGKILL time */
-    char id[320];        /* this incarnation's id */
+    char *stop_reason;      /* why it was stopped, for its events (NULL: its exit) */
+    int start_timed_out;    /* killed for want of a Ready frame */
+    uint64_t answer_by;     /* set before sv_start: the StartChild's deadline (0: none); the
+                               Ready wait ends early enough to answer by then */
+    unsigned start_wait_ms; /* how long this incarnation waits for Ready */
+    int start_cut;          /* ... shorter than start_timeout_ms: answer_by came first */
+    uint64_t timer_at;      /* STARTING: Ready deadline; BACKOFF: restart time;
+                               STOP_*: next escalation; 0: none */
+    uint64_t kill_at;       /* STOP_*: SIGKILL time */
+    char id[320];           /* this incarnation's id */
     uint64_t incarnation;
     uint32_t restarts;
     struct restart_window win;

@@ -221,5 +221,25 @@ class LimitsTest(DaemonTest):
         self.assertIn("open files: 4096", d.read_log())
 
 
+class SlowStartTest(DaemonTest):
+    def test_start_child_answers_before_a_short_client_deadline(self):
+        # start_timeout_ms is 10 s (the default); the client waits 2 s
+        d = self.daemon()
+        arg = "31.%d" % (uuid.uuid4().int % 10**9)
+        t0 = time.monotonic()
+        with self.assertRaises(grpc.RpcError) as cm:
+            d.stub.StartChild(pb.StartChildRequest(spec=pb.ChildSpec(name="mute", argv=["/bin/sleep", arg])),
+                              timeout=2)
+        took = time.monotonic() - t0
+        e = cm.exception
+        self.assertEqual(e.code(), SC.DEADLINE_EXCEEDED)
+        # the daemon's answer, not the client's own deadline
+        self.assertIn("no Ready", e.details())
+        self.assertIn("protocol NONE", e.details())
+        self.assertLess(took, 2.0)
+        self.assertCode(SC.NOT_FOUND, d.stub.WhereIs, pb.WhereIsRequest(name="mute"))
+        self.assertEqual(procs_with_cmdline(["/bin/sleep", arg]), [])
+
+
 if __name__ == "__main__":
     main()
