@@ -413,7 +413,7 @@ static int node_matches(const char *filter, const char *node) { return !filter[0
 
 #define CHILDREN_PAGE_DEFAULT 1000u
 #define CHILDREN_PAGE_MAX 10000u
-#define CHILDREN_PAGE_BYTES (3u << 20) /* under a default client's 4 MiB */
+#define CHILDREN_PAGE_BYTES (3u << 20) /* a page ends before this, unless one child is bigger */
 
 /* Where a page of Children starts: the token is "L" (this node's children, in start
  * order) or "R" (the other nodes', in the registry's order), the position of the
@@ -464,6 +464,8 @@ static void op_children(struct core *c, Distsup__V1__ChildrenRequest *req, answe
     }
     size_t want = req->page_size ? req->page_size : CHILDREN_PAGE_DEFAULT;
     if (want > CHILDREN_PAGE_MAX) want = CHILDREN_PAGE_MAX;
+    size_t total = s->count + registry_count(s->remote); /* no bigger arrays than needed */
+    if (want > total) want = total ? total : 1;
     Distsup__V1__ChildInfo *infos = calloc(want, sizeof *infos);
     struct lite *lites = calloc(want, sizeof *lites);
     Distsup__V1__ChildInfo **ptrs = calloc(want, sizeof *ptrs);
@@ -483,28 +485,38 @@ static void op_children(struct core *c, Distsup__V1__ChildrenRequest *req, answe
             while (e && !node_matches(req->node, e->info->node)) e = registry_next(e), pos++;
             if (!e) break; /* the end: no token */
         }
-        if (n == want || (n > 0 && bytes >= CHILDREN_PAGE_BYTES)) { /* more than fits: a next page */
+        int full = n == want;
+        if (!full) {
+            const Distsup__V1__ChildInfo *in;
+            if (!remote) {
+                sv_fill_info(&c->sv, ch, &infos[n]);
+                in = &infos[n];
+            } else {
+                in = e->info;
+            }
+            if (req->include_spec_data) {
+                ptrs[n] = (Distsup__V1__ChildInfo *)in;
+            } else {
+                if (lite_make(&lites[n], in) != 0) goto oom;
+                ptrs[n] = &lites[n].info;
+            }
+            size_t size = distsup__v1__child_info__get_packed_size(ptrs[n]) + 8;
+            if (n > 0 && bytes + size > CHILDREN_PAGE_BYTES) { /* on the next page */
+                lite_free(&lites[n]);
+                lites[n] = (struct lite){0};
+                full = 1;
+            } else {
+                bytes += size;
+            }
+        }
+        if (full) { /* a next page */
             size_t len = strlen(ptrs[n - 1]->name) + 48;
             if (!(token = malloc(len))) goto oom;
             snprintf(token, len, "%c%zu:%s", last_remote ? 'R' : 'L', last_pos, ptrs[n - 1]->name);
             break;
         }
-        const Distsup__V1__ChildInfo *in;
-        if (!remote) {
-            sv_fill_info(&c->sv, ch, &infos[n]);
-            in = &infos[n];
-            ch = ch->next;
-        } else {
-            in = e->info;
-            e = registry_next(e);
-        }
-        if (req->include_spec_data) {
-            ptrs[n] = (Distsup__V1__ChildInfo *)in;
-        } else {
-            if (lite_make(&lites[n], in) != 0) goto oom;
-            ptrs[n] = &lites[n].info;
-        }
-        bytes += distsup__v1__child_info__get_packed_size(ptrs[n]) + 8;
+        if (!remote) ch = ch->next;
+        else e = registry_next(e);
         last_pos = pos++;
         last_remote = remote;
         n++;
