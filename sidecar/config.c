@@ -31,6 +31,7 @@ static void sup_defaults(struct sup_config *s, const char *name)
     s->watch_queue = 4096;
     s->monitor_nodes = 1;
     s->max_moves = 16;
+    s->max_output_rate = 4u << 20;
 }
 
 void config_defaults(struct config *c)
@@ -202,7 +203,7 @@ static int set_sup_key(struct sup_config *s, const char *k, const char *v, char 
         {"restart_backoff_ms", 0, 600000}, {"restart_backoff_max_ms", 0, 3600000},
         {"mailbox", 1, 1000000},           {"mailbox_bytes", 4096, 1ull << 32},
         {"start_timeout_ms", 1, 3600000},  {"watch_queue", 1, 1000000},
-        {"max_moves", 1, 100000},
+        {"max_moves", 1, 100000},          {"max_output_rate", 0, 1ull << 32},
     };
     for (size_t i = 0; i < sizeof nums / sizeof nums[0]; i++) {
         if (strcmp(k, nums[i].key)) continue;
@@ -216,7 +217,8 @@ static int set_sup_key(struct sup_config *s, const char *k, const char *v, char 
         case 5: s->mailbox_bytes = (size_t)x; break;
         case 6: s->start_timeout_ms = (unsigned)x; break;
         case 7: s->watch_queue = (unsigned)x; break;
-        default: s->max_moves = (unsigned)x; break;
+        case 8: s->max_moves = (unsigned)x; break;
+        default: s->max_output_rate = (size_t)x; break;
         }
         return 0;
     }

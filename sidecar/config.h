@@ -54,6 +54,7 @@
  *   max_moves = 16             ; children moving between nodes at one time
  *   inherit_env = JAVA_*,PGHOST ; daemon variables its children get beyond the allowlist
  *   run_as = nobody            ; children run as this user (the daemon must be root)
+ *   max_output_rate = 4194304  ; bytes a second of a child's log output read (0: no limit)
  *
  * See docs/configuration.md. */
 #ifndef DISTSUP_CONFIG_H
@@ -89,6 +90,7 @@ struct sup_config {
     char run_home[1024];
     unsigned run_groups[CONFIG_MAX_GROUPS];
     size_t n_run_groups;
+    size_t max_output_rate; /* bytes/s of a child's log output (stderr, NONE's stdout); 0: no limit */
 };
 
 struct config {

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <sodium.h>
@@ -73,6 +74,28 @@ static void on_message(void *arg, const char *node, const uint8_t *d, size_t n)
 }
 static void on_settled(void *arg) { core_peers_settled(arg); }
 
+/* Each child takes a few fds (pipes, pidfd): the soft limit a shell gives (1024) would
+ * cap the children at about 250.  Raised to the hard limit; the cap is logged. */
+static void raise_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) {
+        log_warn("main", "getrlimit(RLIMIT_NOFILE): %s", strerror(errno));
+        return;
+    }
+    if (rl.rlim_cur < rl.rlim_max) {
+        rlim_t was = rl.rlim_cur;
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0) {
+            log_warn("main", "cannot raise the open-file limit from %llu to %llu: %s", (unsigned long long)was,
+                     (unsigned long long)rl.rlim_max, strerror(errno));
+            if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return;
+        }
+    }
+    log_info("main", "open files: %llu (about %llu children)", (unsigned long long)rl.rlim_cur,
+             (unsigned long long)(rl.rlim_cur > 64 ? (rl.rlim_cur - 64) / 4 : 0));
+}
+
 int main(int argc, char **argv)
 {
     static struct config cfg;
@@ -99,6 +122,7 @@ int main(int argc, char **argv)
         return 2;
     }
     log_set_level((enum log_level)cfg.log_level);
+    raise_fd_limit();
 
     /* Signals are taken synchronously by this thread; every thread started from
      * here on inherits the mask.  Children's pipes must not kill us. */

@@ -1,5 +1,6 @@
 #include "sidecar/proc.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -129,10 +130,71 @@ static void drain_lines(struct proc *p, struct dsbuf *b, const char *stream, int
     }
 }
 
-/* Reads from stdout or stderr, up to the budget.  Returns 1 at EOF. */
+/* ---------- output rate ---------- */
+
+static size_t window_share(const struct proc *p)
+{
+    size_t share = p->out_rate / (1000 / PROC_RATE_WINDOW_MS);
+    return share < 4096 ? 4096 : share;
+}
+
+void proc_set_output_rate(struct proc *p, size_t rate) { p->out_rate = rate; }
+
+/* What may be read now: the rest of the window's share (a new window when it is over). */
+static size_t rate_budget(struct proc *p, size_t budget)
+{
+    if (!p->out_rate || budget == SIZE_MAX) return budget;
+    uint64_t now = mono_ms();
+    if (now - p->out_window >= PROC_RATE_WINDOW_MS) {
+        p->out_window = now;
+        p->out_used = 0;
+    }
+    size_t left = window_share(p) > p->out_used ? window_share(p) - p->out_used : 0;
+    return left < budget ? left : budget;
+}
+
+static void set_read_armed(struct proc *p, int on)
+{
+    if (p->out_fd >= 0 && loop_mod(p->loop, p->out_fd, on ? EPOLLIN : 0, &p->w_out) != 0)
+        log_error("proc", "epoll_ctl for child %s: %s", p->name, strerror(errno));
+    if (p->err_fd >= 0 && loop_mod(p->loop, p->err_fd, on ? EPOLLIN : 0, &p->w_err) != 0)
+        log_error("proc", "epoll_ctl for child %s: %s", p->name, strerror(errno));
+}
+
+/* Counts what was read; past the window's share, its pipes wait for the tick. */
+static void rate_used(struct proc *p, size_t got)
+{
+    if (!p->out_rate) return;
+    p->out_used += got;
+    if (p->out_paused || p->out_used < window_share(p) || (p->out_fd < 0 && p->err_fd < 0)) return;
+    p->out_paused = 1;
+    set_read_armed(p, 0);
+    loop_arm_tick(p->loop);
+    if (!p->out_warned) {
+        p->out_warned = 1;
+        log_warn("proc", "child %s logs more than %zu bytes a second (max_output_rate): reading it is slowed", p->name,
+                 p->out_rate);
+    }
+}
+
+int proc_throttle_tick(struct proc *p, uint64_t now_ms)
+{
+    if (!p->out_paused) return 0;
+    if (now_ms - p->out_window < PROC_RATE_WINDOW_MS) return 1;
+    p->out_paused = 0;
+    p->out_window = now_ms;
+    p->out_used = 0;
+    set_read_armed(p, 1);
+    return 0;
+}
+
+/* Reads from stdout or stderr, up to the budget.  Returns 1 at EOF.  Log output
+ * (stderr, and stdout without frames) counts against the output rate. */
 static int read_pipe(struct proc *p, int fd, struct dsbuf *b, size_t budget)
 {
     size_t got = 0;
+    int metered = b == &p->errb || !p->frames;
+    if (metered) budget = rate_budget(p, budget);
     while (got < budget) {
         if (dsbuf_reserve(b, 16384) != 0) return 0;
         ssize_t n = read(fd, b->data + b->len, b->cap - b->len);
@@ -141,11 +203,13 @@ static int read_pipe(struct proc *p, int fd, struct dsbuf *b, size_t budget)
             got += (size_t)n;
             continue;
         }
-        if (n == 0) return 1;
-        if (errno == EINTR) continue;
-        if (errno != EAGAIN && errno != EWOULDBLOCK) log_warn("proc", "child %s: read: %s", p->name, strerror(errno));
-        return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : 1;
+        if (n < 0 && errno == EINTR) continue;
+        int eof = n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK);
+        if (n < 0 && eof) log_warn("proc", "child %s: read: %s", p->name, strerror(errno));
+        if (metered) rate_used(p, got);
+        return eof;
     }
+    if (metered) rate_used(p, got);
     return 0;
 }
 
@@ -201,6 +265,15 @@ static void reap(struct proc *p)
     if (p->pidfd < 0) return;
     int status;
     pid_t r;
+    /* While it is a zombie its pid (the group's id) cannot be reused: kill what is
+     * left of its group then, before reaping it (see proc.h). */
+    siginfo_t si = {0};
+    int wr;
+    do wr = waitid(P_PID, (id_t)p->pid, &si, WEXITED | WNOHANG | WNOWAIT);
+    while (wr < 0 && errno == EINTR);
+    if (wr == 0 && si.si_pid == 0) return; /* not yet */
+    if (wr == 0 && kill(-p->pid, SIGKILL) != 0 && errno != ESRCH)
+        log_warn("proc", "kill(-%d) for what child %s left: %s", (int)p->pid, p->name, strerror(errno));
     do r = waitpid(p->pid, &status, WNOHANG);
     while (r < 0 && errno == EINTR);
     if (r == 0) return; /* not yet */
@@ -258,6 +331,8 @@ void proc_close(struct proc *p)
     loop_close_fd(p->loop, &p->out_fd);
     loop_close_fd(p->loop, &p->err_fd);
     p->in_armed = 0;
+    p->out_paused = 0;
+    p->out_used = 0;
     dsbuf_free(&p->inb);
     dsbuf_free(&p->outb);
     dsbuf_free(&p->errb);
@@ -278,6 +353,78 @@ void proc_kill(struct proc *p, const char *why)
     log_error("proc", "child %s (pid %d): %s; killing it", p->name, (int)p->pid, why);
     proc_signal(p, SIGKILL);
     loop_close_fd(p->loop, &p->out_fd); /* read nothing more from it */
+}
+
+/* ---------- leftovers ---------- */
+
+/* pgrp (field 5) and starttime (field 22) of /proc/PID/stat.  0 or -1. */
+static int read_stat(pid_t pid, pid_t *pgrp, unsigned long long *start)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0) return -1;
+    buf[n] = 0;
+    char *s = strrchr(buf, ')'); /* the command name may hold anything but ends here */
+    if (!s) return -1;
+    /* after ") ": state(3) ppid(4) pgrp(5) ... starttime(22) */
+    int field = 2;
+    long long pg = -1;
+    for (char *save = NULL, *tok = strtok_r(s + 1, " ", &save); tok; tok = strtok_r(NULL, " ", &save)) {
+        field++;
+        if (field == 5) pg = strtoll(tok, NULL, 10);
+        if (field == 22) {
+            *pgrp = (pid_t)pg;
+            *start = strtoull(tok, NULL, 10);
+            return pg > 0 ? 0 : -1;
+        }
+    }
+    return -1;
+}
+
+int proc_start_ticks(pid_t pid, unsigned long long *ticks)
+{
+    pid_t pg;
+    return read_stat(pid, &pg, ticks);
+}
+
+size_t proc_kill_leftovers(const struct proc_group *g, size_t n)
+{
+    if (n == 0) return 0;
+    DIR *d = opendir("/proc");
+    if (!d) {
+        log_warn("proc", "cannot read /proc (%s): the previous run's leftover processes stay", strerror(errno));
+        return 0;
+    }
+    size_t killed = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        char *end;
+        long pid = strtol(e->d_name, &end, 10);
+        if (*end || pid <= 0 || pid == (long)getpid()) continue;
+        pid_t pg;
+        unsigned long long start;
+        if (read_stat((pid_t)pid, &pg, &start) != 0) continue;
+        for (size_t i = 0; i < n; i++) {
+            if (g[i].pgid != pg || start < g[i].start_ticks) continue;
+            /* A live leader with another start time: the pid was reused, a new group. */
+            unsigned long long lead;
+            pid_t lpg;
+            if (read_stat(g[i].pgid, &lpg, &lead) == 0 && lead != g[i].start_ticks) break;
+            if (kill((pid_t)pid, SIGKILL) == 0) {
+                log_warn("proc", "killed pid %ld, left in process group %d by the previous run", pid, (int)pg);
+                killed++;
+            } else if (errno != ESRCH) {
+                log_warn("proc", "kill(%ld) of a leftover process: %s", pid, strerror(errno));
+            }
+            break;
+        }
+    }
+    closedir(d);
+    return killed;
 }
 
 /* ---------- spawning ---------- */
@@ -517,6 +664,7 @@ int proc_spawn(struct proc *p, const struct proc_exec *x, char *err, size_t errl
     }
     p->pid = pid;
     p->pidfd = pidfd;
+    if (proc_start_ticks(pid, &p->start_ticks) != 0) p->start_ticks = 0;
     p->in_fd = pin[1];
     pin[1] = -1;
     p->out_fd = pout[0];

@@ -3,6 +3,7 @@
  * stdin, reads frames from its stdout (protocol FRAMES) or log lines (protocol
  * NONE), logs its stderr lines (rate-limited), signals it and reaps it.  It decides
  * nothing: what a frame or an exit means is the caller's (sidecar/supervise.c).
+ * When its process exits, whatever is left in its process group is killed.
  *
  * Threads: the loop's thread only.  Ownership: struct proc is embedded in its owner;
  * proc_spawn opens fds that proc_reap (on exit) or proc_close closes. */
@@ -21,6 +22,7 @@
 #define PROC_READ_BUDGET (64 * 1024) /* bytes read from one pipe per wake-up */
 #define PROC_LOG_LINE_MAX 2048       /* longer child log lines are split */
 #define PROC_LOG_LINES_PER_SEC 200   /* per process; the rest are counted and dropped */
+#define PROC_RATE_WINDOW_MS 100      /* the output rate is metered in windows this long */
 
 struct proc;
 
@@ -43,9 +45,18 @@ struct proc {
     const struct proc_hooks *hooks;
     void *arg;
     struct loop_watch w_out, w_err, w_in, w_pid;
-    struct dsbuf inb, outb, errb; /* from stdout, to stdin, from stderr */
-    uint64_t log_window;          /* rate limit of log lines */
+    struct dsbuf inb, outb, errb;   /* from stdout, to stdin, from stderr */
+    unsigned long long start_ticks; /* its start time (/proc/PID/stat), for proc_kill_leftovers */
+    uint64_t log_window;            /* rate limit of log lines */
     unsigned log_lines, log_dropped;
+    /* Output rate (proc_set_output_rate): bytes of log output (stderr, and stdout
+     * unless it carries frames) read in the current window; past the window's share
+     * its pipes are not read (nor watched) until proc_throttle_tick opens the next
+     * window, so the child blocks on a full pipe. */
+    size_t out_rate; /* bytes/s; 0: no limit */
+    uint64_t out_window;
+    size_t out_used;
+    int out_paused, out_warned;
 };
 
 /* Sets p up, not running (every fd -1). */
@@ -82,6 +93,14 @@ int proc_send(struct proc *p, const Distsup__V1__ChildFrame *f);
 size_t proc_unsent(const struct proc *p);
 int proc_stdin_open(const struct proc *p);
 
+/* Limits the bytes of log output read from it (stderr, and stdout unless it carries
+ * frames) to rate a second (0: no limit).  While it is over, stdout is not read
+ * either. */
+void proc_set_output_rate(struct proc *p, size_t rate);
+/* Called from the loop's tick: resumes reading a throttled process when its next
+ * window has come.  1 while it is still held back (the tick must go on). */
+int proc_throttle_tick(struct proc *p, uint64_t now_ms);
+
 /* Signals its process group (its own children go too). */
 void proc_signal(struct proc *p, int sig);
 /* SIGKILL, and nothing more is read from its stdout; logs why at ERROR. */
@@ -89,5 +108,24 @@ void proc_kill(struct proc *p, const char *why);
 
 /* Closes whatever is open and frees its buffers; the pid stays for the record. */
 void proc_close(struct proc *p);
+
+/* A process's start time in clock ticks since boot (/proc/PID/stat field 22): with
+ * the pid it names one process for good.  0, or -1 when there is no such process. */
+int proc_start_ticks(pid_t pid, unsigned long long *ticks);
+
+/* A child's process group as an earlier run of the daemon recorded it: the pgid (its
+ * leader's pid) and the leader's start time. */
+struct proc_group {
+    pid_t pgid;
+    unsigned long long start_ticks;
+};
+
+/* The trees a crashed daemon left behind: SIGKILLs every process still in one of the
+ * n groups (PR_SET_PDEATHSIG took only the leaders).  A group whose pgid names a
+ * live process with another start time is a new group on a reused pid and is left
+ * alone, as is every process that started before the recorded leader.  Returns how
+ * many processes it killed.  When a child's own process is reaped, its group is
+ * killed too (reap), so a stopped child leaves nothing running. */
+size_t proc_kill_leftovers(const struct proc_group *g, size_t n);
 
 #endif

@@ -113,8 +113,11 @@ void remove_child(struct core *c, struct child *ch, const char *reason)
     c->graveyard = ch;
 }
 
-void start_local(struct core *c, struct sup *s, Distsup__V1__ChildSpec *spec, uint64_t incarnation,
-                 const ProtobufCBinaryData *state, const char *rehomed_from, answer_fn done, void *arg)
+/* start_local and start_local_by: answer_by (monotonic ms, 0: none) is when the
+ * StartChild must have its answer at the latest. */
+static void start_at(struct core *c, struct sup *s, Distsup__V1__ChildSpec *spec, uint64_t incarnation,
+                     const ProtobufCBinaryData *state, const char *rehomed_from, uint64_t answer_by, answer_fn done,
+                     void *arg)
 {
     char err[512];
     struct child *old = find_child(s, spec->name);
@@ -171,6 +174,7 @@ void start_local(struct core *c, struct sup *s, Distsup__V1__ChildSpec *spec, ui
         return;
     }
     free(bytes);
+    ch->answer_by = answer_by;
     if (sv_start(&c->sv, ch, err, sizeof err) != 0) {
         log_warn("core", "StartChild %s: %s", ch->name, err);
         answer_fail(done, arg, GRPC_STATUS_FAILED_PRECONDITION, "cannot start child '%s': %s", ch->name, err);
@@ -181,6 +185,18 @@ void start_local(struct core *c, struct sup *s, Distsup__V1__ChildSpec *spec, ui
     ch->start_done = done;
     ch->start_arg = arg;
     if (ch->st == SV_RUNNING) sv_answer_start(&c->sv, ch);
+}
+
+void start_local(struct core *c, struct sup *s, Distsup__V1__ChildSpec *spec, uint64_t incarnation,
+                 const ProtobufCBinaryData *state, const char *rehomed_from, answer_fn done, void *arg)
+{
+    start_at(c, s, spec, incarnation, state, rehomed_from, 0, done, arg);
+}
+
+void start_local_by(struct core *c, struct sup *s, Distsup__V1__ChildSpec *spec, uint64_t deadline, answer_fn done,
+                    void *arg)
+{
+    start_at(c, s, spec, 0, NULL, NULL, deadline, done, arg);
 }
 
 /* ---------- the hooks of the state machine ---------- */
@@ -230,6 +246,14 @@ static void h_persist(void *arg, struct child *ch)
     store_set_child_state(c->store, ch->cfg->name, ch->name, st, ch->restarts, ch->incarnation);
 }
 
+/* Its process group, so that a daemon that dies leaves no tree behind for long
+ * (proc_kill_leftovers at the next start). */
+static void h_spawned(void *arg, struct child *ch)
+{
+    struct core *c = arg;
+    store_set_child_proc(c->store, ch->cfg->name, ch->name, ch->proc.pid, ch->proc.start_ticks);
+}
+
 static void h_remove(void *arg, struct child *ch, const char *reason) { remove_child(arg, ch, reason); }
 
 static void h_moved_out(void *arg, struct child *ch)
@@ -246,7 +270,8 @@ void reactor_sv_hooks(struct core *c, struct sv_hooks *h)
                            .event = h_event,
                            .persist = h_persist,
                            .remove = h_remove,
-                           .moved_out = h_moved_out};
+                           .moved_out = h_moved_out,
+                           .spawned = h_spawned};
 }
 
 /* ---------- copies ---------- */

@@ -133,6 +133,10 @@ struct core {
     struct held *held;     /* messages to moving children, to ask again (requests.c) */
     uint64_t regained_at;  /* quorum came back then: the nodes still down get time to reappear */
     int lost_quorum;       /* it had quorum and lost it at least once */
+    /* memory back to the system after churn (core.c, maybe_trim) */
+    size_t trim_peak;    /* most processes running since the last trim */
+    uint64_t trimmed_at; /* when the last trim ran */
+    int trim_due;        /* the count dropped a lot: trim when the rate allows */
 };
 
 uint64_t reactor_now_ms(void); /* CLOCK_MONOTONIC in ms */
@@ -159,6 +163,11 @@ void remove_child(struct core *c, struct child *ch, const char *reason);
  * for a failover copy, the node its predecessor (incarnation - 1) ran on, else NULL. */
 void start_local(struct core *c, struct sup *s, Distsup__V1__ChildSpec *spec, uint64_t incarnation,
                  const ProtobufCBinaryData *state, const char *rehomed_from, answer_fn done, void *arg);
+/* start_local for a client's StartChild with a deadline (monotonic ms, 0: none): a
+ * FRAMES child's Ready wait ends early enough to answer before it (supervise.h,
+ * answer_by). */
+void start_local_by(struct core *c, struct sup *s, Distsup__V1__ChildSpec *spec, uint64_t deadline, answer_fn done,
+                    void *arg);
 
 /* A lifecycle event of a child: to Watch subscribers and, in a cluster, to the peers. */
 void emit(struct core *c, struct child *ch, Distsup__V1__EventKind kind, int exit_code, int sig, const char *reason);

@@ -11,6 +11,79 @@
 #include "sidecar/ops.h"
 #include "sidecar/spec.h"
 
+/* ---------- answers without the spec's data ---------- */
+
+/* A ChildInfo as answers show it by default: its spec without init and with env
+ * values empty (include_spec_data asks for them).  Points into the original, which
+ * must outlive it; lite_free frees what lite_make allocated. */
+struct lite {
+    Distsup__V1__ChildInfo info;
+    Distsup__V1__ChildSpec spec;
+    Distsup__V1__ChildSpec__EnvEntry *env;
+    Distsup__V1__ChildSpec__EnvEntry **envp;
+};
+
+static int lite_make(struct lite *l, const Distsup__V1__ChildInfo *in)
+{
+    l->info = *in;
+    l->env = NULL;
+    l->envp = NULL;
+    if (!in->spec) return 0;
+    l->spec = *in->spec;
+    l->spec.init.data = NULL;
+    l->spec.init.len = 0;
+    if (l->spec.n_env) {
+        l->env = calloc(l->spec.n_env, sizeof *l->env);
+        l->envp = calloc(l->spec.n_env, sizeof *l->envp);
+        if (!l->env || !l->envp) {
+            free(l->env);
+            free(l->envp);
+            l->env = NULL;
+            l->envp = NULL;
+            return -1;
+        }
+        for (size_t i = 0; i < l->spec.n_env; i++) {
+            l->env[i] = *in->spec->env[i];
+            l->env[i].value = (char *)protobuf_c_empty_string;
+            l->envp[i] = &l->env[i];
+        }
+        l->spec.env = l->envp;
+    }
+    l->info.spec = &l->spec;
+    return 0;
+}
+
+static void lite_free(struct lite *l)
+{
+    free(l->env);
+    free(l->envp);
+}
+
+/* The client's StartChild: answered without the spec's data (the nodes in between
+ * learn the whole child first). */
+struct lite_start_ctx {
+    answer_fn done;
+    void *arg;
+};
+
+static void lite_start_done(void *arg, int code, const char *message, const ProtobufCMessage *reply)
+{
+    struct lite_start_ctx *x = arg;
+    const Distsup__V1__StartChildResponse *r = (const Distsup__V1__StartChildResponse *)reply;
+    struct lite l;
+    if (code == GRPC_STATUS_OK && r && r->child && lite_make(&l, r->child) == 0) {
+        Distsup__V1__StartChildResponse out = *r;
+        out.child = &l.info;
+        x->done(x->arg, code, message, &out.base);
+        lite_free(&l);
+    } else if (code == GRPC_STATUS_OK && r && r->child) {
+        answer_fail(x->done, x->arg, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+    } else {
+        x->done(x->arg, code, message, reply);
+    }
+    free(x);
+}
+
 /* ---------- StartChild: names being placed ---------- */
 
 static int reserved(struct sup *s, const char *name)
@@ -86,7 +159,8 @@ static void relay_start_done(void *arg, int code, const char *message, const Pro
     free(x);
 }
 
-static void dir_start(struct core *c, struct sup *s, Distsup__V1__StartChildRequest *req, answer_fn done, void *arg)
+static void dir_start(struct core *c, struct sup *s, Distsup__V1__StartChildRequest *req, uint64_t deadline,
+                      answer_fn done, void *arg)
 {
     char err[512];
     Distsup__V1__ChildSpec *spec = req->spec;
@@ -113,7 +187,7 @@ static void dir_start(struct core *c, struct sup *s, Distsup__V1__StartChildRequ
     }
     if (old) { /* it runs here, wherever the strategy would put it now: start_local says so */
         req->spec = NULL;
-        start_local(c, s, spec, 0, NULL, NULL, done, arg);
+        start_local_by(c, s, spec, deadline, done, arg);
         return;
     }
     if (reserved(s, spec->name)) {
@@ -154,7 +228,7 @@ static void dir_start(struct core *c, struct sup *s, Distsup__V1__StartChildRequ
     }
     if (to->self) {
         req->spec = NULL; /* start_local takes it */
-        start_local(c, s, spec, 0, NULL, NULL, done, arg);
+        start_local_by(c, s, spec, deadline, done, arg);
         return;
     }
     struct dir_ctx *x = calloc(1, sizeof *x);
@@ -178,7 +252,8 @@ static void dir_start(struct core *c, struct sup *s, Distsup__V1__StartChildRequ
     forward(c, to, CORE_PLACE, &pl.base, 0, 0, dir_done, x);
 }
 
-static void op_start(struct core *c, Distsup__V1__StartChildRequest *req, unsigned flags, answer_fn done, void *arg)
+static void op_start(struct core *c, Distsup__V1__StartChildRequest *req, uint64_t deadline, unsigned flags,
+                     answer_fn done, void *arg)
 {
     char err[512];
     struct sup *s = need_sup(c, req->supervisor, done, arg);
@@ -200,6 +275,16 @@ static void op_start(struct core *c, Distsup__V1__StartChildRequest *req, unsign
     if (c->shutting_down) {
         answer_fail(done, arg, GRPC_STATUS_UNAVAILABLE, "the daemon is shutting down");
         return;
+    }
+    if (!(flags & REQ_LOCAL) && !req->include_spec_data) {
+        struct lite_start_ctx *lx = malloc(sizeof *lx);
+        if (!lx) {
+            answer_fail(done, arg, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+            return;
+        }
+        *lx = (struct lite_start_ctx){done, arg};
+        done = lite_start_done;
+        arg = lx;
     }
     if (!spec->name[0]) {
         /* Unique across the cluster: this node's name hash, boot time and a counter. */
@@ -235,7 +320,7 @@ static void op_start(struct core *c, Distsup__V1__StartChildRequest *req, unsign
             return;
         }
     }
-    dir_start(c, s, req, done, arg);
+    dir_start(c, s, req, deadline, done, arg);
 }
 
 /* CORE_PLACE: the directory node (or a failover or a move) says: run it here. */
@@ -335,33 +420,129 @@ static void op_terminate(struct core *c, Distsup__V1__TerminateChildRequest *req
 /* The nodes a listing covers: all (""), or one. */
 static int node_matches(const char *filter, const char *node) { return !filter[0] || !strcmp(filter, node); }
 
+#define CHILDREN_PAGE_DEFAULT 1000u
+#define CHILDREN_PAGE_MAX 10000u
+#define CHILDREN_PAGE_BYTES (3u << 20) /* a page ends before this, unless one child is bigger */
+
+/* Where a page of Children starts: the token is "L" (this node's children, in start
+ * order) or "R" (the other nodes', in the registry's order), the position of the
+ * last child sent and its name.  The next page goes on after that child, or at its
+ * position when it is gone meanwhile (when others before it went too, a listing that
+ * changes between pages may skip or repeat a child). */
+static int page_resume(struct sup *s, const char *token, struct child **ch, struct rentry **e, size_t *pos, int *remote)
+{
+    *ch = s->head;
+    *e = registry_first(s->remote);
+    *pos = 0;
+    *remote = 0;
+    if (!token[0]) return 0;
+    char *colon = strchr(token, ':');
+    char *end;
+    unsigned long long at = strtoull(token + 1, &end, 10);
+    if ((token[0] != 'L' && token[0] != 'R') || !colon || end != colon) return -1;
+    const char *name = colon + 1;
+    /* after the last child sent; when it is gone, its place is the next one's */
+    if (token[0] == 'L') {
+        struct child *last = find_child(s, name);
+        *pos = (size_t)at + (last != NULL);
+        if (last) *ch = last->next;
+        for (size_t i = 0; !last && *ch && i < *pos; i++) *ch = (*ch)->next;
+        return 0;
+    }
+    *remote = 1;
+    *ch = NULL;
+    struct rentry *last = registry_get(s->remote, name);
+    *pos = (size_t)at + (last != NULL);
+    if (last) *e = registry_next(last);
+    for (size_t i = 0; !last && *e && i < *pos; i++) *e = registry_next(*e);
+    return 0;
+}
+
 static void op_children(struct core *c, Distsup__V1__ChildrenRequest *req, answer_fn done, void *arg)
 {
     struct sup *s = need_sup(c, req->supervisor, done, arg);
     if (!s || check_node(c, req->node, done, arg)) return;
-    size_t cap = s->count + registry_count(s->remote) + 1;
-    Distsup__V1__ChildInfo *infos = calloc(cap, sizeof *infos);
-    Distsup__V1__ChildInfo **ptrs = calloc(cap, sizeof *ptrs);
-    if (!infos || !ptrs) {
-        free(infos);
-        free(ptrs);
-        answer_fail(done, arg, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+    struct child *ch;
+    struct rentry *e;
+    size_t pos;
+    int remote;
+    if (page_resume(s, req->page_token, &ch, &e, &pos, &remote) != 0) {
+        answer_fail(done, arg, GRPC_STATUS_INVALID_ARGUMENT, "page_token '%.60s' is not one this daemon gave",
+                    req->page_token);
         return;
     }
-    size_t n = 0;
-    if (node_matches(req->node, c->cfg->node_name))
-        for (struct child *ch = s->head; ch; ch = ch->next) {
-            sv_fill_info(&c->sv, ch, &infos[n]);
-            ptrs[n] = &infos[n];
-            n++;
+    size_t want = req->page_size ? req->page_size : CHILDREN_PAGE_DEFAULT;
+    if (want > CHILDREN_PAGE_MAX) want = CHILDREN_PAGE_MAX;
+    size_t total = s->count + registry_count(s->remote); /* no bigger arrays than needed */
+    if (want > total) want = total ? total : 1;
+    Distsup__V1__ChildInfo *infos = calloc(want, sizeof *infos);
+    struct lite *lites = calloc(want, sizeof *lites);
+    Distsup__V1__ChildInfo **ptrs = calloc(want, sizeof *ptrs);
+    char *token = NULL;
+    size_t n = 0, bytes = 0;
+    if (!infos || !lites || !ptrs) goto oom;
+    int here = node_matches(req->node, c->cfg->node_name);
+    size_t last_pos = 0;
+    int last_remote = 0;
+    for (;;) {
+        if (!remote && !(here && ch)) { /* this node's are done: the others' next */
+            remote = 1;
+            pos = 0;
+            continue;
         }
-    for (struct rentry *e = registry_first(s->remote); e; e = registry_next(e))
-        if (node_matches(req->node, e->info->node)) ptrs[n++] = e->info;
+        if (remote) {
+            while (e && !node_matches(req->node, e->info->node)) e = registry_next(e), pos++;
+            if (!e) break; /* the end: no token */
+        }
+        int full = n == want;
+        if (!full) {
+            const Distsup__V1__ChildInfo *in;
+            if (!remote) {
+                sv_fill_info(&c->sv, ch, &infos[n]);
+                in = &infos[n];
+            } else {
+                in = e->info;
+            }
+            if (req->include_spec_data) {
+                ptrs[n] = (Distsup__V1__ChildInfo *)in;
+            } else {
+                if (lite_make(&lites[n], in) != 0) goto oom;
+                ptrs[n] = &lites[n].info;
+            }
+            size_t size = distsup__v1__child_info__get_packed_size(ptrs[n]) + 8;
+            if (n > 0 && bytes + size > CHILDREN_PAGE_BYTES) { /* on the next page */
+                lite_free(&lites[n]);
+                lites[n] = (struct lite){0};
+                full = 1;
+            } else {
+                bytes += size;
+            }
+        }
+        if (full) { /* a next page */
+            size_t len = strlen(ptrs[n - 1]->name) + 48;
+            if (!(token = malloc(len))) goto oom;
+            snprintf(token, len, "%c%zu:%s", last_remote ? 'R' : 'L', last_pos, ptrs[n - 1]->name);
+            break;
+        }
+        if (!remote) ch = ch->next;
+        else e = registry_next(e);
+        last_pos = pos++;
+        last_remote = remote;
+        n++;
+    }
     Distsup__V1__ChildrenResponse r = DISTSUP__V1__CHILDREN_RESPONSE__INIT;
     r.n_children = n;
     r.children = ptrs;
+    if (token) r.next_page_token = token;
     done(arg, GRPC_STATUS_OK, NULL, &r.base);
+    goto out;
+oom:
+    answer_fail(done, arg, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+out:
+    for (size_t i = 0; lites && i < n; i++) lite_free(&lites[i]);
+    free(token);
     free(infos);
+    free(lites);
     free(ptrs);
 }
 
@@ -401,7 +582,16 @@ static void op_whereis(struct core *c, Distsup__V1__WhereIsRequest *req, answer_
     } else {
         r.child = e->info;
     }
+    struct lite l;
+    if (!req->include_spec_data) {
+        if (lite_make(&l, r.child) != 0) {
+            answer_fail(done, arg, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+            return;
+        }
+        r.child = &l.info;
+    }
     done(arg, GRPC_STATUS_OK, NULL, &r.base);
+    if (!req->include_spec_data) lite_free(&l);
 }
 
 static void op_whois(struct core *c, Distsup__V1__WhoIsRequest *req, answer_fn done, void *arg)
@@ -425,7 +615,16 @@ static void op_whois(struct core *c, Distsup__V1__WhoIsRequest *req, answer_fn d
         r.name = e->info->name;
         r.child = e->info;
     }
+    struct lite l;
+    if (!req->include_spec_data) {
+        if (lite_make(&l, r.child) != 0) {
+            answer_fail(done, arg, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+            return;
+        }
+        r.child = &l.info;
+    }
     done(arg, GRPC_STATUS_OK, NULL, &r.base);
+    if (!req->include_spec_data) lite_free(&l);
 }
 
 /* Checks that a message can go to the child now.  0, or fails the request. */
@@ -810,8 +1009,8 @@ void requests_run(struct core *c, int op, ProtobufCMessage *r, uint64_t deadline
         return;
     }
     switch (op) {
-    case CORE_START_CHILD: op_start(c, (void *)r, flags, done, arg); break;
-    case CORE_DIR_START: op_start(c, (void *)r, REQ_LOCAL, done, arg); break;
+    case CORE_START_CHILD: op_start(c, (void *)r, deadline, flags, done, arg); break;
+    case CORE_DIR_START: op_start(c, (void *)r, deadline, REQ_LOCAL, done, arg); break;
     case CORE_PLACE: op_place(c, (void *)r, done, arg); break;
     case CORE_TERMINATE_CHILD: op_terminate(c, (void *)r, flags, done, arg); break;
     case CORE_CHILDREN: op_children(c, (void *)r, done, arg); break;

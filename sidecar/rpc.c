@@ -26,6 +26,7 @@
 #include "sidecar/log.h"
 #include "sidecar/ops.h"
 #include "sidecar/reflection.h"
+#include "sidecar/wirecheck.h"
 
 extern const unsigned char distsup_descriptor_set[];
 extern const size_t distsup_descriptor_set_len;
@@ -228,7 +229,19 @@ static void bad_request(struct ctx *c)
 
 static void handle_unary(struct ctx *c)
 {
-    ProtobufCMessage *req = gu_bb_unpack(c->m->desc, c->payload);
+    /* Strings as sent: protobuf-c would cut one at a NUL and keep bytes that are not
+     * UTF-8 (sidecar/wirecheck.h). */
+    char why[300];
+    grpc_slice raw = c->payload ? gu_bb_flatten(c->payload) : grpc_empty_slice();
+    int bad = wirecheck_strings(c->m->desc, GRPC_SLICE_START_PTR(raw), GRPC_SLICE_LENGTH(raw), why, sizeof why);
+    ProtobufCMessage *req = bad || !c->payload
+        ? NULL
+        : protobuf_c_message_unpack(c->m->desc, NULL, GRPC_SLICE_LENGTH(raw), GRPC_SLICE_START_PTR(raw));
+    grpc_slice_unref(raw);
+    if (bad) {
+        finish(c, GRPC_STATUS_INVALID_ARGUMENT, why, NULL);
+        return;
+    }
     if (!req) {
         bad_request(c);
         return;

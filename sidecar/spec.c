@@ -3,6 +3,46 @@
 #include <stdio.h>
 #include <string.h>
 
+size_t spec_utf8_prefix(const uint8_t *s, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        uint8_t c = s[i];
+        size_t len;
+        uint32_t cp;
+        if (c < 0x80) {
+            i++;
+            continue;
+        } else if (c >= 0xc2 && c <= 0xdf) {
+            len = 2, cp = c & 0x1f;
+        } else if (c >= 0xe0 && c <= 0xef) {
+            len = 3, cp = c & 0x0f;
+        } else if (c >= 0xf0 && c <= 0xf4) {
+            len = 4, cp = c & 0x07;
+        } else {
+            return i;
+        }
+        if (n - i < len) return i;
+        for (size_t k = 1; k < len; k++) {
+            if ((s[i + k] & 0xc0) != 0x80) return i;
+            cp = cp << 6 | (s[i + k] & 0x3f);
+        }
+        if ((len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+            return i;
+        i += len;
+    }
+    return n;
+}
+
+int spec_has_control(const char *s)
+{
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if ((*p < 0x20 && *p != '\t') || *p == 0x7f) return 1;
+        if (*p == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f) return 1; /* C1: U+0080..U+009F */
+    }
+    return 0;
+}
+
 int spec_name_check(const char *what, const char *name, char *err, size_t errlen)
 {
     size_t n = strlen(name);
@@ -14,10 +54,16 @@ int spec_name_check(const char *what, const char *name, char *err, size_t errlen
         snprintf(err, errlen, "%s is %zu bytes long; the limit is %d", what, n, SPEC_NAME_MAX);
         return -1;
     }
+    size_t ok = spec_utf8_prefix((const uint8_t *)name, n);
+    if (ok < n) {
+        snprintf(err, errlen, "%s is not valid UTF-8 (at byte %zu)", what, ok);
+        return -1;
+    }
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)name[i];
-        if (c <= 0x20 || c == 0x7f) {
-            snprintf(err, errlen, "%s '%.40s' contains a space or control character at byte %zu", what, name, i);
+        if (c <= 0x20 || c == 0x7f ||
+            (c == 0xc2 && (unsigned char)name[i + 1] >= 0x80 && (unsigned char)name[i + 1] <= 0x9f)) {
+            snprintf(err, errlen, "%s '%.*s' contains a space or control character at byte %zu", what, (int)i, name, i);
             return -1;
         }
     }
@@ -66,9 +112,17 @@ int spec_validate(const Distsup__V1__ChildSpec *s, size_t max_init, char *err, s
             snprintf(err, errlen, "spec.labels has an empty key");
             return -1;
         }
+        if (spec_has_control(s->labels[i]->key) || spec_has_control(s->labels[i]->value)) {
+            snprintf(err, errlen, "spec.labels entry '%.40s' has a control character", s->labels[i]->key);
+            return -1;
+        }
         text += strlen(s->labels[i]->key) + strlen(s->labels[i]->value);
     }
     if (s->node[0] && spec_name_check("spec.node", s->node, err, errlen) != 0) return -1;
+    if (spec_has_control(s->key)) {
+        snprintf(err, errlen, "spec.key has a control character");
+        return -1;
+    }
     text += strlen(s->key);
     if (text > SPEC_TEXT_MAX) {
         snprintf(err, errlen, "spec text (argv, env, cwd, labels, key) is %zu bytes; the limit is %d", text,

@@ -16,9 +16,15 @@
 #define SPEC_SHUTDOWN_MAX_MS 3600000u
 #define SPEC_DEFAULT_SHUTDOWN_MS 5000u
 
-/* 0 if name is a usable name: 1..SPEC_NAME_MAX bytes, no whitespace or control
- * characters.  Otherwise -1 with the reason in err. */
+/* 0 if name is a usable name: 1..SPEC_NAME_MAX bytes of UTF-8, no whitespace or
+ * control characters (C0, DEL, C1).  Otherwise -1 with the reason in err. */
 int spec_name_check(const char *what, const char *name, char *err, size_t errlen);
+
+/* The length of the valid UTF-8 prefix of s[0..n) (n when all of it is valid: no
+ * overlong forms, surrogates or code points above U+10FFFF). */
+size_t spec_utf8_prefix(const uint8_t *s, size_t n);
+/* 1 if the UTF-8 text s has a control character (C0 but tab, DEL, C1). */
+int spec_has_control(const char *s);
 
 /* 0 if spec can be started (the name may still be empty: the core generates one).
  * Otherwise -1 with a message a person can act on ("argv is empty", ...). */

@@ -12,7 +12,7 @@
 
 struct store {
     sqlite3 *db;
-    sqlite3_stmt *put, *set_state, *del, *load, *begin, *commit;
+    sqlite3_stmt *put, *set_state, *set_proc, *del, *load, *begin, *commit;
     sqlite3_stmt *c_put, *c_del, *c_load;
     int in_txn;   /* store_begin .. store_commit */
     int in_batch; /* a cache batch is open */
@@ -96,6 +96,15 @@ struct store *store_open(const char *dir, char *err, size_t errlen)
     if (exec_sql(s->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;", path, err, errlen) ||
         exec_sql(s->db, schema, path, err, errlen))
         goto fail;
+    /* Databases from before the process group was recorded get its columns. */
+    sqlite3_stmt *has = NULL;
+    if (sqlite3_prepare_v2(s->db, "SELECT pgid FROM children LIMIT 0", -1, &has, NULL) != SQLITE_OK &&
+        exec_sql(s->db,
+                 "ALTER TABLE children ADD COLUMN pgid INTEGER NOT NULL DEFAULT 0;"
+                 "ALTER TABLE children ADD COLUMN pg_start INTEGER NOT NULL DEFAULT 0;",
+                 path, err, errlen))
+        goto fail;
+    sqlite3_finalize(has);
     if (prep(s,
              "INSERT INTO children (supervisor, name, spec, state, restarts, incarnation) "
              "VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (supervisor, name) DO UPDATE SET "
@@ -105,9 +114,11 @@ struct store *store_open(const char *dir, char *err, size_t errlen)
              "UPDATE children SET state = ?3, restarts = ?4, incarnation = ?5 "
              "WHERE supervisor = ?1 AND name = ?2",
              &s->set_state, err, errlen) ||
+        prep(s, "UPDATE children SET pgid = ?3, pg_start = ?4 WHERE supervisor = ?1 AND name = ?2", &s->set_proc, err,
+             errlen) ||
         prep(s, "DELETE FROM children WHERE supervisor = ?1 AND name = ?2", &s->del, err, errlen) ||
         prep(s,
-             "SELECT supervisor, name, spec, state, restarts, incarnation FROM children "
+             "SELECT supervisor, name, spec, state, restarts, incarnation, pgid, pg_start FROM children "
              "ORDER BY seq",
              &s->load, err, errlen) ||
         prep(s, "BEGIN IMMEDIATE", &s->begin, err, errlen) || prep(s, "COMMIT", &s->commit, err, errlen) ||
@@ -130,6 +141,7 @@ void store_close(struct store *s)
     if (s->db && s->commit && s->in_batch) store_flush(s);
     sqlite3_finalize(s->put);
     sqlite3_finalize(s->set_state);
+    sqlite3_finalize(s->set_proc);
     sqlite3_finalize(s->del);
     sqlite3_finalize(s->load);
     sqlite3_finalize(s->begin);
@@ -183,6 +195,18 @@ int store_set_child_state(struct store *s, const char *supervisor, const char *n
     return durable(s, run(s, s->set_state, "updating a child's state"));
 }
 
+static int batch(struct store *s);
+
+int store_set_child_proc(struct store *s, const char *supervisor, const char *name, int64_t pgid, uint64_t pg_start)
+{
+    if (batch(s) != 0) return -1;
+    sqlite3_bind_text(s->set_proc, 1, supervisor, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s->set_proc, 2, name, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s->set_proc, 3, pgid);
+    sqlite3_bind_int64(s->set_proc, 4, (sqlite3_int64)pg_start);
+    return run(s, s->set_proc, "recording a child's process group");
+}
+
 int store_delete_child(struct store *s, const char *supervisor, const char *name)
 {
     sqlite3_bind_text(s->del, 1, supervisor, -1, SQLITE_STATIC);
@@ -202,6 +226,8 @@ int store_load_children(struct store *s, store_child_fn fn, void *arg)
             .state = sqlite3_column_int(s->load, 3),
             .restarts = (uint32_t)sqlite3_column_int64(s->load, 4),
             .incarnation = (uint64_t)sqlite3_column_int64(s->load, 5),
+            .pgid = sqlite3_column_int64(s->load, 6),
+            .pg_start = (uint64_t)sqlite3_column_int64(s->load, 7),
         };
         if (!c.supervisor || !c.name) continue;
         if ((ret = fn(arg, &c)) != 0) break;

@@ -28,6 +28,10 @@ struct store_child {
     int state; /* enum store_child_state */
     uint32_t restarts;
     uint64_t incarnation;
+    /* its last process group and the leader's start time (0: none recorded); a
+     * daemon that died leaves that group behind (proc_kill_leftovers) */
+    int64_t pgid;
+    uint64_t pg_start;
 };
 
 /* Inserts or replaces.  0, or -1 (logged) on failure. */
@@ -35,6 +39,10 @@ int store_put_child(struct store *s, const struct store_child *c);
 int store_set_child_state(struct store *s, const char *supervisor, const char *name, int state, uint32_t restarts,
                           uint64_t incarnation);
 int store_delete_child(struct store *s, const char *supervisor, const char *name);
+/* Records the process group of its new process.  It joins the open batch (below):
+ * committed by store_flush or the next write of a child, at the latest at the end of
+ * the reactor's turn.  0 or -1 (logged). */
+int store_set_child_proc(struct store *s, const char *supervisor, const char *name, int64_t pgid, uint64_t pg_start);
 
 /* Calls fn for every stored child, in insertion order.  fn's pointers are valid only
  * during the call.  A non-zero return from fn stops and is returned. */

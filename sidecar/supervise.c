@@ -125,6 +125,7 @@ static int spawn_incarnation(struct sv *sv, struct child *ch, char *err, size_t 
     }
     sv->live++;
     ch->started_at_wall = wall_ms();
+    if (sv->hooks.spawned) sv->hooks.spawned(sv->hooks.arg, ch);
     if (ch->spec->protocol == DISTSUP__V1__PROTOCOL__NONE) {
         ch->st = SV_RUNNING;
         ch->timer_at = 0;
@@ -132,7 +133,19 @@ static int spawn_incarnation(struct sv *sv, struct child *ch, char *err, size_t 
         return 0;
     }
     ch->st = SV_STARTING;
-    ch->timer_at = now_ms(sv) + ch->cfg->start_timeout_ms;
+    uint64_t now = now_ms(sv);
+    ch->timer_at = now + ch->cfg->start_timeout_ms;
+    ch->start_cut = 0;
+    if (ch->answer_by && ch->answer_by < ch->timer_at) {
+        /* Killing it, reaping it and the answer's trip take a moment: end the wait
+         * that much before the StartChild's deadline. */
+        uint64_t left = ch->answer_by > now ? ch->answer_by - now : 0;
+        uint64_t margin = left > 300 ? 100 : left / 3;
+        ch->timer_at = now + left - margin;
+        ch->start_cut = 1;
+    }
+    ch->answer_by = 0;
+    ch->start_wait_ms = (unsigned)(ch->timer_at - now);
     sv->hooks.tick(sv->hooks.arg);
     Distsup__V1__Init init = DISTSUP__V1__INIT__INIT;
     init.name = ch->name;
@@ -318,7 +331,13 @@ static void exit_outcome(struct sv *sv, struct child *ch, const struct sv_input 
     ch->why = SV_WHY_NONE;
 
     if (ch->start_done) { /* died before Ready: the StartChild fails, nothing is kept */
-        if (ch->start_timed_out)
+        if (ch->start_timed_out && ch->start_cut)
+            sv_fail_start(ch, GRPC_STATUS_DEADLINE_EXCEEDED,
+                          "child '%s' sent no Ready within %ums, when the request's deadline was near "
+                          "(start_timeout_ms is %ums); it was killed. Does it speak the frame protocol? "
+                          "Use protocol NONE for plain programs",
+                          ch->name, ch->start_wait_ms, ch->cfg->start_timeout_ms);
+        else if (ch->start_timed_out)
             sv_fail_start(ch, GRPC_STATUS_DEADLINE_EXCEEDED,
                           "child '%s' did not send Ready within %ums (start_timeout_ms); it was killed. "
                           "Does it speak the frame protocol? Use protocol NONE for plain programs",
@@ -453,6 +472,7 @@ void sv_frame(struct sv *sv, struct child *ch, const Distsup__V1__ChildFrame *f)
 
 int sv_tick(struct sv *sv, struct child *ch, uint64_t now)
 {
+    int throttled = proc_throttle_tick(&ch->proc, now);
     if (ch->timer_at && now >= ch->timer_at) {
         ch->timer_at = 0;
         dispatch(sv, ch, SV_EV_TIMEOUT, NULL);
@@ -465,7 +485,7 @@ int sv_tick(struct sv *sv, struct child *ch, uint64_t now)
         answer_fail(p->done, p->arg, GRPC_STATUS_DEADLINE_EXCEEDED, "child '%s' did not reply in time", ch->name);
         free(p);
     }
-    return ch->timer_at || ch->calls;
+    return ch->timer_at || ch->calls || throttled;
 }
 
 int sv_call(struct sv *sv, struct child *ch, ProtobufCBinaryData payload, uint64_t deadline, answer_fn done, void *arg)
@@ -617,6 +637,7 @@ static int os_spawn(struct sv *sv, struct child *ch, char *err, size_t errlen)
                           .n_groups = c->n_run_groups,
                           .user = c->run_as,
                           .home = c->run_home};
+    proc_set_output_rate(&ch->proc, ch->cfg->max_output_rate);
     return proc_spawn(&ch->proc, &x, err, errlen);
 }
 

@@ -93,12 +93,16 @@ struct child {
     /* the machine's */
     enum sv_state st;
     enum sv_why why;
-    char *stop_reason;   /* why it was stopped, for its events (NULL: its exit) */
-    int start_timed_out; /* killed for want of a Ready frame */
-    uint64_t timer_at;   /* STARTING: Ready deadline; BACKOFF: restart time;
-                            STOP_*: next escalation; 0: none */
-    uint64_t kill_at;    /* STOP_*: SIGKILL time */
-    char id[320];        /* this incarnation's id */
+    char *stop_reason;      /* why it was stopped, for its events (NULL: its exit) */
+    int start_timed_out;    /* killed for want of a Ready frame */
+    uint64_t answer_by;     /* set before sv_start: the StartChild's deadline (0: none); the
+                               Ready wait ends early enough to answer by then */
+    unsigned start_wait_ms; /* how long this incarnation waits for Ready */
+    int start_cut;          /* ... shorter than start_timeout_ms: answer_by came first */
+    uint64_t timer_at;      /* STARTING: Ready deadline; BACKOFF: restart time;
+                               STOP_*: next escalation; 0: none */
+    uint64_t kill_at;       /* STOP_*: SIGKILL time */
+    char id[320];           /* this incarnation's id */
     uint64_t incarnation;
     uint32_t restarts;
     struct restart_window win;
@@ -136,6 +140,7 @@ struct sv_hooks {
     void (*persist)(void *arg, struct child *ch);                    /* its state, restarts, incarnation */
     void (*remove)(void *arg, struct child *ch, const char *reason); /* gone for good: unlink it */
     void (*moved_out)(void *arg, struct child *ch);                  /* stopped to move: place it there */
+    void (*spawned)(void *arg, struct child *ch);                    /* a new process runs (ch->proc); may be NULL */
 };
 
 struct sv {
@@ -185,8 +190,9 @@ void sv_exited(struct sv *sv, struct child *ch, int status);
 /* A frame from its process. */
 void sv_frame(struct sv *sv, struct child *ch, const Distsup__V1__ChildFrame *f);
 
-/* Fires its timer and expires its calls when due.  1 while it still has a timer or
- * calls pending (the tick must go on). */
+/* Fires its timer and expires its calls when due, and resumes reading its output when
+ * its rate allows (proc_throttle_tick).  1 while it still has a timer or calls
+ * pending or its output is held back (the tick must go on). */
 int sv_tick(struct sv *sv, struct child *ch, uint64_t now);
 
 /* Sends a Call; the reply (or DEADLINE_EXCEEDED at deadline, or UNAVAILABLE when it

@@ -60,6 +60,7 @@ struct ctl_opts {
     const char *addr;       /* --addr, else $DISTSUP_ADDR, else 127.0.0.1:50051 */
     const char *supervisor; /* --supervisor; NULL = default */
     bool json;
+    bool spec_data;         /* --spec-data: children with their init and env values */
     uint32_t deadline_ms;   /* --deadline-ms: RPC deadline; 0 = library default */
     const char *token_file; /* --token-file (else $DISTSUP_TOKEN, else $DISTSUP_TOKEN_FILE, in main) */
     const char *tls_ca;     /* --tls-ca PEM: TLS, verifying the daemon with this CA */

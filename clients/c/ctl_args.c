@@ -26,6 +26,7 @@ enum opt_id {
     O_ADDR,
     O_SUPERVISOR,
     O_JSON,
+    O_SPEC_DATA,
     O_DEADLINE,
     O_HELP,
     O_RESTART,
@@ -61,6 +62,7 @@ static const struct optdef {
     {"addr", true, ALL, O_ADDR},
     {"supervisor", true, ALL, O_SUPERVISOR},
     {"json", false, ALL, O_JSON},
+    {"spec-data", false, ALL, O_SPEC_DATA},
     {"deadline-ms", true, ALL, O_DEADLINE},
     {"token-file", true, ALL, O_TOKEN_FILE},
     {"tls-ca", true, ALL, O_TLS_CA},
@@ -151,6 +153,7 @@ static int apply(struct ctl_opts *o, const struct optdef *d, const char *v, char
     case O_TLS_CERT: o->tls_cert = v; break;
     case O_TLS_KEY: o->tls_key = v; break;
     case O_JSON: o->json = true; break;
+    case O_SPEC_DATA: o->spec_data = true; break;
     case O_DEADLINE:
         if (!parse_u32(v, &o->deadline_ms) || o->deadline_ms == 0)
             return usage(errbuf, errlen, "--deadline-ms wants a positive number, not '%s'", v);
@@ -375,6 +378,7 @@ out:
     "  --supervisor NAME   supervisor to use (default: \"default\")\n" \
     "  --json              machine-readable output: one JSON object (one per line for watch)\n" \
     "  --deadline-ms MS    deadline of each RPC (default 10000)\n" \
+    "  --spec-data         show children's init and env values (left out by default)\n" \
     "  --help, -h          this help\n"
 
 #define EXIT_CODES \

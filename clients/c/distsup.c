@@ -24,8 +24,9 @@ struct ds_client {
     grpc_channel *channel;
     char *address;
     _Atomic uint32_t timeout_ms;
-    grpc_metadata auth; /* "authorization: Bearer TOKEN", sent with every call */
-    size_t n_md;        /* 1 with a token, else 0 */
+    grpc_metadata auth;    /* "authorization: Bearer TOKEN", sent with every call */
+    size_t n_md;           /* 1 with a token, else 0 */
+    _Atomic int spec_data; /* include_spec_data in answers with children */
 };
 
 #define SVC "/distsup.v1.Supervisor/"
@@ -398,6 +399,13 @@ void ds_client_set_timeout_ms(ds_client *c, uint32_t timeout_ms)
     if (c) atomic_store(&c->timeout_ms, timeout_ms);
 }
 
+void ds_client_set_spec_data(ds_client *c, int on)
+{
+    if (c) atomic_store(&c->spec_data, on != 0);
+}
+
+static int spec_data(ds_client *c) { return atomic_load(&c->spec_data); }
+
 const char *ds_client_address(const ds_client *c) { return c ? c->address : NULL; }
 
 /* ---- names ------------------------------------------------------------------- */
@@ -693,6 +701,7 @@ int ds_start_child(ds_client *c, const char *sup, const ds_child_spec *spec, con
     req.supervisor = S(sup);
     req.spec = &ps;
     req.node = S(node);
+    req.include_spec_data = spec_data(c);
     ProtobufCMessage *resp;
     rc = rpc_unary(c, SVC "StartChild", PM(&req), &distsup__v1__start_child_response__descriptor, &resp,
                    client_timeout(c), err);
@@ -755,32 +764,43 @@ int ds_children(ds_client *c, const char *sup, const char *node, ds_child_list *
     if (out == NULL) return fail(err, DS_INVALID_ARGUMENT, "ds_children: out is NULL");
     *out = NULL;
     if (c == NULL) return fail(err, DS_INVALID_ARGUMENT, "ds_children: no client");
-    Distsup__V1__ChildrenRequest req = DISTSUP__V1__CHILDREN_REQUEST__INIT;
-    req.supervisor = S(sup);
-    req.node = S(node);
-    ProtobufCMessage *resp;
-    int rc = rpc_unary(c, SVC "Children", PM(&req), &distsup__v1__children_response__descriptor, &resp,
-                       client_timeout(c), err);
-    if (rc != DS_OK) return rc;
-    Distsup__V1__ChildrenResponse *r = (Distsup__V1__ChildrenResponse *)resp;
     ds_child_list *list = calloc(1, sizeof *list);
-    if (list == NULL) {
-        rc = oom(err);
-    } else if (r->n_children) {
-        list->items = calloc(r->n_children, sizeof *list->items);
-        if (list->items == NULL) {
-            rc = oom(err);
-        } else {
-            for (size_t i = 0; i < r->n_children; i++) {
-                list->count = i + 1; /* so ds_child_list_free clears what was copied */
-                if (!child_from_pb(&list->items[i], r->children[i])) {
-                    rc = oom(err);
-                    break;
+    if (list == NULL) return oom(err);
+    char *token = NULL;
+    int rc = DS_OK;
+    do { /* page by page until the daemon gives no next_page_token */
+        Distsup__V1__ChildrenRequest req = DISTSUP__V1__CHILDREN_REQUEST__INIT;
+        req.supervisor = S(sup);
+        req.node = S(node);
+        req.page_token = token ? token : "";
+        req.include_spec_data = spec_data(c);
+        ProtobufCMessage *resp;
+        rc = rpc_unary(c, SVC "Children", PM(&req), &distsup__v1__children_response__descriptor, &resp,
+                       client_timeout(c), err);
+        free(token);
+        token = NULL;
+        if (rc != DS_OK) break;
+        Distsup__V1__ChildrenResponse *r = (Distsup__V1__ChildrenResponse *)resp;
+        if (r->n_children) {
+            ds_child *grown = realloc(list->items, (list->count + r->n_children) * sizeof *list->items);
+            if (grown == NULL) {
+                rc = oom(err);
+            } else {
+                list->items = grown;
+                for (size_t i = 0; i < r->n_children; i++) {
+                    memset(&list->items[list->count], 0, sizeof list->items[0]);
+                    list->count++; /* so ds_child_list_free clears what was copied */
+                    if (!child_from_pb(&list->items[list->count - 1], r->children[i])) {
+                        rc = oom(err);
+                        break;
+                    }
                 }
             }
         }
-    }
-    protobuf_c_message_free_unpacked(resp, NULL);
+        if (rc == DS_OK && !empty(r->next_page_token) && (token = dup_str(r->next_page_token)) == NULL) rc = oom(err);
+        protobuf_c_message_free_unpacked(resp, NULL);
+    } while (rc == DS_OK && token);
+    free(token);
     if (rc != DS_OK) {
         ds_child_list_free(list);
         return rc;
@@ -820,6 +840,7 @@ int ds_whereis(ds_client *c, const char *sup, const char *name, ds_child **out, 
     Distsup__V1__WhereIsRequest req = DISTSUP__V1__WHERE_IS_REQUEST__INIT;
     req.supervisor = S(sup);
     req.name = S(name);
+    req.include_spec_data = spec_data(c);
     ProtobufCMessage *resp;
     int rc = rpc_unary(c, SVC "WhereIs", PM(&req), &distsup__v1__where_is_response__descriptor, &resp,
                        client_timeout(c), err);
@@ -838,6 +859,7 @@ int ds_whois(ds_client *c, const char *sup, const char *id, ds_child **out, ds_e
     Distsup__V1__WhoIsRequest req = DISTSUP__V1__WHO_IS_REQUEST__INIT;
     req.supervisor = S(sup);
     req.id = S(id);
+    req.include_spec_data = spec_data(c);
     ProtobufCMessage *resp;
     int rc =
         rpc_unary(c, SVC "WhoIs", PM(&req), &distsup__v1__who_is_response__descriptor, &resp, client_timeout(c), err);

@@ -121,6 +121,10 @@ int ds_connect(const char *address, const ds_connect_options *opts, ds_client **
 void ds_close(ds_client *c);
 /* Changes the default RPC deadline (0 = DS_DEFAULT_TIMEOUT_MS).  Thread-safe. */
 void ds_client_set_timeout_ms(ds_client *c, uint32_t timeout_ms);
+/* on: the children that ds_start_child, ds_children, ds_whereis and ds_whois return
+ * carry their spec's init and env values (include_spec_data).  Off by default: they
+ * come without them, so that large inits cannot make answers too big.  Thread-safe. */
+void ds_client_set_spec_data(ds_client *c, int on);
 /* The target string given to ds_connect (owned by the client). */
 const char *ds_client_address(const ds_client *c);
 
@@ -222,7 +226,7 @@ void ds_terminated_free(ds_terminated *t);
 int ds_terminate_child(ds_client *c, const char *sup, const char *name, const char *id, ds_terminated **out,
                        ds_error *err);
 
-/* Children, cluster-wide (node NULL or "") or on one node. */
+/* Children, cluster-wide (node NULL or "") or on one node: every page of them. */
 int ds_children(ds_client *c, const char *sup, const char *node, ds_child_list **out, ds_error *err);
 
 typedef struct ds_counts {

@@ -596,6 +596,7 @@ int main(int argc, char **argv)
         ctl_opts_free(&o);
         return rc;
     }
+    ds_client_set_spec_data(c, o.spec_data);
     switch (o.cmd) {
     case CMD_START: rc = cmd_start(c, &o); break;
     case CMD_STOP: rc = cmd_stop(c, &o); break;

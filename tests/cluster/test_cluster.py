@@ -240,7 +240,7 @@ class BigChildren(ClusterTest):
         self.wait_mesh(nodes)
         wait_for(lambda: count(nodes[2]).active == len(names), timeout=60, what="the new node to know all 20")
         for n in names:
-            c = nodes[2].stub.WhereIs(pb.WhereIsRequest(name=n)).child
+            c = nodes[2].stub.WhereIs(pb.WhereIsRequest(name=n, include_spec_data=True)).child
             self.assertEqual((c.node, c.state, len(c.spec.init)), ("n1@test", pb.RUNNING, 4000000))
         self.assertNotIn("dropping", nodes[0].read_log() + nodes[2].read_log())
 

@@ -211,7 +211,7 @@ static int setup(void **state)
     CFG.backoff_ms = 100;
     CFG.backoff_max_ms = 2000;
     CFG.start_timeout_ms = 1000;
-    struct sv_hooks hooks = {&F, h_now, h_tick, h_event, h_persist, h_remove, h_moved_out};
+    struct sv_hooks hooks = {&F, h_now, h_tick, h_event, h_persist, h_remove, h_moved_out, NULL};
     sv_init(&SV, &fake_ops, &hooks, NULL, "node1", "/nonexistent", 0xabc);
     return 0;
 }
@@ -823,6 +823,44 @@ static void test_ready_timeout(void **state)
     assert_int_equal(SV.live, 0);
     assert_int_equal(sv_tick(&SV, ch, F.now + 100000), 0);
     sv_child_free(ch);
+}
+
+/* A StartChild whose own deadline (answer_by) comes before start_timeout_ms: the Ready
+ * wait ends early enough that the answer, DEADLINE_EXCEEDED with a hint at protocol
+ * NONE, reaches the client before its deadline; later incarnations wait as usual. */
+static void test_ready_wait_ends_before_the_request_deadline(void **state)
+{
+    (void)state;
+    CFG.start_timeout_ms = 10000;
+    struct child *ch = new_child("mute", FRAMES, PERMANENT);
+    ch->answer_by = F.now + 2000;
+    start_ok(ch);
+    struct ans a = {0};
+    ch->start_done = on_start;
+    ch->start_arg = &a;
+    assert_true(ch->timer_at < F.now + 2000);        /* before the client's deadline */
+    assert_true(ch->timer_at >= F.now + 2000 - 200); /* and not much before */
+    assert_int_equal(ch->answer_by, 0);              /* used by this start only */
+    F.now = ch->timer_at;
+    assert_int_equal(sv_tick(&SV, ch, F.now), 0);
+    assert_int_equal(F.kills, 1);
+    sv_exited(&SV, ch, KILLED(SIGKILL));
+    assert_int_equal(a.n, 1);
+    assert_int_equal(a.code, GRPC_STATUS_DEADLINE_EXCEEDED);
+    assert_non_null(strstr(a.msg, "no Ready"));
+    assert_non_null(strstr(a.msg, "deadline"));
+    assert_non_null(strstr(a.msg, "protocol NONE"));
+    assert_int_equal(F.removes, 1);
+    sv_child_free(ch);
+
+    /* a deadline after start_timeout_ms changes nothing */
+    struct child *late = new_child("late", FRAMES, PERMANENT);
+    late->answer_by = F.now + 60000;
+    start_ok(late);
+    assert_int_equal(late->timer_at, F.now + CFG.start_timeout_ms);
+    late->proc.pid = 0;
+    sv_child_free(late);
+    CFG.start_timeout_ms = 1000;
 }
 
 /* A restarted incarnation (nobody waiting for its Ready) that misses its Ready: killed,
@@ -1769,6 +1807,7 @@ int main(void)
         T(test_ready),
         T(test_ready_elsewhere_ignored),
         T(test_ready_timeout),
+        T(test_ready_wait_ends_before_the_request_deadline),
         T(test_ready_timeout_without_waiter),
         T(test_exit_before_ready),
         T(test_exit_permanent),

@@ -284,6 +284,8 @@ class Supervisor {
    *   await sup.startChild('c1', ['./counter'], { init: '10', restart: 'transient' })
    * opts: env, cwd, restart, shutdownMs, killImmediately, node, key, init, labels,
    * protocol ('frames' | 'none'), supervisor.  name '' or null: generated.
+   * The child resolved has no spec.init and empty env values unless
+   * opts.includeSpecData (they can be large: the answer stays small).
    */
   async startChild(name, argv, opts = {}) {
     if (!Array.isArray(argv) || argv.length === 0) {
@@ -303,7 +305,9 @@ class Supervisor {
       labels: opts.labels || {},
       protocol: enumName('protocol', opts.protocol || 'FRAMES'),
     };
-    const r = await this._unary('StartChild', { supervisor: this._sup(opts), spec });
+    const r = await this._unary('StartChild', {
+      supervisor: this._sup(opts), spec, include_spec_data: !!opts.includeSpecData,
+    });
     return toChild(r.child);
   }
 
@@ -316,10 +320,23 @@ class Supervisor {
     return { name: r.name || name, exitCode: r.exit_code, signal: r.signal };
   }
 
-  /** Every child, cluster-wide (or on opts.node). */
+  /**
+   * Every child, cluster-wide (or on opts.node), fetched page by page
+   * (opts.pageSize a page; 0: the daemon's default).  Without opts.includeSpecData
+   * their specs have no init and empty env values.
+   */
   async children(opts = {}) {
-    const r = await this._unary('Children', { supervisor: this._sup(opts), node: opts.node || '' });
-    return (r.children || []).map(toChild);
+    const out = [];
+    let token = '';
+    for (;;) {
+      const r = await this._unary('Children', {
+        supervisor: this._sup(opts), node: opts.node || '', page_size: opts.pageSize || 0,
+        page_token: token, include_spec_data: !!opts.includeSpecData,
+      });
+      for (const c of r.children || []) out.push(toChild(c));
+      token = r.next_page_token || '';
+      if (!token) return out;
+    }
   }
 
   async countChildren(opts = {}) {
@@ -328,12 +345,16 @@ class Supervisor {
 
   /** The child called name; rejects with NotFound when there is none. */
   async whereis(name, opts = {}) {
-    return toChild((await this._unary('WhereIs', { supervisor: this._sup(opts), name })).child);
+    return toChild((await this._unary('WhereIs', {
+      supervisor: this._sup(opts), name, include_spec_data: !!opts.includeSpecData,
+    })).child);
   }
 
   /** The child whose current incarnation has this id. */
   async whois(id, opts = {}) {
-    const r = await this._unary('WhoIs', { supervisor: this._sup(opts), id });
+    const r = await this._unary('WhoIs', {
+      supervisor: this._sup(opts), id, include_spec_data: !!opts.includeSpecData,
+    });
     const c = toChild(r.child) || { id };
     if (!c.name) c.name = r.name;
     return c;

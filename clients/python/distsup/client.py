@@ -370,7 +370,7 @@ class Supervisor:
     # -- children
     def start_child(self, name: Union[str, ChildSpec, None] = None,
                     argv: Optional[Sequence[str]] = None, *, supervisor: Optional[str] = None,
-                    **spec) -> Child:
+                    include_spec_data: bool = False, **spec) -> Child:
         """Starts a child and returns it once it runs (a worker: once it sent Ready).
 
             sup.start_child("c1", ["./counter"], init=b"10", restart="transient")
@@ -378,7 +378,8 @@ class Supervisor:
 
         Keyword arguments are ChildSpec fields: env, cwd, restart, shutdown (seconds),
         kill_immediately, node, key, init, labels, protocol.  AlreadyExists when the
-        name is taken."""
+        name is taken.  The child returned has no spec.init and empty env values unless
+        include_spec_data=True (they can be large: the answer stays small)."""
         if isinstance(name, ChildSpec):
             if argv is not None or spec:
                 raise TypeError("start_child(spec) takes no other spec arguments")
@@ -387,7 +388,8 @@ class Supervisor:
             if argv is None:
                 raise TypeError("start_child needs argv (a list: program and arguments)")
             cs = ChildSpec(argv=list(argv), name=name or "", **spec)
-        req = pb.StartChildRequest(supervisor=self._sup(supervisor), spec=cs.to_pb())
+        req = pb.StartChildRequest(supervisor=self._sup(supervisor), spec=cs.to_pb(),
+                                   include_spec_data=include_spec_data)
         return Child.from_pb(self._rpc(self.stub.StartChild, req).child)
 
     def terminate_child(self, name: str = "", *, id: str = "",
@@ -401,11 +403,21 @@ class Supervisor:
         r = self._rpc(self.stub.TerminateChild, req)
         return Terminated(name=r.name or name, exit_code=r.exit_code, signal=r.signal)
 
-    def children(self, node: str = "", *, supervisor: Optional[str] = None) -> List[Child]:
-        """Every child of the supervisor, cluster-wide (or on one node)."""
-        r = self._rpc(self.stub.Children,
-                      pb.ChildrenRequest(supervisor=self._sup(supervisor), node=node or ""))
-        return [Child.from_pb(c) for c in r.children]
+    def children(self, node: str = "", *, supervisor: Optional[str] = None,
+                 include_spec_data: bool = False, page_size: int = 0) -> List[Child]:
+        """Every child of the supervisor, cluster-wide (or on one node), fetched page by
+        page (page_size children a page; 0: the daemon's default).  Without
+        include_spec_data their specs have no init and empty env values."""
+        out, token = [], ""
+        while True:
+            r = self._rpc(self.stub.Children,
+                          pb.ChildrenRequest(supervisor=self._sup(supervisor), node=node or "",
+                                             page_size=page_size, page_token=token,
+                                             include_spec_data=include_spec_data))
+            out.extend(Child.from_pb(c) for c in r.children)
+            token = r.next_page_token
+            if not token:
+                return out
 
     def count_children(self, node: str = "", *, supervisor: Optional[str] = None) -> Counts:
         r = self._rpc(self.stub.CountChildren,
@@ -413,15 +425,20 @@ class Supervisor:
         return Counts(specs=r.specs, active=r.active, supervisors=r.supervisors,
                       workers=r.workers, failed=r.failed)
 
-    def whereis(self, name: str, *, supervisor: Optional[str] = None) -> Child:
-        """The child called name; NotFound when there is none."""
+    def whereis(self, name: str, *, supervisor: Optional[str] = None,
+                include_spec_data: bool = False) -> Child:
+        """The child called name; NotFound when there is none.  Its spec has init and
+        env values only with include_spec_data=True."""
         r = self._rpc(self.stub.WhereIs, pb.WhereIsRequest(supervisor=self._sup(supervisor),
-                                                            name=name))
+                                                            name=name,
+                                                            include_spec_data=include_spec_data))
         return Child.from_pb(r.child)
 
-    def whois(self, id: str, *, supervisor: Optional[str] = None) -> Child:
+    def whois(self, id: str, *, supervisor: Optional[str] = None,
+              include_spec_data: bool = False) -> Child:
         """The child whose current incarnation has this id; NotFound otherwise."""
-        r = self._rpc(self.stub.WhoIs, pb.WhoIsRequest(supervisor=self._sup(supervisor), id=id))
+        r = self._rpc(self.stub.WhoIs, pb.WhoIsRequest(supervisor=self._sup(supervisor), id=id,
+                                                        include_spec_data=include_spec_data))
         child = Child.from_pb(r.child)
         if not child.name:
             child.name = r.name

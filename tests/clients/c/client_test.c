@@ -189,11 +189,19 @@ static void test_start_call_cast_send(void **state)
     assert_string_equal(ch->spec.argv[0], g_counter);
     assert_int_equal(ch->spec.restart, DS_RESTART_TRANSIENT);
     assert_int_equal(ch->spec.shutdown_ms, 2000);
-    assert_int_equal(ch->spec.init_len, 2);
-    assert_memory_equal(ch->spec.init, "41", 2);
+    /* init and env values only when asked for (ds_client_set_spec_data) */
+    assert_int_equal(ch->spec.init_len, 0);
     assert_int_equal(ch->spec.n_env, 1);
     assert_string_equal(ch->spec.env[0].key, "COUNTER_TEST");
-    assert_string_equal(ch->spec.env[0].value, "yes");
+    assert_string_equal(ch->spec.env[0].value, "");
+    ds_child *full = NULL;
+    ds_client_set_spec_data(g_c, 1);
+    CHECK_OK(ds_whereis(g_c, "", "basic", &full, &err), err);
+    ds_client_set_spec_data(g_c, 0);
+    assert_int_equal(full->spec.init_len, 2);
+    assert_memory_equal(full->spec.init, "41", 2);
+    assert_string_equal(full->spec.env[0].value, "yes");
+    ds_child_free(full);
     assert_int_equal(ch->spec.n_labels, 2);
     int found = 0;
     for (size_t i = 0; i < ch->spec.n_labels; i++)

@@ -148,7 +148,7 @@ class CtlTest(h.DaemonTest):
         self.assertEqual(m.group(1), self.d.node)
         pid_alpha = int(m.group(2))
         self.assertTrue(h.pid_alive(pid_alpha))
-        j = self.ok("start", "beta", "--json", "--env", "K=V", "--label", "tier=web",
+        j = self.ok("start", "beta", "--json", "--spec-data", "--env", "K=V", "--label", "tier=web",
                     "--restart", "transient", "--", h.COUNTER).json()
         self.assertEqual((j["name"], j["node"], j["state"], j["restarts"]),
                          ("beta", self.d.node, "RUNNING", 0))
@@ -171,6 +171,9 @@ class CtlTest(h.DaemonTest):
         kids = {c["name"]: c for c in js["children"]}
         self.assertEqual(set(kids), {"alpha", "beta"})
         self.assertEqual(kids["alpha"]["os_pid"], pid_alpha)
+        self.assertEqual(kids["alpha"]["spec"]["init"], "")  # left out unless --spec-data
+        js = self.ok("ls", "--json", "--spec-data").json()
+        kids = {c["name"]: c for c in js["children"]}
         self.assertEqual(kids["alpha"]["spec"]["init"], "5")
         self.assertEqual(kids["alpha"]["spec"]["init_base64"], "NQ==")
         self.assertGreaterEqual(kids["alpha"]["uptime_ms"], 0)

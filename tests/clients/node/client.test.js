@@ -86,9 +86,12 @@ describe('Supervisor against a real distsupd', () => {
     assert.ok(c.osPid > 0 && h.pidAlive(c.osPid));
     assert.deepEqual(c.spec.argv, [h.paths.counter]);
     assert.equal(c.spec.restart, 'TRANSIENT');
-    assert.deepEqual(c.spec.env, { A: '1' });
+    assert.deepEqual(c.spec.env, { A: '' }); // values and init only when asked for
     assert.deepEqual(c.spec.labels, { team: 'x' });
-    assert.equal(c.spec.init.toString(), '10');
+    assert.equal(c.spec.init.length, 0);
+    const full = await sup.whereis(name, { includeSpecData: true });
+    assert.deepEqual(full.spec.env, { A: '1' });
+    assert.equal(full.spec.init.toString(), '10');
     assert.equal((await sup.call(name, 'get')).toString(), '10');
     assert.equal((await sup.call(name, Buffer.from('incr'))).toString(), '11');
     await sup.cast(name, 'incr');
@@ -128,6 +131,7 @@ describe('Supervisor against a real distsupd', () => {
     assert.deepEqual(kids.map((k) => k.name).sort(), [a, b].sort());
     assert.equal(kids.find((k) => k.name === b).osPid, cb.osPid);
     assert.equal((await sup.children({ node: d.node })).length, 2);
+    assert.deepEqual((await sup.children({ pageSize: 1 })).map((k) => k.name), [a, b]); // page by page
     const cnt = await sup.countChildren();
     assert.deepEqual([cnt.specs, cnt.active, cnt.workers, cnt.failed], [2, 2, 2, 0]);
     await sup.terminateChild(a);

@@ -69,9 +69,12 @@ class ClientTest(h.DaemonTest):
         self.assertTrue(h.pid_alive(c.os_pid))
         self.assertEqual(c.spec.argv, [h.COUNTER])
         self.assertEqual(c.spec.restart, "TRANSIENT")
-        self.assertEqual(c.spec.env, {"A": "1"})
+        self.assertEqual(c.spec.env, {"A": ""})   # values and init only when asked for
         self.assertEqual(c.spec.labels, {"team": "x"})
-        self.assertEqual(c.spec.init, b"10")
+        self.assertEqual(c.spec.init, b"")
+        full = self.sup.whereis("c1", include_spec_data=True)
+        self.assertEqual((full.spec.env, full.spec.init), ({"A": "1"}, b"10"))
+        self.assertEqual(self.sup.children(include_spec_data=True)[0].spec.init, b"10")
         self.assertEqual(self.sup.call("c1", b"get"), b"10")
         self.assertEqual(self.sup.call("c1", "incr"), b"11")   # str payloads are UTF-8
         self.sup.cast("c1", b"incr")
@@ -101,6 +104,7 @@ class ClientTest(h.DaemonTest):
         self.assertEqual(set(kids), {"a", "b"})
         self.assertEqual(kids["b"].os_pid, b.os_pid)
         self.assertEqual({c.name for c in self.sup.children(node=self.d.node)}, {"a", "b"})
+        self.assertEqual([c.name for c in self.sup.children(page_size=1)], ["a", "b"])  # page by page
         with self.assertRaises(DistsupError):  # a node the cluster does not know
             self.sup.children(node="elsewhere@test")
         n = self.sup.count_children()
