@@ -552,8 +552,6 @@ static int spawn_child(void *arg)
     sigprocmask(SIG_SETMASK, &all, NULL);
     signal(SIGPIPE, SIG_DFL);
     setpgid(0, 0);
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (getppid() != a->parent) _exit(127);
     if (dup2(a->in, 0) < 0 || dup2(a->out, 1) < 0 || dup2(a->err, 2) < 0) {
         a->err_no = errno;
         _exit(127);
@@ -563,10 +561,14 @@ static int spawn_child(void *arg)
      * and this child shares the daemon's memory and thread list. */
     if (a->set_user &&
         (syscall(SYS_setgroups, a->n_groups, a->groups) != 0 || syscall(SYS_setgid, a->gid) != 0 ||
-         syscall(SYS_setuid, a->uid) != 0)) {
+        syscall(SYS_setuid, a->uid) != 0)) {
         a->err_no = errno;
         _exit(127);
     }
+    /* After run_as: a change of credentials clears the parent-death signal.  It dies
+     * with the daemon; and if the daemon died already, it does not run at all. */
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != a->parent) _exit(127);
     /* after run_as: the cwd must be the user's to enter */
     if (chdir(a->cwd) != 0) {
         a->err_no = errno;
@@ -640,6 +642,9 @@ int proc_spawn(struct proc *p, const struct proc_exec *x, char *err, size_t errl
                             .parent = getpid()};
     /* the stack grows down from its (16-byte aligned) end */
     pid_t pid = clone(spawn_child, stack + SPAWN_STACK, CLONE_VM | CLONE_VFORK | SIGCHLD, &sa);
+    /* The child's change of credentials (run_as), made while it shared the daemon's
+     * memory, cleared the memory's dumpable flag: the daemon's, once the child exec'd. */
+    if (x->set_user && prctl(PR_SET_DUMPABLE, 1) != 0) log_warn("proc", "PR_SET_DUMPABLE: %s", strerror(errno));
     if (pid < 0) {
         snprintf(err, errlen, "clone: %s", strerror(errno));
         goto out;

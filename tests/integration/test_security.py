@@ -13,7 +13,7 @@ import time
 
 import grpc
 
-from harness import DISTSUPD, DaemonTest, main, pb, pbg, wait_for
+from harness import DISTSUPD, DaemonTest, main, pb, pbg, pid_alive, wait_for
 from daemon import free_port, make_pki
 
 import health_pb2  # noqa: E402  (flat stubs from //proto:py_stubs)
@@ -500,6 +500,12 @@ class RootTest(Base):
         wait_for(lambda: os.path.exists(out2) and os.path.getsize(out2) > 0, what="root1's id")
         with open(out2) as f:
             self.assertEqual(f.read().strip(), "0")
+        # a run_as child still dies with the daemon (a change of credentials clears the
+        # parent-death signal unless it is set after it)
+        pid = d.stub.WhereIs(pb.WhereIsRequest(supervisor="low", name="low1"), timeout=T).child.os_pid
+        self.assertTrue(pid_alive(pid))
+        d.kill9()
+        wait_for(lambda: not pid_alive(pid), timeout=5, what="the run_as child to die with the daemon")
 
     def test_run_as_unknown_user_is_refused_at_start(self):
         ini = os.path.join(self.workdir, "bad.ini")
