@@ -561,7 +561,7 @@ static int spawn_child(void *arg)
      * and this child shares the daemon's memory and thread list. */
     if (a->set_user &&
         (syscall(SYS_setgroups, a->n_groups, a->groups) != 0 || syscall(SYS_setgid, a->gid) != 0 ||
-        syscall(SYS_setuid, a->uid) != 0)) {
+         syscall(SYS_setuid, a->uid) != 0)) {
         a->err_no = errno;
         _exit(127);
     }

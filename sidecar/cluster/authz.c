@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "sidecar/cluster/cluster.h"
+#include "sidecar/ops.h"
 #include "sidecar/fnv.h"
 #include "sidecar/log.h"
 #include "sidecar/spec.h"
@@ -209,6 +210,28 @@ int authz_gone(struct core *c, struct node *from, const Distsup__V1__ChildGone *
     if (strcmp(g->node, from->name)) {
         snprintf(err, errlen, "refused a ChildGone of child %.200s: it is about node %.200s, not the sender", g->name,
                  g->node);
+        return -1;
+    }
+    return 0;
+}
+
+int authz_forward(struct core *c, struct node *from, int op, const ProtobufCMessage *req, char *err, size_t errlen)
+{
+    (void)from;
+    if (op == CORE_START_CHILD) { /* a node asks the name's directory node, with DIR_START */
+        snprintf(err, errlen, "refused a forwarded StartChild: nodes ask the name's directory node (DIR_START)");
+        return -1;
+    }
+    if (op != CORE_DIR_START) return 0;
+    const Distsup__V1__StartChildRequest *r = (const Distsup__V1__StartChildRequest *)req;
+    struct sup *s = find_sup(c, r->supervisor);
+    if (!s || !r->spec || !r->spec->name[0]) return 0; /* the handler answers that */
+    struct node *self = c->nodes[0];
+    if (!is_directory(c, s, r->spec->name, self)) {
+        snprintf(err, errlen,
+                 "refused a directory StartChild of child %.200s: this node is not its directory node (membership "
+                 "may be changing: try again)",
+                 r->spec->name);
         return -1;
     }
     return 0;

@@ -129,6 +129,9 @@ void copy_of_child(const struct core *c, const struct child *ch, struct copy *k)
  * higher incarnation, then the smaller node name.  Every node applies the same rule to
  * the same facts. */
 int copy_wins(const struct copy *a, const struct copy *b);
+/* q is a failover copy of p: started elsewhere when p's node was taken for down, from
+ * p's incarnation or an earlier one. */
+int copy_derives(const struct copy *q, const struct copy *p);
 void cache_remove(struct core *c, struct sup *s, struct rentry *e);
 /* The copy kept aside in e (authz.c's AUTHZ_CONTEND) replaces e when its node is up and
  * its incarnation is after + 1 (a move or a re-home of e's copy at incarnation
@@ -187,6 +190,9 @@ enum { AUTHZ_OK = 0, AUTHZ_REFUSE = -1, AUTHZ_CONTEND = 1 };
 int authz_child_info(struct core *c, struct node *from, struct sup *s, const Distsup__V1__ChildInfo *info, char *err,
                      size_t errlen);
 /* Whether from may say g: only of its own children.  0 or -1. */
+/* A forwarded request other than Place: StartChild is refused (nodes send DIR_START),
+ * DIR_START only when this node is the name's directory node.  0, or -1 with err. */
+int authz_forward(struct core *c, struct node *from, int op, const ProtobufCMessage *req, char *err, size_t errlen);
 int authz_gone(struct core *c, struct node *from, const Distsup__V1__ChildGone *g, char *err, size_t errlen);
 
 #endif

@@ -272,8 +272,8 @@ static void run_forwarded(struct core *c, struct node *from, const struct fwd_vi
         answer_fail(reply_remote, rr, GRPC_STATUS_INVALID_ARGUMENT, "malformed forwarded request");
         return;
     }
+    char err[700];
     if (v->op_or_code == CORE_PLACE) {
-        char err[700];
         int code;
         if (authz_place(c, from, (const Distsup__V1__Place *)req, &code, err, sizeof err) != 0) {
             authz_refused(c, from, "%s", err);
@@ -281,6 +281,11 @@ static void run_forwarded(struct core *c, struct node *from, const struct fwd_vi
             protobuf_c_message_free_unpacked(req, NULL);
             return;
         }
+    } else if (authz_forward(c, from, (int)v->op_or_code, req, err, sizeof err) != 0) {
+        authz_refused(c, from, "%s", err);
+        answer_fail(reply_remote, rr, GRPC_STATUS_UNAVAILABLE, "node %s %s", c->cfg->node_name, err);
+        protobuf_c_message_free_unpacked(req, NULL);
+        return;
     }
     uint64_t deadline = v->timeout_ms ? reactor_now_ms() + v->timeout_ms : 0;
     c->hooks.run_op(c, (int)v->op_or_code, req, deadline, REQ_LOCAL, reply_remote, rr);

@@ -126,7 +126,7 @@ void send_snapshot(struct core *c, const char *node)
 
 /* q is a failover copy of p: started elsewhere when p's node was taken for down, from
  * p's incarnation or an earlier one. */
-static int derives(const struct copy *q, const struct copy *p)
+int copy_derives(const struct copy *q, const struct copy *p)
 {
     return q->rehomed_from && q->rehomed_from[0] && !strcmp(q->rehomed_from, p->node) &&
         q->rehomed_from_inc <= p->incarnation;
@@ -134,7 +134,7 @@ static int derives(const struct copy *q, const struct copy *p)
 
 int copy_wins(const struct copy *a, const struct copy *b)
 {
-    int a_from_b = derives(a, b), b_from_a = derives(b, a);
+    int a_from_b = copy_derives(a, b), b_from_a = copy_derives(b, a);
     if (b_from_a && !a_from_b && a->running) return 1; /* a kept running: its failover copy b stops */
     if (a_from_b && !b_from_a && b->running) return 0;
     if (a->incarnation != b->incarnation) return a->incarnation > b->incarnation;
@@ -253,6 +253,15 @@ void apply_remote_info(struct core *c, struct node *from, Distsup__V1__ChildInfo
         struct copy known;
         copy_of_info(e->info, &known);
         if (owner_up && !copy_wins(&theirs, &known)) {
+            if (copy_derives(&theirs, &known) && info->incarnation == e->info->incarnation + 1) {
+                /* A failover copy of an original this node still sees running: most
+                 * often this node has not yet seen the original's node down (nodes see
+                 * it a few ms apart).  Kept aside: it takes the entry's place when that
+                 * node goes down here, or is forgotten when its own node says it is gone. */
+                if (e->contender) distsup__v1__child_info__free_unpacked(e->contender, NULL);
+                e->contender = info;
+                return;
+            }
             distsup__v1__child_info__free_unpacked(info, NULL);
             return;
         }
@@ -291,6 +300,10 @@ static void apply_gone(struct core *c, struct node *from, const Distsup__V1__Chi
     }
     struct sup *s = find_sup(c, g->supervisor);
     struct rentry *e = s ? registry_get(s->remote, g->name) : NULL;
+    if (e && e->contender && !strcmp(e->contender->node, g->node) && e->contender->incarnation <= g->incarnation) {
+        distsup__v1__child_info__free_unpacked(e->contender, NULL); /* the copy kept aside is gone */
+        e->contender = NULL;
+    }
     if (!e || strcmp(e->info->node, g->node) || e->info->incarnation > g->incarnation) return;
     /* A copy that waited for this one to go (a move seen from a third node) takes its place. */
     if (!promote_contender(c, s, e, g->incarnation)) cache_remove(c, s, e);

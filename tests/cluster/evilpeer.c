@@ -224,6 +224,30 @@ static void attack(struct seal *s, const char *mode, const char *self, int argc,
         cm.forward = &f;
         send_app(s, &cm);
         free(body);
+    } else if (!strcmp(mode, "startchild") || !strcmp(mode, "dirstart")) {
+        /* a StartChild forwarded as a public op, or as a directory node's, for a name
+         * the target is not the directory node of, pinned to the target */
+        char script[600];
+        snprintf(script, sizeof script, "touch %s; sleep 60", a2);
+        char *args[] = {"/bin/sh", "-c", script};
+        Distsup__V1__StartChildRequest req = DISTSUP__V1__START_CHILD_REQUEST__INIT;
+        req.supervisor = "";
+        req.spec = make_spec(a1, args, 3);
+        req.node = argc > 2 ? argv[2] : (char *)"";
+        size_t rlen = distsup__v1__start_child_request__get_packed_size(&req);
+        uint8_t *body = malloc(rlen ? rlen : 1);
+        if (!body) exit(1);
+        distsup__v1__start_child_request__pack(&req, body);
+        Distsup__V1__Forward f = DISTSUP__V1__FORWARD__INIT;
+        f.id = 77;
+        f.op = !strcmp(mode, "startchild") ? DISTSUP__V1__OP__OP_START_CHILD : DISTSUP__V1__OP__OP_DIR_START;
+        f.request.data = body;
+        f.request.len = rlen;
+        Distsup__V1__ClusterMsg cm = DISTSUP__V1__CLUSTER_MSG__INIT;
+        cm.msg_case = DISTSUP__V1__CLUSTER_MSG__MSG_FORWARD;
+        cm.forward = &f;
+        send_app(s, &cm);
+        free(body);
     } else if (!strcmp(mode, "childinfo")) {
         char *args[] = {"/bin/sleep", "60"};
         send_child_info(s, self, a1, 1ull << 40, make_spec(a1, args, 2));

@@ -178,6 +178,23 @@ class ForgedClusterMessages(ClusterTest):
         self.assertNotIn(name, self.target.children())
         self.assert_unharmed()
 
+    def test_a_forwarded_start_that_skips_the_names_directory_is_refused(self):
+        # A StartChild forwarded as the public op (nodes send DIR_START), or a DIR_START
+        # to a node that is not the name's directory node, pinned to that node: either
+        # would start the argv there without the name's reservation.
+        all4 = [n.node_name for n in self.nodes]
+        for mode in ("startchild", "dirstart"):
+            name = name_with_directory("fwd-" + mode, "n1@test", all4)
+            mark = os.path.join(self.workdir, "started-" + mode)
+            r = self.evil(mode, name, mark, self.target.node_name)
+            self.assertEqual(r["handshake"], "ok")
+            self.assertFalse(os.path.exists(mark), "%s: the forwarded argv must not run" % mode)
+            self.assertEqual(r.get("reply"), "14", "%s must be refused (UNAVAILABLE)" % mode)
+            self.assertNotIn(name, self.target.children())
+        self.assertIn("refused a forwarded StartChild", self.target.read_log())
+        self.assertIn("refused a directory StartChild", self.target.read_log())
+        self.assert_unharmed()
+
     def test_a_forged_childinfo_with_a_huge_incarnation_takes_over_nothing(self):
         r = self.evil("childinfo", "v1")  # the target's own child
         self.assertEqual(r["handshake"], "ok")
