@@ -14,9 +14,33 @@
 #define NAME_MAX_ LINK_ADDR_MAX
 #define DIAL_BACKOFF_MIN_MS 100
 #define DIAL_BACKOFF_MAX_MS 2000
-#define MEMBERS_MAX 1024 /* members known, and named in one Join or Members message */
+#define MEMBERS_MAX 1024     /* members known, and named in one Join or Members message */
+#define RETIRING_MAX 4       /* replaced links of one node being drained at once */
+#define RETIRE_MS 5000       /* a replaced link not drained by then is closed as broken */
+#define HOLD_MAX (64u << 20) /* bytes held from a kept link while the replaced one drains */
 
 enum mstate { M_DOWN, M_UP, M_LEFT };
+
+/* A link to a node that another link to it replaced (both ends keep the one its
+ * smaller-named node dialed).  It is drained, not dropped: each end sends Retire after
+ * the last thing it sends on it and answers the other's Retire with an ack; an end
+ * closes it once it has both, so nothing sent on it is lost and the core is told
+ * nothing.  What arrives on the kept link meanwhile is held, and handed on after what
+ * the replaced one carried (the order the node sent them in). */
+struct retiring {
+    struct link *l;
+    uint64_t deadline;
+    int mine;       /* this end retired it (sent Retire) */
+    int got_retire; /* the other end's Retire arrived: nothing more comes on it */
+    int got_ack;    /* the other end has everything this one sent on it */
+    int extra;      /* a second link dialed by the same node: its dialer says which goes */
+};
+
+struct held_msg {
+    struct held_msg *next;
+    size_t n;
+    uint8_t d[];
+};
 
 struct member {
     char name[NAME_MAX_];
@@ -30,6 +54,12 @@ struct member {
     uint64_t next_dial, backoff;
     uint64_t probe_id, probe_deadline, quiet_until;
     int probe_alive;
+    struct retiring ret[RETIRING_MAX];
+    size_t n_ret;
+    struct held_msg *held, *held_tail; /* from the kept link, while a replaced one drains */
+    size_t held_bytes;
+    uint8_t *join; /* its last Join, packed (a replaced link that breaks resyncs with it) */
+    size_t join_len;
 };
 
 struct seed {
@@ -113,6 +143,156 @@ static struct member *add_member(struct peer *p, const char *name, const char *a
     m->state = M_DOWN;
     p->members[p->n_members++] = m;
     return m;
+}
+
+/* ---------- replaced links ---------- */
+
+static void on_message(void *arg, struct link *l, const uint8_t *d, size_t n);
+
+static struct retiring *find_retiring(struct member *m, const struct link *l)
+{
+    for (size_t i = 0; i < m->n_ret; i++)
+        if (m->ret[i].l == l) return &m->ret[i];
+    return NULL;
+}
+
+static void forget_retiring(struct member *m, struct retiring *r) { *r = m->ret[--m->n_ret]; }
+
+/* Messages on the kept link wait while a replaced link may still carry older ones. */
+static int holding(const struct member *m)
+{
+    for (size_t i = 0; i < m->n_ret; i++)
+        if (m->ret[i].l != m->link && !m->ret[i].got_retire && !m->ret[i].extra) return 1;
+    return 0;
+}
+
+static void free_held(struct member *m)
+{
+    for (struct held_msg *h = m->held, *next; h; h = next) {
+        next = h->next;
+        free(h);
+    }
+    m->held = m->held_tail = NULL;
+    m->held_bytes = 0;
+}
+
+/* Hands on what the kept link brought while the replaced one drained, in order. */
+static void release_held(struct peer *p, struct member *m)
+{
+    while (m->held && !holding(m)) {
+        struct held_msg *h = m->held;
+        m->held = h->next;
+        if (!m->held) m->held_tail = NULL;
+        m->held_bytes -= h->n;
+        if (m->link && m->state == M_UP) on_message(p, m->link, h->d, h->n);
+        free(h);
+    }
+}
+
+static int hold(struct member *m, const uint8_t *d, size_t n)
+{
+    if (m->held_bytes + n > HOLD_MAX) return -1;
+    struct held_msg *h = malloc(sizeof *h + (n ? n : 1));
+    if (!h) return -1;
+    h->next = NULL;
+    h->n = n;
+    memcpy(h->d, d, n);
+    if (m->held_tail) m->held_tail->next = h;
+    else m->held = h;
+    m->held_tail = h;
+    m->held_bytes += n;
+    return 0;
+}
+
+static void send_retire(struct link *l, int ack)
+{
+    Distsup__V1__Retire r = DISTSUP__V1__RETIRE__INIT;
+    r.ack = ack;
+    Distsup__V1__PeerMsg m = DISTSUP__V1__PEER_MSG__INIT;
+    m.msg_case = DISTSUP__V1__PEER_MSG__MSG_RETIRE;
+    m.retire = &r;
+    /* Retire after everything this node queued on the link; its ack at once */
+    link_send_msg(l, ack ? LANE_CONTROL : LANE_BULK, &m.base);
+}
+
+/* Closes r's link when both ends have drained it.  1 when it was closed. */
+static int retire_done(struct member *m, struct retiring *r)
+{
+    if (!r->mine || !r->got_retire || !r->got_ack) return 0;
+    struct link *l = r->l;
+    forget_retiring(m, r);
+    log_debug("peer", "the replaced link with node %s is drained; closing it", m->name);
+    link_close(l, "replaced by a link dialed by the smaller-named node; drained");
+    return 1;
+}
+
+/* l, a link to m, is replaced by another: drained, then closed (see struct retiring). */
+static void retire(struct peer *p, struct member *m, struct link *l, const char *dialer)
+{
+    struct retiring *r = find_retiring(m, l);
+    if (!r) {
+        if (m->n_ret == RETIRING_MAX) {
+            link_close(l, "replaced by a link dialed by the smaller-named node (too many to drain)");
+            return;
+        }
+        r = &m->ret[m->n_ret++];
+        *r = (struct retiring){.l = l};
+    }
+    if (r->mine) return;
+    r->mine = 1;
+    r->extra = 0;
+    r->deadline = now_ms() + RETIRE_MS;
+    link_set_user(l, m);
+    log_info("peer", "link with node %s dialed by %s replaced by a link dialed by the smaller-named node; draining it",
+             m->name, dialer);
+    send_retire(l, 0);
+    retire_done(m, r);
+    (void)p;
+}
+
+/* A Retire (or its ack) from m on l. */
+static void on_retire(struct peer *p, struct member *m, struct link *l, int ack)
+{
+    struct retiring *r = find_retiring(m, l);
+    if (!r) {
+        if (ack || m->n_ret == RETIRING_MAX) return;
+        r = &m->ret[m->n_ret++];
+        *r = (struct retiring){.l = l, .deadline = now_ms() + RETIRE_MS};
+    }
+    if (ack) {
+        r->got_ack = 1;
+    } else {
+        r->got_retire = 1;
+        send_retire(l, 1);
+        /* two links dialed by m: m keeps the other one, and so does this end */
+        if (r->extra) {
+            retire(p, m, l, m->name);
+            r = find_retiring(m, l);
+        } else if (l == m->link) {
+            for (size_t i = 0; i < m->n_ret; i++)
+                if (m->ret[i].extra) {
+                    m->link = m->ret[i].l;
+                    forget_retiring(m, &m->ret[i]);
+                    retire(p, m, l, m->name);
+                    break;
+                }
+            r = find_retiring(m, l);
+        }
+    }
+    if (r) retire_done(m, r);
+    release_held(p, m);
+}
+
+/* A replaced link closed before it was drained (it broke, or took too long): what was
+ * in flight on it may be lost, as after any broken link, so the core resyncs. */
+static void retiring_broke(struct peer *p, struct member *m)
+{
+    if (p->stopping || m->state != M_UP || !m->join) return;
+    Distsup__V1__Join *j = distsup__v1__join__unpack(NULL, m->join_len, m->join);
+    if (!j) return;
+    log_info("peer", "a replaced link with node %s closed before it was drained; resyncing", m->name);
+    p->cb.up(p->cb.arg, j);
+    distsup__v1__join__free_unpacked(j, NULL);
 }
 
 /* ---------- membership ---------- */
@@ -297,16 +477,6 @@ static void on_join(struct peer *p, struct link *l, Distsup__V1__Join *j)
         link_close(l, "out of memory");
         return;
     }
-    if (m->link && m->link != l) {
-        /* Two links to one node: both ends keep the one its smaller-named node dialed. */
-        struct link *old = m->link;
-        int keep_new = strcmp(initiator_of(p, l), initiator_of(p, old)) < 0;
-        if (!keep_new) {
-            link_close(l, "a link to this node exists already");
-            return;
-        }
-        link_close(old, "replaced by a link dialed by the smaller-named node");
-    }
     struct member *dialed_for = member_dialed_by(p, l);
     if (dialed_for) {
         dialed_for->dial = NULL;
@@ -317,6 +487,32 @@ static void on_join(struct peer *p, struct link *l, Distsup__V1__Join *j)
         seed->tried = 1;
         seed->backoff = 0;
     }
+    int replaced = 0;
+    if (m->link && m->link != l) {
+        /* Two links to one node: both ends keep the one its smaller-named node dialed,
+         * and drain the other before closing it (nothing in flight is lost). */
+        struct link *old = m->link;
+        if (!strcmp(initiator_of(p, l), initiator_of(p, old))) {
+            /* Both dialed by one node: its dialer keeps the older and retires the newer;
+             * this end, if it did not dial them, follows the dialer's Retire. */
+            if (link_initiator(l)) {
+                retire(p, m, l, p->cfg->node_name);
+            } else if (m->n_ret < RETIRING_MAX) {
+                link_set_user(l, m);
+                m->ret[m->n_ret++] = (struct retiring){.l = l, .deadline = now_ms() + RETIRE_MS, .extra = 1};
+            } else {
+                link_close(l, "a link to this node exists already");
+            }
+            return;
+        }
+        int keep_new = strcmp(initiator_of(p, l), initiator_of(p, old)) < 0;
+        if (!keep_new) {
+            retire(p, m, l, initiator_of(p, l));
+            return;
+        }
+        retire(p, m, old, initiator_of(p, old));
+        replaced = m->state == M_UP && m->boot_id == j->boot_id;
+    }
     m->link = l;
     link_set_user(l, m);
     m->last_heard = now_ms();
@@ -324,6 +520,14 @@ static void on_join(struct peer *p, struct link *l, Distsup__V1__Join *j)
     m->tried = 1;
     m->probe_id = 0;
     if (j->peer_address[0]) copy_str(m->addr, sizeof m->addr, j->peer_address);
+    size_t jl = distsup__v1__join__get_packed_size(j);
+    uint8_t *jb = malloc(jl ? jl : 1);
+    if (jb) {
+        distsup__v1__join__pack(j, jb);
+        free(m->join);
+        m->join = jb;
+        m->join_len = jl;
+    }
     int news = m->state != M_UP || m->boot_id != j->boot_id;
     int restarted = m->state == M_UP && m->boot_id != j->boot_id;
     m->state = M_UP;
@@ -333,6 +537,9 @@ static void on_join(struct peer *p, struct link *l, Distsup__V1__Join *j)
         log_info("peer", "node %s is up (%s%s)", m->name, m->addr, restarted ? ", restarted" : "");
         p->cb.up(p->cb.arg, j);
         gossip(p, l);
+    } else if (replaced) {
+        /* the old link is drained, not lost: the core has nothing to redo */
+        release_held(p, m);
     } else {
         /* A new link to a node that stayed up: what was broadcast while there was no
          * link is lost, so the core exchanges snapshots again. */
@@ -349,6 +556,12 @@ static void member_down(struct peer *p, struct member *m, int clean, const char 
     if (clean) log_info("peer", "node %s left the cluster", m->name);
     else log_warn("peer", "node %s is down: %s", m->name, why);
     if (m->link) link_close(m->link, clean ? "it left" : "it is down");
+    while (m->n_ret) {
+        struct link *l = m->ret[0].l;
+        forget_retiring(m, &m->ret[0]);
+        link_close(l, clean ? "it left" : "it is down");
+    }
+    free_held(m);
     p->cb.down(p->cb.arg, m->name, clean);
 }
 
@@ -389,6 +602,7 @@ static void on_peer_msg(struct peer *p, struct link *l, Distsup__V1__PeerMsg *pm
         if (learn(p, l, pm->members->members, pm->members->n_members) != 0) link_close(l, NULL);
         break;
     case DISTSUP__V1__PEER_MSG__MSG_LEAVE: member_down(p, m, 1, "left"); break;
+    case DISTSUP__V1__PEER_MSG__MSG_RETIRE: on_retire(p, m, l, pm->retire->ack); break;
     case DISTSUP__V1__PEER_MSG__MSG_APP: p->cb.message(p->cb.arg, m->name, pm->app.data, pm->app.len); break;
     default: log_warn("peer", "node %s sent a message of unknown kind %d; ignored", m->name, (int)pm->msg_case); break;
     }
@@ -411,6 +625,14 @@ static void on_message(void *arg, struct link *l, const uint8_t *d, size_t n)
 {
     struct peer *p = arg;
     struct member *m = link_user(l);
+    if (m && l == m->link && holding(m)) {
+        if (hold(m, d, n) != 0) {
+            log_error("peer", "link with %s: cannot hold %zu bytes while a replaced link drains; dropping it", m->name,
+                      n);
+            link_close(l, NULL);
+        }
+        return;
+    }
     if (m && n >= 2 && d[0] == 0x3a) {
         uint64_t v = 0;
         for (size_t i = 1; i < n && i <= 10; i++) {
@@ -439,6 +661,13 @@ static void on_closed(void *arg, struct link *l)
     struct peer *p = arg;
     struct member *m = link_user(l);
     if (m && m->link == l) m->link = NULL;
+    struct retiring *r = m ? find_retiring(m, l) : NULL;
+    if (r) {
+        int broke = !r->got_retire || (r->mine && !r->got_ack);
+        forget_retiring(m, r);
+        if (broke) retiring_broke(p, m);
+        release_held(p, m);
+    }
     struct seed *s = seed_dialed_by(p, l);
     if (s) {
         s->dial = NULL;
@@ -481,6 +710,21 @@ static void tick(struct peer *p, uint64_t now)
     for (size_t i = 0; beat && i < p->n_members; i++)
         if (p->members[i]->link && link_is_open(p->members[i]->link)) send_ctl(p->members[i]->link, &msg);
     linkset_tick(p->ls, now);
+    for (size_t i = 0; i < p->n_members; i++) { /* replaced links that do not drain */
+        struct member *m = p->members[i];
+        for (size_t k = 0; k < m->n_ret;) {
+            if (now < m->ret[k].deadline) {
+                k++;
+                continue;
+            }
+            struct link *l = m->ret[k].l;
+            forget_retiring(m, &m->ret[k]);
+            log_warn("peer", "a replaced link with node %s did not drain within %dms; closing it", m->name, RETIRE_MS);
+            link_close(l, NULL);
+            retiring_broke(p, m);
+            release_held(p, m);
+        }
+    }
     /* This node was paused (SIGSTOP, a VM freeze, a long stall) if its own ticker,
      * which runs every heartbeat_ms / 2, missed more than down_after_ms: the silence
      * it would measure now is its own.  Every node gets a fresh down_after_ms to be
@@ -782,7 +1026,11 @@ void peer_free(struct peer *p)
 {
     if (!p) return;
     linkset_free(p->ls);
-    for (size_t i = 0; i < p->n_members; i++) free(p->members[i]);
+    for (size_t i = 0; i < p->n_members; i++) {
+        free_held(p->members[i]);
+        free(p->members[i]->join);
+        free(p->members[i]);
+    }
     free(p->members);
     free(p->seeds);
     pthread_cond_destroy(&p->cond);

@@ -3,7 +3,8 @@
 Each node gets its own key pair (distsupd keygen), every node trusts every key in
 one trust file, and fixed peer/API ports so that a node restarted after kill -9
 comes back at the address its peers know.  Node i seeds from node 0 only, so the
-rest of the mesh is learned by gossip.  Every process is killed at tearDown."""
+rest of the mesh is learned by gossip (all_seeds: every node lists every other one,
+as in the example configuration).  Every process is killed at tearDown."""
 
 import os
 import subprocess
@@ -55,9 +56,10 @@ class Node(Daemon):
 class ClusterTest(DaemonTest):
     """A test case that builds clusters; everything it starts is cleaned up."""
 
-    def make_cluster(self, n, config=None, args=(), start=True, names=None, keys_trusted=None):
+    def make_cluster(self, n, config=None, args=(), start=True, names=None, keys_trusted=None, all_seeds=False):
         """n nodes n1@test..nN@test, all with keys in the trust file; node 0 is the seed
-        of the others.  start: True (all), False (none) or how many to start."""
+        of the others (all_seeds: every node has every other one as a seed).  start:
+        True (all), False (none) or how many to start."""
         self.keys = []
         self.trust = os.path.join(self.workdir, "trusted")
         names = names or ["n%d@test" % (i + 1) for i in range(n)]
@@ -71,7 +73,10 @@ class ClusterTest(DaemonTest):
                     t.write("%s %s\n" % (pub, names[i]))
         nodes = []
         for i in range(n):
-            seeds = ["127.0.0.1:%d" % ports[1]] if i > 0 else []
+            if all_seeds:
+                seeds = ["127.0.0.1:%d" % ports[2 * k + 1] for k in range(n) if k != i]
+            else:
+                seeds = ["127.0.0.1:%d" % ports[1]] if i > 0 else []
             node = Node(self.workdir, names[i], ports[2 * i], ports[2 * i + 1], self.keys[i], self.trust,
                         seeds, config, args)
             self.daemons.append(node)

@@ -457,6 +457,89 @@ class Redistribution(ClusterTest):
         w.close()
 
 
+class Links(ClusterTest):
+    def test_a_replaced_link_fails_no_request_in_flight(self):
+        # Every node lists every other one as a seed (the example configuration): at
+        # start both ends of a pair dial, and both keep the link the smaller-named node
+        # dialed.  Requests in flight on the other one must not fail: it is closed only
+        # once both ends have drained it, and the core is told nothing.  Counted as
+        # failures: UNAVAILABLE "... lost its link before answering" or "... cannot be
+        # reached now" for calls made after every node sees all three up (before that,
+        # "no usable node" and the like are the cluster forming, not this).
+        nodes = self.make_cluster(3, start=False, all_seeds=True)
+        formed = [None]
+        stop = threading.Event()
+        calls, lock = [], threading.Lock()  # (sent, node, op, name, code, details)
+
+        def watch_formed():
+            end = time.monotonic() + 60
+            want = sorted(n.node_name for n in nodes)
+            while formed[0] is None and not stop.is_set() and time.monotonic() < end:
+                try:
+                    if all(n.stub and n.up_nodes() == want for n in nodes):
+                        formed[0] = time.monotonic()
+                except (grpc.RpcError, AttributeError):
+                    pass
+                time.sleep(0.005)
+
+        def client(k):
+            node, i = nodes[k], 0
+            end = time.monotonic() + 60
+            while not stop.is_set() and time.monotonic() < end:
+                name = "l%d-%04d" % (k, i)
+                i += 1
+                for op in ("start", "terminate") if i % 3 == 0 else ("start",):
+                    sent = time.monotonic()
+                    try:
+                        if op == "start":
+                            node.stub.StartChild(pb.StartChildRequest(spec=spec(name)), timeout=15)
+                        else:
+                            nodes[(k + 1) % 3].stub.TerminateChild(pb.TerminateChildRequest(name=name), timeout=15)
+                        code, details = SC.OK, ""
+                    except grpc.RpcError as e:
+                        code, details = e.code(), e.details() or ""
+                    with lock:
+                        calls.append((sent, node.node_name, op, name, code, details))
+                    if code != SC.OK:
+                        time.sleep(0.01)
+                        break
+        for n in nodes:
+            n.start()
+        threads = [threading.Thread(target=watch_formed, daemon=True)]
+        threads += [threading.Thread(target=client, args=(k,), daemon=True) for k in range(3)]
+        for t in threads:
+            t.start()
+        try:
+            wait_for(lambda: formed[0] is not None, timeout=30, what="every node to see the other two up")
+            time.sleep(3.0)  # links are replaced about a second after start; go on well past it
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(30)
+        after = [c for c in calls if c[0] >= formed[0]]
+        self.assertGreater(len(after), 30, "the clients should make calls after the cluster formed")
+        lost = [c for c in after if c[4] == SC.UNAVAILABLE and
+                ("lost its link before answering" in c[5] or "cannot be reached now" in c[5])]
+        self.assertEqual(lost, [], "calls failed because a link was replaced")
+        logs = "".join(n.read_log() for n in nodes)
+        self.assertTrue("replaced by a link dialed by the smaller-named node" in logs or
+                        "a link to this node exists already" in logs, "no link was replaced in this run")
+        started = {c[3] for c in calls if c[2] == "start" and c[4] == SC.OK}
+        terminated = {c[3] for c in calls if c[2] == "terminate" and c[4] == SC.OK}
+        running = started - terminated
+        names = {c[3] for c in calls}
+
+        def agreed():
+            views = [{k: c.state for k, c in n.children().items() if k in names} for n in nodes]
+            return all(v == views[0] for v in views) and set(running) <= set(views[0]) and \
+                all(st == pb.RUNNING for st in views[0].values())
+        wait_for(agreed, timeout=30, what="every node to agree on the children")
+        copies = running_copies(names)
+        self.assertEqual([k for k, p in copies.items() if len(p) != 1], [], "names running twice")
+        self.assertEqual(sorted(running - {k[1] for k in copies}), [], "acknowledged children not running")
+        self.assertEqual(sorted(k[1] for k in copies if k[1] in terminated), [], "terminated children running")
+
+
 class Trust(ClusterTest):
     def test_an_untrusted_node_never_joins_and_learns_nothing(self):
         nodes = self.make_cluster(4, start=3, keys_trusted={0, 1, 2})
