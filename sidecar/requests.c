@@ -788,7 +788,7 @@ static void message_to_owner(struct core *c, struct rentry *e, int op, ProtobufC
         return;
     }
     if (flags & REQ_HELD) { /* done is the hold's already */
-        to_owner(c, e, op, req, timeout_ms, deadline + 1000, done, arg);
+        to_owner(c, e, op, req, timeout_ms, deadline ? deadline + 1000 : 0, done, arg);
         return;
     }
     struct held *h = held_new(c, op, req, deadline, done, arg);

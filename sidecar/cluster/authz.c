@@ -114,7 +114,25 @@ int authz_place(struct core *c, struct node *from, const Distsup__V1__Place *pl,
         }
         return 0;
     case DISTSUP__V1__PLACE_WHY__PLACE_REHOME: {
-        struct node *owner = e ? find_node(c, e->info->node) : NULL;
+        char e2[300];
+        if (pl->from_node[0] && /* empty from a release before from_node */
+            (spec_name_check("node name", pl->from_node, e2, sizeof e2) != 0 || strlen(pl->from_node) >= 256)) {
+            snprintf(err, errlen, "refused a Place (re-home) of child %.200s: from_node: %s", name, e2);
+            return -1;
+        }
+        if (e && pl->from_node[0] && strcmp(pl->from_node, e->info->node)) {
+            snprintf(err, errlen, "refused a Place (re-home) of child %.200s: it ran on %s, not %.200s", name,
+                     e->info->node, pl->from_node);
+            return -1;
+        }
+        if (pl->incarnation > UINT64_MAX / 2) {
+            snprintf(err, errlen, "refused a Place (re-home) of child %.200s: incarnation %llu", name,
+                     (unsigned long long)pl->incarnation);
+            return -1;
+        }
+        /* Without an entry (this node forgot the node's children: it came back with a new
+         * boot id), the node the child ran on is the one Place names. */
+        struct node *owner = e ? find_node(c, e->info->node) : pl->from_node[0] ? find_node(c, pl->from_node) : NULL;
         if (owner && owner->up) {
             /* Most often this node has not yet seen it down (nodes see it a few ms apart,
              * and the directory depends on who is up): the sender asks again soon. */
@@ -160,6 +178,20 @@ int authz_child_info(struct core *c, struct node *from, struct sup *s, const Dis
     if (strcmp(info->node, from->name)) {
         snprintf(err, errlen, "refused a ChildInfo of child %.200s: it says node %.200s runs it, not the sender",
                  info->name, info->node);
+        return AUTHZ_REFUSE;
+    }
+    /* Its id is the sender's (NODE/...) and of the size the daemon makes them: a long or
+     * borrowed id would cost memory and divert lookups by id to the sender. */
+    size_t nl = strlen(from->name), il = strlen(info->id);
+    if (il >= 320 || il <= nl || strncmp(info->id, from->name, nl) || info->id[nl] != '/') {
+        snprintf(err, errlen, "refused a ChildInfo of child %.200s: its id is not one of node %s's", info->name,
+                 from->name);
+        return AUTHZ_REFUSE;
+    }
+    char e2[300];
+    if (info->rehomed_from[0] &&
+        (strlen(info->rehomed_from) >= 256 || spec_name_check("node name", info->rehomed_from, e2, sizeof e2))) {
+        snprintf(err, errlen, "refused a ChildInfo of child %.200s: rehomed_from is not a node name", info->name);
         return AUTHZ_REFUSE;
     }
     if (authz_spec(c, info->name, info->spec, err, errlen) != 0) {

@@ -106,7 +106,8 @@ static void rehome_done(void *arg, int code, const char *message, const Protobuf
     } else {
         log_warn("cluster", "re-homing child %s on node %s failed: %s; will retry", x->name, x->to, message);
         if (e) e->rehoming = 0;
-        c->reconcile_at = reactor_now_ms() + RETRY_MS;
+        uint64_t at = reactor_now_ms() + RETRY_MS;
+        if (!c->reconcile_at || c->reconcile_at > at) c->reconcile_at = at;
         loop_arm_tick(c->loop);
     }
     free(x->sup);

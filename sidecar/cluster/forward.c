@@ -304,7 +304,10 @@ static void take_reply(struct core *c, struct node *from, const struct fwd_view 
     }
     *pp = f->next;
     if (v->op_or_code != GRPC_STATUS_OK) {
-        int code = v->op_or_code <= 16 || v->op_or_code == ANSWER_MOVED ? (int)v->op_or_code : GRPC_STATUS_UNKNOWN;
+        /* ANSWER_MOVED: only to a message (held by its caller) or a re-home (asked again) */
+        int movable = f->op == CORE_CALL || f->op == CORE_CAST || f->op == CORE_SEND || f->op == CORE_PLACE;
+        int code = v->op_or_code <= 16 || (v->op_or_code == ANSWER_MOVED && movable) ? (int)v->op_or_code
+                                                                                     : GRPC_STATUS_UNKNOWN;
         answer_fail(f->done, f->arg, code, "%.*s", (int)(v->message_len < 1000 ? v->message_len : 1000),
                     v->message ? v->message : "");
     } else {

@@ -177,11 +177,14 @@ static Distsup__V1__ChildSpec *make_spec(const char *name, char **argv, size_t n
     return &sp;
 }
 
+static const char *forged_id; /* badid mode: the id its ChildInfo carries */
+
 static void send_child_info(struct seal *s, const char *self, const char *child, uint64_t inc,
                             Distsup__V1__ChildSpec *spec)
 {
-    char id[300];
+    char id[1024];
     snprintf(id, sizeof id, "%s/evil.1", self);
+    if (forged_id) snprintf(id, sizeof id, "%s", forged_id);
     Distsup__V1__ChildInfo ci = DISTSUP__V1__CHILD_INFO__INIT;
     ci.supervisor = "";
     ci.name = (char *)child;
@@ -248,6 +251,10 @@ static void attack(struct seal *s, const char *mode, const char *self, int argc,
         cm.forward = &f;
         send_app(s, &cm);
         free(body);
+    } else if (!strcmp(mode, "badid")) { /* a new child of its own under another node's id */
+        char *args[] = {"/bin/sleep", "60"};
+        forged_id = a2;
+        send_child_info(s, self, a1, 1, make_spec(a1, args, 2));
     } else if (!strcmp(mode, "childinfo")) {
         char *args[] = {"/bin/sleep", "60"};
         send_child_info(s, self, a1, 1ull << 40, make_spec(a1, args, 2));

@@ -195,6 +195,21 @@ class ForgedClusterMessages(ClusterTest):
         self.assertIn("refused a directory StartChild", self.target.read_log())
         self.assert_unharmed()
 
+    def test_a_childinfo_under_another_nodes_id_is_refused(self):
+        # An id borrowed from another node would divert WhoIs and TerminateChild by id
+        # to the sender; an id of any size would cost memory (and disk, in the cache).
+        v1 = self.target.stub.WhereIs(pb.WhereIsRequest(name="v1")).child
+        r = self.evil("badid", "borrowed", v1.id)
+        self.assertEqual(r["handshake"], "ok")
+        r = self.evil("badid", "long", "n4@test/" + "x" * 900)
+        self.assertEqual(r["handshake"], "ok")
+        wait_for(lambda: self.target.read_log().count("its id is not one of node n4@test's") >= 2,
+                 what="both refusals in the log")
+        self.assertNotIn("borrowed", self.target.children())
+        self.assertNotIn("long", self.target.children())
+        self.assertEqual(self.target.stub.WhoIs(pb.WhoIsRequest(id=v1.id)).name, "v1")
+        self.assert_unharmed()
+
     def test_a_forged_childinfo_with_a_huge_incarnation_takes_over_nothing(self):
         r = self.evil("childinfo", "v1")  # the target's own child
         self.assertEqual(r["handshake"], "ok")
