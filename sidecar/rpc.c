@@ -32,6 +32,9 @@ extern const unsigned char distsup_descriptor_set[];
 extern const size_t distsup_descriptor_set_len;
 
 #define REQUESTS_PER_METHOD 4
+#define API_QUOTA (256u << 20)  /* bytes grpc may hold for the API's calls, at least */
+#define API_STREAMS 256         /* calls at once on one client connection */
+#define HEALTH_QUOTA (8u << 20) /* ... and for the health listener's */
 #define SUPERVISOR_SERVICE "distsup.v1.Supervisor"
 
 enum method_kind { M_UNARY, M_WATCH, M_HEALTH_CHECK, M_HEALTH_WATCH, M_REFLECT };
@@ -806,23 +809,52 @@ struct rpc *rpc_start(const struct config *cfg, struct core *core, int *port, ch
         free(r);
         return NULL;
     }
-    grpc_arg args[2];
+    /* grpc reads a call's whole first message before the call reaches us (and its
+     * token is checked): what clients that are not yet authenticated can make the
+     * daemon hold is bounded by a resource quota and a stream limit per connection. */
+    size_t max_request = cfg->max_payload * 4 + (1 << 20);
+    grpc_resource_quota *quota = grpc_resource_quota_create("distsup-api");
+    grpc_resource_quota_resize(quota, max_request * 8 > API_QUOTA ? max_request * 8 : API_QUOTA);
+    grpc_arg args[4];
     args[0].type = GRPC_ARG_INTEGER;
     args[0].key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
     /* Room for the largest valid request; our own checks answer INVALID_ARGUMENT
      * above max_payload_bytes, grpc itself answers RESOURCE_EXHAUSTED above this. */
-    args[0].value.integer = (int)(cfg->max_payload * 4 + (1 << 20));
+    args[0].value.integer = (int)max_request;
     args[1].type = GRPC_ARG_INTEGER;
     args[1].key = GRPC_ARG_MAX_SEND_MESSAGE_LENGTH;
     args[1].value.integer = -1;
-    grpc_channel_args ch_args = {2, args};
+    args[2].type = GRPC_ARG_INTEGER;
+    args[2].key = GRPC_ARG_MAX_CONCURRENT_STREAMS;
+    args[2].value.integer = API_STREAMS;
+    args[3].type = GRPC_ARG_POINTER;
+    args[3].key = GRPC_ARG_RESOURCE_QUOTA;
+    args[3].value.pointer.p = quota;
+    args[3].value.pointer.vtable = grpc_resource_quota_arg_vtable();
+    grpc_channel_args ch_args = {4, args};
     r->cq = grpc_completion_queue_create_for_next(NULL);
     listener_init(r, &r->api, r->methods, N_METHODS, 0, &ch_args);
+    grpc_resource_quota_unref(quota);
     r->n_servers = 1;
     *port = bind_api(r, err, errlen);
     if (*port > 0 && cfg->health_listen[0]) {
-        /* health requests are tiny: grpc's default limits */
-        listener_init(r, &r->health, r->hmethods, N_HEALTH, 1, NULL);
+        /* health requests are tiny, and nobody is authenticated here */
+        grpc_resource_quota *hq = grpc_resource_quota_create("distsup-health");
+        grpc_resource_quota_resize(hq, HEALTH_QUOTA);
+        grpc_arg hargs[3];
+        hargs[0].type = GRPC_ARG_INTEGER;
+        hargs[0].key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
+        hargs[0].value.integer = 4096;
+        hargs[1].type = GRPC_ARG_INTEGER;
+        hargs[1].key = GRPC_ARG_MAX_CONCURRENT_STREAMS;
+        hargs[1].value.integer = 16;
+        hargs[2].type = GRPC_ARG_POINTER;
+        hargs[2].key = GRPC_ARG_RESOURCE_QUOTA;
+        hargs[2].value.pointer.p = hq;
+        hargs[2].value.pointer.vtable = grpc_resource_quota_arg_vtable();
+        grpc_channel_args hch = {3, hargs};
+        listener_init(r, &r->health, r->hmethods, N_HEALTH, 1, &hch);
+        grpc_resource_quota_unref(hq);
         r->n_servers = 2;
         grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
         r->health_port = grpc_server_add_http2_port(r->health.server, cfg->health_listen, creds);
