@@ -234,8 +234,11 @@ static void h_event(void *arg, struct child *ch, Distsup__V1__EventKind kind, in
     /* The cluster hears of it too: the event for cluster-wide Watch, and the child's
      * new state for every node's registry. */
     c->hooks.broadcast_event(c, &ev);
+    /* ... and a child held back without quorum (its state SUSPENDED: the duplicate rule
+     * reads whether a copy kept running) */
     if (kind == DISTSUP__V1__EVENT_KIND__PROCESS_START || kind == DISTSUP__V1__EVENT_KIND__PROCESS_RESTART ||
-        kind == DISTSUP__V1__EVENT_KIND__PROCESS_FAILED)
+        kind == DISTSUP__V1__EVENT_KIND__PROCESS_FAILED ||
+        (kind == DISTSUP__V1__EVENT_KIND__PROCESS_STOP && ch->st == SV_IDLE && !ch->dead))
         c->hooks.announce(c, ch);
 }
 

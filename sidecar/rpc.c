@@ -674,7 +674,9 @@ static int unix_prepare(const char *path, char *err, size_t errlen)
         snprintf(err, errlen, "socket: %s", strerror(errno));
         return -1;
     }
-    int live = connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
+    /* Only a refused connection means nobody serves there (EAGAIN: a live server with
+     * a full backlog). */
+    int live = connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0 || errno != ECONNREFUSED;
     close(fd);
     if (live) {
         snprintf(err, errlen, "cannot listen on unix:%s: another process serves on that socket", path);
@@ -688,7 +690,7 @@ static int unix_prepare(const char *path, char *err, size_t errlen)
     return 0;
 }
 
-/* After binding: the socket's mode and group as configured. */
+/* After binding: the socket's group as configured (its mode came with the umask). */
 static int unix_secure(const struct config *cfg, const char *path, char *err, size_t errlen)
 {
     if (cfg->api_socket_group[0]) {
@@ -698,14 +700,10 @@ static int unix_secure(const struct config *cfg, const char *path, char *err, si
             snprintf(err, errlen, "api_socket_group: no group named '%s'", cfg->api_socket_group);
             return -1;
         }
-        if (chown(path, (uid_t)-1, g->gr_gid) != 0) {
+        if (lchown(path, (uid_t)-1, g->gr_gid) != 0) { /* never through a link put there since */
             snprintf(err, errlen, "cannot give %s to group %s: %s", path, cfg->api_socket_group, strerror(errno));
             return -1;
         }
-    }
-    if (chmod(path, (mode_t)cfg->api_socket_mode) != 0) {
-        snprintf(err, errlen, "cannot chmod %s to %04o: %s", path, cfg->api_socket_mode, strerror(errno));
-        return -1;
     }
     return 0;
 }
@@ -754,10 +752,10 @@ static int bind_api(struct rpc *r, char *err, size_t errlen)
     if (path && unix_prepare(path, err, errlen)) return 0;
     grpc_server_credentials *creds = api_credentials(cfg, err, errlen);
     if (!creds) return 0;
-    /* The socket file is created with the umask: none but us may connect until its
-     * mode is set (the umask is the process's, but no other thread runs yet that
-     * creates files). */
-    mode_t old = path ? umask(0177) : 0;
+    /* The socket file is created with its final mode through the umask (the umask is
+     * the process's, but no other thread runs yet that creates files): no chmod
+     * afterwards, which would follow a link put at the path meanwhile. */
+    mode_t old = path ? umask((mode_t)(0777 & ~cfg->api_socket_mode)) : 0;
     int port = grpc_server_add_http2_port(r->api.server, cfg->listen, creds);
     if (path) umask(old);
     grpc_server_credentials_release(creds);

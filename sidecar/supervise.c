@@ -358,9 +358,9 @@ static void exit_outcome(struct sv *sv, struct child *ch, const struct sv_input 
         return;
     case SV_WHY_SUSPEND: /* no quorum: kept, to start when it is back */
         log_info("supervise", "child %s stopped for want of quorum (%s)", ch->name, reason);
+        ch->st = SV_IDLE; /* before its event: the peers hear it is held back (not running) */
         emit(sv, ch, DISTSUP__V1__EVENT_KIND__PROCESS_STOP, code, sig, "stopped: this node has no quorum");
         ch->proc.pid = 0;
-        ch->st = SV_IDLE;
         return;
     case SV_WHY_REMOVE:
     case SV_WHY_PARK: {
