@@ -266,3 +266,10 @@ int identity_name_taken(const struct identity *id, const char *name, const uint8
         if (!strcmp(id->trusted[i].name, name) && sodium_memcmp(id->trusted[i].pk, pk, HS_KEY_LEN) != 0) return 1;
     return 0;
 }
+
+int identity_name_bound(const struct identity *id, const char *name)
+{
+    for (size_t i = 0; i < id->n_trusted; i++)
+        if (!strcmp(id->trusted[i].name, name)) return 1;
+    return 0;
+}

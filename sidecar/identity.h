@@ -57,6 +57,9 @@ int identity_trusts(const struct identity *id, const uint8_t pk[HS_KEY_LEN]);
  * is not trusted. */
 const char *identity_bound_name(const struct identity *id, const uint8_t pk[HS_KEY_LEN]);
 
+/* 1 if the trust file gives name to some key. */
+int identity_name_bound(const struct identity *id, const char *name);
+
 /* 1 if the trust file gives name to a key other than pk. */
 int identity_name_taken(const struct identity *id, const char *name, const uint8_t pk[HS_KEY_LEN]);
 

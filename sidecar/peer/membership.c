@@ -395,6 +395,12 @@ static int learn(struct peer *p, struct link *from, Distsup__V1__Member **ms, si
         if (!name[0] || !addr[0] || !strcmp(name, p->cfg->node_name)) continue;
         char e[128];
         if (spec_name_check("node name", name, e, sizeof e) != 0 || strlen(addr) >= NAME_MAX_) continue;
+        /* Unless unnamed keys may join, only the trust file's names can ever be members:
+         * gossip of any other name would only fill the table and be dialled for nothing. */
+        if (!p->cfg->trust_unnamed && !identity_name_bound(p->id, name)) {
+            log_debug("peer", "%s gossiped node %s, which the trust file does not name; ignored", link_who(from), name);
+            continue;
+        }
         struct member *m = find_member(p, name);
         if (!m) {
             if (!(m = add_member(p, name, addr))) return 0;

@@ -286,7 +286,7 @@ static void attack(struct seal *s, const char *mode, const char *self, int argc,
             distsup__v1__member__init(&arr[i]);
             snprintf(names[i], sizeof names[i], "fake%06zu@evil", i);
             arr[i].name = names[i];
-            arr[i].peer_address = "192.0.2.1:9"; /* TEST-NET-1: nothing answers */
+            arr[i].peer_address = "127.0.0.1:9"; /* loopback, a closed port: nothing answers */
             ptrs[i] = &arr[i];
         }
         Distsup__V1__Members ms = DISTSUP__V1__MEMBERS__INIT;

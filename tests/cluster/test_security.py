@@ -262,6 +262,16 @@ class ForgedClusterMessages(ClusterTest):
         self.assert_unharmed()
 
 
+    def test_gossiped_names_the_trust_file_does_not_bind_are_not_learned(self):
+        # Under the per-message cap, but names no key of the trust file has: learning
+        # them would fill the member table (1,024) for good and keep a real new node out.
+        r = self.evil("gossip", "1000")
+        self.assertEqual(r["handshake"], "ok")
+        self.assertNotIn("learned of node fake", self.target.read_log())
+        self.assertFalse([n for n in self.target.up_nodes() if "evil" in n])
+        self.assert_unharmed()
+
+
 class PreAuthentication(ClusterTest):
     """Before a key is proven: slots, sizes, our own key, names the trust file binds."""
 
