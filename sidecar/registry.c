@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "sidecar/fnv.h"
+#include <sodium.h>
 
 struct node_count {
     char *node;
@@ -12,18 +12,31 @@ struct node_count {
 };
 
 struct registry {
-    struct rentry **table;  /* by name */
-    struct rentry **itable; /* by id; the same size */
+    uint8_t key[crypto_shorthash_KEYBYTES]; /* random: nobody can make names collide on purpose */
+    struct rentry **table;                  /* by name */
+    struct rentry **itable;                 /* by id; the same size */
     size_t size, count;
     struct rentry *head, *tail;
     struct node_count *nodes; /* entries per owner node (few nodes) */
     size_t n_nodes;
 };
 
+/* A bucket hash keyed per registry (SipHash): names and ids come from peers, which
+ * could otherwise send thousands that share a bucket. */
+static uint64_t rhash(const struct registry *r, const char *s)
+{
+    uint8_t h[crypto_shorthash_BYTES];
+    crypto_shorthash(h, (const unsigned char *)s, strlen(s), r->key);
+    uint64_t v;
+    memcpy(&v, h, sizeof v);
+    return v;
+}
+
 struct registry *registry_new(void)
 {
     struct registry *r = calloc(1, sizeof *r);
     if (!r) return NULL;
+    crypto_shorthash_keygen(r->key); /* libsodium is initialized (main) */
     r->size = 64;
     r->table = calloc(r->size, sizeof *r->table);
     r->itable = calloc(r->size, sizeof *r->itable);
@@ -59,28 +72,28 @@ void registry_free(struct registry *r)
 
 struct rentry *registry_get(struct registry *r, const char *name)
 {
-    for (struct rentry *e = r->table[fnv_str(name) & (r->size - 1)]; e; e = e->hnext)
+    for (struct rentry *e = r->table[rhash(r, name) & (r->size - 1)]; e; e = e->hnext)
         if (!strcmp(e->info->name, name)) return e;
     return NULL;
 }
 
 struct rentry *registry_find_id(struct registry *r, const char *id)
 {
-    for (struct rentry *e = r->itable[fnv_str(id) & (r->size - 1)]; e; e = e->inext)
+    for (struct rentry *e = r->itable[rhash(r, id) & (r->size - 1)]; e; e = e->inext)
         if (!strcmp(e->info->id, id)) return e;
     return NULL;
 }
 
 static void id_link(struct registry *r, struct rentry *e)
 {
-    size_t i = fnv_str(e->info->id) & (r->size - 1);
+    size_t i = rhash(r, e->info->id) & (r->size - 1);
     e->inext = r->itable[i];
     r->itable[i] = e;
 }
 
 static void id_unlink(struct registry *r, struct rentry *e)
 {
-    struct rentry **pp = &r->itable[fnv_str(e->info->id) & (r->size - 1)];
+    struct rentry **pp = &r->itable[rhash(r, e->info->id) & (r->size - 1)];
     while (*pp && *pp != e) pp = &(*pp)->inext;
     if (*pp) *pp = e->inext;
 }
@@ -116,10 +129,10 @@ static int grow(struct registry *r)
         return -1;
     }
     for (struct rentry *e = r->head; e; e = e->next) {
-        size_t i = fnv_str(e->info->name) & (n - 1);
+        size_t i = rhash(r, e->info->name) & (n - 1);
         e->hnext = t[i];
         t[i] = e;
-        i = fnv_str(e->info->id) & (n - 1);
+        i = rhash(r, e->info->id) & (n - 1);
         e->inext = it[i];
         it[i] = e;
     }
@@ -161,7 +174,7 @@ struct rentry *registry_put(struct registry *r, Distsup__V1__ChildInfo *info, ui
     }
     e->info = info;
     e->epoch = epoch;
-    size_t i = fnv_str(info->name) & (r->size - 1);
+    size_t i = rhash(r, info->name) & (r->size - 1);
     e->hnext = r->table[i];
     r->table[i] = e;
     id_link(r, e);
@@ -175,7 +188,7 @@ struct rentry *registry_put(struct registry *r, Distsup__V1__ChildInfo *info, ui
 
 void registry_del(struct registry *r, struct rentry *e)
 {
-    struct rentry **pp = &r->table[fnv_str(e->info->name) & (r->size - 1)];
+    struct rentry **pp = &r->table[rhash(r, e->info->name) & (r->size - 1)];
     while (*pp && *pp != e) pp = &(*pp)->hnext;
     if (*pp) *pp = e->hnext;
     id_unlink(r, e);

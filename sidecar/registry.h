@@ -5,7 +5,8 @@
  * in insertion order so listings are stable, with a count of entries per owner node
  * (kept as entries come and go, so the core can cap what one node may make it hold)
  * and an index by incarnation id.  Pure memory: the supervisor core
- * persists it through the store's cache.  Used by one thread (the core's reactor). */
+ * persists it through the store's cache.  Buckets are keyed with a random SipHash key
+ * (libsodium must be initialized).  Used by one thread (the core's reactor). */
 #ifndef DISTSUP_REGISTRY_H
 #define DISTSUP_REGISTRY_H
 
