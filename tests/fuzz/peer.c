@@ -250,7 +250,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     Distsup__V1__PeerMsg *pm = distsup__v1__peer_msg__unpack(NULL, size, data);
     if (pm) {
         if (pm->msg_case == DISTSUP__V1__PEER_MSG__MSG_JOIN) join(pm->join);
-        if (pm->msg_case == DISTSUP__V1__PEER_MSG__MSG_APP) cluster_msg(pm->app.data, pm->app.len);
+        /* an empty app is NULL here; core_cluster_message hands the core "" instead */
+        if (pm->msg_case == DISTSUP__V1__PEER_MSG__MSG_APP)
+            cluster_msg(pm->app.data ? pm->app.data : (const uint8_t *)"", pm->app.len);
         distsup__v1__peer_msg__free_unpacked(pm, NULL);
     }
     cluster_msg(data, size);
