@@ -25,7 +25,11 @@ static void roundtrip(const Distsup__V1__ChildFrame *f)
                FRAME_OK);
     FUZZ_CHECK(consumed == dsbuf_unread(&a) && body_len + FRAME_HEADER == consumed);
     Distsup__V1__ChildFrame *g = frame_decode(body, body_len);
-    FUZZ_CHECK(g != NULL);
+    if (!g) { /* protobuf-c's own quirk (fuzz.h), nothing of frame.c */
+        FUZZ_CHECK(fuzz_has_field0(&f->base));
+        dsbuf_free(&a);
+        return;
+    }
     FUZZ_CHECK(g->frame_case == f->frame_case);
     FUZZ_CHECK(frame_append(&b, g, FRAME_DEFAULT_MAX) == 0);
     FUZZ_CHECK(dsbuf_unread(&b) == dsbuf_unread(&a));

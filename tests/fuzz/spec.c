@@ -4,7 +4,8 @@
  *
  * What must hold: a spec spec_validate accepts is one the core can start without
  * further checks (argv[0] set, bounded counts and text, known enums, names without
- * spaces); a refusal comes with a message. */
+ * spaces), and that the store and the peers read back after packing it; a refusal
+ * comes with a message. */
 #include <string.h>
 
 #include "sidecar/spec.h"
@@ -41,6 +42,17 @@ static void check_spec(const Distsup__V1__ChildSpec *s)
     FUZZ_CHECK(s->shutdown_ms <= SPEC_SHUTDOWN_MAX_MS);
     uint32_t grace = spec_shutdown_ms(s);
     FUZZ_CHECK(s->kill_immediately ? grace == 0 : grace > 0 && grace <= SPEC_SHUTDOWN_MAX_MS);
+    /* the store keeps it packed and reads it back at start-up; peers get it packed in
+     * a ChildInfo: it must read back, and be valid again */
+    size_t n = distsup__v1__child_spec__get_packed_size(s);
+    uint8_t *buf = malloc(n ? n : 1);
+    FUZZ_CHECK(buf != NULL);
+    FUZZ_CHECK(distsup__v1__child_spec__pack(s, buf) == n);
+    Distsup__V1__ChildSpec *again = distsup__v1__child_spec__unpack(NULL, n, buf);
+    free(buf);
+    FUZZ_CHECK(again != NULL);
+    FUZZ_CHECK(spec_validate(again, MAX_PAYLOAD, err, sizeof err) == 0);
+    distsup__v1__child_spec__free_unpacked(again, NULL);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
