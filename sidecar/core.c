@@ -86,7 +86,9 @@ void core_node_down(struct core *c, const char *node, int clean) { peer_news(c, 
 
 void core_cluster_message(struct core *c, const char *node, const uint8_t *data, size_t len)
 {
-    peer_news(c, CMD_MESSAGE, node, data, len, 0);
+    /* An empty PeerMsg.app comes from protobuf-c as NULL: the reactor's readers
+     * (forward_view's data + len) need a buffer, even of 0 bytes. */
+    peer_news(c, CMD_MESSAGE, node, data ? data : (const uint8_t *)"", len, 0);
 }
 
 void core_peers_settled(struct core *c) { peer_news(c, CMD_SETTLED, NULL, NULL, 0, 0); }

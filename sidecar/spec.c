@@ -77,9 +77,27 @@ static int has_control(const char *s)
     return 0;
 }
 
+/* 1 if m holds a field of number 0.  protobuf-c 1.4.1 reads one written with a long
+ * varint key (0x80 0x00), keeps it as an unknown field, and packs it back as 0x00,
+ * which it refuses to read: a spec holding one would not read back from the store
+ * (deleted at the next start) nor in a peer's ChildInfo (the whole message dropped). */
+static int has_field0(const ProtobufCMessage *m)
+{
+    for (unsigned i = 0; i < m->n_unknown_fields; i++)
+        if (m->unknown_fields[i].tag == 0) return 1;
+    return 0;
+}
+
 int spec_validate(const Distsup__V1__ChildSpec *s, size_t max_init, char *err, size_t errlen)
 {
     size_t text = 0;
+    int field0 = has_field0(&s->base);
+    for (size_t i = 0; i < s->n_env; i++) field0 |= has_field0(&s->env[i]->base);
+    for (size_t i = 0; i < s->n_labels; i++) field0 |= has_field0(&s->labels[i]->base);
+    if (field0) {
+        snprintf(err, errlen, "spec holds a field number 0, which protobuf does not allow");
+        return -1;
+    }
     if (s->name[0] && spec_name_check("child name", s->name, err, errlen) != 0) return -1;
     if (s->n_argv == 0 || s->argv[0][0] == 0) {
         snprintf(err, errlen, "spec.argv is empty: give the program to run as argv[0]");

@@ -13,6 +13,7 @@ PACKAGES=(
   python3-grpcio python3-protobuf
   python3-pip python3-setuptools python3-wheel python3-venv python3-yaml
   iproute2 procps openssl util-linux
+  clang libclang-rt-dev llvm  # tools/fuzz.sh: libFuzzer (a Recommends of clang), llvm-symbolizer
 )
 
 missing=()
