@@ -53,6 +53,17 @@ def log(msg):
     print("cluster_bench: " + msg, file=sys.stderr, flush=True)
 
 
+def all_children(stub):
+    """Every child, through Children's pages (at most 1,000 a page by default)."""
+    out, token = [], ""
+    while True:
+        r = stub.Children(pb.ChildrenRequest(page_token=token))
+        out.extend(r.children)
+        token = r.next_page_token
+        if not token:
+            return out
+
+
 def wait_for(pred, timeout, what):
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -75,10 +86,14 @@ class Bench:
             if p.poll() is None:
                 p.kill()
                 p.wait()
-        shutil.rmtree(self.work, ignore_errors=True)
+        if not os.environ.get("BENCH_KEEP"):
+            shutil.rmtree(self.work, ignore_errors=True)
+        else:
+            log("kept " + self.work)
 
     def cluster(self, n, tag, start=True):
-        """n nodes named TAGi@bench, every key trusted, node 1 the seed of the rest."""
+        """n nodes named TAGi@bench, every key trusted, every node a seed of the others
+        (so a node that joins later finds the cluster whichever node was killed)."""
         trust = os.path.join(self.work, tag + ".trusted")
         ports = free_ports(2 * n)
         names = ["%s%d@bench" % (tag, i + 1) for i in range(n)]
@@ -90,9 +105,9 @@ class Bench:
                 keys.append(key)
         nodes = []
         for i in range(n):
-            seeds = ["127.0.0.1:%d" % ports[1]] if i else []
+            seeds = ["127.0.0.1:%d" % ports[2 * j + 1] for j in range(n) if j != i]
             node = Node(self.work, names[i], ports[2 * i], ports[2 * i + 1], keys[i], trust, seeds,
-                        args=["--log-level", "warn"])
+                        args=["--log-level", os.environ.get("BENCH_LOG_LEVEL", "warn")])
             self.nodes.append(node)
             nodes.append(node)
         if start:
@@ -169,7 +184,7 @@ class Bench:
         result("failover", "StartChild through one node, %d children over 3 nodes" % len(names),
                "%.0f" % (len(names) / (time.monotonic() - t0)), "1/s")
 
-        where = {c.name: c.node for c in nodes[0].stub.Children(pb.ChildrenRequest()).children}
+        where = {c.name: c.node for c in all_children(nodes[0].stub)}
         victim = max(nodes[:3], key=lambda n: sum(1 for v in where.values() if v == n.node_name))
         lost = {k for k, v in where.items() if v == victim.node_name}
         survivor = nodes[0] if victim is not nodes[0] else nodes[1]
@@ -196,7 +211,10 @@ class Bench:
         def probe():
             while not done.is_set():
                 t = time.monotonic()
-                survivor.stub.Call(pb.CallRequest(name=steady, payload=b"get"), timeout=10)
+                try:
+                    survivor.stub.Call(pb.CallRequest(name=steady, payload=b"get"), timeout=10)
+                except (grpc.RpcError, ValueError):  # ValueError: the bench is ending
+                    return
                 probe_lat.append(time.monotonic() - t)
         time.sleep(0.5)
         log("killing %s, which holds %d children" % (victim.node_name, len(lost)))
@@ -239,25 +257,49 @@ class Bench:
 
         # the 4th node joins the 2 survivors: how many of all children move to it
         rest = [n for n in nodes[:3] if n is not victim]
-        before = {c.name: c.node for c in rest[0].stub.Children(pb.ChildrenRequest()).children}
+        before = {c.name: c.node for c in all_children(rest[0].stub)}
         new = nodes[3]
+        # clients keep calling children through the two nodes throughout the join
+        names_all = sorted(before)
+        calls, failed, stop = [0], [], threading.Event()
+
+        def caller(k):
+            i = k
+            while not stop.is_set():
+                node, name = rest[i % 2], names_all[(i * 7919) % len(names_all)]
+                i += 1
+                try:
+                    node.stub.Call(pb.CallRequest(name=name, payload=b"get"), timeout=10)
+                    calls[0] += 1
+                except grpc.RpcError as e:
+                    failed.append("%s %s" % (e.code(), e.details()))
+        callers = [threading.Thread(target=caller, args=(k,), daemon=True) for k in range(2)]
+        for th in callers:
+            th.start()
         t_join = time.monotonic()
         new.start()
         self.mesh(rest + [new])
         target = {k for k in before if new.stub.NodeFor(pb.NodeForRequest(key=k)).node == new.node_name}
 
         def settled():
-            kids = new.stub.Children(pb.ChildrenRequest()).children
+            kids = all_children(new.stub)
             return sum(1 for c in kids if c.node == new.node_name and c.state == pb.RUNNING) == len(target)
         wait_for(settled, 120, "the moves to the new node")
         t_moved = time.monotonic() - t_join
-        after = {c.name: c.node for c in new.stub.Children(pb.ChildrenRequest()).children}
+        stop.set()
+        for th in callers:
+            th.join(15)
+        after = {c.name: c.node for c in all_children(new.stub)}
         moved = sum(1 for k in before if after.get(k) != before[k])
         n = len(before)
         result("join", "children before the join (on 2 nodes)", n, "")
         result("join", "moved to the new node", moved, "")
         result("join", "moved fraction (ideal 1/3 with 2 -> 3 nodes)", "%.3f" % (moved / n), "")
         result("join", "join to the last move done", "%.2f" % t_moved, "s")
+        result("join", "Calls during the join", calls[0] + len(failed), "")
+        result("join", "... of which failed", len(failed), "")
+        if failed:
+            log("first failed call: " + failed[0])
         for node in nodes:
             node.cleanup()
 
@@ -292,11 +334,11 @@ class Bench:
 
 def main():
     b = Bench()
+    only = os.environ.get("BENCH_ONLY", "")  # e.g. BENCH_ONLY=failover_and_join
     try:
-        b.latency()
-        b.failover_and_join()
-        b.four_to_one_quarter()
-        b.convergence()
+        for section in ("latency", "failover_and_join", "four_to_one_quarter", "convergence"):
+            if not only or section in only.split(","):
+                getattr(b, section)()
     finally:
         b.close()
     print()

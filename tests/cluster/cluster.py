@@ -47,7 +47,14 @@ class Node(Daemon):
         return "%s:%d" % (self.host, self.port)
 
     def children(self, sup=""):
-        return {c.name: c for c in self.stub.Children(pb.ChildrenRequest(supervisor=sup)).children}
+        """Every child, through Children's pages."""
+        out, token = {}, ""
+        while True:
+            r = self.stub.Children(pb.ChildrenRequest(supervisor=sup, page_token=token))
+            out.update((c.name, c) for c in r.children)
+            token = r.next_page_token
+            if not token:
+                return out
 
     def up_nodes(self):
         return sorted(n.name for n in self.stub.Nodes(pb.NodesRequest()).nodes if n.up)
