@@ -69,6 +69,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 static void child_info(Distsup__V1__ChildInfo *info)
 {
     char err[700];
+    if (!info) return; /* a copy that did not read back (info_copy: the field-0 quirk): as learn_started */
     struct sup *s = find_sup(&core, info->supervisor);
     if (!s) {
         distsup__v1__child_info__free_unpacked(info, NULL);
