@@ -5,6 +5,8 @@
 #
 #   bench/cluster.sh                          (about two minutes)
 #   FAILOVER_CHILDREN=300 BENCH_SECONDS=2 bench/cluster.sh
+#   BENCH_ONLY=failover_and_join BENCH_LOG_LEVEL=info BENCH_KEEP=1 bench/cluster.sh
+#       (one section; the daemons' logs at info, their directory kept and named)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bazel build //bench:echo_server //bench:call_bench //sidecar:distsupd //examples/counter //strategies/... \
