@@ -54,19 +54,21 @@ static void free_msg(struct loop_msg *m) { free_cmd((struct cmd *)m); }
 
 /* The peer module's news: copied into a command.  Never refused for a full queue
  * (the peer links bound what they read). */
-static void peer_news(struct core *c, enum cmd_kind kind, const char *node, const void *data, size_t len, int clean)
+static int peer_news(struct core *c, enum cmd_kind kind, const char *node, const void *data, size_t len, int clean)
 {
     struct cmd *m = calloc(1, sizeof *m);
     if (!m || (node && !(m->node = strdup(node))) || (data && !(m->data = malloc(len ? len : 1)))) {
         if (m) free_cmd(m);
         log_error("core", "out of memory: lost news from the peer links");
-        return;
+        return -1;
     }
     if (data) memcpy(m->data, data, len);
     m->kind = kind;
     m->len = len;
     m->clean = clean;
-    if (loop_post(c->loop, &m->link, LOOP_LANE_CLUSTER, 1) != LOOP_POSTED) free_cmd(m);
+    if (loop_post(c->loop, &m->link, LOOP_LANE_CLUSTER, 1) == LOOP_POSTED) return 0;
+    free_cmd(m);
+    return -1;
 }
 
 void core_node_up(struct core *c, const Distsup__V1__Join *join)
@@ -84,11 +86,20 @@ void core_node_up(struct core *c, const Distsup__V1__Join *join)
 
 void core_node_down(struct core *c, const char *node, int clean) { peer_news(c, CMD_NODE_DOWN, node, NULL, 0, clean); }
 
-void core_cluster_message(struct core *c, const char *node, const uint8_t *data, size_t len)
+int core_cluster_message(struct core *c, const char *node, const uint8_t *data, size_t len)
 {
+    size_t queued = atomic_load(&c->news_bytes);
+    if (queued + len > CORE_NEWS_BUDGET) {
+        log_warn("core", "%zu bytes of the peers' messages wait already; refused one of %zu bytes from %s", queued, len,
+                 node);
+        return -1;
+    }
+    atomic_fetch_add(&c->news_bytes, len);
     /* An empty PeerMsg.app comes from protobuf-c as NULL: the reactor's readers
      * (forward_view's data + len) need a buffer, even of 0 bytes. */
-    peer_news(c, CMD_MESSAGE, node, data ? data : (const uint8_t *)"", len, 0);
+    if (peer_news(c, CMD_MESSAGE, node, data ? data : (const uint8_t *)"", len, 0) == 0) return 0;
+    atomic_fetch_sub(&c->news_bytes, len);
+    return -1;
 }
 
 void core_peers_settled(struct core *c) { peer_news(c, CMD_SETTLED, NULL, NULL, 0, 0); }
@@ -185,6 +196,7 @@ static void on_cmd(void *arg, struct loop_msg *lm)
         if (!closed) on_node_down(c, m->node, m->clean);
         break;
     case CMD_MESSAGE:
+        atomic_fetch_sub(&c->news_bytes, m->len);
         if (!closed) on_cluster_message(c, m->node, m->data, m->len);
         break;
     case CMD_SETTLED:

@@ -57,7 +57,10 @@ void core_set_peer(struct core *c, struct peer *p);
 /* The peer module's news, queued for the reactor (thread-safe, never blocks). */
 void core_node_up(struct core *c, const Distsup__V1__Join *join);
 void core_node_down(struct core *c, const char *node, int clean);
-void core_cluster_message(struct core *c, const char *node, const uint8_t *data, size_t len);
+/* 0, or -1 (nothing queued) when CORE_NEWS_BUDGET bytes of messages from the peers
+ * wait for the reactor already: a peer cannot make the daemon hold more. */
+#define CORE_NEWS_BUDGET (256u << 20)
+int core_cluster_message(struct core *c, const char *node, const uint8_t *data, size_t len);
 void core_peers_settled(struct core *c);
 
 /* Hands a request (a public op) to the reactor.  req (an unpacked message of the

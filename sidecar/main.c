@@ -68,9 +68,9 @@ static int keygen(int argc, char **argv)
 /* The peer module's news goes to the core's queue. */
 static void on_up(void *arg, const Distsup__V1__Join *j) { core_node_up(arg, j); }
 static void on_down(void *arg, const char *node, int clean) { core_node_down(arg, node, clean); }
-static void on_message(void *arg, const char *node, const uint8_t *d, size_t n)
+static int on_message(void *arg, const char *node, const uint8_t *d, size_t n)
 {
-    core_cluster_message(arg, node, d, n);
+    return core_cluster_message(arg, node, d, n);
 }
 static void on_settled(void *arg) { core_peers_settled(arg); }
 

@@ -36,8 +36,10 @@ struct peer_callbacks {
     void (*up)(void *arg, const Distsup__V1__Join *join);
     /* A node is down (clean = 0) or left cleanly (clean = 1). */
     void (*down)(void *arg, const char *node, int clean);
-    /* A ClusterMsg from node (PeerMsg.app), valid during the call. */
-    void (*message)(void *arg, const char *node, const uint8_t *data, size_t len);
+    /* A ClusterMsg from node (PeerMsg.app), valid during the call.  0, or -1 when the
+     * receiver is too far behind to take it: the link is closed then (it reopens, and
+     * the two nodes exchange snapshots again). */
+    int (*message)(void *arg, const char *node, const uint8_t *data, size_t len);
     /* Once: every seed and every member learned so far has been tried at least once
      * (linked or failed), or sync_timeout_ms passed. */
     void (*settled)(void *arg);

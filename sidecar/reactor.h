@@ -23,6 +23,7 @@
 
 #include <limits.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -127,12 +128,13 @@ struct core {
     int quorum;          /* 1 unless quorum mode and a minority */
     int leaving;         /* graceful leave under way */
     uint64_t leave_deadline;
-    uint64_t rebalance_at; /* 0: none due */
-    uint64_t reconcile_at; /* 0: none due */
-    int reconcile_posted;  /* a continuation of reconcile is queued */
-    struct held *held;     /* messages to moving children, to ask again (requests.c) */
-    uint64_t regained_at;  /* quorum came back then: the nodes still down get time to reappear */
-    int lost_quorum;       /* it had quorum and lost it at least once */
+    uint64_t rebalance_at;     /* 0: none due */
+    uint64_t reconcile_at;     /* 0: none due */
+    int reconcile_posted;      /* a continuation of reconcile is queued */
+    struct held *held;         /* messages to moving children, to ask again (requests.c) */
+    _Atomic size_t news_bytes; /* bytes of peer messages queued for the reactor (core.c) */
+    uint64_t regained_at;      /* quorum came back then: the nodes still down get time to reappear */
+    int lost_quorum;           /* it had quorum and lost it at least once */
     /* memory back to the system after churn (core.c, maybe_trim) */
     size_t trim_peak;    /* most processes running since the last trim */
     uint64_t trimmed_at; /* when the last trim ran */

@@ -91,6 +91,9 @@ struct peer {
     int stopping, leaving, settled;
 };
 
+/* Why a link is closed when the core is too far behind on a node's messages. */
+#define BEHIND "this node is too far behind on that node's messages; the link reopens and they resync"
+
 /* ---------- helpers ---------- */
 
 static uint64_t now_ms(void)
@@ -609,7 +612,9 @@ static void on_peer_msg(struct peer *p, struct link *l, Distsup__V1__PeerMsg *pm
         break;
     case DISTSUP__V1__PEER_MSG__MSG_LEAVE: member_down(p, m, 1, "left"); break;
     case DISTSUP__V1__PEER_MSG__MSG_RETIRE: on_retire(p, m, l, pm->retire->ack); break;
-    case DISTSUP__V1__PEER_MSG__MSG_APP: p->cb.message(p->cb.arg, m->name, pm->app.data, pm->app.len); break;
+    case DISTSUP__V1__PEER_MSG__MSG_APP:
+        if (p->cb.message(p->cb.arg, m->name, pm->app.data, pm->app.len) != 0) link_close(l, BEHIND);
+        break;
     default: log_warn("peer", "node %s sent a message of unknown kind %d; ignored", m->name, (int)pm->msg_case); break;
     }
 }
@@ -645,7 +650,7 @@ static void on_message(void *arg, struct link *l, const uint8_t *d, size_t n)
             v |= (uint64_t)(d[i] & 0x7f) << (7 * (i - 1));
             if (!(d[i] & 0x80)) {
                 if (v == n - (i + 1)) {
-                    p->cb.message(p->cb.arg, m->name, d + i + 1, (size_t)v);
+                    if (p->cb.message(p->cb.arg, m->name, d + i + 1, (size_t)v) != 0) link_close(l, BEHIND);
                     return;
                 }
                 break;
