@@ -568,6 +568,22 @@ static void op_count(struct core *c, Distsup__V1__CountChildrenRequest *req, ans
     done(arg, GRPC_STATUS_OK, NULL, &r.base);
 }
 
+/* Answers resp, whose child is *slot, leaving init and env values out unless full. */
+static void answer_with_child(answer_fn done, void *arg, ProtobufCMessage *resp, Distsup__V1__ChildInfo **slot,
+                              int full)
+{
+    struct lite l;
+    if (!full) {
+        if (lite_make(&l, *slot) != 0) {
+            answer_fail(done, arg, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+            return;
+        }
+        *slot = &l.info;
+    }
+    done(arg, GRPC_STATUS_OK, NULL, resp);
+    if (!full) lite_free(&l);
+}
+
 static void op_whereis(struct core *c, Distsup__V1__WhereIsRequest *req, answer_fn done, void *arg)
 {
     struct sup *s = need_sup(c, req->supervisor, done, arg);
@@ -582,16 +598,7 @@ static void op_whereis(struct core *c, Distsup__V1__WhereIsRequest *req, answer_
     } else {
         r.child = e->info;
     }
-    struct lite l;
-    if (!req->include_spec_data) {
-        if (lite_make(&l, r.child) != 0) {
-            answer_fail(done, arg, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
-            return;
-        }
-        r.child = &l.info;
-    }
-    done(arg, GRPC_STATUS_OK, NULL, &r.base);
-    if (!req->include_spec_data) lite_free(&l);
+    answer_with_child(done, arg, &r.base, &r.child, req->include_spec_data);
 }
 
 static void op_whois(struct core *c, Distsup__V1__WhoIsRequest *req, answer_fn done, void *arg)
@@ -615,16 +622,7 @@ static void op_whois(struct core *c, Distsup__V1__WhoIsRequest *req, answer_fn d
         r.name = e->info->name;
         r.child = e->info;
     }
-    struct lite l;
-    if (!req->include_spec_data) {
-        if (lite_make(&l, r.child) != 0) {
-            answer_fail(done, arg, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
-            return;
-        }
-        r.child = &l.info;
-    }
-    done(arg, GRPC_STATUS_OK, NULL, &r.base);
-    if (!req->include_spec_data) lite_free(&l);
+    answer_with_child(done, arg, &r.base, &r.child, req->include_spec_data);
 }
 
 /* Checks that a message can go to the child now.  0, or fails the request. */
