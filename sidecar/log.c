@@ -37,13 +37,29 @@ void log_msg(enum log_level level, const char *component, const char *fmt, ...)
                  tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000, level_names[level], component);
     if (n < 0) return;
     size_t len = (size_t)n < sizeof line ? (size_t)n : sizeof line - 1;
+    char msg[4096];
     va_list ap;
     va_start(ap, fmt);
-    int m = vsnprintf(line + len, sizeof line - len, fmt, ap);
+    int m = vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     if (m < 0) return;
-    len += (size_t)m;
-    if (len > sizeof line - 2) len = sizeof line - 2; /* truncated: keep the newline */
+    /* One line per message, whatever its strings hold (a peer's, a child's, a client's):
+     * control characters are written as \xNN. */
+    static const char hex[] = "0123456789abcdef";
+    size_t mlen = (size_t)m < sizeof msg ? (size_t)m : sizeof msg - 1;
+    for (size_t i = 0; i < mlen && len < sizeof line - 2; i++) {
+        unsigned char ch = (unsigned char)msg[i];
+        if (ch >= 0x20 && ch != 0x7f) {
+            line[len++] = (char)ch;
+        } else if (len + 4 <= sizeof line - 2) {
+            line[len++] = '\\';
+            line[len++] = 'x';
+            line[len++] = hex[ch >> 4];
+            line[len++] = hex[ch & 15];
+        } else {
+            break;
+        }
+    }
     line[len++] = '\n';
     size_t off = 0;
     while (off < len) {

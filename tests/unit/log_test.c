@@ -1,0 +1,79 @@
+/* log_test: every message is one line, whatever its strings hold (sidecar/log.c):
+ * control characters from a peer's, a child's or a client's strings are written as
+ * \xNN, so nobody can forge or garble the daemon's log. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "sidecar/log.h"
+
+/* Runs one log call with stderr on a pipe; returns what it wrote. */
+static char *capture(const char *who, const char *s)
+{
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    int saved = dup(STDERR_FILENO);
+    assert_true(saved >= 0);
+    assert_true(dup2(fds[1], STDERR_FILENO) >= 0);
+    log_info("test", "node %s said: %s", who, s);
+    assert_true(dup2(saved, STDERR_FILENO) >= 0);
+    close(saved);
+    close(fds[1]);
+    char *buf = calloc(1, 16384);
+    assert_non_null(buf);
+    ssize_t n = read(fds[0], buf, 16383);
+    assert_true(n > 0);
+    close(fds[0]);
+    return buf;
+}
+
+static void test_a_forged_line_stays_one_line(void **state)
+{
+    (void)state;
+    char *out = capture("n2@test", "hello\n2026-01-01T00:00:00.000Z ERROR core: forged\r\x1b[2Jbye\x7f");
+    assert_non_null(strstr(out, "node n2@test said: hello\\x0a2026-01-01T00:00:00.000Z ERROR core: forged"
+                                "\\x0d\\x1b[2Jbye\\x7f\n"));
+    assert_int_equal(strchr(out, '\n') - out + 1, (long)strlen(out)); /* one newline: the end */
+    free(out);
+}
+
+static void test_plain_text_and_utf8_are_unchanged(void **state)
+{
+    (void)state;
+    char *out = capture("n1@test", "caf\xc3\xa9 \\x41 100%");
+    assert_non_null(strstr(out, "node n1@test said: caf\xc3\xa9 \\x41 100%\n"));
+    free(out);
+}
+
+static void test_a_long_message_is_cut_not_overrun(void **state)
+{
+    (void)state;
+    char *big = malloc(10000);
+    assert_non_null(big);
+    for (int i = 0; i < 9999; i++) big[i] = i % 2 ? '\x01' : 'a';
+    big[9999] = 0;
+    char *out = capture("n3@test", big);
+    size_t len = strlen(out);
+    assert_true(len <= 4096);
+    assert_int_equal(out[len - 1], '\n');
+    assert_int_equal(strchr(out, '\n') - out + 1, (long)len);
+    free(out);
+    free(big);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_a_forged_line_stays_one_line),
+        cmocka_unit_test(test_plain_text_and_utf8_are_unchanged),
+        cmocka_unit_test(test_a_long_message_is_cut_not_overrun),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
