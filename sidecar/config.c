@@ -162,6 +162,14 @@ static int set_daemon_key(struct config *c, const char *k, const char *v, char *
     }
     if (!strcmp(k, "trust_unnamed")) return set_bool(&c->trust_unnamed, v, err, errlen);
     if (!strcmp(k, "port_file")) return set_str(c->port_file, sizeof c->port_file, v, err, errlen);
+    if (!strcmp(k, "log_format")) {
+        if (strcmp(v, "text") && strcmp(v, "json")) {
+            snprintf(err, errlen, "log format '%s' is not text or json", v);
+            return -1;
+        }
+        c->log_json = !strcmp(v, "json");
+        return 0;
+    }
     if (!strcmp(k, "log_level")) {
         int l = log_level_parse(v);
         if (l < 0) {
@@ -439,6 +447,7 @@ void config_usage(FILE *out)
             "  --data-dir DIR         SQLite state and children's default cwd (default ./data)\n"
             "  --config FILE          INI config file (docs/configuration.md)\n"
             "  --log-level LEVEL      debug, info, warn or error (default info)\n"
+            "  --log-format FORMAT    text (default) or json: one JSON object a line\n"
             "  --node-name NAME       this node's name (default node1@HOSTNAME)\n"
             "  --strategy-dir DIR     where built-in strategies live (default: beside the binary)\n"
             "  --port-file FILE       write the bound port here once serving\n"
@@ -479,6 +488,7 @@ int config_from_args(struct config *c, int argc, char **argv, char *err, size_t 
         {"--listen", "listen"},
         {"--data-dir", "data_dir"},
         {"--log-level", "log_level"},
+        {"--log-format", "log_format"},
         {"--node-name", "node_name"},
         {"--strategy-dir", "strategy_dir"},
         {"--port-file", "port_file"},

@@ -5,6 +5,7 @@
  *   listen = 127.0.0.1:50051
  *   data_dir = ./data
  *   log_level = info
+ *   log_format = text          ; or json: one object a line (ts, level, subsystem, node, msg)
  *   node_name = node1@localhost
  *   threads = 2
  *   max_payload_bytes = 4194304
@@ -97,6 +98,7 @@ struct config {
     char listen[256];
     char data_dir[1024];
     int log_level; /* enum log_level */
+    int log_json;  /* log_format = json */
     char node_name[256];
     char strategy_dir[1024]; /* where built-in strategies live; empty = beside the binary */
     char port_file[1024];

@@ -1,6 +1,7 @@
 /* log: leveled, line-atomic logging to stderr.
  *
- * Every line: "2026-11-24T10:00:00.123Z LEVEL component: message".  Lines from
+ * Every line: "2026-11-24T10:00:00.123Z LEVEL component: message", or with
+ * log_set_json one JSON object.  Lines from
  * different threads never interleave (one write(2) per line).  The level is the
  * process's one logging setting, set once at start-up by main. */
 #ifndef DISTSUP_LOG_H
@@ -11,6 +12,9 @@ enum log_level { LOG_DEBUG = 0, LOG_INFO = 1, LOG_WARN = 2, LOG_ERROR = 3 };
 /* Parses "debug", "info", "warn", "error"; returns -1 for anything else. */
 int log_level_parse(const char *s);
 void log_set_level(enum log_level level);
+/* From now on one JSON object a line: {"ts":"...","level":"info","subsystem":"core",
+ * "node":NODE,"msg":"..."}.  node is copied.  Once, before other threads log. */
+void log_set_json(const char *node);
 int log_enabled(enum log_level level);
 
 void log_msg(enum log_level level, const char *component, const char *fmt, ...) __attribute__((format(printf, 3, 4)));

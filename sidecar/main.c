@@ -122,6 +122,7 @@ int main(int argc, char **argv)
         return 2;
     }
     log_set_level((enum log_level)cfg.log_level);
+    if (cfg.log_json) log_set_json(cfg.node_name);
     raise_fd_limit();
 
     /* Signals are taken synchronously by this thread; every thread started from

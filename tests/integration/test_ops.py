@@ -569,6 +569,24 @@ class HealthTest(DaemonTest):
         unknown.cancel()
 
 
+class JsonLogTest(DaemonTest):
+    def test_log_format_json_writes_one_object_a_line(self):
+        d = self.daemon(args=["--log-format", "json", "--node-name", "jn@test"])
+        d.stub.StartChild(pb.StartChildRequest(spec=pb.ChildSpec(
+            name="noisy", argv=["/bin/sh", "-c", "printf 'bad \\033[2J \\\"q\\\"\\n' >&2; sleep 60"],
+            protocol=pb.NONE)))
+        wait_for(lambda: "noisy" in d.read_log() and "bad" in d.read_log(), what="the child's line")
+        lines = [ln for ln in d.read_log().splitlines() if ln.strip()]
+        objs = [json.loads(ln) for ln in lines]  # every line parses
+        for o in objs:
+            self.assertEqual(sorted(o), ["level", "msg", "node", "subsystem", "ts"])
+            self.assertEqual(o["node"], "jn@test")
+            self.assertIn(o["level"], ("debug", "info", "warn", "error"))
+        child = [o for o in objs if o["subsystem"] == "child" and "bad" in o["msg"]]
+        self.assertEqual(len(child), 1, objs)
+        self.assertIn("noisy", child[0]["msg"])
+
+
 class ThousandChildrenTest(DaemonTest):
     N = 1000
     CLIENT_THREADS = 8

@@ -38,8 +38,9 @@ static void test_a_forged_line_stays_one_line(void **state)
 {
     (void)state;
     char *out = capture("n2@test", "hello\n2026-01-01T00:00:00.000Z ERROR core: forged\r\x1b[2Jbye\x7f");
-    assert_non_null(strstr(out, "node n2@test said: hello\\x0a2026-01-01T00:00:00.000Z ERROR core: forged"
-                                "\\x0d\\x1b[2Jbye\\x7f\n"));
+    assert_non_null(strstr(out,
+                           "node n2@test said: hello\\x0a2026-01-01T00:00:00.000Z ERROR core: forged"
+                           "\\x0d\\x1b[2Jbye\\x7f\n"));
     assert_int_equal(strchr(out, '\n') - out + 1, (long)strlen(out)); /* one newline: the end */
     free(out);
 }
@@ -68,12 +69,28 @@ static void test_a_long_message_is_cut_not_overrun(void **state)
     free(big);
 }
 
+/* log_format = json: one object a line that a JSON parser reads back, whatever the
+ * message holds.  Run last: the format is the process's from then on. */
+static void test_json_lines(void **state)
+{
+    (void)state;
+    log_set_json("n1@test");
+    char *out = capture("n2@test", "a \"quoted\" \\path\\ and\na second line\x01");
+    assert_int_equal(strchr(out, '\n') - out + 1, (long)strlen(out));
+    assert_true(!strncmp(out, "{\"ts\":\"", 7));
+    assert_non_null(strstr(out,
+                           "\",\"level\":\"info\",\"subsystem\":\"test\",\"node\":\"n1@test\",\"msg\":\"node n2@test "
+                           "said: a \\\"quoted\\\" \\\\path\\\\ and\\u000aa second line\\u0001\"}\n"));
+    free(out);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_a_forged_line_stays_one_line),
         cmocka_unit_test(test_plain_text_and_utf8_are_unchanged),
         cmocka_unit_test(test_a_long_message_is_cut_not_overrun),
+        cmocka_unit_test(test_json_lines),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
