@@ -116,8 +116,8 @@ void remove_child(struct core *c, struct child *ch, const char *reason)
 /* start_local and start_local_by: answer_by (monotonic ms, 0: none) is when the
  * StartChild must have its answer at the latest. */
 static void start_at(struct core *c, struct sup *s, Distsup__V1__ChildSpec *spec, uint64_t incarnation,
-                     const ProtobufCBinaryData *state, const char *rehomed_from, uint64_t answer_by, answer_fn done,
-                     void *arg)
+                     const ProtobufCBinaryData *state, const char *rehomed_from, uint64_t rehomed_from_inc,
+                     uint64_t answer_by, answer_fn done, void *arg)
 {
     char err[512];
     struct child *old = find_child(s, spec->name);
@@ -145,7 +145,7 @@ static void start_at(struct core *c, struct sup *s, Distsup__V1__ChildSpec *spec
             answer_fail(done, arg, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
             return;
         }
-        ch->rehomed_from_inc = incarnation - 1;
+        ch->rehomed_from_inc = rehomed_from_inc;
     }
     if (state && state->len) {
         if (!(ch->state_blob = malloc(state->len))) {
@@ -188,15 +188,16 @@ static void start_at(struct core *c, struct sup *s, Distsup__V1__ChildSpec *spec
 }
 
 void start_local(struct core *c, struct sup *s, Distsup__V1__ChildSpec *spec, uint64_t incarnation,
-                 const ProtobufCBinaryData *state, const char *rehomed_from, answer_fn done, void *arg)
+                 const ProtobufCBinaryData *state, const char *rehomed_from, uint64_t rehomed_from_inc, answer_fn done,
+                 void *arg)
 {
-    start_at(c, s, spec, incarnation, state, rehomed_from, 0, done, arg);
+    start_at(c, s, spec, incarnation, state, rehomed_from, rehomed_from_inc, 0, done, arg);
 }
 
 void start_local_by(struct core *c, struct sup *s, Distsup__V1__ChildSpec *spec, uint64_t deadline, answer_fn done,
                     void *arg)
 {
-    start_at(c, s, spec, 0, NULL, NULL, deadline, done, arg);
+    start_at(c, s, spec, 0, NULL, NULL, 0, deadline, done, arg);
 }
 
 /* ---------- the hooks of the state machine ---------- */

@@ -161,10 +161,12 @@ void remove_child(struct core *c, struct child *ch, const char *reason);
 
 /* Starts a child here: the spec (taken) is stored, then its process started; done
  * answers when it is ready.  incarnation: 0 for a new child, else the one to run
- * (re-homed or moved); state: handed-off state for its Init, or NULL; rehomed_from:
- * for a failover copy, the node its predecessor (incarnation - 1) ran on, else NULL. */
+ * (re-homed or moved); state: handed-off state for its Init, or NULL; rehomed_from and
+ * rehomed_from_inc: for a failover copy, the node its predecessor ran on and that
+ * predecessor's incarnation, else NULL and 0. */
 void start_local(struct core *c, struct sup *s, Distsup__V1__ChildSpec *spec, uint64_t incarnation,
-                 const ProtobufCBinaryData *state, const char *rehomed_from, answer_fn done, void *arg);
+                 const ProtobufCBinaryData *state, const char *rehomed_from, uint64_t rehomed_from_inc, answer_fn done,
+                 void *arg);
 /* start_local for a client's StartChild with a deadline (monotonic ms, 0: none): a
  * FRAMES child's Ready wait ends early enough to answer before it (supervise.h,
  * answer_by). */

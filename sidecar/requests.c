@@ -349,8 +349,12 @@ static void op_place(struct core *c, Distsup__V1__Place *pl, answer_fn done, voi
     req->spec = NULL;
     struct rentry *e = registry_get(s->remote, spec->name);
     if (e && pl->why != DISTSUP__V1__PLACE_WHY__PLACE_START) cache_remove(c, s, e); /* it moves (or is re-homed) here */
-    start_local(c, s, spec, pl->incarnation, &pl->state,
-                pl->why == DISTSUP__V1__PLACE_WHY__PLACE_REHOME ? pl->from_node : NULL, done, arg);
+    /* a failover copy: re-homed now (its predecessor is incarnation - 1), or moving */
+    if (pl->why == DISTSUP__V1__PLACE_WHY__PLACE_REHOME)
+        start_local(c, s, spec, pl->incarnation, &pl->state, pl->from_node, pl->incarnation - 1, done, arg);
+    else if (pl->why == DISTSUP__V1__PLACE_WHY__PLACE_MOVE && pl->from_node[0])
+        start_local(c, s, spec, pl->incarnation, &pl->state, pl->from_node, pl->from_incarnation, done, arg);
+    else start_local(c, s, spec, pl->incarnation, &pl->state, NULL, 0, done, arg);
 }
 
 /* A local child by name or id, or a remote one's entry; fails the request if none. */

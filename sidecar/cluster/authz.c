@@ -107,9 +107,19 @@ int authz_place(struct core *c, struct node *from, const Distsup__V1__Place *pl,
                      e ? e->info->node : "unknown here");
             return -1;
         }
-        if (pl->incarnation <= e->info->incarnation) {
+        if (pl->incarnation <= e->info->incarnation || pl->incarnation > UINT64_MAX / 2) {
             snprintf(err, errlen, "refused a Place (move) of child %.200s: incarnation %llu is not past %llu", name,
                      (unsigned long long)pl->incarnation, (unsigned long long)e->info->incarnation);
+            return -1;
+        }
+        /* a failover copy's mark goes with it: the same as the sender's entry says */
+        if (pl->from_node[0] &&
+            (strcmp(pl->from_node, e->info->rehomed_from) ||
+             pl->from_incarnation != e->info->rehomed_from_incarnation)) {
+            snprintf(err, errlen,
+                     "refused a Place (move) of child %.200s: its failover mark is not the one its node "
+                     "announced",
+                     name);
             return -1;
         }
         return 0;

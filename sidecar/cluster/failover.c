@@ -159,7 +159,7 @@ static int rehome(struct core *c, struct sup *s, struct rentry *e)
         char from[256];
         snprintf(from, sizeof from, "%s", info->node);
         cache_remove(c, s, e); /* the local child owns the name now */
-        start_local(c, s, spec, inc, NULL, from, rehome_done, x);
+        start_local(c, s, spec, inc, NULL, from, inc - 1, rehome_done, x);
         return 1;
     }
     Distsup__V1__Place pl = DISTSUP__V1__PLACE__INIT;

@@ -79,6 +79,10 @@ void finish_move(struct core *c, struct child *ch)
     pl.request = &req;
     pl.incarnation = ch->incarnation + 1;
     pl.why = DISTSUP__V1__PLACE_WHY__PLACE_MOVE;
+    if (ch->rehomed_from) { /* a failover copy stays one where it goes (docs/cluster.md) */
+        pl.from_node = ch->rehomed_from;
+        pl.from_incarnation = ch->rehomed_from_inc;
+    }
     if (ch->state_blob) {
         pl.state.data = ch->state_blob;
         pl.state.len = ch->state_len;
