@@ -10,8 +10,8 @@
 
 #include <stddef.h>
 
-#define TRACE_PARENT_LEN 55   /* "00-" 32 hex "-" 16 hex "-" 2 hex */
-#define TRACE_STATE_MAX 512   /* the W3C's limit a vendor may rely on */
+#define TRACE_PARENT_LEN 55 /* "00-" 32 hex "-" 16 hex "-" 2 hex */
+#define TRACE_STATE_MAX 512 /* the W3C's limit a vendor may rely on */
 
 /* 1 when s[0..len) is a traceparent: version-traceid-parentid-flags, lowercase hex,
  * version not "ff", trace id and parent id not all zeros, exactly 55 bytes (a future
