@@ -579,7 +579,9 @@ static const char help_top[] =
     "NAME NODE STATE RESTARTS +RESTARTS CALLS CALLS/S.  +RESTARTS: restarts in the last\n"
     "interval; CALLS: calls, casts and sends the child's node delivered to it since it\n"
     "started it there; CALLS/S: their rate over the last interval (\"-\" for a child not\n"
-    "seen in the previous poll).  Busiest first.  On a terminal the screen is redrawn;\n"
+    "seen in the previous poll).  The count lives on the child's node: children of other\n"
+    "nodes than the one --addr names show \"-\" for both (run top against their node).\n"
+    "Busiest first.  On a terminal the screen is redrawn;\n"
     "otherwise a table is printed per interval, each after a line \"top: TIME, N children\".\n"
     "Runs until interrupted (Ctrl-C, SIGTERM: exit 0).\n"
     "\n"
@@ -589,7 +591,7 @@ static const char help_top[] =
     "  --node NODE          only the children on NODE\n"
     "--json prints one object per table: {\"at_ms\",\"interval_ms\",\"children\":[{\"name\",\n"
     "\"node\",\"state\",\"restarts\",\"restarts_delta\",\"calls\",\"calls_per_s\"}]}\n"
-    "(calls_per_s null where the table shows \"-\").\n"
+    "(null where the table shows \"-\").\n"
     "\n" GLOBAL_OPTS;
 
 const char *ctl_help_text(enum ctl_cmd cmd)

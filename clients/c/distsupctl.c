@@ -564,6 +564,7 @@ struct top_row {
     const ds_child *c;
     uint32_t restarts_delta;
     double rate; /* calls per second; < 0: not in the previous poll */
+    bool remote; /* on another node than the daemon asked: its count is not live here */
 };
 
 static int child_by_name(const void *a, const void *b)
@@ -576,6 +577,12 @@ static int row_order(const void *a, const void *b)
     const struct top_row *x = a, *y = b;
     if (x->rate != y->rate) return x->rate < y->rate ? 1 : -1; /* busiest first */
     return strcmp(x->c->name, y->c->name);
+}
+
+/* 1 when the row's child was not in the previous poll (no deltas for it). */
+static bool p_prev_missing(const struct top_row *r, const ds_child_list *prev)
+{
+    return !prev || !prev->count || !bsearch(r->c, prev->items, prev->count, sizeof *prev->items, child_by_name);
 }
 
 /* Pauses ms milliseconds, or less when a signal asked to stop. */
@@ -592,7 +599,7 @@ static void top_sleep(uint32_t ms)
 /* Prints the table of cur against prev (sorted by name; NULL: the first poll), over
  * elapsed_ms.  0, or -1 when out of memory. */
 static int top_print(const struct ctl_opts *o, const ds_child_list *cur, const ds_child_list *prev, int64_t elapsed_ms,
-                     bool tty)
+                     bool tty, const char *self)
 {
     struct top_row *rows = calloc(cur->count ? cur->count : 1, sizeof *rows);
     if (!rows) return -1;
@@ -602,10 +609,11 @@ static int top_print(const struct ctl_opts *o, const ds_child_list *cur, const d
             prev && prev->count ? bsearch(c, prev->items, prev->count, sizeof *prev->items, child_by_name) : NULL;
         rows[i].c = c;
         rows[i].rate = -1;
+        rows[i].remote = strcmp(c->node, self) != 0;
         if (p) {
             /* a counter that went down was restarted elsewhere (a move): count from 0 */
             uint64_t calls = c->calls >= p->calls ? c->calls - p->calls : c->calls;
-            rows[i].rate = elapsed_ms > 0 ? (double)calls * 1000.0 / (double)elapsed_ms : 0;
+            if (!rows[i].remote) rows[i].rate = elapsed_ms > 0 ? (double)calls * 1000.0 / (double)elapsed_ms : 0;
             rows[i].restarts_delta = c->restarts >= p->restarts ? c->restarts - p->restarts : 0;
         }
     }
@@ -620,8 +628,11 @@ static int top_print(const struct ctl_opts *o, const ds_child_list *cur, const d
             ctl_json_cstr(stdout, c->name);
             fputs(",\"node\":", stdout);
             ctl_json_cstr(stdout, c->node);
-            printf(",\"state\":\"%s\",\"restarts\":%" PRIu32 ",\"restarts_delta\":%" PRIu32 ",\"calls\":%" PRIu64,
-                   ds_child_state_name(c->state), c->restarts, rows[i].restarts_delta, c->calls);
+            printf(",\"state\":\"%s\",\"restarts\":%" PRIu32, ds_child_state_name(c->state), c->restarts);
+            if (p_prev_missing(&rows[i], prev)) fputs(",\"restarts_delta\":null", stdout);
+            else printf(",\"restarts_delta\":%" PRIu32, rows[i].restarts_delta);
+            if (rows[i].remote) fputs(",\"calls\":null", stdout);
+            else printf(",\"calls\":%" PRIu64, c->calls);
             if (rows[i].rate < 0) fputs(",\"calls_per_s\":null}", stdout);
             else printf(",\"calls_per_s\":%.1f}", rows[i].rate);
         }
@@ -637,9 +648,10 @@ static int top_print(const struct ctl_opts *o, const ds_child_list *cur, const d
             const ds_child *c = rows[i].c;
             char restarts[16], delta[16], calls[24], rate[32];
             snprintf(restarts, sizeof restarts, "%" PRIu32, c->restarts);
-            if (rows[i].rate < 0) snprintf(delta, sizeof delta, "-");
+            if (p_prev_missing(&rows[i], prev)) snprintf(delta, sizeof delta, "-");
             else snprintf(delta, sizeof delta, "%" PRIu32, rows[i].restarts_delta);
-            snprintf(calls, sizeof calls, "%" PRIu64, c->calls);
+            if (rows[i].remote) snprintf(calls, sizeof calls, "-");
+            else snprintf(calls, sizeof calls, "%" PRIu64, c->calls);
             if (rows[i].rate < 0) snprintf(rate, sizeof rate, "-");
             else snprintf(rate, sizeof rate, "%.1f", rows[i].rate);
             const char *row[] = {c->name, c->node, ds_child_state_name(c->state), restarts, delta, calls, rate};
@@ -671,6 +683,14 @@ static int cmd_top(ds_client *c, const struct ctl_opts *o)
     if (sigaction(SIGINT, &sa, NULL) != 0 || sigaction(SIGTERM, &sa, NULL) != 0)
         return local_failure("cannot install signal handlers");
     bool tty = !o->json && isatty(STDOUT_FILENO);
+    /* the node the daemon asked runs: only its children's counts are live */
+    char self[256] = "";
+    ds_node_list *nodes;
+    ds_error nerr;
+    if (ds_nodes(c, o->supervisor, &nodes, &nerr) != DS_OK) return report(o, &nerr);
+    for (size_t i = 0; i < nodes->count; i++)
+        if (nodes->items[i].self) snprintf(self, sizeof self, "%s", nodes->items[i].name);
+    ds_node_list_free(nodes);
     ds_child_list *prev = NULL;
     int64_t prev_at = 0;
     int rc = CTL_EXIT_OK;
@@ -684,7 +704,7 @@ static int cmd_top(ds_client *c, const struct ctl_opts *o)
         }
         qsort(cur->items, cur->count, sizeof *cur->items, child_by_name);
         /* --once prints only the second poll's table, which has the rates */
-        if (!(o->once && polls == 0) && top_print(o, cur, prev, prev ? at - prev_at : 0, tty) != 0) {
+        if (!(o->once && polls == 0) && top_print(o, cur, prev, prev ? at - prev_at : 0, tty, self) != 0) {
             ds_child_list_free(cur);
             rc = local_failure("out of memory");
             break;

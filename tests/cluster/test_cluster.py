@@ -1,14 +1,18 @@
 """The cluster: several real distsupd on loopback, real workers, grpcio clients."""
 
 import collections
+import json
 import os
 import signal
+import subprocess
 import threading
 import time
 
 import grpc
 
 from cluster import ClusterTest, main, pb, spec, wait_for
+
+import daemon  # the shared harness (tests/harness), on the path since cluster's import
 
 SC = grpc.StatusCode
 
@@ -225,6 +229,20 @@ class ClusterRegistry(ClusterTest):
         for n in nodes:
             info = n.stub.WhereIs(pb.WhereIsRequest(name="t-" + n.node_name)).child
             self.assertEqual(info.calls, 18)
+        # distsupctl top shows the counts of the node it asks only (the others' are not live there)
+        for n in nodes:
+            r = subprocess.run([daemon.DISTSUPCTL, "--addr", n.addr, "top", "--once", "--interval", "0.2", "--json"],
+                               capture_output=True, timeout=30)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            kids = {c["name"]: c for c in json.loads(r.stdout)["children"]}
+            self.assertEqual(set(kids), {"t-" + m.node_name for m in nodes})
+            for m in nodes:
+                k = kids["t-" + m.node_name]
+                self.assertEqual(k["node"], m.node_name)
+                if m is n:
+                    self.assertEqual((k["calls"], k["calls_per_s"], k["restarts_delta"]), (18, 0.0, 0))
+                else:
+                    self.assertEqual((k["calls"], k["calls_per_s"], k["restarts_delta"]), (None, None, 0))
 
     def test_concurrent_start_of_the_same_50_names_starts_each_once(self):
         nodes = self.make_cluster(3)
