@@ -875,12 +875,14 @@ static void op_call(struct core *c, Distsup__V1__CallRequest *req, uint64_t dead
         return;
     }
     if (can_message(c, ch, req->payload.len, 1, done, arg)) return;
-    if (sv_call(&c->sv, ch, req->payload, dl, done, arg) != 0)
+    struct sv_trace tr = {req->traceparent, req->tracestate};
+    if (sv_call_traced(&c->sv, ch, req->payload, &tr, dl, done, arg) != 0)
         answer_fail(done, arg, GRPC_STATUS_UNAVAILABLE, "cannot write to child '%s'", req->name);
 }
 
 static void op_cast(struct core *c, ProtobufCMessage *req, const char *supn, const char *name,
-                    ProtobufCBinaryData payload, int info, unsigned flags, answer_fn done, void *arg)
+                    ProtobufCBinaryData payload, const struct sv_trace *tr, int info, unsigned flags, answer_fn done,
+                    void *arg)
 {
     struct sup *s = need_sup(c, supn, done, arg);
     struct child *ch;
@@ -906,7 +908,7 @@ static void op_cast(struct core *c, ProtobufCMessage *req, const char *supn, con
         return;
     }
     if (can_message(c, ch, payload.len, 0, done, arg)) return;
-    if (sv_cast(&c->sv, ch, payload, info) != 0) {
+    if (sv_cast_traced(&c->sv, ch, payload, tr, info) != 0) {
         answer_fail(done, arg, GRPC_STATUS_UNAVAILABLE, "cannot write to child '%s'", name);
         return;
     }
@@ -1022,12 +1024,14 @@ void requests_run(struct core *c, int op, ProtobufCMessage *r, uint64_t deadline
     case CORE_CALL: op_call(c, (void *)r, deadline, flags, done, arg); break;
     case CORE_CAST: {
         Distsup__V1__CastRequest *q = (void *)r;
-        op_cast(c, r, q->supervisor, q->name, q->payload, 0, flags, done, arg);
+        struct sv_trace tr = {q->traceparent, q->tracestate};
+        op_cast(c, r, q->supervisor, q->name, q->payload, &tr, 0, flags, done, arg);
         break;
     }
     case CORE_SEND: {
         Distsup__V1__SendRequest *q = (void *)r;
-        op_cast(c, r, q->supervisor, q->name, q->payload, 1, flags, done, arg);
+        struct sv_trace tr = {q->traceparent, q->tracestate};
+        op_cast(c, r, q->supervisor, q->name, q->payload, &tr, 1, flags, done, arg);
         break;
     }
     case CORE_NODES: op_nodes(c, (void *)r, done, arg); break;

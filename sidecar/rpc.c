@@ -26,6 +26,7 @@
 #include "sidecar/log.h"
 #include "sidecar/ops.h"
 #include "sidecar/reflection.h"
+#include "sidecar/trace.h"
 #include "sidecar/wirecheck.h"
 
 extern const unsigned char distsup_descriptor_set[];
@@ -230,6 +231,56 @@ static void bad_request(struct ctx *c)
     finish(c, GRPC_STATUS_INVALID_ARGUMENT, text, NULL);
 }
 
+/* The value of the call's metadata entry key, or NULL when it has none or more than
+ * one (a repeated traceparent is not valid). */
+static const grpc_slice *metadata_one(const struct ctx *c, const char *key)
+{
+    size_t klen = strlen(key);
+    const grpc_slice *found = NULL;
+    for (size_t i = 0; i < c->md.count; i++) {
+        const grpc_metadata *e = &c->md.metadata[i];
+        if (GRPC_SLICE_LENGTH(e->key) == klen && !memcmp(GRPC_SLICE_START_PTR(e->key), key, klen)) {
+            if (found) return NULL;
+            found = &e->value;
+        }
+    }
+    return found;
+}
+
+/* Sets the string field `field` of req to v[0..len) when the field is empty. */
+static void set_empty_string(ProtobufCMessage *req, const char *field, const uint8_t *v, size_t len)
+{
+    const ProtobufCFieldDescriptor *f = protobuf_c_message_descriptor_get_field_by_name(req->descriptor, field);
+    if (!f || f->type != PROTOBUF_C_TYPE_STRING) return;
+    char **slot = (char **)((char *)req + f->offset);
+    if (*slot && (*slot)[0]) return; /* the client set it in the request */
+    char *copy = malloc(len + 1);
+    if (!copy) return; /* the trace context is best effort */
+    memcpy(copy, v, len);
+    copy[len] = 0;
+    if (*slot && *slot != f->default_value) free(*slot);
+    *slot = copy;
+}
+
+/* A Call, Cast or Send takes the W3C trace context of its metadata (traceparent and
+ * tracestate) into its request, unless the request has one: forwarding then carries
+ * it to the node of the child.  An invalid traceparent is ignored, and its
+ * tracestate with it (docs/observability.md). */
+static void trace_from_metadata(struct ctx *c, ProtobufCMessage *req)
+{
+    if (c->m->op != CORE_CALL && c->m->op != CORE_CAST && c->m->op != CORE_SEND) return;
+    const grpc_slice *tp = metadata_one(c, "traceparent");
+    if (!tp || !trace_parent_valid((const char *)GRPC_SLICE_START_PTR(*tp), GRPC_SLICE_LENGTH(*tp))) return;
+    const ProtobufCFieldDescriptor *f = protobuf_c_message_descriptor_get_field_by_name(req->descriptor, "traceparent");
+    if (!f) return;
+    const char *have = *(char **)((char *)req + f->offset);
+    if (have && have[0]) return; /* the request's own context wins, with its own tracestate */
+    set_empty_string(req, "traceparent", GRPC_SLICE_START_PTR(*tp), GRPC_SLICE_LENGTH(*tp));
+    const grpc_slice *ts = metadata_one(c, "tracestate");
+    if (ts && trace_state_valid((const char *)GRPC_SLICE_START_PTR(*ts), GRPC_SLICE_LENGTH(*ts)))
+        set_empty_string(req, "tracestate", GRPC_SLICE_START_PTR(*ts), GRPC_SLICE_LENGTH(*ts));
+}
+
 static void handle_unary(struct ctx *c)
 {
     /* Strings as sent: protobuf-c would cut one at a NUL and keep bytes that are not
@@ -249,6 +300,7 @@ static void handle_unary(struct ctx *c)
         bad_request(c);
         return;
     }
+    trace_from_metadata(c, req);
     core_request(c->r->core, (enum core_op)c->m->op, req, deadline_ms(c->deadline), core_done, c);
 }
 

@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "sidecar/log.h"
+#include "sidecar/trace.h"
 
 #define container_of(p, type, member) ((type *)((char *)(p)-offsetof(type, member)))
 
@@ -488,7 +489,22 @@ int sv_tick(struct sv *sv, struct child *ch, uint64_t now)
     return ch->timer_at || ch->calls || throttled;
 }
 
+/* The trace context to put in a frame: both NULL unless tr has a valid traceparent. */
+static void trace_pick(const struct sv_trace *tr, char **parent, char **state)
+{
+    *parent = *state = NULL;
+    if (!tr || !tr->parent || !trace_parent_valid(tr->parent, strlen(tr->parent))) return;
+    *parent = (char *)tr->parent;
+    if (tr->state && trace_state_valid(tr->state, strlen(tr->state))) *state = (char *)tr->state;
+}
+
 int sv_call(struct sv *sv, struct child *ch, ProtobufCBinaryData payload, uint64_t deadline, answer_fn done, void *arg)
+{
+    return sv_call_traced(sv, ch, payload, NULL, deadline, done, arg);
+}
+
+int sv_call_traced(struct sv *sv, struct child *ch, ProtobufCBinaryData payload, const struct sv_trace *tr,
+                   uint64_t deadline, answer_fn done, void *arg)
 {
     struct pending_call *p = calloc(1, sizeof *p);
     if (!p) return -1;
@@ -499,6 +515,10 @@ int sv_call(struct sv *sv, struct child *ch, ProtobufCBinaryData payload, uint64
     Distsup__V1__CallFrame cf = DISTSUP__V1__CALL_FRAME__INIT;
     cf.ref = p->ref;
     cf.payload = payload;
+    char *tp, *ts;
+    trace_pick(tr, &tp, &ts);
+    if (tp) cf.traceparent = tp;
+    if (ts) cf.tracestate = ts;
     Distsup__V1__ChildFrame f = DISTSUP__V1__CHILD_FRAME__INIT;
     f.frame_case = DISTSUP__V1__CHILD_FRAME__FRAME_CALL;
     f.call = &cf;
@@ -511,25 +531,39 @@ int sv_call(struct sv *sv, struct child *ch, ProtobufCBinaryData payload, uint64
     else ch->calls = p;
     ch->calls_tail = p;
     ch->n_calls++;
+    ch->delivered++;
     sv->hooks.tick(sv->hooks.arg);
     return 0;
 }
 
 int sv_cast(struct sv *sv, struct child *ch, ProtobufCBinaryData payload, int info)
 {
+    return sv_cast_traced(sv, ch, payload, NULL, info);
+}
+
+int sv_cast_traced(struct sv *sv, struct child *ch, ProtobufCBinaryData payload, const struct sv_trace *tr, int info)
+{
     Distsup__V1__CastFrame cf = DISTSUP__V1__CAST_FRAME__INIT;
     Distsup__V1__InfoFrame inf = DISTSUP__V1__INFO_FRAME__INIT;
     Distsup__V1__ChildFrame f = DISTSUP__V1__CHILD_FRAME__INIT;
+    char *tp, *ts;
+    trace_pick(tr, &tp, &ts);
     if (info) {
         inf.payload = payload;
+        if (tp) inf.traceparent = tp;
+        if (ts) inf.tracestate = ts;
         f.frame_case = DISTSUP__V1__CHILD_FRAME__FRAME_INFO;
         f.info = &inf;
     } else {
         cf.payload = payload;
+        if (tp) cf.traceparent = tp;
+        if (ts) cf.tracestate = ts;
         f.frame_case = DISTSUP__V1__CHILD_FRAME__FRAME_CAST;
         f.cast = &cf;
     }
-    return sv->ops->send(ch, &f);
+    if (sv->ops->send(ch, &f) != 0) return -1;
+    ch->delivered++;
+    return 0;
 }
 
 size_t sv_unsent(const struct child *ch) { return proc_unsent(&ch->proc); }
@@ -562,6 +596,7 @@ void sv_fill_info(const struct sv *sv, const struct child *ch, Distsup__V1__Chil
     info->started_at_ms = ch->started_at_wall;
     info->spec = ch->spec;
     info->incarnation = ch->incarnation;
+    info->calls = ch->delivered;
     if (ch->rehomed_from) {
         info->rehomed_from = ch->rehomed_from;
         info->rehomed_from_incarnation = ch->rehomed_from_inc;

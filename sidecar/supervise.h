@@ -109,6 +109,7 @@ struct child {
     int64_t started_at_wall;
     struct pending_call *calls, *calls_tail; /* the mailbox: calls awaiting replies */
     unsigned n_calls;
+    uint64_t delivered; /* calls, casts and sends written to it (ChildInfo.calls) */
     uint64_t next_ref;
     answer_fn start_done; /* the StartChild waiting for Ready */
     void *start_arg;
@@ -201,6 +202,17 @@ int sv_tick(struct sv *sv, struct child *ch, uint64_t now);
 int sv_call(struct sv *sv, struct child *ch, ProtobufCBinaryData payload, uint64_t deadline, answer_fn done, void *arg);
 /* Sends a Cast (info = 0) or an Info message (info = 1).  0 or -1. */
 int sv_cast(struct sv *sv, struct child *ch, ProtobufCBinaryData payload, int info);
+
+/* The caller's W3C trace context (sidecar/trace.h); either may be NULL. */
+struct sv_trace {
+    const char *parent;
+    const char *state;
+};
+/* sv_call and sv_cast with a trace context for the frame: put in only when parent is
+ * a valid traceparent (state then only when valid too); tr may be NULL. */
+int sv_call_traced(struct sv *sv, struct child *ch, ProtobufCBinaryData payload, const struct sv_trace *tr,
+                   uint64_t deadline, answer_fn done, void *arg);
+int sv_cast_traced(struct sv *sv, struct child *ch, ProtobufCBinaryData payload, const struct sv_trace *tr, int info);
 /* Bytes of frames it has not read yet. */
 size_t sv_unsent(const struct child *ch);
 

@@ -47,6 +47,7 @@ enum ctl_cmd {
     CMD_MINE,
     CMD_WATCH,
     CMD_HEALTH,
+    CMD_TOP,
 };
 
 #define CTL_MAX_KINDS 16
@@ -99,6 +100,14 @@ struct ctl_opts {
 
     /* health */
     const char *service;
+
+    /* call, cast, send: a W3C trace context for the child (--traceparent, --tracestate) */
+    const char *traceparent;
+    const char *tracestate;
+
+    /* top */
+    uint32_t interval_ms; /* --interval SECONDS (default 1 s) */
+    bool once;            /* --once: one table (two polls an interval apart), then exit */
 };
 
 /* Parses argv (argv[0] is the program).  env_addr is $DISTSUP_ADDR (may be NULL).

@@ -18,7 +18,7 @@ static const struct {
     {"children", CMD_LS},       {"whereis", CMD_WHEREIS}, {"whois", CMD_WHOIS},    {"call", CMD_CALL},
     {"cast", CMD_CAST},         {"send", CMD_SEND},       {"count", CMD_COUNT},    {"nodes", CMD_NODES},
     {"node-for", CMD_NODE_FOR}, {"mine", CMD_MINE},       {"watch", CMD_WATCH},    {"health", CMD_HEALTH},
-    {"help", CMD_HELP},
+    {"top", CMD_TOP},           {"help", CMD_HELP},
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
 
@@ -51,6 +51,10 @@ enum opt_id {
     O_TLS_CA,
     O_TLS_CERT,
     O_TLS_KEY,
+    O_TRACEPARENT,
+    O_TRACESTATE,
+    O_INTERVAL,
+    O_ONCE,
 };
 
 static const struct optdef {
@@ -72,7 +76,7 @@ static const struct optdef {
     {"restart", true, B(CMD_START), O_RESTART},
     {"shutdown-ms", true, B(CMD_START), O_SHUTDOWN},
     {"kill-immediately", false, B(CMD_START), O_KILL},
-    {"node", true, B(CMD_START) | B(CMD_LS) | B(CMD_COUNT), O_NODE},
+    {"node", true, B(CMD_START) | B(CMD_LS) | B(CMD_COUNT) | B(CMD_TOP), O_NODE},
     {"env", true, B(CMD_START), O_ENV},
     {"cwd", true, B(CMD_START), O_CWD},
     {"label", true, B(CMD_START), O_LABEL},
@@ -87,6 +91,10 @@ static const struct optdef {
     {"kind", true, B(CMD_WATCH), O_KIND},
     {"cluster", false, B(CMD_WATCH), O_CLUSTER},
     {"service", true, B(CMD_HEALTH), O_SERVICE},
+    {"traceparent", true, B(CMD_CALL) | B(CMD_CAST) | B(CMD_SEND), O_TRACEPARENT},
+    {"tracestate", true, B(CMD_CALL) | B(CMD_CAST) | B(CMD_SEND), O_TRACESTATE},
+    {"interval", true, B(CMD_TOP), O_INTERVAL},
+    {"once", false, B(CMD_TOP), O_ONCE},
 };
 #define N_OPTIONS (sizeof options / sizeof options[0])
 
@@ -214,6 +222,18 @@ static int apply(struct ctl_opts *o, const struct optdef *d, const char *v, char
     }
     case O_SERVICE: o->service = v; break;
     case O_CLUSTER: o->cluster = true; break;
+    case O_TRACEPARENT: o->traceparent = v; break;
+    case O_TRACESTATE: o->tracestate = v; break;
+    case O_INTERVAL: {
+        errno = 0;
+        char *end;
+        double sec = strtod(v, &end);
+        if (errno || end == v || *end || !(sec >= 0.1 && sec <= 3600))
+            return usage(errbuf, errlen, "--interval wants seconds from 0.1 to 3600, not '%s'", v);
+        o->interval_ms = (uint32_t)(sec * 1000 + 0.5);
+        break;
+    }
+    case O_ONCE: o->once = true; break;
     }
     return 0;
 }
@@ -223,6 +243,7 @@ int ctl_parse(int argc, char **argv, const char *env_addr, struct ctl_opts *o, c
     memset(o, 0, sizeof *o);
     if (errlen) errbuf[0] = '\0';
     o->addr = env_addr && *env_addr ? env_addr : DS_DEFAULT_ADDRESS;
+    o->interval_ms = 1000;
     size_t slots = argc > 0 ? (size_t)argc : 1;
     o->env = calloc(slots, sizeof *o->env);
     o->labels = calloc(slots, sizeof *o->labels);
@@ -415,6 +436,7 @@ static const char help_overview[] =
     "  mine KEY                            is KEY placed on this daemon's node?\n"
     "  watch                               follow lifecycle events\n"
     "  health                              gRPC health check of the daemon\n"
+    "  top                                 live table of children: state, restarts, call rates\n"
     "  help [COMMAND]                      help on a command (or: COMMAND --help)\n"
     "\n" GLOBAL_OPTS "\n" EXIT_CODES;
 
@@ -481,20 +503,25 @@ static const char help_call[] =
     "  --timeout-ms MS      time the child has to reply (default 5000); past it: exit 14\n"
     "  --raw                no newline after the reply\n"
     "  --payload-file FILE  read the payload from FILE ('-' = stdin) instead\n"
+    "  --traceparent TP     a W3C trace context the child receives with the call\n"
+    "                       (00-<32 hex>-<16 hex>-<2 hex>; dropped by the daemon if not valid)\n"
+    "  --tracestate TS      its tracestate (with --traceparent)\n"
     "\n" GLOBAL_OPTS;
 
 static const char help_cast[] = "usage: distsupctl cast NAME PAYLOAD\n"
                                 "       distsupctl cast NAME --payload-file FILE\n"
                                 "\n"
                                 "Casts PAYLOAD to the child NAME (fire and forget; delivered as a Cast frame).\n"
-                                "Prints \"ok\" (--json: {\"ok\":true}).\n"
+                                "Prints \"ok\" (--json: {\"ok\":true}).  --traceparent TP [--tracestate TS]:\n"
+                                "a W3C trace context the child receives with it (see call --help).\n"
                                 "\n" GLOBAL_OPTS;
 
 static const char help_send[] = "usage: distsupctl send NAME PAYLOAD\n"
                                 "       distsupctl send NAME --payload-file FILE\n"
                                 "\n"
                                 "Sends PAYLOAD to the child NAME as a plain message (an Info frame).\n"
-                                "Prints \"ok\" (--json: {\"ok\":true}).\n"
+                                "Prints \"ok\" (--json: {\"ok\":true}).  --traceparent TP [--tracestate TS]:\n"
+                                "a W3C trace context the child receives with it (see call --help).\n"
                                 "\n" GLOBAL_OPTS;
 
 static const char help_count[] = "usage: distsupctl count [--node NODE]\n"
@@ -545,6 +572,28 @@ static const char help_health[] = "usage: distsupctl health [--service NAME]\n"
                                   "--json: {\"status\":\"SERVING\"}.\n"
                                   "\n" GLOBAL_OPTS;
 
+static const char help_top[] =
+    "usage: distsupctl top [--interval SECONDS] [--once] [--node NODE]\n"
+    "\n"
+    "A live table of the children, polled every interval (default 1 s, at least 0.1):\n"
+    "NAME NODE STATE RESTARTS +RESTARTS CALLS CALLS/S.  +RESTARTS: restarts in the last\n"
+    "interval; CALLS: calls, casts and sends the child's node delivered to it since it\n"
+    "started it there; CALLS/S: their rate over the last interval (\"-\" for a child not\n"
+    "seen in the previous poll).  The count lives on the child's node: children of other\n"
+    "nodes than the one --addr names show \"-\" for both (run top against their node).\n"
+    "Busiest first.  On a terminal the screen is redrawn;\n"
+    "otherwise a table is printed per interval, each after a line \"top: TIME, N children\".\n"
+    "Runs until interrupted (Ctrl-C, SIGTERM: exit 0).\n"
+    "\n"
+    "Options:\n"
+    "  --interval SECONDS   time between polls (decimals allowed)\n"
+    "  --once               poll twice, an interval apart, print one table and exit\n"
+    "  --node NODE          only the children on NODE\n"
+    "--json prints one object per table: {\"at_ms\",\"interval_ms\",\"children\":[{\"name\",\n"
+    "\"node\",\"state\",\"restarts\",\"restarts_delta\",\"calls\",\"calls_per_s\"}]}\n"
+    "(null where the table shows \"-\").\n"
+    "\n" GLOBAL_OPTS;
+
 const char *ctl_help_text(enum ctl_cmd cmd)
 {
     switch (cmd) {
@@ -562,6 +611,7 @@ const char *ctl_help_text(enum ctl_cmd cmd)
     case CMD_MINE: return help_mine;
     case CMD_WATCH: return help_watch;
     case CMD_HEALTH: return help_health;
+    case CMD_TOP: return help_top;
     case CMD_NONE:
     case CMD_HELP: break;
     }

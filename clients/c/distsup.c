@@ -578,6 +578,7 @@ static bool child_from_pb(ds_child *ch, const Distsup__V1__ChildInfo *info)
     ch->restarts = info->restarts;
     ch->started_at_ms = info->started_at_ms;
     ch->incarnation = info->incarnation;
+    ch->calls = info->calls;
 
     const Distsup__V1__ChildSpec *s = info->spec;
     ds_child_spec *sp = &ch->spec;
@@ -900,8 +901,22 @@ void ds_call_result_free(ds_call_result *r)
     free(r);
 }
 
+/* The options' trace context in a request's traceparent and tracestate fields. */
+static void set_trace(const ds_message_options *opts, char **parent, char **state)
+{
+    if (opts == NULL || empty(opts->traceparent)) return;
+    *parent = (char *)opts->traceparent;
+    if (!empty(opts->tracestate)) *state = (char *)opts->tracestate;
+}
+
 int ds_call(ds_client *c, const char *sup, const char *name, const void *payload, size_t len, uint32_t timeout_ms,
             ds_call_result **out, ds_error *err)
+{
+    return ds_call_opts(c, sup, name, payload, len, timeout_ms, NULL, out, err);
+}
+
+int ds_call_opts(ds_client *c, const char *sup, const char *name, const void *payload, size_t len, uint32_t timeout_ms,
+                 const ds_message_options *opts, ds_call_result **out, ds_error *err)
 {
     if (out) *out = NULL;
     if (c == NULL) return fail(err, DS_INVALID_ARGUMENT, "ds_call: no client");
@@ -913,6 +928,7 @@ int ds_call(ds_client *c, const char *sup, const char *name, const void *payload
     req.payload.data = (uint8_t *)payload;
     req.payload.len = len;
     req.timeout_ms = timeout_ms;
+    set_trace(opts, &req.traceparent, &req.tracestate);
     uint64_t rpc_ms = (uint64_t)(timeout_ms ? timeout_ms : 5000u) + client_timeout(c);
     ProtobufCMessage *resp;
     int rc = rpc_unary(c, SVC "Call", PM(&req), &distsup__v1__call_response__descriptor, &resp, rpc_ms, err);
@@ -942,6 +958,12 @@ int ds_call(ds_client *c, const char *sup, const char *name, const void *payload
 
 int ds_cast(ds_client *c, const char *sup, const char *name, const void *payload, size_t len, ds_error *err)
 {
+    return ds_cast_opts(c, sup, name, payload, len, NULL, err);
+}
+
+int ds_cast_opts(ds_client *c, const char *sup, const char *name, const void *payload, size_t len,
+                 const ds_message_options *opts, ds_error *err)
+{
     if (c == NULL) return fail(err, DS_INVALID_ARGUMENT, "ds_cast: no client");
     if (empty(name)) return fail(err, DS_INVALID_ARGUMENT, "ds_cast: a name is required");
     if (len && payload == NULL) return fail(err, DS_INVALID_ARGUMENT, "ds_cast: NULL payload");
@@ -950,6 +972,7 @@ int ds_cast(ds_client *c, const char *sup, const char *name, const void *payload
     req.name = S(name);
     req.payload.data = (uint8_t *)payload;
     req.payload.len = len;
+    set_trace(opts, &req.traceparent, &req.tracestate);
     ProtobufCMessage *resp;
     int rc = rpc_unary(c, SVC "Cast", PM(&req), &distsup__v1__cast_response__descriptor, &resp, client_timeout(c), err);
     if (rc == DS_OK) protobuf_c_message_free_unpacked(resp, NULL);
@@ -957,6 +980,12 @@ int ds_cast(ds_client *c, const char *sup, const char *name, const void *payload
 }
 
 int ds_send(ds_client *c, const char *sup, const char *name, const void *payload, size_t len, ds_error *err)
+{
+    return ds_send_opts(c, sup, name, payload, len, NULL, err);
+}
+
+int ds_send_opts(ds_client *c, const char *sup, const char *name, const void *payload, size_t len,
+                 const ds_message_options *opts, ds_error *err)
 {
     if (c == NULL) return fail(err, DS_INVALID_ARGUMENT, "ds_send: no client");
     if (empty(name)) return fail(err, DS_INVALID_ARGUMENT, "ds_send: a name is required");
@@ -966,6 +995,7 @@ int ds_send(ds_client *c, const char *sup, const char *name, const void *payload
     req.name = S(name);
     req.payload.data = (uint8_t *)payload;
     req.payload.len = len;
+    set_trace(opts, &req.traceparent, &req.tracestate);
     ProtobufCMessage *resp;
     int rc = rpc_unary(c, SVC "Send", PM(&req), &distsup__v1__send_response__descriptor, &resp, client_timeout(c), err);
     if (rc == DS_OK) protobuf_c_message_free_unpacked(resp, NULL);

@@ -194,6 +194,7 @@ typedef struct ds_child {
     int64_t started_at_ms; /* unix ms of the current incarnation's start */
     uint64_t incarnation;
     ds_child_spec spec; /* owned by this ds_child */
+    uint64_t calls;     /* calls, casts and sends delivered by its node since that node started it */
 } ds_child;
 
 typedef struct ds_child_list {
@@ -266,6 +267,21 @@ int ds_call(ds_client *c, const char *sup, const char *name, const void *payload
 int ds_cast(ds_client *c, const char *sup, const char *name, const void *payload, size_t len, ds_error *err);
 /* Send: a plain message (delivered as an Info frame). */
 int ds_send(ds_client *c, const char *sup, const char *name, const void *payload, size_t len, ds_error *err);
+
+/* Per-message options of the *_opts variants (NULL options: as without them). */
+typedef struct ds_message_options {
+    /* A W3C trace context the child receives with the message
+     * (docs/observability.md): traceparent "00-<32 hex>-<16 hex>-<2 hex>", and
+     * optionally tracestate.  The daemon drops one that is not valid.  NULL: none. */
+    const char *traceparent;
+    const char *tracestate;
+} ds_message_options;
+int ds_call_opts(ds_client *c, const char *sup, const char *name, const void *payload, size_t len, uint32_t timeout_ms,
+                 const ds_message_options *opts, ds_call_result **out, ds_error *err);
+int ds_cast_opts(ds_client *c, const char *sup, const char *name, const void *payload, size_t len,
+                 const ds_message_options *opts, ds_error *err);
+int ds_send_opts(ds_client *c, const char *sup, const char *name, const void *payload, size_t len,
+                 const ds_message_options *opts, ds_error *err);
 
 /* ---- cluster ------------------------------------------------------------------- */
 

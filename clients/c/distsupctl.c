@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/time.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "ctl.h"
 #include "distsup.h"
@@ -306,9 +307,10 @@ static int cmd_message(ds_client *c, const struct ctl_opts *o)
     if (get_payload(o, &p, &n, &owned) != 0) return CTL_EXIT_LOCAL;
     ds_error err;
     int rc = CTL_EXIT_OK;
+    ds_message_options mo = {.traceparent = o->traceparent, .tracestate = o->tracestate};
     if (o->cmd == CMD_CALL) {
         ds_call_result *r;
-        if (ds_call(c, o->supervisor, o->name, p, n, o->timeout_ms, &r, &err) != DS_OK) {
+        if (ds_call_opts(c, o->supervisor, o->name, p, n, o->timeout_ms, &mo, &r, &err) != DS_OK) {
             rc = report(o, &err);
         } else {
             if (o->json) {
@@ -326,8 +328,8 @@ static int cmd_message(ds_client *c, const struct ctl_opts *o)
             ds_call_result_free(r);
         }
     } else {
-        int st = o->cmd == CMD_CAST ? ds_cast(c, o->supervisor, o->name, p, n, &err)
-                                    : ds_send(c, o->supervisor, o->name, p, n, &err);
+        int st = o->cmd == CMD_CAST ? ds_cast_opts(c, o->supervisor, o->name, p, n, &mo, &err)
+                                    : ds_send_opts(c, o->supervisor, o->name, p, n, &mo, &err);
         if (st != DS_OK) rc = report(o, &err);
         else if (o->json) puts("{\"ok\":true}");
         else puts("ok");
@@ -555,6 +557,173 @@ static int cmd_watch(ds_client *c, const struct ctl_opts *o)
     return CTL_EXIT_OK;
 }
 
+/* ---- top ----------------------------------------------------------------------------- */
+
+/* One row of top: a child of this poll and what changed since the previous one. */
+struct top_row {
+    const ds_child *c;
+    uint32_t restarts_delta;
+    double rate; /* calls per second; < 0: not in the previous poll */
+    bool remote; /* on another node than the daemon asked: its count is not live here */
+};
+
+static int child_by_name(const void *a, const void *b)
+{
+    return strcmp(((const ds_child *)a)->name, ((const ds_child *)b)->name);
+}
+
+static int row_order(const void *a, const void *b)
+{
+    const struct top_row *x = a, *y = b;
+    if (x->rate != y->rate) return x->rate < y->rate ? 1 : -1; /* busiest first */
+    return strcmp(x->c->name, y->c->name);
+}
+
+/* 1 when the row's child was not in the previous poll (no deltas for it). */
+static bool p_prev_missing(const struct top_row *r, const ds_child_list *prev)
+{
+    return !prev || !prev->count || !bsearch(r->c, prev->items, prev->count, sizeof *prev->items, child_by_name);
+}
+
+/* Pauses ms milliseconds, or less when a signal asked to stop. */
+static void top_sleep(uint32_t ms)
+{
+    while (ms > 0 && !g_stop) {
+        uint32_t step = ms < 100 ? ms : 100;
+        struct timespec ts = {.tv_sec = 0, .tv_nsec = (long)step * 1000000L};
+        nanosleep(&ts, NULL);
+        ms -= step;
+    }
+}
+
+/* Prints the table of cur against prev (sorted by name; NULL: the first poll), over
+ * elapsed_ms.  0, or -1 when out of memory. */
+static int top_print(const struct ctl_opts *o, const ds_child_list *cur, const ds_child_list *prev, int64_t elapsed_ms,
+                     bool tty, const char *self)
+{
+    struct top_row *rows = calloc(cur->count ? cur->count : 1, sizeof *rows);
+    if (!rows) return -1;
+    for (size_t i = 0; i < cur->count; i++) {
+        const ds_child *c = &cur->items[i];
+        const ds_child *p =
+            prev && prev->count ? bsearch(c, prev->items, prev->count, sizeof *prev->items, child_by_name) : NULL;
+        rows[i].c = c;
+        rows[i].rate = -1;
+        rows[i].remote = strcmp(c->node, self) != 0;
+        if (p) {
+            /* a counter that went down was restarted elsewhere (a move): count from 0 */
+            uint64_t calls = c->calls >= p->calls ? c->calls - p->calls : c->calls;
+            if (!rows[i].remote) rows[i].rate = elapsed_ms > 0 ? (double)calls * 1000.0 / (double)elapsed_ms : 0;
+            rows[i].restarts_delta = c->restarts >= p->restarts ? c->restarts - p->restarts : 0;
+        }
+    }
+    qsort(rows, cur->count, sizeof *rows, row_order);
+    int64_t now = now_ms();
+    int rc = 0;
+    if (o->json) {
+        printf("{\"at_ms\":%" PRId64 ",\"interval_ms\":%" PRId64 ",\"children\":[", now, elapsed_ms);
+        for (size_t i = 0; i < cur->count; i++) {
+            const ds_child *c = rows[i].c;
+            fputs(i ? ",{\"name\":" : "{\"name\":", stdout);
+            ctl_json_cstr(stdout, c->name);
+            fputs(",\"node\":", stdout);
+            ctl_json_cstr(stdout, c->node);
+            printf(",\"state\":\"%s\",\"restarts\":%" PRIu32, ds_child_state_name(c->state), c->restarts);
+            if (p_prev_missing(&rows[i], prev)) fputs(",\"restarts_delta\":null", stdout);
+            else printf(",\"restarts_delta\":%" PRIu32, rows[i].restarts_delta);
+            if (rows[i].remote) fputs(",\"calls\":null", stdout);
+            else printf(",\"calls\":%" PRIu64, c->calls);
+            if (rows[i].rate < 0) fputs(",\"calls_per_s\":null}", stdout);
+            else printf(",\"calls_per_s\":%.1f}", rows[i].rate);
+        }
+        fputs("]}\n", stdout);
+    } else {
+        static const char *const hdr[] = {"NAME", "NODE", "STATE", "RESTARTS", "+RESTARTS", "CALLS", "CALLS/S"};
+        struct ctl_table t;
+        if (ctl_table_init(&t, 7, hdr) != 0) {
+            free(rows);
+            return -1;
+        }
+        for (size_t i = 0; i < cur->count && rc == 0; i++) {
+            const ds_child *c = rows[i].c;
+            char restarts[16], delta[16], calls[24], rate[32];
+            snprintf(restarts, sizeof restarts, "%" PRIu32, c->restarts);
+            if (p_prev_missing(&rows[i], prev)) snprintf(delta, sizeof delta, "-");
+            else snprintf(delta, sizeof delta, "%" PRIu32, rows[i].restarts_delta);
+            if (rows[i].remote) snprintf(calls, sizeof calls, "-");
+            else snprintf(calls, sizeof calls, "%" PRIu64, c->calls);
+            if (rows[i].rate < 0) snprintf(rate, sizeof rate, "-");
+            else snprintf(rate, sizeof rate, "%.1f", rows[i].rate);
+            const char *row[] = {c->name, c->node, ds_child_state_name(c->state), restarts, delta, calls, rate};
+            rc = ctl_table_add(&t, row);
+        }
+        if (rc == 0) {
+            time_t secs = (time_t)(now / 1000);
+            struct tm tm;
+            char when[32] = "?";
+            if (localtime_r(&secs, &tm)) strftime(when, sizeof when, "%H:%M:%S", &tm);
+            if (tty) fputs("\033[H\033[2J", stdout); /* home, clear the screen */
+            printf("top: %s, %zu children, every %.1f s\n", when, cur->count, o->interval_ms / 1000.0);
+            ctl_table_print(&t, stdout);
+            if (!tty) fputc('\n', stdout);
+        }
+        ctl_table_free(&t);
+    }
+    free(rows);
+    fflush(stdout);
+    return rc;
+}
+
+static int cmd_top(ds_client *c, const struct ctl_opts *o)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(SIGINT, &sa, NULL) != 0 || sigaction(SIGTERM, &sa, NULL) != 0)
+        return local_failure("cannot install signal handlers");
+    bool tty = !o->json && isatty(STDOUT_FILENO);
+    /* the node the daemon asked runs: only its children's counts are live */
+    char self[256] = "";
+    ds_node_list *nodes;
+    ds_error nerr;
+    if (ds_nodes(c, o->supervisor, &nodes, &nerr) != DS_OK) return report(o, &nerr);
+    for (size_t i = 0; i < nodes->count; i++)
+        if (nodes->items[i].self) snprintf(self, sizeof self, "%s", nodes->items[i].name);
+    ds_node_list_free(nodes);
+    ds_child_list *prev = NULL;
+    int64_t prev_at = 0;
+    int rc = CTL_EXIT_OK;
+    for (unsigned polls = 0; !g_stop; polls++) {
+        ds_child_list *cur;
+        ds_error err;
+        int64_t at = now_ms();
+        if (ds_children(c, o->supervisor, o->node, &cur, &err) != DS_OK) {
+            rc = report(o, &err);
+            break;
+        }
+        qsort(cur->items, cur->count, sizeof *cur->items, child_by_name);
+        /* --once prints only the second poll's table, which has the rates */
+        if (!(o->once && polls == 0) && top_print(o, cur, prev, prev ? at - prev_at : 0, tty, self) != 0) {
+            ds_child_list_free(cur);
+            rc = local_failure("out of memory");
+            break;
+        }
+        if (ferror(stdout)) {
+            ds_child_list_free(cur);
+            rc = local_failure("cannot write the output");
+            break;
+        }
+        ds_child_list_free(prev);
+        prev = cur;
+        prev_at = at;
+        if (o->once && polls == 1) break;
+        top_sleep(o->interval_ms);
+    }
+    ds_child_list_free(prev);
+    return rc;
+}
+
 /* ---- main -------------------------------------------------------------------------- */
 
 int main(int argc, char **argv)
@@ -612,6 +781,7 @@ int main(int argc, char **argv)
     case CMD_MINE: rc = cmd_node_for(c, &o); break;
     case CMD_WATCH: rc = cmd_watch(c, &o); break;
     case CMD_HEALTH: rc = cmd_health(c, &o); break;
+    case CMD_TOP: rc = cmd_top(c, &o); break;
     default: rc = CTL_EXIT_USAGE; break;
     }
     ds_close(c);

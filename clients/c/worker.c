@@ -134,6 +134,14 @@ static int send_state(const struct ds_worker_callbacks *cb)
     return rc;
 }
 
+/* The message's trace context for the callbacks, when they asked for it. */
+static void set_trace(const struct ds_worker_callbacks *cb, const char *parent, const char *state)
+{
+    if (!cb->trace) return;
+    cb->trace->traceparent = parent ? parent : "";
+    cb->trace->tracestate = parent && parent[0] && state ? state : "";
+}
+
 int ds_worker_run(const struct ds_worker_callbacks *cb)
 {
     struct dsbuf in = {0};
@@ -186,15 +194,18 @@ int ds_worker_run(const struct ds_worker_callbacks *cb)
         }
         switch (f->frame_case) {
         case DISTSUP__V1__CHILD_FRAME__FRAME_CALL:
+            set_trace(cb, f->call->traceparent, f->call->tracestate);
             if (handle_call(cb, f->call, &stop) != 0) {
                 stop = 1;
                 exit_code = 1;
             } else if (stop) exit_code = 1;
             break;
         case DISTSUP__V1__CHILD_FRAME__FRAME_CAST:
+            set_trace(cb, f->cast->traceparent, f->cast->tracestate);
             if (cb->on_cast) cb->on_cast(cb->arg, f->cast->payload.data, f->cast->payload.len);
             break;
         case DISTSUP__V1__CHILD_FRAME__FRAME_INFO:
+            set_trace(cb, f->info->traceparent, f->info->tracestate);
             if (cb->on_info) cb->on_info(cb->arg, f->info->payload.data, f->info->payload.len);
             break;
         case DISTSUP__V1__CHILD_FRAME__FRAME_TERMINATE:

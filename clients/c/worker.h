@@ -39,8 +39,18 @@ int ds_reply_set(struct ds_reply *r, const void *payload, size_t n);
 /* Makes the call fail with a gRPC status code (e.g. 3 INVALID_ARGUMENT) and a message. */
 int ds_reply_error(struct ds_reply *r, unsigned code, const char *message);
 
+/* The W3C trace context a message came with (docs/observability.md): "" when the
+ * caller sent none, or an invalid one.  Valid during the callback only. */
+struct ds_trace {
+    const char *traceparent;
+    const char *tracestate;
+};
+
 struct ds_worker_callbacks {
     void *arg;
+    /* Optional: filled with the message's trace context before each on_call, on_cast
+     * and on_info (point it at a struct ds_trace in your state). */
+    struct ds_trace *trace;
     /* Optional.  Non-zero aborts start-up: the worker exits with that code. */
     int (*on_init)(void *arg, const struct ds_worker_init *init);
     /* Optional (calls then fail with UNIMPLEMENTED).  Non-zero return ends the worker

@@ -7,6 +7,9 @@
  *   call "sleep:MS"  sleeps MS milliseconds, then replies "slept"
  *   call "crash" exits with code 1 (the sidecar restarts it)
  *   call "echo:X" replies X
+ *   call "trace" replies this call's W3C trace context, "TRACEPARENT;TRACESTATE"
+ *                (";" alone without one); call "lasttrace" replies that of the
+ *                last cast or send instead
  * When it is moved, its count travels as handed-off state. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,7 +20,17 @@
 
 struct counter {
     long long count;
+    struct ds_trace trace; /* the message's, filled by the worker helper */
+    char last_trace[600];  /* the last cast's or send's */
 };
+
+static int reply_trace(struct ds_reply *r, const struct ds_trace *t)
+{
+    char buf[600];
+    int n = snprintf(buf, sizeof buf, "%s;%s", t->traceparent, t->tracestate);
+    if (n < 0 || (size_t)n >= sizeof buf) return -1;
+    return ds_reply_set(r, buf, (size_t)n);
+}
 
 static long long parse_count(const uint8_t *p, size_t n)
 {
@@ -57,12 +70,15 @@ static int on_call(void *arg, const uint8_t *p, size_t n, struct ds_reply *r)
         return ds_reply_set(r, "slept", 5) ? 1 : 0;
     }
     if (n >= 5 && !memcmp(p, "echo:", 5)) return ds_reply_set(r, p + 5, n - 5) ? 1 : 0;
-    return ds_reply_error(r, 3, "unknown request: try get, incr, sleep:MS, echo:X, crash") ? 1 : 0;
+    if (is(p, n, "trace")) return reply_trace(r, &c->trace) ? 1 : 0;
+    if (is(p, n, "lasttrace")) return ds_reply_set(r, c->last_trace, strlen(c->last_trace)) ? 1 : 0;
+    return ds_reply_error(r, 3, "unknown request: try get, incr, sleep:MS, echo:X, crash, trace") ? 1 : 0;
 }
 
 static void on_cast(void *arg, const uint8_t *p, size_t n)
 {
     struct counter *c = arg;
+    snprintf(c->last_trace, sizeof c->last_trace, "%s;%s", c->trace.traceparent, c->trace.tracestate);
     if (is(p, n, "incr")) c->count++;
     else fprintf(stderr, "counter: ignoring cast of %zu bytes\n", n);
 }
@@ -78,9 +94,10 @@ static uint8_t *get_state(void *arg, size_t *len)
 
 int main(void)
 {
-    struct counter c = {0};
+    struct counter c = {.last_trace = ";"};
     struct ds_worker_callbacks cb = {
         .arg = &c,
+        .trace = &c.trace,
         .on_init = on_init,
         .on_call = on_call,
         .on_cast = on_cast,

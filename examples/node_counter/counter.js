@@ -8,6 +8,8 @@
 //   call "sleep:MS"   waits MS milliseconds (without blocking), then replies "slept"
 //   call "echo:X"     replies X
 //   call "crash"      exits with code 1 (the sidecar restarts it)
+//   call "trace"      replies the call's W3C trace context, "TRACEPARENT;TRACESTATE"
+//                     (";" alone without one); "lasttrace": that of the last cast or send
 // When it is moved, its count travels as handed-off state.
 //
 // From the repo root, after `npm ci` in clients/node:
@@ -24,8 +26,9 @@ const { run, CallError } = worker;
 run({
   init(info) {
     this.count = Number((info.state.length ? info.state : info.init).toString() || 0);
+    this.lastTrace = ';';
   },
-  async call(payload) {
+  async call(payload, ctx) {
     const p = payload.toString();
     if (p === 'get') return String(this.count);
     if (p === 'incr') return String(++this.count);
@@ -35,12 +38,15 @@ run({
     }
     if (p.startsWith('echo:')) return payload.subarray(5);
     if (p === 'crash') process.exit(1);
-    throw new CallError(3, 'unknown request: try get, incr, sleep:MS, echo:X, crash');
+    if (p === 'trace') return `${ctx.traceparent};${ctx.tracestate}`;
+    if (p === 'lasttrace') return this.lastTrace;
+    throw new CallError(3, 'unknown request: try get, incr, sleep:MS, echo:X, crash, trace');
   },
-  cast(payload) {
+  cast(payload, ctx) {
+    this.lastTrace = `${ctx.traceparent};${ctx.tracestate}`;
     if (payload.toString() === 'incr') this.count++;
     else console.log(`counter: ignoring cast of ${payload.length} bytes`); // -> stderr
   },
-  info(payload) { this.cast(payload); },
+  info(payload, ctx) { this.cast(payload, ctx); },
   state() { return String(this.count); },
 });

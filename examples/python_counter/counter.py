@@ -8,6 +8,9 @@
     call "sleep:MS"   sleeps MS milliseconds, then replies "slept"
     call "echo:X"     replies X
     call "crash"      exits with code 1 (the sidecar restarts it)
+    call "trace"      replies the W3C trace context of this call, "TRACEPARENT;TRACESTATE"
+                      (";" alone without one); call "lasttrace" replies that of the
+                      last cast or send instead
 When it is moved, its count travels as handed-off state.
 
 Start it with distsupctl (from the repo root):
@@ -28,6 +31,7 @@ except ImportError:  # not installed: use the package in this repo
 class Counter(Worker):
     def init(self, info):
         self.count = int(info.state or info.init or b"0")
+        self.last_trace = ";"
 
     def handle_call(self, payload):
         if payload == b"get":
@@ -42,9 +46,14 @@ class Counter(Worker):
             return payload[5:]
         if payload == b"crash":
             sys.exit(1)
-        raise CallError(3, "unknown request: try get, incr, sleep:MS, echo:X, crash")
+        if payload == b"trace":
+            return "%s;%s" % (self.traceparent, self.tracestate)
+        if payload == b"lasttrace":
+            return self.last_trace
+        raise CallError(3, "unknown request: try get, incr, sleep:MS, echo:X, crash, trace")
 
     def handle_cast(self, payload):
+        self.last_trace = "%s;%s" % (self.traceparent, self.tracestate)
         if payload == b"incr":
             self.count += 1
         else:

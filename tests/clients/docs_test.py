@@ -82,8 +82,14 @@ class DocsTest(h.DaemonTest):
         self.assertEqual(js[0]["children"][0]["name"], "counter1")
         self.assertEqual(js[1]["error"]["status"], "NOT_FOUND")
         self.assertRegex(out, r"PROCESS_RESTART\s+default\s+counter1")
-        last_ls = [l for l in lines if l.startswith("counter1 ")][-1].split()
+        top_at = next(i for i, l in enumerate(lines) if l.startswith("top: "))
+        last_ls = [l for l in lines[:top_at] if l.startswith("counter1 ")][-1].split()
         self.assertEqual(last_ls[4], "1")  # RESTARTS
+        self.assertEqual(lines[top_at + 1].split(), ["NAME", "NODE", "STATE", "RESTARTS", "+RESTARTS",
+                                                     "CALLS", "CALLS/S"])
+        top = lines[top_at + 2].split()
+        self.assertEqual((top[0], top[2], top[3], top[4], top[6]), ("counter1", "RUNNING", "1", "0", "0.0"))
+        self.assertIn("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01;", lines)
         self.assertIn("stopped counter1", out)
 
     def test_python(self):

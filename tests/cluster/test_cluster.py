@@ -1,14 +1,18 @@
 """The cluster: several real distsupd on loopback, real workers, grpcio clients."""
 
 import collections
+import json
 import os
 import signal
+import subprocess
 import threading
 import time
 
 import grpc
 
 from cluster import ClusterTest, main, pb, spec, wait_for
+
+import daemon  # the shared harness (tests/harness), on the path since cluster's import
 
 SC = grpc.StatusCode
 
@@ -193,6 +197,52 @@ class ClusterRegistry(ClusterTest):
         self.assertEqual(c.node, "n3@test")
         self.assertCode(SC.UNAVAILABLE, nodes[1].stub.StartChild,
                         pb.StartChildRequest(spec=spec("nowhere"), node="n9@test"))
+
+    def test_trace_context_travels_with_forwarded_messages(self):
+        nodes = self.make_cluster(2)
+        tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        tp2 = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"
+        for n in nodes:  # one child pinned to each node
+            nodes[0].stub.StartChild(pb.StartChildRequest(spec=spec("t-" + n.node_name), node=n.node_name))
+        self.wait_synced(nodes, 2)
+        md = (("traceparent", tp), ("tracestate", "congo=t61rcWkgMzE"))
+        for via in nodes:
+            for n in nodes:  # local and forwarded
+                name = "t-" + n.node_name
+                r = via.stub.Call(pb.CallRequest(name=name, payload=b"trace"), metadata=md, timeout=10)
+                self.assertEqual(r.payload, (tp + ";congo=t61rcWkgMzE").encode(), (via.node_name, name))
+                self.assertEqual(r.node, n.node_name)
+                via.stub.Cast(pb.CastRequest(name=name, payload=b"incr"), metadata=(("traceparent", tp2),))
+                self.assertEqual(via.stub.Call(pb.CallRequest(name=name, payload=b"lasttrace")).payload,
+                                 (tp2 + ";").encode())
+                via.stub.Send(pb.SendRequest(name=name, payload=b"incr", traceparent=tp))
+                self.assertEqual(via.stub.Call(pb.CallRequest(name=name, payload=b"lasttrace")).payload,
+                                 (tp + ";").encode())
+                # invalid: dropped, through forwarding too
+                bad = (("traceparent", tp.upper()), ("tracestate", "a=1"))
+                r = via.stub.Call(pb.CallRequest(name=name, payload=b"trace"), metadata=bad, timeout=10)
+                self.assertEqual(r.payload, b";")
+                via.stub.Cast(pb.CastRequest(name=name, payload=b"incr", traceparent="00-zz"))
+                self.assertEqual(via.stub.Call(pb.CallRequest(name=name, payload=b"lasttrace")).payload, b";")
+                self.assertEqual(via.stub.Call(pb.CallRequest(name=name, payload=b"trace")).payload, b";")
+        # the node that runs a child counts what it delivered: 9 messages from each node
+        for n in nodes:
+            info = n.stub.WhereIs(pb.WhereIsRequest(name="t-" + n.node_name)).child
+            self.assertEqual(info.calls, 18)
+        # distsupctl top shows the counts of the node it asks only (the others' are not live there)
+        for n in nodes:
+            r = subprocess.run([daemon.DISTSUPCTL, "--addr", n.addr, "top", "--once", "--interval", "0.2", "--json"],
+                               capture_output=True, timeout=30)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            kids = {c["name"]: c for c in json.loads(r.stdout)["children"]}
+            self.assertEqual(set(kids), {"t-" + m.node_name for m in nodes})
+            for m in nodes:
+                k = kids["t-" + m.node_name]
+                self.assertEqual(k["node"], m.node_name)
+                if m is n:
+                    self.assertEqual((k["calls"], k["calls_per_s"], k["restarts_delta"]), (18, 0.0, 0))
+                else:
+                    self.assertEqual((k["calls"], k["calls_per_s"], k["restarts_delta"]), (None, None, 0))
 
     def test_concurrent_start_of_the_same_50_names_starts_each_once(self):
         nodes = self.make_cluster(3)

@@ -68,6 +68,7 @@ function toChild(c) {
     restarts: c.restarts,
     startedAtMs: c.started_at_ms,
     incarnation: c.incarnation,
+    calls: c.calls, // calls, casts and sends delivered by its node since it started it
     spec: {
       name: s.name,
       argv: s.argv || [],
@@ -259,10 +260,15 @@ class Supervisor {
     return o && o.supervisor !== undefined ? o.supervisor : this.supervisor;
   }
 
-  _unary(method, req, timeoutMs) {
+  _unary(method, req, timeoutMs, opts) {
     const deadline = new Date(Date.now() + (timeoutMs || this.timeout));
+    const md = this._md();
+    if (opts && opts.traceparent) {
+      md.set('traceparent', String(opts.traceparent));
+      if (opts.tracestate) md.set('tracestate', String(opts.tracestate));
+    }
     return new Promise((resolve, reject) => {
-      this.client[method](req, this._md(), { deadline }, (err, resp) => {
+      this.client[method](req, md, { deadline }, (err, resp) => {
         if (err) reject(fromGrpcError(err));
         else resolve(resp);
       });
@@ -363,23 +369,27 @@ class Supervisor {
   /**
    * Calls the worker; resolves to its reply (a Buffer).  opts.timeout: the worker's
    * time to answer in ms (default: the daemon's, 5000); past it DeadlineExceeded.
+   * opts.traceparent (and opts.tracestate): a W3C trace context the worker receives
+   * with the message, sent as gRPC metadata; the daemon drops one that is not valid.
    */
   async call(name, payload, opts = {}) {
     const t = opts.timeout || 0;
     const r = await this._unary('Call', {
       supervisor: this._sup(opts), name, payload: toBuffer(payload), timeout_ms: t,
-    }, (t || 5000) + this.timeout);
+    }, (t || 5000) + this.timeout, opts);
     return r.payload;
   }
 
-  /** Fire and forget (a Cast frame). */
+  /** Fire and forget (a Cast frame).  opts.traceparent, opts.tracestate: as in call(). */
   async cast(name, payload, opts = {}) {
-    await this._unary('Cast', { supervisor: this._sup(opts), name, payload: toBuffer(payload) });
+    await this._unary('Cast', { supervisor: this._sup(opts), name, payload: toBuffer(payload) },
+      undefined, opts);
   }
 
-  /** A plain message (an Info frame). */
+  /** A plain message (an Info frame).  opts.traceparent, opts.tracestate: as in call(). */
   async send(name, payload, opts = {}) {
-    await this._unary('Send', { supervisor: this._sup(opts), name, payload: toBuffer(payload) });
+    await this._unary('Send', { supervisor: this._sup(opts), name, payload: toBuffer(payload) },
+      undefined, opts);
   }
 
   async nodes(opts = {}) {

@@ -14,11 +14,15 @@
  *       if (payload.toString() === 'get') return String(this.n);    // may return a Promise
  *       throw new CallError(3, 'unknown request');   // the caller gets INVALID_ARGUMENT
  *     },
- *     cast(payload) { this.n++; },
+ *     cast(payload, ctx) { this.n++; },     // ctx.traceparent, ctx.tracestate: below
  *     info(payload) { this.n++; },          // Send
  *     state() { return String(this.n); },   // handed to the next incarnation on a move
  *     terminate(reason) {},
  *   });
+ *
+ * call, cast and info get a second argument, the message's context: ctx.traceparent
+ * and ctx.tracestate are the caller's W3C trace context ('' when it sent none, or an
+ * invalid one; docs/observability.md).
  *
  * Every handler is optional (a call without `call` fails with UNIMPLEMENTED).  An
  * exception in `call` fails that call (UNKNOWN, or the CallError's code); one in
@@ -139,6 +143,11 @@ function serve(handler = {}, opts = {}) {
       resolve(code);
     };
 
+    // The context a handler gets with a message: its trace context.
+    function context(m) {
+      return { traceparent: m.traceparent || '', tracestate: (m.traceparent && m.tracestate) || '' };
+    }
+
     async function handle(f) {
       switch (f.frame) {
         case 'init': {
@@ -163,7 +172,7 @@ function serve(handler = {}, opts = {}) {
           const payload = Buffer.from(f.call.payload || []);
           try {
             if (!handler.call) throw new CallError(12, 'this worker does not handle calls');
-            reply.payload = toBuffer(await handler.call(payload));
+            reply.payload = toBuffer(await handler.call(payload, context(f.call)));
           } catch (e) {
             if (e instanceof CallError) {
               reply.error = e.message || 'error';
@@ -182,7 +191,7 @@ function serve(handler = {}, opts = {}) {
           const fn = handler[f.frame];
           if (!fn) return undefined;
           try {
-            await fn.call(handler, Buffer.from(f[f.frame].payload || []));
+            await fn.call(handler, Buffer.from(f[f.frame].payload || []), context(f[f.frame]));
           } catch (e) {
             log(`${f.frame} failed: ${e && e.stack ? e.stack : e}`);
           }

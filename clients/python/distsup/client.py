@@ -62,6 +62,16 @@ def _ms(seconds, what):
     return ms
 
 
+def _trace_md(traceparent, tracestate):
+    """The trace context's gRPC metadata entries (None when there is none)."""
+    if not traceparent:
+        return None
+    md = (("traceparent", str(traceparent)),)
+    if tracestate:
+        md += (("tracestate", str(tracestate)),)
+    return md
+
+
 # ---- plain data --------------------------------------------------------------------
 
 @dataclass
@@ -116,13 +126,14 @@ class Child:
     started_at_ms: int
     incarnation: int
     spec: ChildSpec
+    calls: int = 0  # calls, casts and sends delivered by its node since it started it
 
     @classmethod
     def from_pb(cls, c: "pb.ChildInfo") -> "Child":
         return cls(supervisor=c.supervisor, name=c.name, id=c.id, node=c.node,
                    os_pid=c.os_pid, state=pb.ChildState.Name(c.state), restarts=c.restarts,
                    started_at_ms=c.started_at_ms, incarnation=c.incarnation,
-                   spec=ChildSpec.from_pb(c.spec))
+                   spec=ChildSpec.from_pb(c.spec), calls=c.calls)
 
 
 @dataclass
@@ -353,9 +364,12 @@ class Supervisor:
     def _sup(self, supervisor):
         return self.supervisor if supervisor is None else supervisor
 
-    def _rpc(self, method, request, timeout=None):
+    def _rpc(self, method, request, timeout=None, trace=None):
+        md = self._md
+        if trace:  # W3C trace context as gRPC metadata (docs/observability.md)
+            md = tuple(md or ()) + trace
         try:
-            return method(request, timeout=self.timeout if timeout is None else timeout, metadata=self._md)
+            return method(request, timeout=self.timeout if timeout is None else timeout, metadata=md)
         except grpc.RpcError as e:
             raise from_rpc_error(e) from None
 
@@ -446,27 +460,36 @@ class Supervisor:
 
     # -- messages
     def call(self, name: str, payload: Bytesish = b"", timeout: Optional[float] = None, *,
-             supervisor: Optional[str] = None) -> bytes:
+             supervisor: Optional[str] = None, traceparent: Optional[str] = None,
+             tracestate: Optional[str] = None) -> bytes:
         """Sends payload to the worker and returns its reply.  timeout: the worker's time
         to answer in seconds (default: the daemon's, 5 s); past it DeadlineExceeded.
-        An error the worker replies comes back as its status (e.g. InvalidArgument)."""
+        An error the worker replies comes back as its status (e.g. InvalidArgument).
+        traceparent (and tracestate): a W3C trace context the worker receives with
+        the message; the daemon drops one that is not valid."""
         t_ms = _ms(timeout, "timeout")
         req = pb.CallRequest(supervisor=self._sup(supervisor), name=name,
                              payload=_bytes(payload), timeout_ms=t_ms)
         rpc_deadline = (t_ms / 1000.0 if t_ms else 5.0) + self.timeout
-        return self._rpc(self.stub.Call, req, timeout=rpc_deadline).payload
+        return self._rpc(self.stub.Call, req, timeout=rpc_deadline,
+                         trace=_trace_md(traceparent, tracestate)).payload
 
     def cast(self, name: str, payload: Bytesish = b"", *,
-             supervisor: Optional[str] = None) -> None:
-        """Fire and forget: the worker gets it as a Cast."""
+             supervisor: Optional[str] = None, traceparent: Optional[str] = None,
+             tracestate: Optional[str] = None) -> None:
+        """Fire and forget: the worker gets it as a Cast.  traceparent: as in call()."""
         self._rpc(self.stub.Cast, pb.CastRequest(supervisor=self._sup(supervisor), name=name,
-                                                 payload=_bytes(payload)))
+                                                 payload=_bytes(payload)),
+                  trace=_trace_md(traceparent, tracestate))
 
     def send(self, name: str, payload: Bytesish = b"", *,
-             supervisor: Optional[str] = None) -> None:
-        """A plain message: the worker gets it as an Info frame."""
+             supervisor: Optional[str] = None, traceparent: Optional[str] = None,
+             tracestate: Optional[str] = None) -> None:
+        """A plain message: the worker gets it as an Info frame.  traceparent: as in
+        call()."""
         self._rpc(self.stub.Send, pb.SendRequest(supervisor=self._sup(supervisor), name=name,
-                                                 payload=_bytes(payload)))
+                                                 payload=_bytes(payload)),
+                  trace=_trace_md(traceparent, tracestate))
 
     # -- cluster
     def nodes(self, *, supervisor: Optional[str] = None) -> List[Node]:

@@ -31,6 +31,11 @@ or with a class (every method optional):
 
     run(Counter())
 
+While handle_call, handle_cast or handle_info runs, the handler's traceparent and
+tracestate attributes hold the caller's W3C trace context ("" when it sent none, or
+an invalid one): continue the trace from there (docs/observability.md).  Callbacks
+have no handler to read: use a Worker class for them.
+
 An exception in handle_call fails that call (status UNKNOWN, or the CallError's
 code); one in handle_cast or handle_info is logged; either way the worker keeps
 serving.  sys.exit() ends the worker (a non-zero code is an abnormal exit, which
@@ -76,7 +81,11 @@ class InitInfo:
 
 class Worker:
     """Base class: override what you need.  A call on a worker without handle_call
-    fails with UNIMPLEMENTED."""
+    fails with UNIMPLEMENTED.  traceparent and tracestate: the trace context of the
+    message being handled ("" when none)."""
+
+    traceparent = ""
+    tracestate = ""
 
     def init(self, info: InitInfo) -> None:
         pass
@@ -200,6 +209,15 @@ def _reply(conn, ref, handler, payload):
     conn.write(child_pb2.ChildFrame(reply=r))
 
 
+def _set_trace(handler, frame):
+    """The message's trace context on the handler, for its handle_* method."""
+    try:
+        handler.traceparent = frame.traceparent
+        handler.tracestate = frame.tracestate
+    except AttributeError:  # an object that takes no attributes: it does without
+        pass
+
+
 def _guarded(handler, method, payload):
     fn = getattr(handler, method, None)
     if fn is None:
@@ -248,10 +266,13 @@ def serve(handler: Optional[Worker] = None, *, rfd: int = 0, wfd: Optional[int] 
                 return 0
             kind = f.WhichOneof("frame")
             if kind == "call":
+                _set_trace(handler, f.call)
                 _reply(conn, f.call.ref, handler, bytes(f.call.payload))
             elif kind == "cast":
+                _set_trace(handler, f.cast)
                 _guarded(handler, "handle_cast", bytes(f.cast.payload))
             elif kind == "info":
+                _set_trace(handler, f.info)
                 _guarded(handler, "handle_info", bytes(f.info.payload))
             elif kind == "terminate":
                 state = handler.get_state() if hasattr(handler, "get_state") else None

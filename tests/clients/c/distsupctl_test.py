@@ -18,7 +18,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import clientharness as h  # noqa: E402
 
 COMMANDS = ["start", "stop", "ls", "whereis", "whois", "call", "cast", "send", "count",
-            "nodes", "node-for", "mine", "watch", "health"]
+            "nodes", "node-for", "mine", "watch", "health", "top"]
 ALIASES = {"children": "ls", "terminate": "stop"}
 UPTIME = re.compile(r"^(\d+ms|\d+s|\d+m\d\ds|\d+h\d\dm|\d+d\d\dh)$")
 
@@ -228,6 +228,90 @@ class CtlTest(h.DaemonTest):
         with open(path, "wb") as f:
             f.write(b"echo:from a file")
         self.assertEqual(self.ok("call", "c1", "--payload-file", path).out, "from a file\n")
+
+    def test_traceparent_reaches_the_child(self):
+        tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        self.start_counter("t1")
+        self.assertEqual(self.ok("call", "t1", "trace").out, ";\n")
+        self.assertEqual(self.ok("call", "t1", "trace", "--traceparent", tp).out, tp + ";\n")
+        self.assertEqual(self.ok("call", "t1", "trace", "--traceparent", tp, "--tracestate", "k=v").out,
+                         tp + ";k=v\n")
+        self.assertEqual(self.ok("cast", "t1", "incr", "--traceparent", tp).out, "ok\n")
+        self.assertEqual(self.ok("call", "t1", "lasttrace").out, tp + ";\n")
+        self.assertEqual(self.ok("send", "t1", "incr", "--traceparent", tp, "--tracestate", "a=b").out, "ok\n")
+        self.assertEqual(self.ok("call", "t1", "lasttrace").out, tp + ";a=b\n")
+        # not valid: the child sees none
+        self.assertEqual(self.ok("call", "t1", "trace", "--traceparent", tp[:-1], "--tracestate", "k=v").out,
+                         ";\n")
+        self.ok("cast", "t1", "incr", "--traceparent", "00-" + "0" * 32 + "-00f067aa0ba902b7-01")
+        self.assertEqual(self.ok("call", "t1", "lasttrace").out, ";\n")
+        r = self.ctl("ls", "--traceparent", tp)
+        self.assertEqual(r.rc, 1, r)
+
+    # -- top
+    def top_once(self, *args):
+        r = self.ok("top", "--once", *args)
+        lines = r.out.split("\n")
+        self.assertRegex(lines[0], r"^top: \d\d:\d\d:\d\d, \d+ children, every \d+\.\d s$")
+        rows = table("\n".join(lines[1:]))
+        self.assertEqual(list(rows[0]), ["NAME", "NODE", "STATE", "RESTARTS", "+RESTARTS", "CALLS",
+                                         "CALLS/S"])
+        return {r["NAME"]: r for r in rows}
+
+    def test_top(self):
+        for n in ("idle", "busy", "crashy"):
+            self.start_counter(n)
+        for _ in range(5):
+            self.ok("call", "idle", "incr")
+        self.ok("cast", "idle", "incr")
+        self.ok("send", "idle", "incr")
+        # the first table: the counts so far, no rates (nothing moved between the polls)
+        by = self.top_once("--interval", "0.3")
+        self.assertEqual(set(by), {"idle", "busy", "crashy"})
+        self.assertEqual({k: (r["NODE"], r["STATE"], r["RESTARTS"], r["+RESTARTS"]) for k, r in by.items()},
+                         {k: (self.d.node, "RUNNING", "0", "0") for k in by})
+        self.assertEqual((by["idle"]["CALLS"], by["idle"]["CALLS/S"]), ("7", "0.0"))
+        self.assertEqual((by["busy"]["CALLS"], by["busy"]["CALLS/S"]), ("0", "0.0"))
+        # the second: busy is called and crashy restarts while top waits between its polls
+        stop = [False]
+        made = [0]
+
+        def caller():
+            while not stop[0]:
+                self.ok("call", "busy", "incr")
+                made[0] += 1
+
+        import threading
+        t = threading.Thread(target=caller, daemon=True)
+        t.start()
+        time.sleep(0.3)
+        top = subprocess.Popen([h.DISTSUPCTL, "--addr", self.d.addr, "top", "--once", "--interval", "1.5"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        time.sleep(0.5)
+        self.assertNotEqual(self.ctl("call", "crashy", "crash", "--timeout-ms", "2000").rc, 0)
+        out, err = top.communicate(timeout=30)
+        stop[0] = True
+        t.join(30)
+        self.assertEqual(top.returncode, 0, err)
+        rows = table("\n".join(out.decode().split("\n")[1:]))
+        by = {r["NAME"]: r for r in rows}
+        self.assertEqual(list(by)[0], "busy", out)  # busiest first
+        self.assertGreater(float(by["busy"]["CALLS/S"]), 0.5, by)
+        self.assertGreater(int(by["busy"]["CALLS"]), 0)
+        self.assertLessEqual(int(by["busy"]["CALLS"]), made[0] + 1)
+        self.assertEqual((by["crashy"]["RESTARTS"], by["crashy"]["+RESTARTS"]), ("1", "1"), by)
+        self.assertEqual((by["idle"]["CALLS"], by["idle"]["CALLS/S"], by["idle"]["+RESTARTS"]), ("7", "0.0", "0"))
+        # --json: one object, the same numbers
+        j = self.ok("top", "--once", "--interval", "0.2", "--json").json()
+        kids = {c["name"]: c for c in j["children"]}
+        self.assertEqual(kids["idle"]["calls"], 7)
+        self.assertEqual(kids["idle"]["calls_per_s"], 0.0)
+        self.assertEqual(kids["crashy"]["restarts"], 1)
+        self.assertEqual(kids["busy"]["calls"], made[0])
+        self.assertGreaterEqual(j["interval_ms"], 200)
+        # usage
+        self.assertEqual(self.ctl("top", "--interval", "0").rc, 1)
+        self.assertEqual(self.ctl("top", "--interval", "x").rc, 1)
 
     def test_stop(self):
         self.start_counter("s1")

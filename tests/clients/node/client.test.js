@@ -119,6 +119,28 @@ describe('Supervisor against a real distsupd', () => {
     await rejectsWith(sup.whereis(name), NotFound);
   });
 
+  test('trace context: the Node client sends it, the Node worker gets it', async () => {
+    const tp = '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01';
+    const name = uniq('tr');
+    await sup.startChild(name, [NODE, h.paths.nodeCounter]);
+    assert.equal((await sup.call(name, 'trace')).toString(), ';');
+    assert.equal((await sup.call(name, 'trace', { traceparent: tp })).toString(), `${tp};`);
+    assert.equal((await sup.call(name, 'trace', { traceparent: tp, tracestate: 'k=v' })).toString(),
+      `${tp};k=v`);
+    await sup.cast(name, 'incr', { traceparent: tp });
+    assert.equal((await sup.call(name, 'lasttrace')).toString(), `${tp};`);
+    await sup.send(name, 'incr', { traceparent: tp, tracestate: 'a=b' });
+    assert.equal((await sup.call(name, 'lasttrace')).toString(), `${tp};a=b`);
+    // not valid: dropped, its tracestate with it
+    assert.equal((await sup.call(name, 'trace', { traceparent: tp.toUpperCase(), tracestate: 'k=v' }))
+      .toString(), ';');
+    await sup.cast(name, 'incr', { traceparent: 'nope' });
+    assert.equal((await sup.call(name, 'lasttrace')).toString(), ';');
+    const c = await sup.whereis(name);
+    assert.equal(Number(c.calls), 10); // 7 calls, 3 casts and sends
+    await sup.terminateChild(name);
+  });
+
   test('whereis, whois, children, countChildren', async () => {
     const a = uniq('a');
     const b = uniq('b');

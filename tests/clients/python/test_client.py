@@ -261,6 +261,42 @@ class PythonWorkerTest(h.DaemonTest):
         t = self.sup.terminate_child("py")
         self.assertIn(t.exit_code, (0, -1))
 
+    def test_trace_context_reaches_the_worker(self):
+        tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        tp2 = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"
+        self.sup.start_child("tr", [h.PYTHON, h.PY_COUNTER])
+        # none sent, none received
+        self.assertEqual(self.sup.call("tr", b"trace"), b";")
+        # a call's traceparent (gRPC metadata), with and without tracestate
+        self.assertEqual(self.sup.call("tr", b"trace", traceparent=tp), (tp + ";").encode())
+        self.assertEqual(self.sup.call("tr", b"trace", traceparent=tp, tracestate="congo=t61rcWkgMzE"),
+                         (tp + ";congo=t61rcWkgMzE").encode())
+        # cast and send carry theirs
+        self.sup.cast("tr", b"incr", traceparent=tp2)
+        self.assertEqual(self.sup.call("tr", b"lasttrace"), (tp2 + ";").encode())
+        self.sup.send("tr", b"incr", traceparent=tp, tracestate="a=1")
+        self.assertEqual(self.sup.call("tr", b"lasttrace"), (tp + ";a=1").encode())
+        # invalid ones are dropped, their tracestate with them
+        for bad in ["00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",   # upper case
+                    "00-00000000000000000000000000000000-00f067aa0ba902b7-01",   # zero trace id
+                    "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",   # zero parent id
+                    "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",   # version ff
+                    "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-1",    # 54 chars
+                    "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x",  # too long
+                    "00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",   # separator
+                    "garbage"]:
+            self.assertEqual(self.sup.call("tr", b"trace", traceparent=bad, tracestate="a=1"), b";", bad)
+            self.sup.cast("tr", b"incr", traceparent=bad)
+            self.assertEqual(self.sup.call("tr", b"lasttrace"), b";", bad)
+        # the request's own field wins over the metadata; an invalid one is dropped too
+        req = distsup.v1.supervisor_pb2.CallRequest(name="tr", payload=b"trace", traceparent=tp2)
+        r = self.sup.stub.Call(req, metadata=(("traceparent", tp),), timeout=10)
+        self.assertEqual(r.payload, (tp2 + ";").encode())
+        req = distsup.v1.supervisor_pb2.CallRequest(name="tr", payload=b"trace", traceparent="nope")
+        self.assertEqual(self.sup.stub.Call(req, timeout=10).payload, b";")
+        # calls, casts and sends are counted: 5 calls, a cast and a send, 8 * 3, 2
+        self.assertEqual(self.sup.whereis("tr").calls, 5 + 2 + 8 * 3 + 2)
+
     def test_inline_worker_callbacks_and_exceptions(self):
         script = os.path.join(self.workdir, "inline.py")
         with open(script, "w") as f:

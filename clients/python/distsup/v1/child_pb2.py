@@ -13,7 +13,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x64istsup/v1/child.proto\x12\ndistsup.v1\"_\n\x04Init\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04node\x18\x02 \x01(\t\x12\x0c\n\x04init\x18\x03 \x01(\x0c\x12\r\n\x05state\x18\x04 \x01(\x0c\x12\x12\n\nsupervisor\x18\x05 \x01(\t\x12\n\n\x02id\x18\x06 \x01(\t\")\n\tCallFrame\x12\x0b\n\x03ref\x18\x01 \x01(\x04\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\"\x1c\n\tCastFrame\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\"\x1c\n\tInfoFrame\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\"\x1b\n\tTerminate\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\x07\n\x05Ready\"B\n\x05Reply\x12\x0b\n\x03ref\x18\x01 \x01(\x04\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12\x0c\n\x04\x63ode\x18\x04 \x01(\r\"\x1b\n\nStateFrame\x12\r\n\x05state\x18\x01 \x01(\x0c\"\xc9\x02\n\nChildFrame\x12 \n\x04init\x18\x01 \x01(\x0b\x32\x10.distsup.v1.InitH\x00\x12%\n\x04\x63\x61ll\x18\x02 \x01(\x0b\x32\x15.distsup.v1.CallFrameH\x00\x12%\n\x04\x63\x61st\x18\x03 \x01(\x0b\x32\x15.distsup.v1.CastFrameH\x00\x12%\n\x04info\x18\x04 \x01(\x0b\x32\x15.distsup.v1.InfoFrameH\x00\x12*\n\tterminate\x18\x05 \x01(\x0b\x32\x15.distsup.v1.TerminateH\x00\x12\"\n\x05ready\x18\x06 \x01(\x0b\x32\x11.distsup.v1.ReadyH\x00\x12\"\n\x05reply\x18\x07 \x01(\x0b\x32\x11.distsup.v1.ReplyH\x00\x12\'\n\x05state\x18\x08 \x01(\x0b\x32\x16.distsup.v1.StateFrameH\x00\x42\x07\n\x05\x66rameb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x64istsup/v1/child.proto\x12\ndistsup.v1\"_\n\x04Init\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04node\x18\x02 \x01(\t\x12\x0c\n\x04init\x18\x03 \x01(\x0c\x12\r\n\x05state\x18\x04 \x01(\x0c\x12\x12\n\nsupervisor\x18\x05 \x01(\t\x12\n\n\x02id\x18\x06 \x01(\t\"R\n\tCallFrame\x12\x0b\n\x03ref\x18\x01 \x01(\x04\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\x12\x13\n\x0btraceparent\x18\x03 \x01(\t\x12\x12\n\ntracestate\x18\x04 \x01(\t\"E\n\tCastFrame\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\x12\x13\n\x0btraceparent\x18\x02 \x01(\t\x12\x12\n\ntracestate\x18\x03 \x01(\t\"E\n\tInfoFrame\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\x12\x13\n\x0btraceparent\x18\x02 \x01(\t\x12\x12\n\ntracestate\x18\x03 \x01(\t\"\x1b\n\tTerminate\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\x07\n\x05Ready\"B\n\x05Reply\x12\x0b\n\x03ref\x18\x01 \x01(\x04\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12\x0c\n\x04\x63ode\x18\x04 \x01(\r\"\x1b\n\nStateFrame\x12\r\n\x05state\x18\x01 \x01(\x0c\"\xc9\x02\n\nChildFrame\x12 \n\x04init\x18\x01 \x01(\x0b\x32\x10.distsup.v1.InitH\x00\x12%\n\x04\x63\x61ll\x18\x02 \x01(\x0b\x32\x15.distsup.v1.CallFrameH\x00\x12%\n\x04\x63\x61st\x18\x03 \x01(\x0b\x32\x15.distsup.v1.CastFrameH\x00\x12%\n\x04info\x18\x04 \x01(\x0b\x32\x15.distsup.v1.InfoFrameH\x00\x12*\n\tterminate\x18\x05 \x01(\x0b\x32\x15.distsup.v1.TerminateH\x00\x12\"\n\x05ready\x18\x06 \x01(\x0b\x32\x11.distsup.v1.ReadyH\x00\x12\"\n\x05reply\x18\x07 \x01(\x0b\x32\x11.distsup.v1.ReplyH\x00\x12\'\n\x05state\x18\x08 \x01(\x0b\x32\x16.distsup.v1.StateFrameH\x00\x42\x07\n\x05\x66rameb\x06proto3')
 
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, globals())
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'distsup.v1.child_pb2', globals())
@@ -23,19 +23,19 @@ if _descriptor._USE_C_DESCRIPTORS == False:
   _INIT._serialized_start=38
   _INIT._serialized_end=133
   _CALLFRAME._serialized_start=135
-  _CALLFRAME._serialized_end=176
-  _CASTFRAME._serialized_start=178
-  _CASTFRAME._serialized_end=206
-  _INFOFRAME._serialized_start=208
-  _INFOFRAME._serialized_end=236
-  _TERMINATE._serialized_start=238
-  _TERMINATE._serialized_end=265
-  _READY._serialized_start=267
-  _READY._serialized_end=274
-  _REPLY._serialized_start=276
-  _REPLY._serialized_end=342
-  _STATEFRAME._serialized_start=344
-  _STATEFRAME._serialized_end=371
-  _CHILDFRAME._serialized_start=374
-  _CHILDFRAME._serialized_end=703
+  _CALLFRAME._serialized_end=217
+  _CASTFRAME._serialized_start=219
+  _CASTFRAME._serialized_end=288
+  _INFOFRAME._serialized_start=290
+  _INFOFRAME._serialized_end=359
+  _TERMINATE._serialized_start=361
+  _TERMINATE._serialized_end=388
+  _READY._serialized_start=390
+  _READY._serialized_end=397
+  _REPLY._serialized_start=399
+  _REPLY._serialized_end=465
+  _STATEFRAME._serialized_start=467
+  _STATEFRAME._serialized_end=494
+  _CHILDFRAME._serialized_start=497
+  _CHILDFRAME._serialized_end=826
 # @@protoc_insertion_point(module_scope)
