@@ -340,7 +340,7 @@ class ContainerTest(unittest.TestCase):
         data_dir = entry[entry.index("--data-dir") + 1]
         self.assertEqual(json.loads(instrs["VOLUME"]), [data_dir])
         self.assertRegex(run, r"install -d -o %s\b.*%s" % (user, re.escape(data_dir)))
-        self.assertEqual(instrs["EXPOSE"].split(), ["50051", "50052", "8081"])
+        self.assertEqual(instrs["EXPOSE"].split(), ["50051", "50052", "8081", "9464"])
 
     def test_entrypoint_runs_and_healthcheck_works(self):
         out = self.built()
