@@ -16,6 +16,8 @@ import grpc
 
 from cluster import ClusterTest, free_ports, main, pb, spec, wait_for
 
+import daemon  # noqa: E402 (tests/harness, on the path once cluster is imported)
+
 PROMETHEUS = "/usr/bin/prometheus"
 N_CHILDREN = 6
 N_ECHO = 5
@@ -47,6 +49,14 @@ class Metrics(ClusterTest):
             except (OSError, urllib.error.URLError):
                 return False
         wait_for(ready, timeout=30, interval=0.2, what="prometheus ready")
+
+    def raw_query(self, q):
+        url = self.prom + "/api/v1/query?" + urllib.parse.urlencode({"query": q})
+        try:
+            with urllib.request.urlopen(url, timeout=5) as r:
+                return json.load(r)
+        except urllib.error.HTTPError as e:
+            return json.load(e)
 
     def query(self, q):
         """{node label: value} of an instant query (one series per node), or {} on error."""
@@ -129,6 +139,22 @@ class Metrics(ClusterTest):
         for n in survivors:
             self.assertGreater(self.query("process_resident_memory_bytes").get(n.node_name, 0), 0)
             self.assertGreater(self.query("process_open_fds").get(n.node_name, 0), 0)
+
+        # Every query of the Grafana dashboard is valid PromQL over these metrics, and
+        # each panel shows something for this cluster.
+        with open(daemon.src_path("deploy", "grafana", "distsup.json")) as f:
+            dash = json.load(f)
+        for panel in dash["panels"]:
+            series = 0
+            for t in panel["targets"]:
+                q = t["expr"]
+                for var, val in (("$__rate_interval", "1m"), ("$supervisor", ".*"), ("$instance", ".*"),
+                                 ("$job", ".*")):
+                    q = q.replace(var, val)
+                body = self.raw_query(q)
+                self.assertEqual(body.get("status"), "success", "%s: %s: %s" % (panel["title"], q, body))
+                series += len(body["data"]["result"])
+            self.assertGreater(series, 0, "panel %r shows nothing" % panel["title"])
 
 
 if __name__ == "__main__":
