@@ -23,7 +23,7 @@ RUN apt-get update \
       bazel-bootstrap pkg-config gcc g++ \
       libgrpc-dev protobuf-compiler-grpc protobuf-compiler \
       protobuf-c-compiler libprotobuf-c-dev libprotobuf-dev grpc-proto \
-      libsqlite3-dev libsodium-dev libinih-dev \
+      libsqlite3-dev libsodium-dev libinih-dev libmicrohttpd-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
@@ -36,7 +36,7 @@ FROM debian:12-slim
 ENV DEBIAN_FRONTEND=noninteractive
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
-      libgrpc29 libprotobuf-c1 libsqlite3-0 libsodium23 libinih1 \
+      libgrpc29 libprotobuf-c1 libsqlite3-0 libsodium23 libinih1 libmicrohttpd12 \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 10001 distsup \
  && useradd --system --uid 10001 --gid distsup --home-dir /var/lib/distsup \
@@ -49,8 +49,9 @@ USER distsup:distsup
 WORKDIR /var/lib/distsup
 VOLUME ["/var/lib/distsup"]
 # 50051: the gRPC API (distsup.v1.Supervisor, grpc.health.v1, reflection; token
-# required); 50052: peer links; 8081: grpc.health.v1 only, no token (probes)
-EXPOSE 50051 50052 8081
+# required); 50052: peer links; 8081: grpc.health.v1 only, no token (probes);
+# 9464: Prometheus metrics (GET /metrics, with --metrics-listen 0.0.0.0:9464)
+EXPOSE 50051 50052 8081 9464
 ENV DISTSUP_ADDR=127.0.0.1:50051 DISTSUP_TOKEN_FILE=/run/secrets/distsup-api-token
 HEALTHCHECK --interval=10s --timeout=5s --start-period=5s --retries=3 \
   CMD ["distsupctl", "--addr", "127.0.0.1:8081", "--deadline-ms", "3000", "health"]

@@ -126,6 +126,7 @@ static int set_daemon_key(struct config *c, const char *k, const char *v, char *
         {"tls_client_ca", offsetof(struct config, tls_client_ca), sizeof c->tls_client_ca},
         {"api_socket_group", offsetof(struct config, api_socket_group), sizeof c->api_socket_group},
         {"health_listen", offsetof(struct config, health_listen), sizeof c->health_listen},
+        {"metrics_listen", offsetof(struct config, metrics_listen), sizeof c->metrics_listen},
     };
     for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++)
         if (!strcmp(k, strs[i].key)) return set_str((char *)c + strs[i].off, strs[i].cap, v, err, errlen);
@@ -281,6 +282,11 @@ static int check_api(const struct config *c, char *err, size_t errlen)
     }
     if (c->health_listen[0] && !strcmp(c->health_listen, c->listen)) {
         snprintf(err, errlen, "health_listen must differ from listen (%s)", c->listen);
+        return -1;
+    }
+    if (c->metrics_listen[0] &&
+        (!strcmp(c->metrics_listen, c->listen) || !strcmp(c->metrics_listen, c->health_listen))) {
+        snprintf(err, errlen, "metrics_listen must differ from listen and health_listen (%s)", c->metrics_listen);
         return -1;
     }
     return 0;
@@ -461,6 +467,7 @@ void config_usage(FILE *out)
             "  --tls-cert PEM --tls-key PEM   TLS on the API\n"
             "  --tls-client-ca PEM        mTLS: clients need a certificate signed by this CA\n"
             "  --health-listen HOST:PORT  a second listener: grpc.health.v1 only, no authentication\n"
+            "  --metrics-listen HOST:PORT Prometheus metrics on GET /metrics (plain HTTP, no authentication)\n"
             "  --insecure-api             allow a non-loopback --listen with neither token nor mTLS\n"
             "\n"
             "cluster mode (docs/cluster.md):\n"
@@ -510,6 +517,7 @@ int config_from_args(struct config *c, int argc, char **argv, char *err, size_t 
         {"--api-socket-mode", "api_socket_mode"},
         {"--api-socket-group", "api_socket_group"},
         {"--health-listen", "health_listen"},
+        {"--metrics-listen", "metrics_listen"},
     };
     /* The environment's token file comes before every file and flag. */
     const char *env_token = getenv("DISTSUP_API_TOKEN_FILE");

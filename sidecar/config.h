@@ -38,6 +38,7 @@
  *   api_socket_mode = 0600     ; listen = unix:/path: the socket file's mode ...
  *   api_socket_group =         ; ... and group
  *   health_listen = 0.0.0.0:8081 ; grpc.health.v1 only, no authentication
+ *   metrics_listen = 0.0.0.0:9464 ; Prometheus text on GET /metrics (off when empty)
  *
  *   [supervisor:NAME]          ; one per supervisor; "default" always exists
  *   strategy = hash_ring       ; a built-in name or a path to a .so
@@ -126,6 +127,7 @@ struct config {
     unsigned api_socket_mode;           /* listen = unix:PATH: the socket's mode (default 0600) */
     char api_socket_group[256];         /* ... and group (empty: the daemon's) */
     char health_listen[256];            /* a second listener serving grpc.health.v1 only */
+    char metrics_listen[256];           /* GET /metrics (sidecar/metrics.h); empty: off */
     int trust_unnamed;                  /* a key without a name in the trust file may join */
     unsigned peer_max_children;         /* per other node, per supervisor */
     struct sup_config sups[CONFIG_MAX_SUPERVISORS];

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "sidecar/cluster/cluster.h"
@@ -22,7 +23,16 @@
 #include "sidecar/spec.h"
 
 /* What other threads hand the reactor. */
-enum cmd_kind { CMD_REQUEST, CMD_SHUTDOWN, CMD_NODE_UP, CMD_NODE_DOWN, CMD_MESSAGE, CMD_SETTLED, CMD_RECONCILE };
+enum cmd_kind {
+    CMD_REQUEST,
+    CMD_SHUTDOWN,
+    CMD_NODE_UP,
+    CMD_NODE_DOWN,
+    CMD_MESSAGE,
+    CMD_SETTLED,
+    CMD_RECONCILE,
+    CMD_METRICS
+};
 
 struct cmd {
     struct loop_msg link; /* first: the loop's queue */
@@ -140,6 +150,64 @@ void core_set_address(struct core *c, const char *api_address)
 
 void core_set_peer(struct core *c, struct peer *p) { c->peer = p; }
 
+void core_set_metrics(struct core *c, struct metrics *m) { c->sv.metrics = m; }
+
+/* ---------- metrics: the gauges the reactor owns ---------- */
+
+/* On the reactor: counts the children by state and the nodes, publishes them. */
+static void publish_metrics(struct core *c)
+{
+    struct metrics *m = c->sv.metrics;
+    for (size_t i = 0; i < c->n_sups; i++) {
+        uint64_t n[MS_NSTATES] = {0};
+        for (struct child *ch = c->sups[i].head; ch; ch = ch->next) {
+            if (ch->dead) continue;
+            switch (sv_api_state(ch)) {
+            case DISTSUP__V1__CHILD_STATE__STARTING: n[MS_STARTING]++; break;
+            case DISTSUP__V1__CHILD_STATE__RUNNING: n[MS_RUNNING]++; break;
+            case DISTSUP__V1__CHILD_STATE__STOPPING: n[MS_STOPPING]++; break;
+            case DISTSUP__V1__CHILD_STATE__RESTARTING: n[MS_RESTARTING]++; break;
+            case DISTSUP__V1__CHILD_STATE__FAILED: n[MS_FAILED]++; break;
+            default: n[MS_SUSPENDED]++; break;
+            }
+        }
+        metrics_set_children(m, c->sups[i].cfg, n);
+    }
+    int64_t up = 0;
+    for (size_t i = 0; i < c->n_nodes; i++) up += c->nodes[i]->up != 0;
+    metrics_set(m, MG_NODES_UP, up);
+    metrics_set(m, MG_NODES_DOWN, (int64_t)c->n_nodes - up);
+    metrics_set(m, MG_QUORUM, c->quorum != 0);
+    if (pthread_mutex_lock(&c->metrics_mu) != 0) return;
+    c->metrics_gen++;
+    pthread_cond_broadcast(&c->metrics_cv);
+    pthread_mutex_unlock(&c->metrics_mu);
+}
+
+void core_publish_metrics(void *arg)
+{
+    struct core *c = arg;
+    if (!c->sv.metrics) return;
+    struct cmd *m = calloc(1, sizeof *m);
+    if (!m || pthread_mutex_lock(&c->metrics_mu) != 0) {
+        free(m);
+        return;
+    }
+    uint64_t gen = c->metrics_gen;
+    m->kind = CMD_METRICS;
+    if (loop_post(c->loop, &m->link, LOOP_LANE_CLUSTER, 1) != LOOP_POSTED) {
+        pthread_mutex_unlock(&c->metrics_mu);
+        free(m);
+        return;
+    }
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 1;
+    while (c->metrics_gen == gen)
+        if (pthread_cond_timedwait(&c->metrics_cv, &c->metrics_mu, &until) != 0) break; /* stale values served */
+    pthread_mutex_unlock(&c->metrics_mu);
+}
+
 /* ---------- the reactor's side ---------- */
 
 static void run_op(struct core *c, int op, ProtobufCMessage *req, uint64_t deadline, unsigned flags, answer_fn done,
@@ -208,6 +276,7 @@ static void on_cmd(void *arg, struct loop_msg *lm)
         c->reconcile_posted = 0;
         reconcile(c);
         break;
+    case CMD_METRICS: publish_metrics(c); break;
     }
     free_cmd(m);
 }
@@ -457,6 +526,18 @@ struct core *core_new(const struct config *cfg, struct store *st, char *err, siz
     }
     c->cfg = cfg;
     c->store = st;
+    if (pthread_mutex_init(&c->metrics_mu, NULL) != 0) {
+        snprintf(err, errlen, "cannot create a mutex");
+        free(c);
+        return NULL;
+    }
+    if (pthread_cond_init(&c->metrics_cv, NULL) != 0) {
+        snprintf(err, errlen, "cannot create a condition variable");
+        pthread_mutex_destroy(&c->metrics_mu);
+        free(c);
+        return NULL;
+    }
+    c->metrics_sync = 1;
     c->hooks = (struct reactor_hooks){.announce = announce,
                                       .announce_gone = announce_gone,
                                       .broadcast_event = broadcast_event,
@@ -584,5 +665,9 @@ void core_free(struct core *c)
     free(c->nodes);
     loop_free(c->loop, free_msg);
     event_bus_free(c->bus);
+    if (c->metrics_sync) {
+        pthread_cond_destroy(&c->metrics_cv);
+        pthread_mutex_destroy(&c->metrics_mu);
+    }
     free(c);
 }

@@ -54,6 +54,15 @@ void core_set_address(struct core *c, const char *api_address);
 struct peer;
 void core_set_peer(struct core *c, struct peer *p);
 
+/* The metrics registry to count into (NULL: off); it must outlive the core.  Before
+ * core_start. */
+struct metrics;
+void core_set_metrics(struct core *c, struct metrics *m);
+/* Asks the reactor to publish the gauges it owns (children by state, nodes up and
+ * down, quorum) into the registry and waits for it, at most 1 s (then the last
+ * values stay).  Thread-safe; the metrics collector (metrics_set_collector). */
+void core_publish_metrics(void *core);
+
 /* The peer module's news, queued for the reactor (thread-safe, never blocks). */
 void core_node_up(struct core *c, const Distsup__V1__Join *join);
 void core_node_down(struct core *c, const char *node, int clean);

@@ -17,6 +17,7 @@
 #include "sidecar/core.h"
 #include "sidecar/identity.h"
 #include "sidecar/log.h"
+#include "sidecar/metrics.h"
 #include "sidecar/peer.h"
 #include "sidecar/rpc.h"
 #include "sidecar/store.h"
@@ -142,19 +143,29 @@ int main(int argc, char **argv)
         log_error("main", "%s", err);
         return 1;
     }
-    struct store *st = store_open(cfg.data_dir, err, sizeof err);
-    if (!st) {
-        log_error("main", "%s", err);
+    struct metrics *metrics = NULL;
+    if (cfg.metrics_listen[0] && !(metrics = metrics_new(&cfg))) {
+        log_error("main", "out of memory");
         identity_free(&id);
         return 1;
     }
+    struct store *st = store_open(cfg.data_dir, err, sizeof err);
+    if (!st) {
+        log_error("main", "%s", err);
+        metrics_free(metrics);
+        identity_free(&id);
+        return 1;
+    }
+    store_set_metrics(st, metrics);
     struct core *core = core_new(&cfg, st, err, sizeof err);
     if (!core) {
         log_error("main", "%s", err);
         store_close(st);
+        metrics_free(metrics);
         identity_free(&id);
         return 1;
     }
+    core_set_metrics(core, metrics);
     grpc_init();
     int port = 0, peer_port = 0;
     struct peer *peer = NULL;
@@ -166,10 +177,16 @@ int main(int argc, char **argv)
         uint64_t boot_id;
         randombytes_buf(&boot_id, sizeof boot_id);
         struct peer_callbacks cb = {core, on_up, on_down, on_message, on_settled};
-        if (!(peer = peer_start(&cfg, &id, boot_id, api, &cb, &peer_port, err, sizeof err))) goto fail;
+        if (!(peer = peer_start(&cfg, &id, boot_id, api, &cb, metrics, &peer_port, err, sizeof err))) goto fail;
         core_set_peer(core, peer);
     }
     if (core_start(core, err, sizeof err) != 0) goto fail;
+    if (metrics) {
+        int mport = 0;
+        metrics_set_collector(metrics, core_publish_metrics, core);
+        if (metrics_serve(metrics, cfg.metrics_listen, &mport, err, sizeof err) != 0) goto fail_started;
+        log_info("main", "serving Prometheus metrics on %s (port %d), GET /metrics", cfg.metrics_listen, mport);
+    }
     log_info("main", "distsupd %s serving distsup.v1.Supervisor on %s, data in %s%s", cfg.node_name, api, cfg.data_dir,
              cluster ? ", cluster mode" : "");
     if (rpc_health_port(rpc) > 0)
@@ -187,14 +204,30 @@ int main(int argc, char **argv)
     rpc_stop(rpc);
     core_shutdown(core);
     if (peer) peer_stop(peer);
+    metrics_stop(metrics); /* before the core it asks goes */
     rpc_free(rpc);
     core_free(core);
     peer_free(peer);
     store_close(st);
+    metrics_free(metrics); /* its HTTP thread stops here; nothing counts any more */
     identity_free(&id);
     grpc_shutdown();
     log_info("main", "stopped cleanly");
     return 0;
+fail_started:
+    log_error("main", "%s", err);
+    rpc_stop(rpc);
+    core_shutdown(core);
+    if (peer) peer_stop(peer);
+    metrics_stop(metrics);
+    rpc_free(rpc);
+    core_free(core);
+    peer_free(peer);
+    store_close(st);
+    metrics_free(metrics);
+    identity_free(&id);
+    grpc_shutdown();
+    return 1;
 fail:
     log_error("main", "%s", err);
     if (rpc) rpc_stop(rpc);
@@ -203,6 +236,7 @@ fail:
     core_free(core);
     peer_free(peer);
     store_close(st);
+    metrics_free(metrics);
     identity_free(&id);
     grpc_shutdown();
     return 1;

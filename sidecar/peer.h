@@ -46,10 +46,12 @@ struct peer_callbacks {
 };
 
 /* Binds cfg->peer_listen and starts dialing cfg->seeds.  boot_id: this run's id.
- * api_address: what Join advertises for the Supervisor API.  *port gets the bound
+ * api_address: what Join advertises for the Supervisor API.  metrics: the links count
+ * into it (NULL: off; sidecar/metrics.h); it outlives the peer.  *port gets the bound
  * peer port.  NULL + err on failure. */
+struct metrics;
 struct peer *peer_start(const struct config *cfg, const struct identity *id, uint64_t boot_id, const char *api_address,
-                        const struct peer_callbacks *cb, int *port, char *err, size_t errlen);
+                        const struct peer_callbacks *cb, struct metrics *metrics, int *port, char *err, size_t errlen);
 
 /* Seals and queues a ClusterMsg for node.  0, or -1 if there is no open link to it. */
 int peer_send(struct peer *p, const char *node, const uint8_t *data, size_t len);

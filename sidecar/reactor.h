@@ -139,6 +139,11 @@ struct core {
     size_t trim_peak;    /* most processes running since the last trim */
     uint64_t trimmed_at; /* when the last trim ran */
     int trim_due;        /* the count dropped a lot: trim when the rate allows */
+    /* metrics (core.c): a scrape asks the reactor to publish its gauges and waits */
+    pthread_mutex_t metrics_mu;
+    pthread_cond_t metrics_cv;
+    uint64_t metrics_gen; /* publications so far, under metrics_mu */
+    int metrics_sync;     /* metrics_mu and metrics_cv were initialised */
 };
 
 uint64_t reactor_now_ms(void); /* CLOCK_MONOTONIC in ms */

@@ -668,6 +668,7 @@ static int can_message(struct core *c, struct child *ch, size_t len, int is_call
         return -1;
     }
     if ((is_call && ch->n_calls >= cfg->mailbox) || sv_unsent(ch) + len > cfg->mailbox_bytes) {
+        if (is_call) metrics_sup_inc(c->sv.metrics, cfg, MC_CALLS_REFUSED);
         answer_fail(done, arg, GRPC_STATUS_RESOURCE_EXHAUSTED,
                     "mailbox of child '%s' is full (%u calls in flight, %zu bytes unread; limits %u and %zu)", ch->name,
                     ch->n_calls, sv_unsent(ch), cfg->mailbox, cfg->mailbox_bytes);
@@ -912,6 +913,7 @@ static void op_cast(struct core *c, ProtobufCMessage *req, const char *supn, con
         answer_fail(done, arg, GRPC_STATUS_UNAVAILABLE, "cannot write to child '%s'", name);
         return;
     }
+    if (!info) metrics_sup_inc(c->sv.metrics, ch->cfg, MC_CASTS);
     if (info) {
         Distsup__V1__SendResponse r = DISTSUP__V1__SEND_RESPONSE__INIT;
         done(arg, GRPC_STATUS_OK, NULL, &r.base);
@@ -1003,6 +1005,46 @@ static void op_node_for(struct core *c, const char *supn, const char *key, int m
     }
 }
 
+/* ---------- metrics: the latency of a client's Call or StartChild ---------- */
+
+struct timed {
+    answer_fn done;
+    void *arg;
+    struct metrics *m;
+    const struct sup_config *sup;
+    enum metric_sup_hist hist;
+    uint64_t t0; /* metrics_now_ns */
+};
+
+static void timed_done(void *arg, int code, const char *message, const ProtobufCMessage *reply)
+{
+    struct timed *t = arg;
+    metrics_sup_observe(t->m, t->sup, t->hist, metrics_now_ns() - t->t0);
+    if (code == GRPC_STATUS_DEADLINE_EXCEEDED && t->hist != MH_START_CHILD)
+        metrics_sup_inc(t->m, t->sup, MC_CALLS_TIMED_OUT);
+    t->done(t->arg, code, message, reply);
+    free(t);
+}
+
+/* With metrics on, a client's (not another node's) Call or StartChild to a known
+ * supervisor is answered through timed_done.  0 when *done and *arg were replaced. */
+static int time_request(struct core *c, int op, ProtobufCMessage *r, unsigned flags, answer_fn *done, void **arg)
+{
+    if (!c->sv.metrics || flags || (op != CORE_CALL && op != CORE_START_CHILD)) return -1;
+    const char *supn = op == CORE_CALL ? ((Distsup__V1__CallRequest *)r)->supervisor
+                                       : ((Distsup__V1__StartChildRequest *)r)->supervisor;
+    struct sup *s = find_sup(c, supn);
+    if (!s) return -1;
+    struct timed *t = malloc(sizeof *t);
+    if (!t) return -1; /* not timed, still answered */
+    enum metric_sup_hist h = MH_START_CHILD;
+    if (op == CORE_CALL) h = find_child(s, ((Distsup__V1__CallRequest *)r)->name) ? MH_CALL_LOCAL : MH_CALL_FORWARDED;
+    *t = (struct timed){*done, *arg, c->sv.metrics, s->cfg, h, metrics_now_ns()};
+    *done = timed_done;
+    *arg = t;
+    return 0;
+}
+
 /* Runs one request; req stays the caller's (handlers may take parts, setting them
  * NULL).  flags REQ_LOCAL: it came from another node, answer here. */
 void requests_run(struct core *c, int op, ProtobufCMessage *r, uint64_t deadline, unsigned flags, answer_fn done,
@@ -1012,6 +1054,7 @@ void requests_run(struct core *c, int op, ProtobufCMessage *r, uint64_t deadline
         answer_fail(done, arg, GRPC_STATUS_UNAVAILABLE, "the daemon is shutting down");
         return;
     }
+    (void)time_request(c, op, r, flags, &done, &arg);
     switch (op) {
     case CORE_START_CHILD: op_start(c, (void *)r, deadline, flags, done, arg); break;
     case CORE_DIR_START: op_start(c, (void *)r, deadline, REQ_LOCAL, done, arg); break;

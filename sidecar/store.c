@@ -9,13 +9,15 @@
 #include <sys/stat.h>
 
 #include "sidecar/log.h"
+#include "sidecar/metrics.h"
 
 struct store {
     sqlite3 *db;
     sqlite3_stmt *put, *set_state, *set_proc, *del, *load, *begin, *commit;
     sqlite3_stmt *c_put, *c_del, *c_load;
-    int in_txn;   /* store_begin .. store_commit */
-    int in_batch; /* a cache batch is open */
+    int in_txn;              /* store_begin .. store_commit */
+    int in_batch;            /* a cache batch is open */
+    struct metrics *metrics; /* write latency (NULL: off) */
 };
 
 static const char schema[] = "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
@@ -154,12 +156,18 @@ void store_close(struct store *s)
     free(s);
 }
 
+void store_set_metrics(struct store *s, struct metrics *m) { s->metrics = m; }
+
+/* Every write goes through here: a statement, BEGIN or COMMIT (where the fsync is). */
 static int run(struct store *s, sqlite3_stmt *st, const char *what)
 {
+    uint64_t t0 = s->metrics ? metrics_now_ns() : 0;
     int rc = sqlite3_step(st);
     sqlite3_reset(st);
     sqlite3_clear_bindings(st);
+    if (s->metrics) metrics_store_write(s->metrics, metrics_now_ns() - t0);
     if (rc != SQLITE_DONE) {
+        metrics_add(s->metrics, MN_STORE_WRITES_FAILED, 1);
         log_error("store", "%s failed: %s", what, sqlite3_errmsg(s->db));
         return -1;
     }

@@ -16,6 +16,9 @@ struct store;
  * integrity; a corrupt or unwritable database gives NULL and a clear message. */
 struct store *store_open(const char *dir, char *err, size_t errlen);
 void store_close(struct store *s);
+/* Times every write into m (sidecar/metrics.h; NULL: off).  Before the reactor starts. */
+struct metrics;
+void store_set_metrics(struct store *s, struct metrics *m);
 
 /* Child states as stored. */
 enum store_child_state { STORE_RUNNING = 0, STORE_FAILED = 1 };

@@ -125,6 +125,7 @@ static int spawn_incarnation(struct sv *sv, struct child *ch, char *err, size_t 
         return -1;
     }
     sv->live++;
+    metrics_sup_inc(sv->metrics, ch->cfg, MC_STARTS);
     ch->started_at_wall = wall_ms();
     if (sv->hooks.spawned) sv->hooks.spawned(sv->hooks.arg, ch);
     if (ch->spec->protocol == DISTSUP__V1__PROTOCOL__NONE) {
@@ -296,6 +297,7 @@ static void restart_or_fail(struct sv *sv, struct child *ch, int code, int sig, 
         snprintf(why, sizeof why, "%s; restart bound reached (%u restarts within %us)", reason, cfg->max_restarts,
                  cfg->max_seconds);
         log_error("supervise", "child %s failed: %s; it will not be restarted", ch->name, why);
+        metrics_sup_inc(sv->metrics, ch->cfg, MC_RESTART_BOUND);
         ch->st = SV_FAILED;
         ch->timer_at = 0;
         ch->proc.pid = 0;
@@ -305,6 +307,7 @@ static void restart_or_fail(struct sv *sv, struct child *ch, int code, int sig, 
     }
     uint64_t delay = restart_backoff_ms(recent, cfg->backoff_ms, cfg->backoff_max_ms);
     ch->restarts++;
+    metrics_sup_inc(sv->metrics, ch->cfg, MC_RESTARTS);
     log_warn("supervise", "child %s %s; restarting it in %llums (restart %u)", ch->name, reason,
              (unsigned long long)delay, ch->restarts);
     emit(sv, ch, DISTSUP__V1__EVENT_KIND__PROCESS_RESTART, code, sig, reason);
@@ -326,11 +329,14 @@ static void exit_outcome(struct sv *sv, struct child *ch, const struct sv_input 
     if (sig) snprintf(reason, sizeof reason, "killed by signal %d (%s)", sig, strsignal(sig));
     else snprintf(reason, sizeof reason, "exited with code %d", code);
     int normal = code == 0 && sig == 0;
+    if (in->reaped)
+        metrics_sup_inc(sv->metrics, ch->cfg, sig ? MC_EXITS_SIGNAL : normal ? MC_EXITS_NORMAL : MC_EXITS_ABNORMAL);
     sv_fail_calls(ch, GRPC_STATUS_UNAVAILABLE, normal ? "exited" : "died");
     ch->timer_at = 0;
     enum sv_why why = ch->why;
     ch->why = SV_WHY_NONE;
 
+    if (ch->start_done || !in->reaped || ch->start_timed_out) metrics_sup_inc(sv->metrics, ch->cfg, MC_START_FAILURES);
     if (ch->start_done) { /* died before Ready: the StartChild fails, nothing is kept */
         if (ch->start_timed_out && ch->start_cut)
             sv_fail_start(ch, GRPC_STATUS_DEADLINE_EXCEEDED,

@@ -29,6 +29,7 @@
 #include "sidecar/answer.h"
 #include "sidecar/config.h"
 #include "sidecar/loop.h"
+#include "sidecar/metrics.h"
 #include "sidecar/proc.h"
 #include "sidecar/spec.h"
 
@@ -152,7 +153,8 @@ struct sv {
     const char *data_dir; /* the daemon's data dir (never a child's cwd: they start in "/") */
     uint64_t boot_ms;     /* wall clock at start: ids are NODE/BOOT.SEQ */
     uint64_t seq;
-    size_t live; /* processes running */
+    size_t live;             /* processes running */
+    struct metrics *metrics; /* starts, exits, restarts (NULL: metrics off); set after sv_init */
 };
 
 /* The real processes (sidecar/proc.c). */

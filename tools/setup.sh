@@ -10,6 +10,8 @@ PACKAGES=(
   libgrpc-dev protobuf-compiler-grpc protobuf-compiler
   protobuf-c-compiler libprotobuf-c-dev libprotobuf-dev grpc-proto
   libsqlite3-dev sqlite3 libsodium-dev libcmocka-dev libinih-dev
+  libmicrohttpd-dev  # the metrics endpoint (sidecar/metrics.c)
+  prometheus         # tests/cluster/test_metrics.py scrapes a cluster with a real Prometheus
   python3-grpcio python3-protobuf
   python3-pip python3-setuptools python3-wheel python3-venv python3-yaml
   iproute2 procps openssl util-linux

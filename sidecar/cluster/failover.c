@@ -91,6 +91,7 @@ static void rehome_done(void *arg, int code, const char *message, const Protobuf
     if (code == GRPC_STATUS_OK) {
         const Distsup__V1__StartChildResponse *r = (const void *)reply;
         log_info("cluster", "re-homed child %s on node %s", x->name, x->to);
+        metrics_add(c->sv.metrics, MN_REHOMED, 1);
         Distsup__V1__ChildInfo *info = r && r->child ? info_dup(r->child) : NULL;
         struct node *to = find_node(c, x->to);
         if (info && to && !to->self) apply_remote_info(c, to, info);

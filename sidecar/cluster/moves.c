@@ -94,6 +94,7 @@ static void start_move(struct core *c, struct child *ch, struct node *to, const 
 {
     if (!(ch->moving_to = strdup(to->name))) return;
     sup_of(ch)->moves++;
+    metrics_add(c->sv.metrics, MN_MOVES, 1);
     log_info("cluster", "moving child %s to node %s (%s)", ch->name, to->name, why);
     free(ch->state_blob); /* only a State sent as it stops counts */
     ch->state_blob = NULL;

@@ -303,6 +303,7 @@ void on_node_down(struct core *c, const char *name, int clean)
     if (!n || n->self || !n->up) return;
     n->up = 0;
     n->leaving = 0;
+    if (!clean) metrics_add(c->sv.metrics, MN_FAILOVERS, 1);
     fail_forwards(c, n, clean ? "left the cluster" : "went down");
     node_event(c, clean ? DISTSUP__V1__EVENT_KIND__NODE_TERMINATE : DISTSUP__V1__EVENT_KIND__NODE_DOWN, n->name,
                clean ? "left the cluster" : "down");

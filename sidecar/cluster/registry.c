@@ -180,6 +180,7 @@ void cache_remove(struct core *c, struct sup *s, struct rentry *e)
 static void stop_duplicate(struct core *c, struct child *ch, const Distsup__V1__ChildInfo *winner)
 {
     char why[400];
+    metrics_add(c->sv.metrics, MN_DUPLICATES, 1);
     if (ch->st == SV_IDLE) {
         /* Held back while syncing or without quorum: it was taken over meanwhile. */
         snprintf(why, sizeof why, "taken over by node %s (incarnation %llu) while this node was away", winner->node,

@@ -15,6 +15,7 @@
 #include "sidecar/grpcutil.h"
 #include "sidecar/handshake.h"
 #include "sidecar/log.h"
+#include "sidecar/metrics.h"
 
 #define METHOD "/distsup.v1.Peer/Link"
 #define HANDSHAKE_TIMEOUT_MS 5000
@@ -103,6 +104,7 @@ struct linkset {
     struct link_hooks hooks;
     pthread_mutex_t *mu;
     pthread_cond_t *cond;
+    struct metrics *metrics;
     grpc_server *server;
     grpc_completion_queue *cq;
     void *method;
@@ -293,6 +295,7 @@ void link_close(struct link *l, const char *why)
 {
     if (l->state == L_CLOSED) return;
     if (why) log_debug("peer", "closing link with %s: %s", link_who(l), why);
+    if (l->state == L_OPEN) metrics_gauge_add(l->ls->metrics, MG_PEER_LINKS_UP, -1);
     l->state = L_CLOSED;
     if (l->call) grpc_call_cancel(l->call, NULL);
     l->ls->hooks.closed(l->ls->hooks.arg, l);
@@ -330,6 +333,8 @@ static void pump_send(struct link *l)
     if (!o->raw) {
         seal_encrypt(&l->seal, plain, n, plain); /* the tag lands in the room after it */
         n += SEAL_OVERHEAD;
+        metrics_add(l->ls->metrics, MN_PEER_MESSAGES_SENT, 1);
+        metrics_add(l->ls->metrics, MN_PEER_BYTES_SENT, n);
     }
     /* PeerPacket{data}: field 1, length-delimited, written just before the data. */
     uint8_t hdr[HDR_ROOM];
@@ -492,11 +497,13 @@ static void handshake_step(struct link *l, const uint8_t *d, size_t n)
                      "distsupd release: every node of a cluster must run a release with the same link "
                      "protocol; docs/cluster.md)",
                      l->addr, (char)d[3], HS_LINK_VERSION);
+            metrics_add(ls->metrics, MN_HS_FAIL_BAD_MESSAGE, 1);
             link_close(l, NULL);
             return;
         }
         if (r != HS_OK) {
             log_warn("peer", "refused a link from %s: not a distsup peer handshake", l->addr);
+            metrics_add(ls->metrics, MN_HS_FAIL_BAD_MESSAGE, 1);
             link_close(l, NULL);
             return;
         }
@@ -505,12 +512,14 @@ static void handshake_step(struct link *l, const uint8_t *d, size_t n)
                      "refused a link from %s: it presented this node's own key (a dial of this node "
                      "sent back to it, or a stolen key)",
                      l->addr);
+            metrics_add(ls->metrics, MN_HS_FAIL_UNTRUSTED, 1);
             link_close(l, NULL);
             return;
         }
         if (!identity_trusts(ls->id, peer_static)) {
             key_hex(peer_static, hex);
             log_warn("peer", "refused a link from %s: key %s is not in the trust file", l->addr, hex);
+            metrics_add(ls->metrics, MN_HS_FAIL_UNTRUSTED, 1);
             link_close(l, NULL);
             return;
         }
@@ -518,6 +527,7 @@ static void handshake_step(struct link *l, const uint8_t *d, size_t n)
         uint8_t msg2[HS_MSG2_LEN];
         if (hs_responder_write2(&l->hs, msg2) != HS_OK) {
             log_warn("peer", "refused a link from %s: degenerate ephemeral key", l->addr);
+            metrics_add(ls->metrics, MN_HS_FAIL_OTHER, 1);
             link_close(l, NULL);
             return;
         }
@@ -529,11 +539,13 @@ static void handshake_step(struct link *l, const uint8_t *d, size_t n)
                      "refused a link from %s: it did not prove it holds its key, or it has "
                      "another cluster key",
                      l->addr);
+            metrics_add(ls->metrics, MN_HS_FAIL_BAD_MESSAGE, 1);
             link_close(l, NULL);
             return;
         }
         hs_wipe(&l->hs);
         l->state = L_OPEN;
+        metrics_gauge_add(ls->metrics, MG_PEER_LINKS_UP, 1);
         ls->hooks.opened(ls->hooks.arg, l);
     } else {
         enum hs_result r = hs_initiator_read2(&l->hs, d, n, peer_static);
@@ -542,6 +554,7 @@ static void handshake_step(struct link *l, const uint8_t *d, size_t n)
                      r == HS_BAD_PROOF ? "the node did not prove it holds its key, or it has another "
                                          "cluster key"
                                        : "not a distsup peer handshake");
+            metrics_add(ls->metrics, MN_HS_FAIL_BAD_MESSAGE, 1);
             link_close(l, NULL);
             return;
         }
@@ -550,12 +563,14 @@ static void handshake_step(struct link *l, const uint8_t *d, size_t n)
                      "link to %s refused: the node there presented this node's own key (this node "
                      "itself, or a dial sent back here)",
                      l->addr);
+            metrics_add(ls->metrics, MN_HS_FAIL_UNTRUSTED, 1);
             link_close(l, NULL);
             return;
         }
         if (!identity_trusts(ls->id, peer_static)) {
             key_hex(peer_static, hex);
             log_warn("peer", "link to %s refused: its key %s is not in the trust file", l->addr, hex);
+            metrics_add(ls->metrics, MN_HS_FAIL_UNTRUSTED, 1);
             link_close(l, NULL);
             return;
         }
@@ -566,6 +581,7 @@ static void handshake_step(struct link *l, const uint8_t *d, size_t n)
         send_raw(l, msg3, sizeof msg3);
         if (l->state == L_HANDSHAKE) {
             l->state = L_OPEN;
+            metrics_gauge_add(ls->metrics, MG_PEER_LINKS_UP, 1);
             ls->hooks.opened(ls->hooks.arg, l);
         }
     }
@@ -586,6 +602,7 @@ static void sealed_packet(struct link *l, grpc_byte_buffer *bb, size_t off, size
 {
     struct linkset *ls = l->ls;
     if (n < SEAL_OVERHEAD + 1) {
+        metrics_add(ls->metrics, MN_PEER_SEALED_DROPPED, 1);
         drop_bad(l, NULL, AUTH_FAILED);
         return;
     }
@@ -603,9 +620,12 @@ static void sealed_packet(struct link *l, grpc_byte_buffer *bb, size_t off, size
                                            : -1;
     uint8_t *own = in_place ? NULL : dst; /* freed on every way out */
     if (rc != 0) {
+        metrics_add(ls->metrics, MN_PEER_SEALED_DROPPED, 1);
         drop_bad(l, own, AUTH_FAILED);
         return;
     }
+    metrics_add(ls->metrics, MN_PEER_MESSAGES_RECEIVED, 1);
+    metrics_add(ls->metrics, MN_PEER_BYTES_RECEIVED, n);
     ls->hooks.heard(ls->hooks.arg, l);
     size_t plain = n - SEAL_OVERHEAD;
     uint8_t kind = dst[plain - 1];
@@ -842,6 +862,7 @@ void linkset_tick(struct linkset *ls, uint64_t now)
         next = l->next; /* taken first: closing l may free it */
         if (l->state == L_HANDSHAKE && l->addr[0] && now - l->opened > HANDSHAKE_TIMEOUT_MS) {
             log_warn("peer", "handshake with %s took longer than %dms; dropped", l->addr, HANDSHAKE_TIMEOUT_MS);
+            metrics_add(ls->metrics, MN_HS_FAIL_TIMEOUT, 1);
             link_close(l, NULL);
         }
     }
@@ -893,6 +914,7 @@ struct linkset *linkset_start(const struct linkset_options *opt, const struct li
     ls->hooks = *hooks;
     ls->mu = opt->mu;
     ls->cond = opt->cond;
+    ls->metrics = opt->metrics;
     /* gRPC 1.51 reads a whole message before it compares its length with the limit,
      * and opens a stream's flow-control window as far as the length prefix asks: a
      * stranger's huge first packet would be held in full.  A resource quota bounds

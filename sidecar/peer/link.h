@@ -67,6 +67,7 @@ struct linkset_options {
     const struct identity *id; /* keys and trust; outlives the linkset */
     pthread_mutex_t *mu;       /* the owner's lock; outlives the linkset */
     pthread_cond_t *cond;      /* broadcast when a send queue drains or a link is freed */
+    struct metrics *metrics;   /* links up, bytes, packets, failures (NULL: off); outlives the linkset */
 };
 
 /* Binds opt->listen and starts the completion-queue thread.  *port gets the bound port.

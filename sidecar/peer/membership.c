@@ -873,7 +873,7 @@ static int parse_seeds(struct peer *p, const char *list, char *err, size_t errle
 }
 
 struct peer *peer_start(const struct config *cfg, const struct identity *id, uint64_t boot_id, const char *api_address,
-                        const struct peer_callbacks *cb, int *port, char *err, size_t errlen)
+                        const struct peer_callbacks *cb, struct metrics *metrics, int *port, char *err, size_t errlen)
 {
     struct peer *p = calloc(1, sizeof *p);
     if (!p) {
@@ -893,7 +893,8 @@ struct peer *peer_start(const struct config *cfg, const struct identity *id, uin
     pthread_condattr_destroy(&ca);
     if (parse_seeds(p, cfg->seeds, err, errlen) != 0) goto fail;
 
-    struct linkset_options lo = {.listen = cfg->peer_listen, .id = id, .mu = &p->mu, .cond = &p->cond};
+    struct linkset_options lo = {
+        .listen = cfg->peer_listen, .id = id, .mu = &p->mu, .cond = &p->cond, .metrics = metrics};
     struct link_hooks hooks = {
         .arg = p, .opened = on_opened, .heard = on_heard, .message = on_message, .closed = on_closed};
     if (!(p->ls = linkset_start(&lo, &hooks, port, err, errlen))) goto fail;

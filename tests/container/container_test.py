@@ -340,7 +340,7 @@ class ContainerTest(unittest.TestCase):
         data_dir = entry[entry.index("--data-dir") + 1]
         self.assertEqual(json.loads(instrs["VOLUME"]), [data_dir])
         self.assertRegex(run, r"install -d -o %s\b.*%s" % (user, re.escape(data_dir)))
-        self.assertEqual(instrs["EXPOSE"].split(), ["50051", "50052", "8081"])
+        self.assertEqual(instrs["EXPOSE"].split(), ["50051", "50052", "8081", "9464"])
 
     def test_entrypoint_runs_and_healthcheck_works(self):
         out = self.built()
@@ -484,6 +484,16 @@ class ContainerTest(unittest.TestCase):
         self.assertIn("/var/lib/distsup", mounts, "%s: the data dir is not a volume" % where)
         return opts, ports
 
+    def check_scrape(self, template, opts, ports, where):
+        """The metrics listener on the pod IP, its port named, the pod annotated for scraping."""
+        self.assertEqual(opts["--metrics-listen"].rsplit(":", 1)[0], "0.0.0.0", where)
+        port = int(opts["--metrics-listen"].rsplit(":", 1)[1])
+        self.assertEqual(ports["metrics"], port, where)
+        ann = template["metadata"].get("annotations", {})
+        self.assertEqual(ann.get("prometheus.io/scrape"), "true", where)
+        self.assertEqual(ann.get("prometheus.io/port"), str(port), where)
+        self.assertEqual(ann.get("prometheus.io/path"), "/metrics", where)
+
     def test_kubernetes_sidecar_cluster(self):
         docs = self.k8s_docs()
         by_kind = {}
@@ -500,6 +510,7 @@ class ContainerTest(unittest.TestCase):
         self.assertTrue(all(labels.get(k) == v for k, v in sel.items()), "selector")
         self.assertTrue(svc["spec"].get("publishNotReadyAddresses"))
         opts, ports = self.check_distsupd_container(spec["template"]["spec"], "statefulset")
+        self.check_scrape(spec["template"], opts, ports, "statefulset")
         peer_port = int(opts["--peer-listen"].rsplit(":", 1)[1])
         self.assertEqual(ports["peer"], peer_port)
         svc_ports = {p["name"]: p for p in svc["spec"]["ports"]}
@@ -530,7 +541,8 @@ class ContainerTest(unittest.TestCase):
         docs = self.k8s_docs()
         deps = [d for _, d in docs if d["kind"] == "Deployment"]
         self.assertEqual(len(deps), 1)
-        opts, _ = self.check_distsupd_container(deps[0]["spec"]["template"]["spec"], "deployment")
+        opts, ports = self.check_distsupd_container(deps[0]["spec"]["template"]["spec"], "deployment")
+        self.check_scrape(deps[0]["spec"]["template"], opts, ports, "deployment")
         self.assertNotIn("--peer-listen", opts)
 
     # -- systemd
