@@ -159,9 +159,11 @@ static void publish_metrics(struct core *c)
 {
     struct metrics *m = c->sv.metrics;
     for (size_t i = 0; i < c->n_sups; i++) {
-        uint64_t n[MS_NSTATES] = {0};
+        uint64_t n[MS_NSTATES] = {0}, calls = 0, calls_max = 0;
         for (struct child *ch = c->sups[i].head; ch; ch = ch->next) {
             if (ch->dead) continue;
+            calls += ch->n_calls;
+            if (ch->n_calls > calls_max) calls_max = ch->n_calls;
             switch (sv_api_state(ch)) {
             case DISTSUP__V1__CHILD_STATE__STARTING: n[MS_STARTING]++; break;
             case DISTSUP__V1__CHILD_STATE__RUNNING: n[MS_RUNNING]++; break;
@@ -172,6 +174,7 @@ static void publish_metrics(struct core *c)
             }
         }
         metrics_set_children(m, c->sups[i].cfg, n);
+        metrics_set_mailbox(m, c->sups[i].cfg, calls, calls_max);
     }
     int64_t up = 0;
     for (size_t i = 0; i < c->n_nodes; i++) up += c->nodes[i]->up != 0;

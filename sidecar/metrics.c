@@ -33,6 +33,7 @@ struct hist {
 struct sup_metrics {
     _Atomic uint64_t counter[MC_NSUP_COUNTERS];
     _Atomic uint64_t children[MS_NSTATES];
+    _Atomic uint64_t mailbox, mailbox_max; /* calls awaiting replies: all children, the fullest */
     struct hist hist[MH_NSUP_HISTS];
 };
 
@@ -120,6 +121,14 @@ void metrics_set_children(struct metrics *m, const struct sup_config *sup, const
     struct sup_metrics *s = sup_of(m, sup);
     if (!s) return;
     for (int i = 0; i < MS_NSTATES; i++) atomic_store_explicit(&s->children[i], counts[i], memory_order_relaxed);
+}
+
+void metrics_set_mailbox(struct metrics *m, const struct sup_config *sup, uint64_t total, uint64_t max)
+{
+    struct sup_metrics *s = sup_of(m, sup);
+    if (!s) return;
+    atomic_store_explicit(&s->mailbox, total, memory_order_relaxed);
+    atomic_store_explicit(&s->mailbox_max, max, memory_order_relaxed);
 }
 
 void metrics_add(struct metrics *m, enum metric_counter k, uint64_t n)
@@ -291,6 +300,15 @@ char *metrics_render(struct metrics *m, size_t *len)
         for (int s = 0; s < MS_NSTATES; s++)
             put(&b, "distsup_children{supervisor=\"%s\",state=\"%s\"} %llu\n", m->label[i], states[s],
                 (unsigned long long)ld(&m->sup[i].children[s]));
+    head(&b, "distsup_mailbox_calls", "gauge",
+         "Calls written to this node's children and awaiting their reply (mailbox depth), summed.");
+    for (size_t i = 0; i < m->cfg->n_sups; i++)
+        put(&b, "distsup_mailbox_calls{supervisor=\"%s\"} %llu\n", m->label[i],
+            (unsigned long long)ld(&m->sup[i].mailbox));
+    head(&b, "distsup_mailbox_calls_max", "gauge", "Calls awaiting a reply in this node's fullest child mailbox.");
+    for (size_t i = 0; i < m->cfg->n_sups; i++)
+        put(&b, "distsup_mailbox_calls_max{supervisor=\"%s\"} %llu\n", m->label[i],
+            (unsigned long long)ld(&m->sup[i].mailbox_max));
     sup_counter(&b, m, "distsup_child_starts_total", "Child processes started (every incarnation).", MC_STARTS);
     sup_counter(&b, m, "distsup_child_restarts_total", "Child restarts scheduled by the restart policy.", MC_RESTARTS);
     sup_counter(&b, m, "distsup_child_start_failures_total",
@@ -316,6 +334,15 @@ char *metrics_render(struct metrics *m, size_t *len)
         put_hist(&b, "distsup_call_duration_seconds", l, &m->sup[i].hist[MH_CALL_LOCAL]);
         snprintf(l, sizeof l, "supervisor=\"%s\",location=\"forwarded\"", m->label[i]);
         put_hist(&b, "distsup_call_duration_seconds", l, &m->sup[i].hist[MH_CALL_FORWARDED]);
+    }
+    head(&b, "distsup_cast_duration_seconds", "histogram",
+         "Cast latency in the reactor, from the request to its answer, by location of the child.");
+    for (size_t i = 0; i < m->cfg->n_sups; i++) {
+        char l[300];
+        snprintf(l, sizeof l, "supervisor=\"%s\",location=\"local\"", m->label[i]);
+        put_hist(&b, "distsup_cast_duration_seconds", l, &m->sup[i].hist[MH_CAST_LOCAL]);
+        snprintf(l, sizeof l, "supervisor=\"%s\",location=\"forwarded\"", m->label[i]);
+        put_hist(&b, "distsup_cast_duration_seconds", l, &m->sup[i].hist[MH_CAST_FORWARDED]);
     }
     head(&b, "distsup_start_child_duration_seconds", "histogram",
          "StartChild latency in the reactor, from the request to its answer.");

@@ -51,6 +51,8 @@ enum metric_sup_hist {
     MH_CALL_LOCAL,     /* Call to a child on this node */
     MH_CALL_FORWARDED, /* Call to a child on another node */
     MH_START_CHILD,    /* StartChild */
+    MH_CAST_LOCAL,     /* Cast to a child on this node */
+    MH_CAST_FORWARDED, /* Cast to a child on another node */
     MH_NSUP_HISTS
 };
 
@@ -103,6 +105,9 @@ uint64_t metrics_now_ns(void);
 void metrics_sup_inc(struct metrics *m, const struct sup_config *sup, enum metric_sup_counter k);
 void metrics_sup_observe(struct metrics *m, const struct sup_config *sup, enum metric_sup_hist h, uint64_t ns);
 void metrics_set_children(struct metrics *m, const struct sup_config *sup, const uint64_t counts[MS_NSTATES]);
+/* Mailbox depth of sup's children here: calls written and awaiting their reply,
+ * summed over the children and in the fullest one. */
+void metrics_set_mailbox(struct metrics *m, const struct sup_config *sup, uint64_t total, uint64_t max);
 void metrics_add(struct metrics *m, enum metric_counter k, uint64_t n);
 void metrics_set(struct metrics *m, enum metric_gauge g, int64_t v);
 void metrics_gauge_add(struct metrics *m, enum metric_gauge g, int64_t d);

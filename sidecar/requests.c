@@ -1005,7 +1005,7 @@ static void op_node_for(struct core *c, const char *supn, const char *key, int m
     }
 }
 
-/* ---------- metrics: the latency of a client's Call or StartChild ---------- */
+/* ---------- metrics: the latency of a client's Call, Cast or StartChild ---------- */
 
 struct timed {
     answer_fn done;
@@ -1020,25 +1020,37 @@ static void timed_done(void *arg, int code, const char *message, const ProtobufC
 {
     struct timed *t = arg;
     metrics_sup_observe(t->m, t->sup, t->hist, metrics_now_ns() - t->t0);
-    if (code == GRPC_STATUS_DEADLINE_EXCEEDED && t->hist != MH_START_CHILD)
+    if (code == GRPC_STATUS_DEADLINE_EXCEEDED && (t->hist == MH_CALL_LOCAL || t->hist == MH_CALL_FORWARDED))
         metrics_sup_inc(t->m, t->sup, MC_CALLS_TIMED_OUT);
     t->done(t->arg, code, message, reply);
     free(t);
 }
 
-/* With metrics on, a client's (not another node's) Call or StartChild to a known
- * supervisor is answered through timed_done.  0 when *done and *arg were replaced. */
+/* With metrics on, a client's (not another node's) Call, Cast or StartChild to a
+ * known supervisor is answered through timed_done.  0 when *done and *arg were
+ * replaced. */
 static int time_request(struct core *c, int op, ProtobufCMessage *r, unsigned flags, answer_fn *done, void **arg)
 {
-    if (!c->sv.metrics || flags || (op != CORE_CALL && op != CORE_START_CHILD)) return -1;
-    const char *supn = op == CORE_CALL ? ((Distsup__V1__CallRequest *)r)->supervisor
-                                       : ((Distsup__V1__StartChildRequest *)r)->supervisor;
+    if (!c->sv.metrics || flags) return -1;
+    const char *supn, *name = NULL;
+    if (op == CORE_CALL) {
+        supn = ((Distsup__V1__CallRequest *)r)->supervisor;
+        name = ((Distsup__V1__CallRequest *)r)->name;
+    } else if (op == CORE_CAST) {
+        supn = ((Distsup__V1__CastRequest *)r)->supervisor;
+        name = ((Distsup__V1__CastRequest *)r)->name;
+    } else if (op == CORE_START_CHILD) {
+        supn = ((Distsup__V1__StartChildRequest *)r)->supervisor;
+    } else {
+        return -1;
+    }
     struct sup *s = find_sup(c, supn);
     if (!s) return -1;
     struct timed *t = malloc(sizeof *t);
     if (!t) return -1; /* not timed, still answered */
     enum metric_sup_hist h = MH_START_CHILD;
-    if (op == CORE_CALL) h = find_child(s, ((Distsup__V1__CallRequest *)r)->name) ? MH_CALL_LOCAL : MH_CALL_FORWARDED;
+    if (op == CORE_CALL) h = find_child(s, name) ? MH_CALL_LOCAL : MH_CALL_FORWARDED;
+    if (op == CORE_CAST) h = find_child(s, name) ? MH_CAST_LOCAL : MH_CAST_FORWARDED;
     *t = (struct timed){*done, *arg, c->sv.metrics, s->cfg, h, metrics_now_ns()};
     *done = timed_done;
     *arg = t;

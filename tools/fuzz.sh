@@ -69,7 +69,7 @@ srcs+=("$gen"/distsup/v1/*.pb-c.c "$gen"/grpc/health/v1/health.pb-c.c "$gen"/grp
 
 SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer"
 CFLAGS="-std=c11 -D_GNU_SOURCE -g -O1 -Wall -Wextra -Wno-unused-parameter $SAN -I. -I$gen"
-LIBS="-lgrpc -lgpr -lprotobuf-c -lsodium -linih -lsqlite3 -ldl -lpthread"
+LIBS="-lgrpc -lgpr -lprotobuf-c -lsodium -linih -lsqlite3 -lmicrohttpd -ldl -lpthread"
 
 # Rebuilt only when something changed: the project's archive when a source, header,
 # generated file or flag did; the harnesses when they or the archive did.

@@ -120,6 +120,16 @@ class Metrics(ClusterTest):
         self.wait_query("sum(distsup_call_duration_seconds_count{node=%s})" % json.dumps(names[0]),
                         {"": float(N_ECHO + 1)}, "the calls' latency histogram on n1")
         self.wait_query("sum(distsup_casts_total)", {"": 1.0}, "the cast")
+        cast_loc = "local" if where["m2"] == names[0] else "forwarded"
+        self.wait_query('sum(distsup_cast_duration_seconds_count{node=%s, location="%s"})'
+                        % (json.dumps(names[0]), cast_loc), {"": 1.0}, "the cast's latency histogram on n1")
+        # A call the child holds for 8 s is in its node's mailbox, and only there.
+        slow = nodes[0].stub.Call.future(pb.CallRequest(name="m2", payload=b"sleep:8000", timeout_ms=20000),
+                                         timeout=30)
+        self.wait_query("sum by (node) (distsup_mailbox_calls) > 0", {where["m2"]: 1.0}, "the mailbox depth")
+        self.wait_query("max(distsup_mailbox_calls_max)", {"": 1.0}, "the fullest mailbox")
+        self.assertEqual(slow.result(timeout=30).payload, b"slept")
+        self.wait_query("sum(distsup_mailbox_calls)", {"": 0.0}, "the mailbox emptied")
 
         # kill -9 a node that is not n1 (the survivors' failover counters go up).
         victim = next(n for n in nodes[1:] if n.node_name != crashed_on)

@@ -119,6 +119,19 @@ static void test_histogram(void **state)
     has(t, "distsup_call_duration_seconds_sum{supervisor=\"default\",location=\"local\"} 20.000730000\n");
     has(t, "distsup_call_duration_seconds_count{supervisor=\"default\",location=\"forwarded\"} 0\n");
     free(t);
+    /* Casts have their own histogram, apart from the Calls'. */
+    metrics_sup_observe(m, &cfg.sups[0], MH_CAST_FORWARDED, 2000000); /* 2 ms */
+    t = render(m);
+    has(t, "distsup_cast_duration_seconds_bucket{supervisor=\"default\",location=\"forwarded\",le=\"0.001\"} 0\n");
+    has(t, "distsup_cast_duration_seconds_bucket{supervisor=\"default\",location=\"forwarded\",le=\"0.0025\"} 1\n");
+    has(t, "distsup_cast_duration_seconds_count{supervisor=\"default\",location=\"local\"} 0\n");
+    has(t, "distsup_call_duration_seconds_count{supervisor=\"default\",location=\"forwarded\"} 0\n");
+    free(t);
+    metrics_set_mailbox(m, &cfg.sups[0], 7, 5);
+    t = render(m);
+    has(t, "# TYPE distsup_mailbox_calls gauge\ndistsup_mailbox_calls{supervisor=\"default\"} 7\n");
+    has(t, "distsup_mailbox_calls_max{supervisor=\"default\"} 5\n");
+    free(t);
     metrics_free(m);
 }
 
