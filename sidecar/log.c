@@ -68,9 +68,23 @@ static void write_line(const char *line, size_t len)
     }
 }
 
-void log_msg(enum log_level level, const char *component, const char *fmt, ...)
+/* One JSON field ,"key":"value" at line[*len..]; value at most 255 bytes. */
+static void json_field(char *line, size_t *len, size_t cap, const char *key, const char *value)
 {
-    if (!log_enabled(level)) return;
+    size_t k = strlen(key);
+    if (*len + k + 6 > cap) return;
+    memcpy(line + *len, "\",\"", 3);
+    *len += 3;
+    memcpy(line + *len, key, k);
+    *len += k;
+    memcpy(line + *len, "\":\"", 3);
+    *len += 3;
+    json_str(line, len, cap, value, strnlen(value, 255));
+}
+
+static void vlog(enum log_level level, const char *component, const char *sup, const char *child, const char *fmt,
+                 va_list ap)
+{
     char line[4096], ts_text[40];
     struct timespec ts;
     struct tm tm;
@@ -79,10 +93,7 @@ void log_msg(enum log_level level, const char *component, const char *fmt, ...)
     snprintf(ts_text, sizeof ts_text, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900, tm.tm_mon + 1,
              tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000);
     char msg[4096];
-    va_list ap;
-    va_start(ap, fmt);
     int m = vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
     if (m < 0) return;
     size_t mlen = (size_t)m < sizeof msg ? (size_t)m : sizeof msg - 1;
     size_t len = 0;
@@ -98,6 +109,10 @@ void log_msg(enum log_level level, const char *component, const char *fmt, ...)
         memcpy(line + len, mid, strlen(mid));
         len += strlen(mid);
         json_str(line, &len, sizeof line - 16, json_node, strnlen(json_node, sizeof json_node - 1));
+        /* names are at most 255 bytes; a line of names full of escapes cuts the
+         * message, never the line's end */
+        if (sup) json_field(line, &len, sizeof line - 16, "supervisor", sup);
+        if (child) json_field(line, &len, sizeof line - 16, "child", child);
         memcpy(line + len, "\",\"msg\":\"", 9);
         len += 9;
         json_str(line, &len, sizeof line - 4, msg, mlen);
@@ -128,4 +143,22 @@ void log_msg(enum log_level level, const char *component, const char *fmt, ...)
     }
     line[len++] = '\n';
     write_line(line, len);
+}
+
+void log_msg(enum log_level level, const char *component, const char *fmt, ...)
+{
+    if (!log_enabled(level)) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vlog(level, component, NULL, NULL, fmt, ap);
+    va_end(ap);
+}
+
+void log_child(enum log_level level, const char *component, const char *sup, const char *child, const char *fmt, ...)
+{
+    if (!log_enabled(level)) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vlog(level, component, sup, child, fmt, ap);
+    va_end(ap);
 }

@@ -13,11 +13,18 @@ enum log_level { LOG_DEBUG = 0, LOG_INFO = 1, LOG_WARN = 2, LOG_ERROR = 3 };
 int log_level_parse(const char *s);
 void log_set_level(enum log_level level);
 /* From now on one JSON object a line: {"ts":"...","level":"info","subsystem":"core",
- * "node":NODE,"msg":"..."}.  node is copied.  Once, before other threads log. */
+ * "node":NODE,"msg":"..."}, with "supervisor" and "child" after "node" for log_child.  node is copied.  Once, before
+ * other threads log. */
 void log_set_json(const char *node);
 int log_enabled(enum log_level level);
 
 void log_msg(enum log_level level, const char *component, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* As log_msg, about one child: in JSON lines also "supervisor" (when sup is not
+ * NULL) and "child" fields.  Text lines are the same as log_msg's (the message names
+ * the child). */
+void log_child(enum log_level level, const char *component, const char *sup, const char *child, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
 
 #define log_debug(c, ...) \
     do { \

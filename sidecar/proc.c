@@ -81,8 +81,8 @@ static void log_line(struct proc *p, const char *stream, const char *s, size_t n
     uint64_t now = mono_ms();
     if (now - p->log_window >= 1000) {
         if (p->log_dropped)
-            log_warn("child", "%s: %u log lines dropped (more than %d a second)", p->name, p->log_dropped,
-                     PROC_LOG_LINES_PER_SEC);
+            log_child(LOG_WARN, "child", p->sup, p->name, "%s: %u log lines dropped (more than %d a second)", p->name,
+                      p->log_dropped, PROC_LOG_LINES_PER_SEC);
         p->log_window = now;
         p->log_lines = p->log_dropped = 0;
     }
@@ -106,7 +106,7 @@ static void log_line(struct proc *p, const char *stream, const char *s, size_t n
             esc[o++] = (char)ch;
         }
     }
-    log_info("child", "%s%s: %.*s", p->name, stream, (int)o, esc);
+    log_child(LOG_INFO, "child", p->sup, p->name, "%s%s: %.*s", p->name, stream, (int)o, esc);
 }
 
 /* Splits buffered bytes into log lines; at EOF the remainder is a line too. */

@@ -42,6 +42,7 @@ struct proc {
     int frames;   /* protocol FRAMES: stdout carries frames */
     struct loop *loop;
     const char *name; /* for the log; the owner's string */
+    const char *sup;  /* its supervisor's name, for the log (NULL: none); the owner's */
     const struct proc_hooks *hooks;
     void *arg;
     struct loop_watch w_out, w_err, w_in, w_pid;

@@ -12,6 +12,10 @@
 #include "sidecar/log.h"
 #include "sidecar/trace.h"
 
+/* A line about child ch: JSON logs give its supervisor and name as fields. */
+#define CH_LOG(level, ch, ...) \
+    log_child(level, "supervise", (ch)->cfg ? (ch)->cfg->name : NULL, (ch)->name, __VA_ARGS__)
+
 #define container_of(p, type, member) ((type *)((char *)(p)-offsetof(type, member)))
 
 /* What an event brings along. */
@@ -162,7 +166,7 @@ static int spawn_incarnation(struct sv *sv, struct child *ch, char *err, size_t 
     Distsup__V1__ChildFrame f = DISTSUP__V1__CHILD_FRAME__INIT;
     f.frame_case = DISTSUP__V1__CHILD_FRAME__FRAME_INIT;
     f.init = &init;
-    if (sv->ops->send(ch, &f) != 0) log_warn("supervise", "child %s: cannot send Init", ch->name);
+    if (sv->ops->send(ch, &f) != 0) CH_LOG(LOG_WARN, ch, "child %s: cannot send Init", ch->name);
     return 0;
 }
 
@@ -220,7 +224,7 @@ static void a_stop(struct sv *sv, struct child *ch, const struct sv_input *in)
         Distsup__V1__ChildFrame f = DISTSUP__V1__CHILD_FRAME__INIT;
         f.frame_case = DISTSUP__V1__CHILD_FRAME__FRAME_TERMINATE;
         f.terminate = &t;
-        if (sv->ops->send(ch, &f) != 0) log_warn("supervise", "child %s: cannot send Terminate", ch->name);
+        if (sv->ops->send(ch, &f) != 0) CH_LOG(LOG_WARN, ch, "child %s: cannot send Terminate", ch->name);
         ch->st = SV_STOP_FRAME;
         /* Half its shutdown_ms to hand off its state and leave by itself (a loaded
          * host may need more than a moment); SIGTERM then. */
@@ -259,8 +263,8 @@ static void a_sigterm(struct sv *sv, struct child *ch, const struct sv_input *in
 static void a_sigkill(struct sv *sv, struct child *ch, const struct sv_input *in)
 {
     (void)in;
-    log_warn("supervise", "child %s did not stop within shutdown_ms=%u; sending SIGKILL", ch->name,
-             spec_shutdown_ms(ch->spec));
+    CH_LOG(LOG_WARN, ch, "child %s did not stop within shutdown_ms=%u; sending SIGKILL", ch->name,
+           spec_shutdown_ms(ch->spec));
     sv->ops->signal(ch, SIGKILL);
     ch->st = SV_STOP_KILL;
 }
@@ -296,7 +300,7 @@ static void restart_or_fail(struct sv *sv, struct child *ch, int code, int sig, 
         char why[256];
         snprintf(why, sizeof why, "%s; restart bound reached (%u restarts within %us)", reason, cfg->max_restarts,
                  cfg->max_seconds);
-        log_error("supervise", "child %s failed: %s; it will not be restarted", ch->name, why);
+        CH_LOG(LOG_ERROR, ch, "child %s failed: %s; it will not be restarted", ch->name, why);
         metrics_sup_inc(sv->metrics, ch->cfg, MC_RESTART_BOUND);
         ch->st = SV_FAILED;
         ch->timer_at = 0;
@@ -308,8 +312,8 @@ static void restart_or_fail(struct sv *sv, struct child *ch, int code, int sig, 
     uint64_t delay = restart_backoff_ms(recent, cfg->backoff_ms, cfg->backoff_max_ms);
     ch->restarts++;
     metrics_sup_inc(sv->metrics, ch->cfg, MC_RESTARTS);
-    log_warn("supervise", "child %s %s; restarting it in %llums (restart %u)", ch->name, reason,
-             (unsigned long long)delay, ch->restarts);
+    CH_LOG(LOG_WARN, ch, "child %s %s; restarting it in %llums (restart %u)", ch->name, reason,
+           (unsigned long long)delay, ch->restarts);
     emit(sv, ch, DISTSUP__V1__EVENT_KIND__PROCESS_RESTART, code, sig, reason);
     ch->proc.pid = 0;
     ch->st = SV_BACKOFF;
@@ -358,13 +362,13 @@ static void exit_outcome(struct sv *sv, struct child *ch, const struct sv_input 
     }
     switch (why) {
     case SV_WHY_MOVE: /* its State is captured: it starts on its new node */
-        log_info("supervise", "child %s stopped to move (%s)", ch->name, reason);
+        CH_LOG(LOG_INFO, ch, "child %s stopped to move (%s)", ch->name, reason);
         ch->proc.pid = 0;
         ch->st = SV_IDLE;
         sv->hooks.moved_out(sv->hooks.arg, ch);
         return;
     case SV_WHY_SUSPEND: /* no quorum: kept, to start when it is back */
-        log_info("supervise", "child %s stopped for want of quorum (%s)", ch->name, reason);
+        CH_LOG(LOG_INFO, ch, "child %s stopped for want of quorum (%s)", ch->name, reason);
         ch->st = SV_IDLE; /* before its event: the peers hear it is held back (not running) */
         emit(sv, ch, DISTSUP__V1__EVENT_KIND__PROCESS_STOP, code, sig, "stopped: this node has no quorum");
         ch->proc.pid = 0;
@@ -372,7 +376,7 @@ static void exit_outcome(struct sv *sv, struct child *ch, const struct sv_input 
     case SV_WHY_REMOVE:
     case SV_WHY_PARK: {
         const char *w = ch->stop_reason ? ch->stop_reason : reason;
-        log_info("supervise", "child %s stopped (%s)", ch->name, w);
+        CH_LOG(LOG_INFO, ch, "child %s stopped (%s)", ch->name, w);
         emit(sv, ch, DISTSUP__V1__EVENT_KIND__PROCESS_STOP, code, sig, w);
         sv_answer_terminate(ch, code, sig);
         if (why == SV_WHY_REMOVE) {
@@ -388,7 +392,7 @@ static void exit_outcome(struct sv *sv, struct child *ch, const struct sv_input 
     int restart = ch->spec->restart == DISTSUP__V1__RESTART_TYPE__PERMANENT ||
         (ch->spec->restart == DISTSUP__V1__RESTART_TYPE__TRANSIENT && !normal);
     if (!restart) {
-        log_info("supervise", "child %s %s; its restart type says it stays down", ch->name, reason);
+        CH_LOG(LOG_INFO, ch, "child %s %s; its restart type says it stays down", ch->name, reason);
         emit(sv, ch, DISTSUP__V1__EVENT_KIND__PROCESS_STOP, code, sig, reason);
         sv->hooks.remove(sv->hooks.arg, ch, reason);
         return;
@@ -417,7 +421,7 @@ void sv_start_or_retry(struct sv *sv, struct child *ch, const char *what)
 {
     char err[512];
     if (sv_start(sv, ch, err, sizeof err) == 0) return;
-    log_error("supervise", "child %s: %s failed: %s", ch->name, what, err);
+    CH_LOG(LOG_ERROR, ch, "child %s: %s failed: %s", ch->name, what, err);
     struct sv_input in = {.status = 127 << 8}; /* counts as another abnormal exit */
     exit_outcome(sv, ch, &in);
 }
@@ -439,8 +443,8 @@ void sv_frame(struct sv *sv, struct child *ch, const Distsup__V1__ChildFrame *f)
         struct pending_call *p = ch->calls;
         while (p && p->ref != r->ref) p = p->next;
         if (!p) {
-            log_debug("supervise", "child %s: reply to unknown or expired call %llu", ch->name,
-                      (unsigned long long)r->ref);
+            CH_LOG(LOG_DEBUG, ch, "child %s: reply to unknown or expired call %llu", ch->name,
+                   (unsigned long long)r->ref);
             break;
         }
         unlink_call(ch, p);
@@ -460,8 +464,8 @@ void sv_frame(struct sv *sv, struct child *ch, const Distsup__V1__ChildFrame *f)
     case DISTSUP__V1__CHILD_FRAME__FRAME_STATE: {
         uint8_t *b = malloc(f->state->state.len ? f->state->state.len : 1);
         if (!b) {
-            log_error("supervise", "child %s: out of memory keeping its State (%zu bytes)", ch->name,
-                      f->state->state.len);
+            CH_LOG(LOG_ERROR, ch, "child %s: out of memory keeping its State (%zu bytes)", ch->name,
+                   f->state->state.len);
             break;
         }
         memcpy(b, f->state->state.data, f->state->state.len);
@@ -471,8 +475,8 @@ void sv_frame(struct sv *sv, struct child *ch, const Distsup__V1__ChildFrame *f)
         break;
     }
     default:
-        log_warn("supervise", "child %s sent a frame of kind %d, which only the sidecar sends; ignored", ch->name,
-                 (int)f->frame_case);
+        CH_LOG(LOG_WARN, ch, "child %s sent a frame of kind %d, which only the sidecar sends; ignored", ch->name,
+               (int)f->frame_case);
         break;
     }
 }
@@ -631,6 +635,7 @@ struct child *sv_child_new(struct sv *sv, Distsup__V1__ChildSpec *spec, const st
     ch->st = SV_IDLE;
     ch->next_ref = 1;
     proc_init(&ch->proc, sv->loop, ch->name, &proc_hooks, sv);
+    ch->proc.sup = cfg ? cfg->name : NULL;
     return ch;
 }
 

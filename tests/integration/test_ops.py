@@ -576,15 +576,23 @@ class JsonLogTest(DaemonTest):
             name="noisy", argv=["/bin/sh", "-c", "printf 'bad \\033[2J \\\"q\\\"\\n' >&2; sleep 60"],
             protocol=pb.NONE)))
         wait_for(lambda: "noisy" in d.read_log() and "bad" in d.read_log(), what="the child's line")
+        d.stub.TerminateChild(pb.TerminateChildRequest(name="noisy"))
+        wait_for(lambda: "noisy stopped" in d.read_log(), what="the child's stop")
         lines = [ln for ln in d.read_log().splitlines() if ln.strip()]
         objs = [json.loads(ln) for ln in lines]  # every line parses
         for o in objs:
-            self.assertEqual(sorted(o), ["level", "msg", "node", "subsystem", "ts"])
+            fields = ["level", "msg", "node", "subsystem", "ts"]
+            if o["subsystem"] in ("child", "supervise"):  # lines about one child name it
+                fields += ["child", "supervisor"]
+            self.assertEqual(sorted(o), sorted(fields), o)
             self.assertEqual(o["node"], "jn@test")
             self.assertIn(o["level"], ("debug", "info", "warn", "error"))
         child = [o for o in objs if o["subsystem"] == "child" and "bad" in o["msg"]]
         self.assertEqual(len(child), 1, objs)
         self.assertIn("noisy", child[0]["msg"])
+        self.assertEqual((child[0]["child"], child[0]["supervisor"]), ("noisy", "default"))
+        stop = [o for o in objs if o["subsystem"] == "supervise" and "noisy stopped" in o["msg"]]
+        self.assertEqual([(o["child"], o["supervisor"]) for o in stop], [("noisy", "default")], objs)
 
 
 class ThousandChildrenTest(DaemonTest):

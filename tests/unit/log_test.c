@@ -14,15 +14,17 @@
 
 #include "sidecar/log.h"
 
-/* Runs one log call with stderr on a pipe; returns what it wrote. */
-static char *capture(const char *who, const char *s)
+/* Runs one log call with stderr on a pipe (log_child when child is not NULL);
+ * returns what it wrote. */
+static char *capture_child(const char *sup, const char *child, const char *who, const char *s)
 {
     int fds[2];
     assert_int_equal(pipe(fds), 0);
     int saved = dup(STDERR_FILENO);
     assert_true(saved >= 0);
     assert_true(dup2(fds[1], STDERR_FILENO) >= 0);
-    log_info("test", "node %s said: %s", who, s);
+    if (child) log_child(LOG_INFO, "test", sup, child, "node %s said: %s", who, s);
+    else log_info("test", "node %s said: %s", who, s);
     assert_true(dup2(saved, STDERR_FILENO) >= 0);
     close(saved);
     close(fds[1]);
@@ -33,6 +35,8 @@ static char *capture(const char *who, const char *s)
     close(fds[0]);
     return buf;
 }
+
+static char *capture(const char *who, const char *s) { return capture_child(NULL, NULL, who, s); }
 
 static void test_a_forged_line_stays_one_line(void **state)
 {
@@ -69,6 +73,16 @@ static void test_a_long_message_is_cut_not_overrun(void **state)
     free(big);
 }
 
+/* In text, a line about a child is the same as any other (its message names it). */
+static void test_text_child_line_has_no_fields(void **state)
+{
+    (void)state;
+    char *out = capture_child("default", "w1", "n1@test", "hi");
+    assert_non_null(strstr(out, " INFO  test: node n1@test said: hi\n"));
+    assert_null(strstr(out, "default"));
+    free(out);
+}
+
 /* log_format = json: one object a line that a JSON parser reads back, whatever the
  * message holds.  Run last: the format is the process's from then on. */
 static void test_json_lines(void **state)
@@ -82,6 +96,15 @@ static void test_json_lines(void **state)
                            "\",\"level\":\"info\",\"subsystem\":\"test\",\"node\":\"n1@test\",\"msg\":\"node n2@test "
                            "said: a \\\"quoted\\\" \\\\path\\\\ and\\u000aa second line\\u0001\"}\n"));
     free(out);
+    /* a line about a child: its supervisor and name as fields, escaped */
+    out = capture_child("default", "w\"1\n", "n2@test", "up");
+    assert_non_null(strstr(out,
+                           "\"node\":\"n1@test\",\"supervisor\":\"default\",\"child\":\"w\\\"1\\u000a\",\"msg\":"
+                           "\"node n2@test said: up\"}\n"));
+    free(out);
+    out = capture_child(NULL, "w2", "n2@test", "up"); /* no supervisor known */
+    assert_non_null(strstr(out, "\"node\":\"n1@test\",\"child\":\"w2\",\"msg\":"));
+    free(out);
 }
 
 int main(void)
@@ -90,6 +113,7 @@ int main(void)
         cmocka_unit_test(test_a_forged_line_stays_one_line),
         cmocka_unit_test(test_plain_text_and_utf8_are_unchanged),
         cmocka_unit_test(test_a_long_message_is_cut_not_overrun),
+        cmocka_unit_test(test_text_child_line_has_no_fields),
         cmocka_unit_test(test_json_lines),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
