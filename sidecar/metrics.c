@@ -222,6 +222,26 @@ static void sup_counter(struct buf *b, struct metrics *m, const char *name, cons
         put(b, "%s{supervisor=\"%s\"} %llu\n", name, m->label[i], (unsigned long long)ld(&m->sup[i].counter[k]));
 }
 
+/* A histogram per supervisor: local's, or with forwarded < MH_NSUP_HISTS local's and
+ * forwarded's under a location label. */
+static void sup_hist(struct buf *b, struct metrics *m, const char *name, const char *help, enum metric_sup_hist local,
+                     enum metric_sup_hist forwarded)
+{
+    head(b, name, "histogram", help);
+    for (size_t i = 0; i < m->cfg->n_sups; i++) {
+        char l[300];
+        if (forwarded == MH_NSUP_HISTS) {
+            snprintf(l, sizeof l, "supervisor=\"%s\"", m->label[i]);
+            put_hist(b, name, l, &m->sup[i].hist[local]);
+            continue;
+        }
+        snprintf(l, sizeof l, "supervisor=\"%s\",location=\"local\"", m->label[i]);
+        put_hist(b, name, l, &m->sup[i].hist[local]);
+        snprintf(l, sizeof l, "supervisor=\"%s\",location=\"forwarded\"", m->label[i]);
+        put_hist(b, name, l, &m->sup[i].hist[forwarded]);
+    }
+}
+
 static void node_counter(struct buf *b, struct metrics *m, const char *name, const char *help, enum metric_counter k)
 {
     head(b, name, "counter", help);
@@ -326,31 +346,14 @@ char *metrics_render(struct metrics *m, size_t *len)
                 "Calls answered DEADLINE_EXCEEDED, counted on the node the client asked.", MC_CALLS_TIMED_OUT);
     sup_counter(&b, m, "distsup_calls_refused_total", "Calls refused because the child's mailbox was full.",
                 MC_CALLS_REFUSED);
-    head(&b, "distsup_call_duration_seconds", "histogram",
-         "Call latency in the reactor, from the request to its answer, by location of the child.");
-    for (size_t i = 0; i < m->cfg->n_sups; i++) {
-        char l[300];
-        snprintf(l, sizeof l, "supervisor=\"%s\",location=\"local\"", m->label[i]);
-        put_hist(&b, "distsup_call_duration_seconds", l, &m->sup[i].hist[MH_CALL_LOCAL]);
-        snprintf(l, sizeof l, "supervisor=\"%s\",location=\"forwarded\"", m->label[i]);
-        put_hist(&b, "distsup_call_duration_seconds", l, &m->sup[i].hist[MH_CALL_FORWARDED]);
-    }
-    head(&b, "distsup_cast_duration_seconds", "histogram",
-         "Cast latency in the reactor, from the request to its answer, by location of the child.");
-    for (size_t i = 0; i < m->cfg->n_sups; i++) {
-        char l[300];
-        snprintf(l, sizeof l, "supervisor=\"%s\",location=\"local\"", m->label[i]);
-        put_hist(&b, "distsup_cast_duration_seconds", l, &m->sup[i].hist[MH_CAST_LOCAL]);
-        snprintf(l, sizeof l, "supervisor=\"%s\",location=\"forwarded\"", m->label[i]);
-        put_hist(&b, "distsup_cast_duration_seconds", l, &m->sup[i].hist[MH_CAST_FORWARDED]);
-    }
-    head(&b, "distsup_start_child_duration_seconds", "histogram",
-         "StartChild latency in the reactor, from the request to its answer.");
-    for (size_t i = 0; i < m->cfg->n_sups; i++) {
-        char l[300];
-        snprintf(l, sizeof l, "supervisor=\"%s\"", m->label[i]);
-        put_hist(&b, "distsup_start_child_duration_seconds", l, &m->sup[i].hist[MH_START_CHILD]);
-    }
+    sup_hist(&b, m, "distsup_call_duration_seconds",
+             "Call latency in the reactor, from the request to its answer, by location of the child.", MH_CALL_LOCAL,
+             MH_CALL_FORWARDED);
+    sup_hist(&b, m, "distsup_cast_duration_seconds",
+             "Cast latency in the reactor, from the request to its answer, by location of the child.", MH_CAST_LOCAL,
+             MH_CAST_FORWARDED);
+    sup_hist(&b, m, "distsup_start_child_duration_seconds",
+             "StartChild latency in the reactor, from the request to its answer.", MH_START_CHILD, MH_NSUP_HISTS);
     head(&b, "distsup_store_write_duration_seconds", "histogram", "SQLite write (or commit) latency.");
     put_hist(&b, "distsup_store_write_duration_seconds", "", &m->store_write);
     node_counter(&b, m, "distsup_store_write_failures_total", "SQLite writes that failed.", MN_STORE_WRITES_FAILED);
