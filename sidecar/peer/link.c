@@ -6,6 +6,7 @@
 #include <grpc/support/alloc.h>
 #include <grpc/support/time.h>
 #include <sodium.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -483,64 +484,88 @@ static int packet_bounds(grpc_byte_buffer *bb, size_t *off, size_t *len)
     return -1;
 }
 
+/* A handshake that failed: logged, counted by reason, the link closed. */
+static void hs_refuse(struct link *l, enum log_level level, enum metric_counter why, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void hs_refuse(struct link *l, enum log_level level, enum metric_counter why, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    log_msg(level, "peer", "%s", msg);
+    metrics_add(l->ls->metrics, why, 1);
+    link_close(l, NULL);
+}
+
+/* The peer's static key, on either side: not this node's own, and in the trust file.
+ * 0, or -1 with the link refused. */
+static int hs_check_key(struct link *l, const uint8_t peer_static[HS_KEY_LEN])
+{
+    struct linkset *ls = l->ls;
+    if (sodium_memcmp(peer_static, ls->id->kp.pk, HS_KEY_LEN) == 0) {
+        if (l->initiator)
+            hs_refuse(l, LOG_INFO, MN_HS_FAIL_UNTRUSTED,
+                      "link to %s refused: the node there presented this node's own key (this node "
+                      "itself, or a dial sent back here)",
+                      l->addr);
+        else
+            hs_refuse(l, LOG_WARN, MN_HS_FAIL_UNTRUSTED,
+                      "refused a link from %s: it presented this node's own key (a dial of this node "
+                      "sent back to it, or a stolen key)",
+                      l->addr);
+        return -1;
+    }
+    if (!identity_trusts(ls->id, peer_static)) {
+        char hex[2 * HS_KEY_LEN + 1];
+        key_hex(peer_static, hex);
+        if (l->initiator)
+            hs_refuse(l, LOG_WARN, MN_HS_FAIL_UNTRUSTED, "link to %s refused: its key %s is not in the trust file",
+                      l->addr, hex);
+        else
+            hs_refuse(l, LOG_WARN, MN_HS_FAIL_UNTRUSTED, "refused a link from %s: key %s is not in the trust file",
+                      l->addr, hex);
+        return -1;
+    }
+    memcpy(l->peer_pk, peer_static, HS_KEY_LEN);
+    return 0;
+}
+
 static void handshake_step(struct link *l, const uint8_t *d, size_t n)
 {
     struct linkset *ls = l->ls;
     uint8_t peer_static[HS_KEY_LEN];
-    char hex[2 * HS_KEY_LEN + 1];
     const uint8_t *psk = ls->id->has_psk ? ls->id->psk : NULL;
     if (!l->initiator && l->hs_step == 0) {
         enum hs_result r = hs_responder_read1(&l->hs, &ls->id->kp, psk, d, n, peer_static);
         if (r == HS_BAD_VERSION) {
-            log_warn("peer",
-                     "refused a link from %s: it speaks peer link protocol %c, this node %d (another "
-                     "distsupd release: every node of a cluster must run a release with the same link "
-                     "protocol; docs/cluster.md)",
-                     l->addr, (char)d[3], HS_LINK_VERSION);
-            metrics_add(ls->metrics, MN_HS_FAIL_BAD_MESSAGE, 1);
-            link_close(l, NULL);
+            hs_refuse(l, LOG_WARN, MN_HS_FAIL_BAD_MESSAGE,
+                      "refused a link from %s: it speaks peer link protocol %c, this node %d (another "
+                      "distsupd release: every node of a cluster must run a release with the same link "
+                      "protocol; docs/cluster.md)",
+                      l->addr, (char)d[3], HS_LINK_VERSION);
             return;
         }
         if (r != HS_OK) {
-            log_warn("peer", "refused a link from %s: not a distsup peer handshake", l->addr);
-            metrics_add(ls->metrics, MN_HS_FAIL_BAD_MESSAGE, 1);
-            link_close(l, NULL);
+            hs_refuse(l, LOG_WARN, MN_HS_FAIL_BAD_MESSAGE, "refused a link from %s: not a distsup peer handshake",
+                      l->addr);
             return;
         }
-        if (sodium_memcmp(peer_static, ls->id->kp.pk, HS_KEY_LEN) == 0) {
-            log_warn("peer",
-                     "refused a link from %s: it presented this node's own key (a dial of this node "
-                     "sent back to it, or a stolen key)",
-                     l->addr);
-            metrics_add(ls->metrics, MN_HS_FAIL_UNTRUSTED, 1);
-            link_close(l, NULL);
-            return;
-        }
-        if (!identity_trusts(ls->id, peer_static)) {
-            key_hex(peer_static, hex);
-            log_warn("peer", "refused a link from %s: key %s is not in the trust file", l->addr, hex);
-            metrics_add(ls->metrics, MN_HS_FAIL_UNTRUSTED, 1);
-            link_close(l, NULL);
-            return;
-        }
-        memcpy(l->peer_pk, peer_static, HS_KEY_LEN);
+        if (hs_check_key(l, peer_static) != 0) return;
         uint8_t msg2[HS_MSG2_LEN];
         if (hs_responder_write2(&l->hs, msg2) != HS_OK) {
-            log_warn("peer", "refused a link from %s: degenerate ephemeral key", l->addr);
-            metrics_add(ls->metrics, MN_HS_FAIL_OTHER, 1);
-            link_close(l, NULL);
+            hs_refuse(l, LOG_WARN, MN_HS_FAIL_OTHER, "refused a link from %s: degenerate ephemeral key", l->addr);
             return;
         }
         l->hs_step = 1;
         send_raw(l, msg2, sizeof msg2);
     } else if (!l->initiator) {
         if (hs_responder_read3(&l->hs, d, n, &l->seal) != HS_OK) {
-            log_warn("peer",
-                     "refused a link from %s: it did not prove it holds its key, or it has "
-                     "another cluster key",
-                     l->addr);
-            metrics_add(ls->metrics, MN_HS_FAIL_BAD_MESSAGE, 1);
-            link_close(l, NULL);
+            hs_refuse(l, LOG_WARN, MN_HS_FAIL_BAD_MESSAGE,
+                      "refused a link from %s: it did not prove it holds its key, or it has "
+                      "another cluster key",
+                      l->addr);
             return;
         }
         hs_wipe(&l->hs);
@@ -550,31 +575,13 @@ static void handshake_step(struct link *l, const uint8_t *d, size_t n)
     } else {
         enum hs_result r = hs_initiator_read2(&l->hs, d, n, peer_static);
         if (r != HS_OK) {
-            log_warn("peer", "link to %s refused: %s", l->addr,
-                     r == HS_BAD_PROOF ? "the node did not prove it holds its key, or it has another "
-                                         "cluster key"
-                                       : "not a distsup peer handshake");
-            metrics_add(ls->metrics, MN_HS_FAIL_BAD_MESSAGE, 1);
-            link_close(l, NULL);
+            hs_refuse(l, LOG_WARN, MN_HS_FAIL_BAD_MESSAGE, "link to %s refused: %s", l->addr,
+                      r == HS_BAD_PROOF ? "the node did not prove it holds its key, or it has another "
+                                          "cluster key"
+                                        : "not a distsup peer handshake");
             return;
         }
-        if (sodium_memcmp(peer_static, ls->id->kp.pk, HS_KEY_LEN) == 0) {
-            log_info("peer",
-                     "link to %s refused: the node there presented this node's own key (this node "
-                     "itself, or a dial sent back here)",
-                     l->addr);
-            metrics_add(ls->metrics, MN_HS_FAIL_UNTRUSTED, 1);
-            link_close(l, NULL);
-            return;
-        }
-        if (!identity_trusts(ls->id, peer_static)) {
-            key_hex(peer_static, hex);
-            log_warn("peer", "link to %s refused: its key %s is not in the trust file", l->addr, hex);
-            metrics_add(ls->metrics, MN_HS_FAIL_UNTRUSTED, 1);
-            link_close(l, NULL);
-            return;
-        }
-        memcpy(l->peer_pk, peer_static, HS_KEY_LEN);
+        if (hs_check_key(l, peer_static) != 0) return;
         uint8_t msg3[HS_MSG3_LEN];
         hs_initiator_write3(&l->hs, msg3, &l->seal);
         hs_wipe(&l->hs);
