@@ -79,6 +79,11 @@ class SupervisorStub(object):
                 request_serializer=distsup_dot_v1_dot_supervisor__pb2.WatchRequest.SerializeToString,
                 response_deserializer=distsup_dot_v1_dot_supervisor__pb2.Event.FromString,
                 )
+        self.Host = channel.stream_stream(
+                '/distsup.v1.Supervisor/Host',
+                request_serializer=distsup_dot_v1_dot_supervisor__pb2.HostUp.SerializeToString,
+                response_deserializer=distsup_dot_v1_dot_supervisor__pb2.HostDown.FromString,
+                )
 
 
 class SupervisorServicer(object):
@@ -162,6 +167,15 @@ class SupervisorServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Host(self, request_iterator, context):
+        """An app attaches to its own node's distsupd and hosts children of the kinds it
+        names (docs/hosting.md).  The first message up is a HostUp with hello; the
+        first down is a HostDown with welcome.  Then children's frames both ways.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SupervisorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -229,6 +243,11 @@ def add_SupervisorServicer_to_server(servicer, server):
                     servicer.Watch,
                     request_deserializer=distsup_dot_v1_dot_supervisor__pb2.WatchRequest.FromString,
                     response_serializer=distsup_dot_v1_dot_supervisor__pb2.Event.SerializeToString,
+            ),
+            'Host': grpc.stream_stream_rpc_method_handler(
+                    servicer.Host,
+                    request_deserializer=distsup_dot_v1_dot_supervisor__pb2.HostUp.FromString,
+                    response_serializer=distsup_dot_v1_dot_supervisor__pb2.HostDown.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -458,5 +477,22 @@ class Supervisor(object):
         return grpc.experimental.unary_stream(request, target, '/distsup.v1.Supervisor/Watch',
             distsup_dot_v1_dot_supervisor__pb2.WatchRequest.SerializeToString,
             distsup_dot_v1_dot_supervisor__pb2.Event.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def Host(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(request_iterator, target, '/distsup.v1.Supervisor/Host',
+            distsup_dot_v1_dot_supervisor__pb2.HostUp.SerializeToString,
+            distsup_dot_v1_dot_supervisor__pb2.HostDown.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
