@@ -32,9 +32,9 @@
 #define HOST_METHOD "/distsup.v1.Supervisor/Host"
 #define MAX_KINDS 64
 #define KIND_NAME_MAX 200
-#define UP_MAX (1u << 20)           /* bytes of frames in one HostUp (one frame may be more) */
-#define FIELD_FRAMES 0x12           /* HostUp.frames: field 2, length-delimited */
-#define FIELD_PONG 0x1a             /* HostUp.pong: field 3, length-delimited */
+#define UP_MAX (1u << 20)            /* bytes of frames in one HostUp (one frame may be more) */
+#define FIELD_FRAMES 0x12            /* HostUp.frames: field 2, length-delimited */
+#define FIELD_PONG 0x1a              /* HostUp.pong: field 3, length-delimited */
 #define DEFAULT_DAEMON_TIMEOUT 10000 /* ms of silence before the welcome's timeout_ms is known */
 
 struct kind {
@@ -56,7 +56,7 @@ struct ds_host_child {
     void *user;
     const char *name, *id, *supervisor, *node; /* in strs */
     const char *traceparent, *tracestate;      /* the message's, during a callback */
-    char *stop_reason;                          /* set by ds_host_child_stop */
+    char *stop_reason;                         /* set by ds_host_child_stop */
     bool stop, stop_normal;
     char strs[];
 };
@@ -168,7 +168,9 @@ static char *read_small_file(const char *what, const char *path, ds_error *err, 
     if (bad || n == 0 || n > cap) {
         free(b);
         *rc = fail(err, DS_INVALID_ARGUMENT, "%s %s: %s", what, path,
-                   bad ? "read error" : n == 0 ? "the file is empty" : "the file is larger than 1 MiB");
+                   bad          ? "read error"
+                       : n == 0 ? "the file is empty"
+                                : "the file is larger than 1 MiB");
         return NULL;
     }
     b[n] = '\0';
@@ -223,8 +225,9 @@ static grpc_channel_credentials *make_creds(const ds_connect_options *o, ds_erro
     char *ca = NULL, *cert = NULL, *key = NULL;
     grpc_channel_credentials *creds = NULL;
     if (!empty(o->tls_ca_file) && (ca = read_small_file("TLS CA file", o->tls_ca_file, err, rc)) == NULL) goto out;
-    if (!empty(o->tls_cert_file) && ((cert = read_small_file("TLS certificate", o->tls_cert_file, err, rc)) == NULL ||
-                                     (key = read_small_file("TLS key", o->tls_key_file, err, rc)) == NULL))
+    if (!empty(o->tls_cert_file) &&
+        ((cert = read_small_file("TLS certificate", o->tls_cert_file, err, rc)) == NULL ||
+         (key = read_small_file("TLS key", o->tls_key_file, err, rc)) == NULL))
         goto out;
     grpc_ssl_pem_key_cert_pair pair = {key, cert};
     creds = grpc_ssl_credentials_create(ca, cert ? &pair : NULL, NULL, NULL);
@@ -708,10 +711,8 @@ static void do_call(ds_host *h, ds_host_child *c, const Distsup__V1__CallFrame *
     ds_host_reply r = {0};
     int rc = 0;
     set_trace(c, call->traceparent, call->tracestate);
-    if (c->kind->vt.handle_call)
-        rc = c->kind->vt.handle_call(c->user, call->payload.data, call->payload.len, &r, c);
-    else if (ds_host_reply_error(&r, DS_UNIMPLEMENTED, "this child does not handle calls") != 0)
-        rc = -1;
+    if (c->kind->vt.handle_call) rc = c->kind->vt.handle_call(c->user, call->payload.data, call->payload.len, &r, c);
+    else if (ds_host_reply_error(&r, DS_UNIMPLEMENTED, "this child does not handle calls") != 0) rc = -1;
     Distsup__V1__Reply reply = DISTSUP__V1__REPLY__INIT;
     reply.ref = call->ref;
     if (r.error) {
@@ -1051,8 +1052,9 @@ static int session(ds_host *h, bool *welcomed, bool *from_daemon, ds_error *err)
 
     while (s.send_busy || s.recv_busy || s.status_busy) {
         if (h->sess_code != DS_OK) s.cancelled = true; /* session_fail cancelled the call */
-        gpr_timespec dl = s.cancelled ? gpr_inf_future(GPR_CLOCK_MONOTONIC)
-                                      : at_ms(s.last_rx + s.timeout_ms > now_ms() ? s.last_rx + s.timeout_ms - now_ms() : 0);
+        gpr_timespec dl = s.cancelled
+            ? gpr_inf_future(GPR_CLOCK_MONOTONIC)
+            : at_ms(s.last_rx + s.timeout_ms > now_ms() ? s.last_rx + s.timeout_ms - now_ms() : 0);
         grpc_event ev = grpc_completion_queue_next(s.cq, dl, NULL);
         if (ev.type == GRPC_QUEUE_TIMEOUT) {
             if (!s.cancelled && now_ms() >= s.last_rx + s.timeout_ms)
@@ -1087,10 +1089,8 @@ static int session(ds_host *h, bool *welcomed, bool *from_daemon, ds_error *err)
         if (s.status == GRPC_STATUS_OK)
             rc = fail(err, DS_UNAVAILABLE, "the daemon ended the session%s%.*s", n ? ": " : "", (int)n,
                       (const char *)GRPC_SLICE_START_PTR(s.details));
-        else if (n)
-            rc = fail(err, (int)s.status, "%.*s", (int)n, (const char *)GRPC_SLICE_START_PTR(s.details));
-        else
-            rc = fail(err, (int)s.status, "%s", ds_status_name((int)s.status));
+        else if (n) rc = fail(err, (int)s.status, "%.*s", (int)n, (const char *)GRPC_SLICE_START_PTR(s.details));
+        else rc = fail(err, (int)s.status, "%s", ds_status_name((int)s.status));
     }
     pthread_mutex_lock(&h->mu);
     h->call = NULL;
@@ -1131,7 +1131,7 @@ static void backoff_wait(ds_host *h, uint32_t ms)
 static bool hopeless(int code)
 {
     return code == DS_INVALID_ARGUMENT || code == DS_UNAUTHENTICATED || code == DS_PERMISSION_DENIED ||
-           code == DS_UNIMPLEMENTED;
+        code == DS_UNIMPLEMENTED;
 }
 
 int ds_host_run(ds_host *h, ds_error *err)

@@ -172,9 +172,10 @@ static void *signals(void *arg)
 
 static int usage(void)
 {
-    fprintf(stderr, "usage: counter_host [--target ADDR] [--kind NAME] [--capacity N] [--name NAME]\n"
-                    "                    [--token-file FILE] [--tls-ca FILE] [--tls-cert FILE --tls-key FILE]\n"
-                    "                    [--verbose]\n");
+    fprintf(stderr,
+            "usage: counter_host [--target ADDR] [--kind NAME] [--capacity N] [--name NAME]\n"
+            "                    [--token-file FILE] [--tls-ca FILE] [--tls-cert FILE --tls-key FILE]\n"
+            "                    [--verbose]\n");
     return 2;
 }
 
