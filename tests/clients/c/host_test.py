@@ -276,7 +276,7 @@ class HostTest(h.DaemonTest):
         self.assertEqual(hp.stop(), 0, "".join(hp.err))
 
     def test_reattach(self):
-        d = self.daemon()
+        d = self.daemon(args=["--listen", "127.0.0.1:%d" % h.free_port()])  # the same port after a restart
         s = self.stub(d)
         hp = self.host(d)
         names = ["r%d" % i for i in range(20)]
