@@ -18,6 +18,7 @@ cd "$(dirname "$0")/.."
 BAZEL=${BAZEL:-bazel}
 BAZEL_FLAGS=${BAZEL_FLAGS:-}
 SECS=${BENCH_SECONDS:-3}
+ROUNDS=${BENCH_ROUNDS:-3}                # rounds of the Call runs
 N_HOSTED=${BENCH_HOSTED_STARTS:-20000}  # hosted children started (and stopped) for the rate
 N_PROC=${BENCH_PROCESS_STARTS:-1000}    # process children started (and stopped) for the rate
 N_MEM=${BENCH_HOSTED_CHILDREN:-100000}  # hosted children kept for the memory figure
@@ -89,11 +90,14 @@ D=127.0.0.1:$d_port
 res=$work/results.tsv
 {
   "$HB" rss --pid "$d_pid" --label "distsupd idle, one host attached:"
-  # 2. Call latency: echo, a process child, a hosted child (the same payload each)
-  "$CB" echo "127.0.0.1:$echo_port" --seconds "$SECS" --conc 16,64 --channels 1
-  "$CB" call "$D" --counter "$COUNTER" --workers 1 --seconds "$SECS" --conc 16,64 --channels 1
+  # 2. Call latency: echo, a process child, a hosted child (the same payload each),
+  # in alternating rounds (the medians go into the table)
   "$HB" start "$D" --kind counter --n 1 --conc 1 --prefix bench-hc- --label "the hosted child for Call" --keep >/dev/null
-  "$HB" call "$D" --name bench-hc-0 --seconds "$SECS" --conc 1,16,64 --label "1 hosted child"
+  for _ in $(seq "$ROUNDS"); do
+    "$CB" echo "127.0.0.1:$echo_port" --seconds "$SECS" --conc "$CONC" --channels 1
+    "$CB" call "$D" --counter "$COUNTER" --workers 1 --seconds "$SECS" --conc "$CONC" --channels 1
+    "$HB" call "$D" --name bench-hc-0 --seconds "$SECS" --conc "1,$CONC" --label "1 hosted child"
+  done
   # 1. StartChild: process children, then hosted children (each stopped again)
   "$HB" start "$D" --argv "$COUNTER" --n "$N_PROC" --conc "$CONC" --label "process children"
   "$HB" start "$D" --kind counter --n "$N_HOSTED" --conc "$CONC" --label "hosted children"
@@ -111,24 +115,39 @@ echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -
 $(awk '/MemTotal/ {printf "%.0f GB", $2/1048576}' /proc/meminfo), Linux $(uname -r)"
 echo "software: grpc $grpc_version, distsup $commit"
 echo "method: loopback, one C-core client thread and channel; Call: ${SECS} s per run after a 0.5 s warm-up,"
-echo "        payload \"echo:bench\" answered \"bench\"; StartChild: $CONC in flight, $N_PROC process / $N_HOSTED hosted"
+echo "        payload \"echo:bench\" answered \"bench\", $ROUNDS alternating rounds: median [lowest-highest];"
+echo "        StartChild: $CONC in flight, $N_PROC process / $N_HOSTED hosted children"
 echo
 awk -F'\t' '
+  function median(k,   n, i, j, t, v) {
+    n = split(vals[k], v, " ")
+    for (i = 2; i <= n; i++) for (j = i; j > 1 && v[j - 1] + 0 > v[j] + 0; j--) { t = v[j]; v[j] = v[j - 1]; v[j - 1] = t }
+    lo[k] = v[1]; hi[k] = v[n]
+    return n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
+  }
   $1 == "RESULT" {
-    if ($2 != last) { printf "\n%s\n", $2; last = $2 }
-    printf "  %-52s %10s %s\n", $3, $4, $5
-    key[$2 "|" $3] = $4
+    k = $2 "|" $3
+    if (!(k in vals)) { order[++n_keys] = k; unit[k] = $5 }
+    vals[k] = vals[k] " " $4
   }
   END {
-    e = key["bare C-core echo|sequential p50"]
-    p = key["distsupd Call, 1 C worker|sequential p50"]
-    hc = key["Call, 1 hosted child|sequential: p50"]
-    hs = key["StartChild, hosted children|" N_HOSTED " children, " CONC " in flight: per second"]
-    ps = key["StartChild, process children|" N_PROC " children, " CONC " in flight: per second"]
-    mem = key["distsupd memory, " N_MEM " hosted children|per child: VmRSS"]
+    for (i = 1; i <= n_keys; i++) {
+      k = order[i]
+      split(k, part, "|")
+      if (part[1] != last) { printf "\n%s\n", part[1]; last = part[1] }
+      m[k] = median(k)
+      range = lo[k] != hi[k] ? sprintf("  [%s-%s]", lo[k], hi[k]) : ""
+      printf "  %-52s %10.*f %s%s\n", part[2], (m[k] >= 100 ? 0 : 2), m[k], unit[k], range
+    }
+    e = m["bare C-core echo|sequential p50"]
+    p = m["distsupd Call, 1 C worker|sequential p50"]
+    hc = m["Call, 1 hosted child|sequential: p50"]
+    hs = m["StartChild, hosted children|" N_HOSTED " children, " CONC " in flight: per second"]
+    ps = m["StartChild, process children|" N_PROC " children, " CONC " in flight: per second"]
+    mem = m["distsupd memory, " N_MEM " hosted children|per child: VmRSS"]
     printf "\naims\n"
-    printf "  %-52s %10.0f 1/s (aim: >= 5000; process children: %.0f/s)\n", "hosted StartChild, 64 in flight", hs, ps
-    printf "  %-52s %10.2f x   (aim: <= 1.5; a process child: %.2f x)\n", "hosted Call p50 / bare echo p50", \
+    printf "  %-52s %10.0f 1/s (aim: >= 5000; process children: %.0f/s)\n", "hosted StartChild, " CONC " in flight", hs, ps
+    printf "  %-52s %10.2f x   (aim: <= 1.5; a process child: %.2f x)\n", "hosted Call p50 / bare echo p50 (medians)", \
       (e > 0 ? hc / e : 0), (e > 0 ? p / e : 0)
     printf "  %-52s %10.0f B   (aim: <= 2048)\n", "distsupd VmRSS per hosted child", mem
   }' N_HOSTED="$N_HOSTED" N_PROC="$N_PROC" N_MEM="$N_MEM" CONC="$CONC" "$res"
