@@ -9,8 +9,9 @@ not restarted; handle_call failures fail only that call (UNKNOWN, or the code th
 child gave); a failing handle_cast is an abnormal exit without a State; a failing
 init fails StartChild; TerminateChild runs terminate; the trace context reaches the
 child; the host reattaches after the daemon restarts and after the host itself is
-replaced; the API token is sent, and a wrong one makes the host give up; the host
-stops on SIGTERM, exiting 0 (under --config=asan: without leaks)."""
+replaced; its pongs keep an idle host attached; the API token is sent, and a wrong
+one makes the host give up; the host stops on SIGTERM, exiting 0 (under
+--config=asan: without leaks)."""
 
 import collections
 import os
@@ -303,6 +304,20 @@ class HostTest(h.DaemonTest):
         hp2 = self.host(d)
         h.wait_for(all_back, timeout=30, what="the children on the new host")
         self.assertEqual(hp2.stop(), 0, "".join(hp2.err))
+
+    def test_pings_keep_the_session(self):
+        # the daemon pings every 100 ms and drops a host silent for 300 ms: the
+        # library's pongs keep an idle host attached for many such periods
+        d = self.daemon(config="[daemon]\nhost_ping_ms = 100\nhost_timeout_ms = 300\n")
+        s = self.stub(d)
+        hp = self.host(d)
+        s.StartChild(pb.StartChildRequest(spec=spec("p1", b"1")), timeout=10)
+        first = s.WhereIs(pb.WhereIsRequest(name="p1"), timeout=5).child.id
+        time.sleep(2.0)
+        self.assertEqual([l for l in hp.drain() if l.startswith("detached ")], [])
+        self.assertEqual(self.call(s, "p1", b"incr"), b"2")
+        self.assertEqual(s.WhereIs(pb.WhereIsRequest(name="p1"), timeout=5).child.id, first)
+        self.assertEqual(hp.stop(), 0, "".join(hp.err))
 
     def test_token(self):
         token = "s3cret-token-for-hosts"
