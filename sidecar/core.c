@@ -194,6 +194,9 @@ static void on_host_cmd(struct core *c, struct cmd *m)
     }
 }
 
+static void on_kinds_changed(void *arg) { kinds_changed(arg); }
+static void on_hosts_waiting(void *arg, uint64_t now) { rehome_waiting(arg, now); }
+
 /* The reactor stops: every Host stream still open is ended and released. */
 static void hosts_teardown(struct core *c)
 {
@@ -659,7 +662,8 @@ struct core *core_new(const struct config *cfg, struct store *st, char *err, siz
                              .timeout_ms = cfg->host_timeout_ms,
                              .queue_bytes = cfg->host_queue_bytes,
                              .max_hosts = cfg->max_hosts};
-    if (!(c->hosts = hosts_new(&c->sv, &hl, cfg->node_name))) {
+    struct host_hooks hh = {.arg = c, .kinds_changed = on_kinds_changed, .waiting = on_hosts_waiting};
+    if (!(c->hosts = hosts_new(&c->sv, &hl, cfg->node_name, &hh))) {
         snprintf(err, errlen, "cannot set up hosted children: out of memory or timerfd");
         goto fail;
     }

@@ -439,11 +439,11 @@ void sv_start_or_retry(struct sv *sv, struct child *ch, const char *what)
     char err[512];
     int rc = sv_start(sv, ch, err, sizeof err);
     if (rc == 0) return;
-    if (rc == SV_SPAWN_WAIT) { /* no host of its kind here: it waits for one */
-        if (!ch->host_wait) CH_LOG(LOG_DEBUG, ch, "child %s: %s; it waits for one", ch->name, err);
+    if (rc == SV_SPAWN_WAIT) { /* no host of its kind here: it waits for one (host.c set host_wait) */
+        CH_LOG(LOG_DEBUG, ch, "child %s: %s; it waits for one", ch->name, err);
         ch->st = SV_IDLE;
         ch->timer_at = 0;
-        ch->host_wait = 1;
+        emit(sv, ch, DISTSUP__V1__EVENT_KIND__PROCESS_STOP, 0, 0, err);
         return;
     }
     CH_LOG(LOG_ERROR, ch, "child %s: %s failed: %s", ch->name, what, err);

@@ -124,7 +124,8 @@ struct child {
     void *host;
     uint64_t host_num;
     struct child *host_next, *host_prev;
-    int host_wait; /* waiting for a host of its kind (SV_IDLE) */
+    int host_wait;            /* waiting for a host of its kind (SV_IDLE) */
+    uint64_t host_wait_since; /* ... since then (monotonic ms) */
 };
 
 /* proc.pid of a hosted child while its host runs it: "running", never a process. */
