@@ -279,6 +279,11 @@ static void publish_metrics(struct core *c)
     metrics_set(m, MG_NODES_UP, up);
     metrics_set(m, MG_NODES_DOWN, (int64_t)c->n_nodes - up);
     metrics_set(m, MG_QUORUM, c->quorum != 0);
+    size_t hs, hr, hw;
+    hosts_stats(c->hosts, &hs, &hr, &hw);
+    metrics_set(m, MG_HOSTS, (int64_t)hs);
+    metrics_set(m, MG_HOSTED_RUNNING, (int64_t)hr);
+    metrics_set(m, MG_HOSTED_WAITING, (int64_t)hw);
     if (pthread_mutex_lock(&c->metrics_mu) != 0) return;
     c->metrics_gen++;
     pthread_cond_broadcast(&c->metrics_cv);

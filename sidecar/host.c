@@ -281,6 +281,7 @@ static void sess_end(struct hosts *h, struct host_sess *s, int code, const char 
 {
     if (s->ended) return;
     s->ended = 1;
+    metrics_add(h->sv->metrics, code == GRPC_STATUS_UNAVAILABLE ? MN_HOSTS_TIMEOUT : MN_HOSTS_REFUSED, 1);
     log_warn("host", "host session %" PRIu64 " (%s) ended: %s", s->id, s->name ? s->name : "", msg);
     s->port.end(s->port.arg, code, msg);
     sess_drop_children(h, s, "its host went away");
@@ -292,6 +293,7 @@ struct host_sess *hosts_attach(struct hosts *h, const struct host_port *port)
     if (h->n_sessions >= h->lim.max_hosts) {
         char msg[160];
         snprintf(msg, sizeof msg, "%u hosts are attached to this node already (max_hosts)", h->lim.max_hosts);
+        metrics_add(h->sv->metrics, MN_HOSTS_REFUSED, 1);
         log_warn("host", "refused a host: %s", msg);
         port->end(port->arg, GRPC_STATUS_RESOURCE_EXHAUSTED, msg);
         return NULL;
@@ -317,6 +319,7 @@ void hosts_gone(struct hosts *h, struct host_sess *s)
 {
     if (!s->ended) {
         s->ended = 1;
+        metrics_add(h->sv->metrics, MN_HOSTS_LEFT, 1);
         log_info("host", "host session %" PRIu64 " (%s) left", s->id, s->name ? s->name : "");
         sess_drop_children(h, s, "its host went away");
     }
@@ -672,6 +675,17 @@ int hosts_kinds(const struct hosts *h, const char ***out, size_t *n)
 }
 
 size_t hosts_count(const struct hosts *h) { return h->n_sessions; }
+
+void hosts_stats(const struct hosts *h, size_t *sessions, size_t *running, size_t *waiting)
+{
+    *sessions = *running = *waiting = 0;
+    for (const struct host_sess *s = h->sessions; s; s = s->next)
+        if (!s->ended) {
+            (*sessions)++;
+            *running += s->n;
+        }
+    for (const struct child *ch = h->waiting; ch; ch = ch->host_next) (*waiting)++;
+}
 
 struct child *hosts_first_waiting(const struct hosts *h) { return h->waiting; }
 

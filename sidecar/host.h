@@ -94,5 +94,7 @@ void hosts_unwait(struct hosts *h, struct child *ch);
 
 /* Sessions attached (metrics, logs). */
 size_t hosts_count(const struct hosts *h);
+/* For the metrics: sessions attached, children they run, children waiting. */
+void hosts_stats(const struct hosts *h, size_t *sessions, size_t *running, size_t *waiting);
 
 #endif
