@@ -599,9 +599,15 @@ static void h_release(struct child *ch)
     detach(h, ch);
 }
 
+static size_t h_unsent(const struct child *ch)
+{
+    const struct host_sess *s = ch->host;
+    return s && !s->ended ? s->port.queued(s->port.arg) : 0;
+}
+
 const struct sv_proc_ops *hosts_ops(void)
 {
-    static const struct sv_proc_ops ops = {h_spawn, h_send, h_signal, h_kill, h_stdin_open, h_release};
+    static const struct sv_proc_ops ops = {h_spawn, h_send, h_signal, h_kill, h_stdin_open, h_release, h_unsent};
     return &ops;
 }
 

@@ -880,7 +880,10 @@ static void op_call(struct core *c, Distsup__V1__CallRequest *req, uint64_t dead
     if (can_message(c, ch, req->payload.len, 1, done, arg)) return;
     struct sv_trace tr = {req->traceparent, req->tracestate};
     if (sv_call_traced(&c->sv, ch, req->payload, &tr, dl, done, arg) != 0)
-        answer_fail(done, arg, GRPC_STATUS_UNAVAILABLE, "cannot write to child '%s'", req->name);
+        answer_fail(done, arg, sv_hosted(ch) ? GRPC_STATUS_RESOURCE_EXHAUSTED : GRPC_STATUS_UNAVAILABLE,
+                    sv_hosted(ch) ? "cannot write to child '%s': its host reads too slowly (host_queue_bytes)"
+                                  : "cannot write to child '%s'",
+                    req->name);
 }
 
 static void op_cast(struct core *c, ProtobufCMessage *req, const char *supn, const char *name,
@@ -912,7 +915,10 @@ static void op_cast(struct core *c, ProtobufCMessage *req, const char *supn, con
     }
     if (can_message(c, ch, payload.len, 0, done, arg)) return;
     if (sv_cast_traced(&c->sv, ch, payload, tr, info) != 0) {
-        answer_fail(done, arg, GRPC_STATUS_UNAVAILABLE, "cannot write to child '%s'", name);
+        answer_fail(done, arg, sv_hosted(ch) ? GRPC_STATUS_RESOURCE_EXHAUSTED : GRPC_STATUS_UNAVAILABLE,
+                    sv_hosted(ch) ? "cannot write to child '%s': its host reads too slowly (host_queue_bytes)"
+                                  : "cannot write to child '%s'",
+                    name);
         return;
     }
     if (!info) metrics_sup_inc(c->sv.metrics, ch->cfg, MC_CASTS);
