@@ -541,6 +541,7 @@ static int h_spawn(struct sv *sv, struct child *ch, char *err, size_t errlen)
         if (!ch->host_wait) ch->host_wait_since = now_ms(h);
         ch->host_wait = 1;
         list_push(&h->waiting, ch, IN_WAITING);
+        rearm(h); /* the core may move it (hooks.waiting) */
         return SV_SPAWN_WAIT;
     }
     ch->host_num = ++best->next_num;
