@@ -107,8 +107,7 @@ static void slot_start(const struct run *r, grpc_completion_queue *cq, struct ca
     s->req = r->make(r->arg, i);
     grpc_metadata_array_init(&s->im);
     grpc_metadata_array_init(&s->tm);
-    gpr_timespec dl =
-        gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(RPC_TIMEOUT_MS, GPR_TIMESPAN));
+    gpr_timespec dl = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(RPC_TIMEOUT_MS, GPR_TIMESPAN));
     s->call = grpc_channel_create_call(r->ch, NULL, GRPC_PROPAGATE_DEFAULTS, cq,
                                        grpc_slice_from_static_string(r->method), NULL, dl, NULL);
     if (s->call == NULL) die("grpc_channel_create_call failed");
@@ -375,10 +374,11 @@ static unsigned number(const char *s)
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: hosted_bench start TARGET (--kind KIND | --argv PATH) --n N [--conc C] [--prefix P]\n"
-                    "                    [--label L] [--pid PID] [--host-pid PID] [--keep]\n"
-                    "       hosted_bench call  TARGET --name NAME [--seconds S] [--conc 1,16,64] [--label L]\n"
-                    "       hosted_bench rss   --pid PID --label L\n");
+    fprintf(stderr,
+            "usage: hosted_bench start TARGET (--kind KIND | --argv PATH) --n N [--conc C] [--prefix P]\n"
+            "                    [--label L] [--pid PID] [--host-pid PID] [--keep]\n"
+            "       hosted_bench call  TARGET --name NAME [--seconds S] [--conc 1,16,64] [--label L]\n"
+            "       hosted_bench rss   --pid PID --label L\n");
     exit(2);
 }
 

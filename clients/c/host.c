@@ -137,13 +137,40 @@ static char *dup_str(const char *s)
 static uint64_t now_ms(void)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0) abort(); /* cannot fail with this clock */
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
 static gpr_timespec at_ms(uint64_t ms_from_now)
 {
     return gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis((int64_t)ms_from_now, GPR_TIMESPAN));
+}
+
+/* The mutex and condition are process-private defaults: an error here means memory
+ * corruption, and nothing sensible can follow. */
+static void lock(pthread_mutex_t *mu)
+{
+    int e = pthread_mutex_lock(mu);
+    if (e != 0) {
+        fprintf(stderr, "distsup host: pthread_mutex_lock: %s\n", strerror(e));
+        abort();
+    }
+}
+
+static void unlock(pthread_mutex_t *mu)
+{
+    int e = pthread_mutex_unlock(mu);
+    if (e != 0) {
+        fprintf(stderr, "distsup host: pthread_mutex_unlock: %s\n", strerror(e));
+        abort();
+    }
+}
+
+/* Cancels a call (a no-op on one that has ended). */
+static void cancel_call(grpc_call *call)
+{
+    grpc_call_error e = grpc_call_cancel(call, NULL);
+    if (e != GRPC_CALL_OK) fprintf(stderr, "distsup host: grpc_call_cancel: %s\n", grpc_call_error_to_string(e));
 }
 
 /* ---- credentials (the same options as ds_connect) ----------------------------- */
@@ -261,13 +288,13 @@ int ds_host_new(const char *target, const ds_host_options *opts, ds_host **out, 
     }
     int e1 = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     int e2 = e1 == 0 ? pthread_cond_init(&h->cv, &ca) : e1;
-    pthread_condattr_destroy(&ca);
+    (void)pthread_condattr_destroy(&ca); /* cannot fail on an initialised attribute */
     if (e2 != 0) {
         free(h);
         return fail(err, DS_INTERNAL, "pthread_cond_init: %s", strerror(e2));
     }
     if ((e1 = pthread_mutex_init(&h->mu, NULL)) != 0) {
-        pthread_cond_destroy(&h->cv);
+        (void)pthread_cond_destroy(&h->cv);
         free(h);
         return fail(err, DS_INTERNAL, "pthread_mutex_init: %s", strerror(e1));
     }
@@ -308,7 +335,9 @@ int ds_host_new(const char *target, const ds_host_options *opts, ds_host **out, 
     if ((rc = set_token(h, &opts->connect, err)) != DS_OK) goto bad;
     grpc_channel_credentials *creds = make_creds(&opts->connect, err, &rc);
     if (creds == NULL) goto bad;
-    grpc_arg args[2];
+    /* gRPC's own reconnect backoff (1 s growing to 120 s by default) would hold a
+     * session attempt back long after the daemon is back: make it ours. */
+    grpc_arg args[5];
     memset(args, 0, sizeof args);
     args[0].type = GRPC_ARG_STRING;
     args[0].key = (char *)GRPC_ARG_PRIMARY_USER_AGENT_STRING;
@@ -316,7 +345,16 @@ int ds_host_new(const char *target, const ds_host_options *opts, ds_host **out, 
     args[1].type = GRPC_ARG_INTEGER;
     args[1].key = (char *)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
     args[1].value.integer = -1; /* the daemon's batches are as large as they are */
-    grpc_channel_args chargs = {.num_args = 2, .args = args};
+    args[2].type = GRPC_ARG_INTEGER;
+    args[2].key = (char *)GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS;
+    args[2].value.integer = (int)h->backoff_min;
+    args[3].type = GRPC_ARG_INTEGER;
+    args[3].key = (char *)GRPC_ARG_MIN_RECONNECT_BACKOFF_MS;
+    args[3].value.integer = (int)h->backoff_min;
+    args[4].type = GRPC_ARG_INTEGER;
+    args[4].key = (char *)GRPC_ARG_MAX_RECONNECT_BACKOFF_MS;
+    args[4].value.integer = (int)h->backoff_max;
+    grpc_channel_args chargs = {.num_args = 5, .args = args};
     h->channel = grpc_channel_create(h->target, creds, &chargs);
     grpc_channel_credentials_release(creds);
     if (h->channel == NULL) {
@@ -377,8 +415,8 @@ void ds_host_free(ds_host *h)
     if (h->n_md) grpc_slice_unref(h->auth.value);
     free(h->target);
     free(h->name);
-    pthread_mutex_destroy(&h->mu);
-    pthread_cond_destroy(&h->cv);
+    (void)pthread_mutex_destroy(&h->mu); /* nobody holds or waits on them now */
+    (void)pthread_cond_destroy(&h->cv);
     free(h);
     grpc_shutdown();
 }
@@ -386,11 +424,11 @@ void ds_host_free(ds_host *h)
 void ds_host_stop(ds_host *h)
 {
     if (h == NULL) return;
-    pthread_mutex_lock(&h->mu);
+    lock(&h->mu);
     atomic_store(&h->stop, true);
-    if (h->call) grpc_call_cancel(h->call, NULL);
-    pthread_cond_broadcast(&h->cv);
-    pthread_mutex_unlock(&h->mu);
+    if (h->call) cancel_call(h->call);
+    (void)pthread_cond_broadcast(&h->cv); /* cannot fail on an initialised condition */
+    unlock(&h->mu);
 }
 
 size_t ds_host_child_count(const ds_host *h) { return h ? atomic_load(&((ds_host *)h)->n_children) : 0; }
@@ -498,9 +536,9 @@ static void session_fail(ds_host *h, int code, const char *fmt, ...)
         va_end(ap);
         if (n < 0) h->sess_msg[0] = '\0';
     }
-    pthread_mutex_lock(&h->mu);
-    if (h->call) grpc_call_cancel(h->call, NULL);
-    pthread_mutex_unlock(&h->mu);
+    lock(&h->mu);
+    if (h->call) cancel_call(h->call);
+    unlock(&h->mu);
 }
 
 static size_t varint(uint8_t *p, uint64_t v)
@@ -898,9 +936,9 @@ static void cancel(ds_host *h, struct session *s)
 {
     if (s->cancelled) return;
     s->cancelled = true;
-    pthread_mutex_lock(&h->mu);
-    grpc_call_cancel(s->call, NULL);
-    pthread_mutex_unlock(&h->mu);
+    lock(&h->mu);
+    cancel_call(s->call);
+    unlock(&h->mu);
 }
 
 /* Sends the next part of the output, when nothing is being sent. */
@@ -1016,13 +1054,13 @@ static int session(ds_host *h, bool *welcomed, bool *from_daemon, ds_error *err)
         rc = fail(err, DS_INTERNAL, "cannot create a call for %s", HOST_METHOD);
         goto out;
     }
-    pthread_mutex_lock(&h->mu);
+    lock(&h->mu);
     h->call = s.call;
     if (atomic_load(&h->stop)) {
-        grpc_call_cancel(s.call, NULL);
+        cancel_call(s.call);
         s.cancelled = true;
     }
-    pthread_mutex_unlock(&h->mu);
+    unlock(&h->mu);
 
     s.send_bb = hello_message(h);
     if (s.send_bb == NULL) {
@@ -1092,9 +1130,9 @@ static int session(ds_host *h, bool *welcomed, bool *from_daemon, ds_error *err)
         else if (n) rc = fail(err, (int)s.status, "%.*s", (int)n, (const char *)GRPC_SLICE_START_PTR(s.details));
         else rc = fail(err, (int)s.status, "%s", ds_status_name((int)s.status));
     }
-    pthread_mutex_lock(&h->mu);
+    lock(&h->mu);
     h->call = NULL;
-    pthread_mutex_unlock(&h->mu);
+    unlock(&h->mu);
     grpc_call_unref(s.call);
 out:
     if (s.recv_bb) grpc_byte_buffer_destroy(s.recv_bb);
@@ -1113,19 +1151,19 @@ out:
 static void backoff_wait(ds_host *h, uint32_t ms)
 {
     struct timespec until;
-    clock_gettime(CLOCK_MONOTONIC, &until);
+    if (clock_gettime(CLOCK_MONOTONIC, &until) != 0) abort(); /* cannot fail with this clock */
     until.tv_sec += ms / 1000;
     until.tv_nsec += (long)(ms % 1000) * 1000000L;
     if (until.tv_nsec >= 1000000000L) {
         until.tv_sec++;
         until.tv_nsec -= 1000000000L;
     }
-    pthread_mutex_lock(&h->mu);
+    lock(&h->mu);
     while (!atomic_load(&h->stop)) {
         int e = pthread_cond_timedwait(&h->cv, &h->mu, &until);
         if (e == ETIMEDOUT) break;
     }
-    pthread_mutex_unlock(&h->mu);
+    unlock(&h->mu);
 }
 
 static bool hopeless(int code)
