@@ -3,15 +3,15 @@ examples/counter_host app (built on the library) hosting children of kind
 "counter", driven over the API from Python grpcio (//proto:py_stubs).
 
 Checked: 1,000 hosted children start on the host's node and answer Calls; Casts and
-Sends reach them, in order before a later Call; a child that stops itself
-abnormally is restarted with the State it handed off, normally and TRANSIENT it is
-not restarted; handle_call failures fail only that call (UNKNOWN, or the code the
-child gave); a failing handle_cast is an abnormal exit without a State; a failing
-init fails StartChild; TerminateChild runs terminate; the trace context reaches the
+Sends reach them, in order before a later Call; a child that stops itself abnormally
+is restarted with the State it handed off, normally and TRANSIENT it is not
+restarted; handle_call failures fail only that call (UNKNOWN, or the code the child
+gave); a failing handle_cast is an abnormal exit without a State; a failing init
+fails StartChild; TerminateChild runs terminate; the trace context reaches the
 child; the host reattaches after the daemon restarts and after the host itself is
-replaced; its pongs keep an idle host attached; the API token is sent, and a wrong
-one makes the host give up; the host stops on SIGTERM, exiting 0 (under
---config=asan: without leaks)."""
+replaced; the kinds and capacity a host registers reach the daemon; its pongs keep
+an idle host attached; the API token is sent, and a wrong one makes the host give
+up; the host stops on SIGTERM, exiting 0 (under --config=asan: without leaks)."""
 
 import collections
 import os
@@ -304,6 +304,27 @@ class HostTest(h.DaemonTest):
         hp2 = self.host(d)
         h.wait_for(all_back, timeout=30, what="the children on the new host")
         self.assertEqual(hp2.stop(), 0, "".join(hp2.err))
+
+    def test_kinds_and_capacity(self):
+        # two hosts: their kinds show in Nodes while they are attached, and the
+        # capacity a host registers bounds its children
+        d = self.daemon()
+        s = self.stub(d)
+        hp = self.host(d)
+        small = self.host(d, "--kind", "small", "--capacity", "2")
+
+        def kinds():
+            return sorted(n.kinds for n in s.Nodes(pb.NodesRequest(), timeout=5).nodes if n.self)[0]
+        self.assertEqual(sorted(kinds()), ["counter", "small"])
+        for n in ("s1", "s2"):
+            s.StartChild(pb.StartChildRequest(spec=spec(n, kind="small")), timeout=10)
+        e = self.assertCode(SC.UNAVAILABLE, s.StartChild, pb.StartChildRequest(spec=spec("s3", kind="small")),
+                            timeout=10)
+        self.assertIn("capacity", e.details())
+        self.assertEqual(self.call(s, "s2", b"incr"), b"1")
+        self.assertEqual(small.stop(), 0, "".join(small.err))
+        h.wait_for(lambda: list(kinds()) == ["counter"], timeout=10, what="kind small gone from Nodes")
+        self.assertEqual(hp.stop(), 0, "".join(hp.err))
 
     def test_pings_keep_the_session(self):
         # the daemon pings every 100 ms and drops a host silent for 300 ms: the
