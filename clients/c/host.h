@@ -140,7 +140,7 @@ int ds_host_new(const char *target, const ds_host_options *opts, ds_host **out, 
 /* Registers a kind (1..200 bytes, no whitespace or control characters; at most 64
  * kinds) with its callbacks, copied here.  capacity: the most children of this
  * kind at once, 0 for no limit of its own; the host tells the daemon the sum (0 if
- * any kind has none).  Before ds_host_run only.  DS_INVALID_ARGUMENT for a bad or
+ * any kind has none).  Not while ds_host_run runs.  DS_INVALID_ARGUMENT for a bad or
  * duplicate name, DS_FAILED_PRECONDITION while running. */
 int ds_host_register(ds_host *h, const char *kind, const struct ds_host_kind *vtable, uint32_t capacity);
 
