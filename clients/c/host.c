@@ -1027,9 +1027,10 @@ static void on_recv(ds_host *h, struct session *s, bool success)
         session_fail(h, DS_INTERNAL, "a message from the daemon does not decode as HostDown");
         return;
     }
-    if (!s->cancelled) arm_recv(h, s, false);
     handle_down(h, s, d);
     distsup__v1__host_down__free_unpacked(d, NULL);
+    flush(h, s); /* the answers first, then ask for the next message */
+    if (!s->cancelled && h->sess_code == DS_OK) arm_recv(h, s, false);
 }
 
 /* Runs one session to its end.  *welcomed: the daemon welcomed it.  Returns why it
