@@ -6,9 +6,7 @@
  * to hosts_message(); time passes through sv_tick (the core's tick) and
  * hosts_tick (the sessions' timer).  Nothing sleeps, nothing spawns.
  *
- * Tests marked BUG show a fault of sidecar/host.c: they check the behaviour the
- * documentation promises and are skipped so that the suite stays green.  Run them
- * with HOST_TEST_BUGS=1 in the environment to see them fail. */
+ * The tests at the end (regressions) each showed a fault that has been fixed since. */
 #include <dirent.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -330,7 +328,7 @@ static int never_stdin_open(const struct child *ch)
     fail_msg("a hosted child reached the OS process ops (stdin_open)");
     return 0;
 }
-static const struct sv_proc_ops never_ops = {never_spawn, never_send, never_signal, never_kill, never_stdin_open, NULL};
+static const struct sv_proc_ops never_ops = {never_spawn, never_send, never_signal, never_kill, never_stdin_open, NULL, NULL};
 
 /* The timerfds this process has open. */
 static size_t timerfds(int *out, size_t max)
@@ -677,8 +675,6 @@ static void assert_contains(const char *s, const char *part)
     if (!strstr(s, part)) fail_msg("\"%s\" does not contain \"%s\"", s, part);
 }
 
-static int bugs_on(void) { return getenv("HOST_TEST_BUGS") != NULL; }
-
 /* ---------- 1. hello and welcome ---------- */
 
 static void test_hello_welcome(void **state)
@@ -927,7 +923,7 @@ static void assert_refused(struct port *p, struct child *ch, const char *why)
         assert_null(ch->host);
         const struct ev *e = last_ev(ch);
         assert_int_equal(e->kind, EV_RESTART);
-        assert_contains(e->reason, "its host went away");
+        assert_contains(e->reason, "lost its host");
         assert_false(sv_open(&SV, ch));
     }
     unsigned more = p->more, sends = p->sends;
@@ -1270,7 +1266,7 @@ static void test_pings_and_silence(void **state)
     assert_int_equal(p->code, GRPC_STATUS_UNAVAILABLE);
     assert_contains(p->msg, "host_timeout_ms");
     assert_int_equal(ch->st, SV_BACKOFF);
-    assert_contains(last_ev(ch)->reason, "its host went away");
+    assert_contains(last_ev(ch)->reason, "lost its host");
     assert_false(hosts_have_kind(H, "kv"));
     /* Nothing more goes to it (p_send checks it too). */
     advance(3 * PING_MS);
@@ -1485,7 +1481,7 @@ static void test_gone_restarts_elsewhere(void **state)
     assert_int_equal(hosts_count(H), 1);
     assert_int_equal(on->ends, 0); /* the core ends the stream, not hosts_gone */
     assert_int_equal(ch->st, SV_BACKOFF);
-    assert_contains(last_ev(ch)->reason, "its host went away");
+    assert_contains(last_ev(ch)->reason, "lost its host");
     for (int i = 0; i < 5000 && count_frames(other, FC_INIT, 0) < 1; i++) advance(1);
     const struct rec *r = last_frame(other, FC_INIT, 0);
     assert_non_null(r);
@@ -1678,16 +1674,15 @@ static void test_timer(void **state)
     assert_int_equal(timer_ms(), 0);
 }
 
-/* ---------- BUG: found in sidecar/host.c ---------- */
+/* ---------- regressions: faults these tests found, fixed ---------- */
 
-/* BUG: a child that waits because every host of its kind is at its capacity is never
+/* Was a bug: a child that waits because every host of its kind is at its capacity is never
  * started when one of them has room again: only a new hello (start_waiting) starts
  * waiting children.  docs/hosting.md: capacity is "the most children the host runs
  * at once", and a new child goes to the host "that has room". */
-static void test_bug_capacity_room_frees(void **state)
+static void test_regression_capacity_room_frees(void **state)
 {
     (void)state;
-    if (!bugs_on()) skip();
     struct port *p = HOST(1, "kv");
     struct child *c1 = hosted("c1", "kv", TRANSIENT);
     struct child *c2 = hosted("c2", "kv", TRANSIENT);
@@ -1697,22 +1692,21 @@ static void test_bug_capacity_room_frees(void **state)
     up_exit(p, n1, 1, "done"); /* c1 is gone for good: p has room */
     assert_true(c1->dead);
     advance(1000);
-    /* expected: c2 starts on p; got: it still waits (no Init, host_wait 1) */
+    /* c2 starts on p (it used to wait until a new hello) */
     assert_int_equal(count_frames(p, FC_INIT, 0), 2);
     assert_int_equal(c2->st, SV_STARTING);
 }
 
-/* BUG: the sessions' timer is not armed when a child starts waiting while no session
+/* Was a bug: the sessions' timer is not armed when a child starts waiting while no session
  * is attached, so hooks.waiting (the core's rehome_waiting, which moves it to a node
  * that has a host of its kind after host_grace_ms) never runs: h_spawn puts the child
  * on the waiting list without rearm(); rearm() itself says the timer runs "while
  * ... children wait and the core may move them".  In the daemon nothing else calls
  * hosts_tick, so after the last host of a node leaves its children wait there for
  * good instead of moving (docs/hosting.md: "after host_grace_ms on another node"). */
-static void test_bug_waiting_without_timer(void **state)
+static void test_regression_waiting_without_timer(void **state)
 {
     (void)state;
-    if (!bugs_on()) skip();
     struct port *p = HOST(0, "kv");
     struct child *ch = hosted("c1", "kv", PERMANENT);
     run_on(p, ch);
@@ -1723,25 +1717,24 @@ static void test_bug_waiting_without_timer(void **state)
     for (int i = 0; i < 5000 && ch->st == SV_BACKOFF; i++) sv_tick(&SV, ch, ++F.now);
     assert_int_equal(ch->host_wait, 1);
     assert_ptr_equal(hosts_first_waiting(H), ch);
-    /* expected: armed (HOST_CHECK_MS), so the loop runs hooks.waiting; got: off */
+    /* armed (HOST_CHECK_MS), so the loop runs hooks.waiting (it used to be off) */
     assert_int_equal(timer_ms(), 100);
     for (int i = 0; i < 5 && !F.waiting; i++) loop_run_once(L, 200);
     assert_int_equal(F.waiting, 1);
 }
 
-/* BUG: hooks.kinds_changed fires although the kinds attached did not change: the
+/* Was a bug: hooks.kinds_changed fires although the kinds attached did not change: the
  * first check_kinds compares with no signature at all (kinds_sig NULL), so a session
  * that leaves or is refused before any hello ever came makes it fire with the set
  * still empty.  host.h: "The kinds attached here changed". */
-static void test_bug_kinds_changed_nothing_changed(void **state)
+static void test_regression_kinds_changed_nothing_changed(void **state)
 {
     (void)state;
-    if (!bugs_on()) skip();
     struct port *p = attach();
     hello(p, NULL, 0, 0); /* refused: no kinds */
     assert_int_equal(p->ends, 1);
     assert_kinds("");
-    /* expected: 0 (the set is empty as it was); got: 1 */
+    /* 0: the set is empty as it was (it used to be 1) */
     assert_int_equal(F.kinds_changed, 0);
 }
 
@@ -1749,16 +1742,15 @@ static void test_bug_kinds_changed_nothing_changed(void **state)
  * host.c's back): a waiting child that is held back (sv_stop SUSPEND or PARK) stays on
  * the list hosts_first_waiting returns, with host_wait 0; host.h: "Each has host_wait
  * set". */
-static void test_bug_held_back_still_listed(void **state)
+static void test_regression_held_back_still_listed(void **state)
 {
     (void)state;
-    if (!bugs_on()) skip();
     struct child *ch = hosted("c1", "kv", PERMANENT);
     sv_start_or_retry(&SV, ch, "start");
     assert_ptr_equal(hosts_first_waiting(H), ch);
     assert_int_equal(sv_stop(&SV, ch, SV_WHY_SUSPEND, "no quorum"), 0);
     assert_int_equal(ch->host_wait, 0);
-    /* expected: off the list (or still host_wait); got: listed with host_wait 0 */
+    /* off the list (it used to stay listed with host_wait 0) */
     for (struct child *w = hosts_first_waiting(H); w; w = w->host_next) assert_true(w->host_wait);
 }
 
@@ -1794,10 +1786,10 @@ int main(void)
         T(test_kinds),
         T(test_max_hosts),
         T(test_timer),
-        T(test_bug_capacity_room_frees),
-        T(test_bug_waiting_without_timer),
-        T(test_bug_kinds_changed_nothing_changed),
-        T(test_bug_held_back_still_listed),
+        T(test_regression_capacity_room_frees),
+        T(test_regression_waiting_without_timer),
+        T(test_regression_kinds_changed_nothing_changed),
+        T(test_regression_held_back_still_listed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
