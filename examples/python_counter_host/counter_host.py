@@ -25,6 +25,7 @@ A counter (start one with a spec whose kind is "counter"):
 Its count travels as handed-off state: after a restart, a move, a host loss (the
 last one it sent: on a stop, a Terminate, or every "save" cast)."""
 import argparse
+import logging
 import os
 import signal
 import sys
@@ -97,6 +98,8 @@ def main():
     ap.add_argument("--workers", type=int, default=4)
     args = ap.parse_args()
     HOST_NAME = args.name
+    # distsup.host logs its attaches, stream ends and handler exceptions here (stderr)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     host = Host(args.address, name=args.name, workers=args.workers)
     host.register(args.kind, Counter)

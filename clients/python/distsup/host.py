@@ -591,8 +591,8 @@ class Host:
                     s.slots[num] = slot
                     k.count += 1
                     slot.counted = True
-                elif slot is None:
-                    continue  # an exited child's number: its frames are void
+                elif slot is None or slot.dead:
+                    continue  # an exited (or exiting) child's number: its frames are void
                 self._push(slot, f)
             while self._pending >= self.max_pending and self._session is s \
                     and not self._closed.is_set():
@@ -700,9 +700,15 @@ class Host:
         with self._lock:
             if slot.dead:
                 return
-            self._kill(slot)
-            if slot.session.slots.get(slot.num) is slot:
-                del slot.session.slots[slot.num]
+            self._kill(slot)  # it stays in the session's table until its Exit: a drop finds it
+        try:
+            self._finish(slot, normal, reason, run_terminate, hand_off)
+        finally:
+            with self._lock:
+                if slot.session.slots.get(slot.num) is slot:
+                    del slot.session.slots[slot.num]
+
+    def _finish(self, slot: _Slot, normal: bool, reason: str, run_terminate: bool, hand_off: bool):
         child = slot.child
         frames = []
         if child is not None:
@@ -714,6 +720,8 @@ class Host:
                     except Exception:
                         log.exception("host %s: terminate of %s raised", self.name,
                                       getattr(child, "name", slot.num))
+            if slot.dropped:  # dropped while terminate ran (its shutdown_ms ran out)
+                return
             if hand_off:
                 st = self._get_state(slot)
                 if st is not None:
