@@ -100,6 +100,9 @@ class Probe(Child):
             self.overlaps += 1
         if payload.startswith(b"add:"):
             self.seen.append(payload[4:].decode())
+        elif payload.startswith(b"slowadd:"):
+            time.sleep(0.002)
+            self.seen.append(payload[8:].decode())
         elif payload == b"incr":
             self.n += 1
         elif payload == b"save":
@@ -476,6 +479,19 @@ class InProcessHostTest(HostTest):
         # concurrent calls to one child: its handler never runs twice at once
         self.parallel(lambda i: self.sup.call("q", b"slow:20"), range(16), threads=8)
         self.assertEqual(self.sup.call("q", b"overlaps"), b"0")
+
+    def test_a_small_max_pending_holds_the_stream_back_and_loses_nothing(self):
+        hst = self.host(workers=2, max_pending=3)
+        names = ["b%d" % i for i in range(3)]
+        for nm in names:
+            self.start(hosted(nm))
+        for i in range(150):
+            for nm in names:
+                self.sup.cast(nm, "slowadd:%d" % i)
+        want = ",".join(str(i) for i in range(150)).encode()
+        for nm in names:
+            self.assertEqual(self.sup.call(nm, b"seen"), want)
+        self.assertEqual(hst.sessions, 1)
 
     def test_different_children_run_concurrently(self):
         self.host(workers=4)
