@@ -350,6 +350,7 @@ class Host:
         self._attached = threading.Condition(self._lock)
         self._closed = threading.Event()
         self._running = False
+        self._frozen = False                       # run() or start() was called: kinds fixed
         self._thread: Optional[threading.Thread] = None
         self._tls = threading.local()
         self.sessions = 0                          # attaches so far
@@ -367,7 +368,7 @@ class Host:
         daemon counts a host's children as a whole: the hello carries the sum of the
         capacities, or 0 when a kind has none.  Register before run()/start()."""
         _check_kind(kind)
-        if self._running:
+        if self._frozen:
             raise RuntimeError("register() before run() or start(): kinds go in the hello")
         if kind in self._kinds:
             raise ValueError("kind %r is registered already" % kind)
@@ -446,7 +447,7 @@ class Host:
                 raise RuntimeError("this Host runs already")
             if self._closed.is_set():
                 raise RuntimeError("this Host is closed")
-            self._running = True
+            self._running = self._frozen = True
         try:
             self._start_pool()
             backoff = BACKOFF_FIRST
@@ -472,6 +473,7 @@ class Host:
             raise RuntimeError("register at least one kind before start()")
         if self._thread is not None:
             raise RuntimeError("this Host was started already")
+        self._frozen = True
         self._thread = threading.Thread(target=self.run, name="distsup-host", daemon=True)
         self._thread.start()
         return self
@@ -488,7 +490,8 @@ class Host:
         if s is not None and s.call is not None:
             s.call.cancel()
         t = self._thread
-        if t is not None and t is not threading.current_thread():
+        me = threading.current_thread()
+        if t is not None and t is not me and me not in self._pool:  # not from a handler
             t.join(timeout)
         with self._lock:
             idle = not self._running and t is None

@@ -338,6 +338,13 @@ class HostAppTest(HostTest):
             # starts from init, or from the State handed off at the daemon's shutdown
             self.assertIn(r, (b"7", b"8") if nm == names[0] else (b"7",), nm)
         self.assertEqual(len(sup2.children()), len(names))
+        # and once more after a kill -9 of the daemon
+        d2.kill9()
+        d2.start()
+        self.assertEqual(d2.port, port)
+        self.wait_app_attached(app, 3, timeout=30)
+        for nm in names:
+            self.assertEqual(self.call_until_on(sup2, nm, b"get"), b"7", nm)
         self.assertIsNone(app.poll())
 
     def call_until_on(self, sup, name, payload, timeout=30):
@@ -552,6 +559,44 @@ class InProcessHostTest(HostTest):
             sup.stub.StartChild(pb.StartChildRequest(spec=hosted("tk", init=b"8")),
                                 timeout=15, metadata=sup._md)
             self.assertEqual(sup.call("tk", b"get"), b"8")
+
+    def test_capacity_goes_in_the_hello(self):
+        hst = self.own(Host(self.d.addr, name="small"))
+        hst.register(KIND, Probe, capacity=2)
+        hst.start()
+        self.assertTrue(hst.wait_attached(10))
+        with self.assertRaises(RuntimeError):  # kinds are fixed once it runs
+            hst.register("late", Probe)
+        self.start(hosted("cap1"))
+        self.start(hosted("cap2"))
+        with self.assertRaises(grpc.RpcError) as cm:
+            self.start(hosted("cap3"))
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.UNAVAILABLE)
+        self.assertIn("capacity", cm.exception.details())
+        self.sup.terminate_child("cap1")
+        self.start(hosted("cap4"))  # room again
+        self.assertEqual(hst.child_count, 2)
+
+    def test_tls_and_mtls(self):
+        P = h.daemon.make_pki(self.workdir)
+        d = self.daemon("tls", args=["--tls-cert", P("server.pem"), "--tls-key", P("server.key"),
+                                     "--tls-client-ca", P("ca.pem")])
+        anon = self.own(Host(d.addr, name="no-cert", tls_ca_file=P("ca.pem")))
+        anon.register(KIND, Probe)
+        anon.start()
+        self.assertFalse(anon.wait_attached(1.5))
+        anon.close()
+        hst = self.own(Host(d.addr, name="mtls", tls_ca_file=P("ca.pem"),
+                            tls_cert_file=P("client.pem"), tls_key_file=P("client.key")))
+        hst.register(KIND, Probe)
+        hst.start()
+        self.assertTrue(hst.wait_attached(10))
+        with Supervisor(d.addr, tls_ca_file=P("ca.pem"), tls_cert_file=P("client.pem"),
+                        tls_key_file=P("client.key")) as sup:
+            sup.stub.StartChild(pb.StartChildRequest(spec=hosted("sec", init=b"4")), timeout=15)
+            self.assertEqual(sup.call("sec", b"incr"), b"5")
+        with self.assertRaises(ValueError):
+            Host(d.addr, tls_cert_file=P("client.pem"))
 
     def test_garbage_from_a_host_is_refused_and_harms_no_one_else(self):
         good = self.host(name="good")
