@@ -27,7 +27,7 @@ struct sv_input {
     char *err;          /* SV_EV_START: why it did not start */
     size_t errlen;
     int rc;    /* SV_EV_START: 0 when it started */
-    int quiet; /* SV_EV_EXIT: one of many (its host went away): its restart is logged at DEBUG */
+    int quiet; /* SV_EV_EXIT: one of many (its host is gone): its restart is logged at DEBUG */
 };
 
 typedef void sv_action(struct sv *sv, struct child *ch, const struct sv_input *in);
@@ -365,8 +365,8 @@ static void exit_outcome(struct sv *sv, struct child *ch, const struct sv_input 
                           "Does it speak the frame protocol? Use protocol NONE for plain programs",
                           ch->name, ch->cfg->start_timeout_ms);
         else
-            sv_fail_start(ch, GRPC_STATUS_FAILED_PRECONDITION,
-                          "child '%s' %s before it was ready (see the daemon log for its stderr)", ch->name, reason);
+            sv_fail_start(ch, GRPC_STATUS_FAILED_PRECONDITION, "child '%s' %s before it was ready%s", ch->name, reason,
+                          sv_hosted(ch) ? "" : " (see the daemon log for its stderr)");
         emit(sv, ch, DISTSUP__V1__EVENT_KIND__PROCESS_STOP, code, sig, reason);
         sv->hooks.remove(sv->hooks.arg, ch, "did not start");
         return;
@@ -439,11 +439,11 @@ void sv_start_or_retry(struct sv *sv, struct child *ch, const char *what)
     char err[512];
     int rc = sv_start(sv, ch, err, sizeof err);
     if (rc == 0) return;
-    if (rc == SV_SPAWN_WAIT) { /* no host of its kind here: it waits for one */
-        if (!ch->host_wait) CH_LOG(LOG_DEBUG, ch, "child %s: %s; it waits for one", ch->name, err);
+    if (rc == SV_SPAWN_WAIT) { /* no host of its kind here: it waits for one (host.c set host_wait) */
+        CH_LOG(LOG_DEBUG, ch, "child %s: %s; it waits for one", ch->name, err);
         ch->st = SV_IDLE;
         ch->timer_at = 0;
-        ch->host_wait = 1;
+        emit(sv, ch, DISTSUP__V1__EVENT_KIND__PROCESS_STOP, 0, 0, err);
         return;
     }
     CH_LOG(LOG_ERROR, ch, "child %s: %s failed: %s", ch->name, what, err);
@@ -601,7 +601,12 @@ int sv_cast_traced(struct sv *sv, struct child *ch, ProtobufCBinaryData payload,
     return 0;
 }
 
-size_t sv_unsent(const struct child *ch) { return proc_unsent(&ch->proc); }
+size_t sv_unsent(const struct child *ch)
+{
+    const struct sv *sv = ch->proc.arg;
+    const struct sv_proc_ops *ops = sv ? ops_of(sv, ch) : NULL;
+    return ops && ops->unsent ? ops->unsent(ch) : proc_unsent(&ch->proc);
+}
 
 int sv_open(const struct sv *sv, const struct child *ch) { return ops_of(sv, ch)->stdin_open(ch); }
 
@@ -723,7 +728,7 @@ static int os_stdin_open(const struct child *ch) { return proc_stdin_open(&ch->p
 
 const struct sv_proc_ops *sv_os_procs(void)
 {
-    static const struct sv_proc_ops ops = {os_spawn, os_send, os_signal, os_kill, os_stdin_open, NULL};
+    static const struct sv_proc_ops ops = {os_spawn, os_send, os_signal, os_kill, os_stdin_open, NULL, NULL};
     return &ops;
 }
 
