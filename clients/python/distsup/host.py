@@ -301,7 +301,9 @@ class Host:
     name: this host's name in the daemon's logs (e.g. the pod name); labels: its labels.
     workers: threads that run handlers (default 4).  max_pending: messages waiting in
     mailboxes before the host stops reading from the daemon until some are handled
-    (then the daemon's own bounds apply: its callers see RESOURCE_EXHAUSTED)."""
+    (then the daemon's own bounds apply: its callers see RESOURCE_EXHAUSTED; and a
+    host whose handlers stay stuck past the daemon's host_timeout_ms answers no
+    pings meanwhile, and is taken for gone)."""
 
     def __init__(self, address: Optional[str] = None, *, token: Optional[str] = None,
                  token_file: Optional[str] = None, tls: bool = False,
