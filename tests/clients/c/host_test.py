@@ -360,5 +360,23 @@ class HostTest(h.DaemonTest):
         self.assertNotIn("attached ", out.replace("detached ", ""))
 
 
+    def test_mtls(self):
+        # TLS with a client certificate: the options ds_connect takes
+        P = h.daemon.make_pki(self.workdir)
+        d = self.daemon(args=["--tls-cert", P("server.pem"), "--tls-key", P("server.key"),
+                              "--tls-client-ca", P("ca.pem")])
+        hp = self.host(d, "--tls-ca", P("ca.pem"), "--tls-cert", P("client.pem"), "--tls-key", P("client.key"))
+
+        def read(name):
+            with open(P(name), "rb") as f:
+                return f.read()
+        ch = grpc.secure_channel(d.addr, grpc.ssl_channel_credentials(read("ca.pem"), read("client.key"),
+                                                                      read("client.pem")))
+        self.channels.append(ch)
+        s = pbg.SupervisorStub(ch)
+        s.StartChild(pb.StartChildRequest(spec=spec("m1", b"8")), timeout=10)
+        self.assertEqual(self.call(s, "m1", b"incr"), b"9")
+        self.assertEqual(hp.stop(), 0, "".join(hp.err))
+
 if __name__ == "__main__":
     h.main()
