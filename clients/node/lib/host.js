@@ -115,10 +115,18 @@ class Child {
     this.send({ frame: { state: { state: b } } });
   }
 
+  /** Throws away the messages waiting for it. */
+  clearQueue() {
+    if (!this.queue.length) return;
+    this.host._queued -= this.queue.length;
+    this.queue = [];
+    this.host._maybeResume();
+  }
+
   /** The child is over for us: no handler of it runs again, no frame of it goes up. */
   forget() {
     this.dead = true;
-    this.queue = [];
+    this.clearQueue();
     this.session.children.delete(this.num);
   }
 
@@ -338,10 +346,7 @@ class Host extends EventEmitter {
     const num = hf.child;
     if (hf.drop) {
       const c = s.children.get(num);
-      if (c) {
-        this._queued -= c.queue.length;
-        c.forget();
-      }
+      if (c) c.forget();
       return;
     }
     const f = hf.frame;
@@ -373,6 +378,10 @@ class Host extends EventEmitter {
 
   _dequeued() {
     this._queued--;
+    this._maybeResume();
+  }
+
+  _maybeResume() {
     const s = this._session;
     if (s && s.paused && this._queued <= this.maxQueued / 2) {
       s.paused = false;
@@ -386,8 +395,7 @@ class Host extends EventEmitter {
       while (!c.dead) {
         if (c.stopReq) {
           const { normal, reason } = c.stopReq;
-          this._queued -= c.queue.length;
-          c.queue = [];
+          c.clearQueue();
           await this._shutdown(c, reason, normal, reason);
           break;
         }
@@ -620,10 +628,7 @@ class Host extends EventEmitter {
       const timeout = opts.timeout === undefined ? 5000 : opts.timeout;
       const end = Date.now() + timeout;
       const children = [...s.children.values()];
-      for (const c of children) {
-        this._queued -= c.queue.length;
-        c.queue = [];
-      }
+      for (const c of children) c.clearQueue();
       while (children.some((c) => c.running && !c.dead) && Date.now() < end && !s.ended) {
         await new Promise((r) => setTimeout(r, 10));
       }
