@@ -52,6 +52,11 @@ void config_defaults(struct config *c)
     c->weight = 100;
     c->api_socket_mode = 0600;
     c->peer_max_children = 100000;
+    c->host_ping_ms = 2000;
+    c->host_timeout_ms = 10000;
+    c->host_grace_ms = 2000;
+    c->host_queue_bytes = 64u << 20;
+    c->max_hosts = 64;
     sup_defaults(&c->sups[0], "default");
     c->n_sups = 1;
 }
@@ -141,6 +146,11 @@ static int set_daemon_key(struct config *c, const char *k, const char *v, char *
         {"weight", offsetof(struct config, weight), 1, 1000000},
         {"cluster_size", offsetof(struct config, cluster_size), 0, 10000},
         {"peer_max_children", offsetof(struct config, peer_max_children), 1, 10000000},
+        {"host_ping_ms", offsetof(struct config, host_ping_ms), 100, 600000},
+        {"host_timeout_ms", offsetof(struct config, host_timeout_ms), 200, 3600000},
+        {"host_grace_ms", offsetof(struct config, host_grace_ms), 0, 3600000},
+        {"host_queue_bytes", offsetof(struct config, host_queue_bytes), 1u << 20, 1u << 31},
+        {"max_hosts", offsetof(struct config, max_hosts), 1, 4096},
     };
     for (size_t i = 0; i < sizeof nums / sizeof nums[0]; i++) {
         if (strcmp(k, nums[i].key)) continue;

@@ -40,6 +40,13 @@
  *   health_listen = 0.0.0.0:8081 ; grpc.health.v1 only, no authentication
  *   metrics_listen = 0.0.0.0:9464 ; Prometheus text on GET /metrics (off when empty)
  *
+ *   ; hosted children (docs/hosting.md)
+ *   host_ping_ms = 2000        ; how often each attached host is pinged
+ *   host_timeout_ms = 10000    ; a host silent this long is taken for gone
+ *   host_grace_ms = 2000       ; no host of its kind left here: wait this long, then re-home
+ *   host_queue_bytes = 67108864 ; bytes waiting to be written to one host
+ *   max_hosts = 64             ; Host sessions at once
+ *
  *   [supervisor:NAME]          ; one per supervisor; "default" always exists
  *   strategy = hash_ring       ; a built-in name or a path to a .so
  *   strategy_options = vnodes=160
@@ -120,16 +127,18 @@ struct config {
     int quorum;
     unsigned cluster_size;
     /* the API's protection (docs/security.md) */
-    char api_token_file[1024];          /* bearer token; default $DISTSUP_API_TOKEN_FILE */
-    char tls_cert[1024], tls_key[1024]; /* TLS on the API */
-    char tls_client_ca[1024];           /* mTLS: client certificates required, verified against it */
-    int insecure_api;                   /* allow a non-loopback listen without token or mTLS */
-    unsigned api_socket_mode;           /* listen = unix:PATH: the socket's mode (default 0600) */
-    char api_socket_group[256];         /* ... and group (empty: the daemon's) */
-    char health_listen[256];            /* a second listener serving grpc.health.v1 only */
-    char metrics_listen[256];           /* GET /metrics (sidecar/metrics.h); empty: off */
-    int trust_unnamed;                  /* a key without a name in the trust file may join */
-    unsigned peer_max_children;         /* per other node, per supervisor */
+    char api_token_file[1024];                             /* bearer token; default $DISTSUP_API_TOKEN_FILE */
+    char tls_cert[1024], tls_key[1024];                    /* TLS on the API */
+    char tls_client_ca[1024];                              /* mTLS: client certificates required, verified against it */
+    int insecure_api;                                      /* allow a non-loopback listen without token or mTLS */
+    unsigned api_socket_mode;                              /* listen = unix:PATH: the socket's mode (default 0600) */
+    char api_socket_group[256];                            /* ... and group (empty: the daemon's) */
+    char health_listen[256];                               /* a second listener serving grpc.health.v1 only */
+    char metrics_listen[256];                              /* GET /metrics (sidecar/metrics.h); empty: off */
+    int trust_unnamed;                                     /* a key without a name in the trust file may join */
+    unsigned peer_max_children;                            /* per other node, per supervisor */
+    unsigned host_ping_ms, host_timeout_ms, host_grace_ms; /* hosted children (docs/hosting.md) */
+    unsigned host_queue_bytes, max_hosts;
     struct sup_config sups[CONFIG_MAX_SUPERVISORS];
     size_t n_sups;
 };

@@ -26,6 +26,9 @@
 enum cmd_kind {
     CMD_REQUEST,
     CMD_SHUTDOWN,
+    CMD_HOST_OPEN,
+    CMD_HOST_MESSAGE,
+    CMD_HOST_CLOSED,
     CMD_NODE_UP,
     CMD_NODE_DOWN,
     CMD_MESSAGE,
@@ -46,6 +49,14 @@ struct cmd {
     uint8_t *data; /* CMD_NODE_UP (a packed Join), CMD_MESSAGE */
     size_t len;
     int clean;
+    struct core_host *host; /* CMD_HOST_* */
+};
+
+/* A Host stream as the core knows it (reactor thread, after CMD_HOST_OPEN). */
+struct core_host {
+    struct core_host *next, *prev; /* c->host_handles */
+    struct host_port port;
+    struct host_sess *sess; /* NULL: refused at attach */
 };
 
 uint64_t core_now_ms(void) { return reactor_now_ms(); }
@@ -113,6 +124,90 @@ int core_cluster_message(struct core *c, const char *node, const uint8_t *data, 
 }
 
 void core_peers_settled(struct core *c) { peer_news(c, CMD_SETTLED, NULL, NULL, 0, 0); }
+
+/* ---------- Host streams ---------- */
+
+static int host_post(struct core *c, enum cmd_kind kind, struct core_host *h, const uint8_t *data, size_t len)
+{
+    struct cmd *m = calloc(1, sizeof *m);
+    if (!m || (data && !(m->data = malloc(len ? len : 1)))) {
+        free(m);
+        return -1;
+    }
+    if (data) memcpy(m->data, data, len);
+    m->kind = kind;
+    m->host = h;
+    m->len = len;
+    /* One message of a stream is in flight at a time (port->more): the stream bounds
+     * itself, so it may not be refused. */
+    if (loop_post(c->loop, &m->link, LOOP_LANE_REQUEST, 1) == LOOP_POSTED) return 0;
+    free_cmd(m);
+    return -1;
+}
+
+int core_host_open(struct core *c, const struct host_port *port, struct core_host **out)
+{
+    struct core_host *h = calloc(1, sizeof *h);
+    *out = h;
+    if (!h) return -1;
+    h->port = *port;
+    if (host_post(c, CMD_HOST_OPEN, h, NULL, 0) != 0) {
+        *out = NULL;
+        free(h);
+        return -1;
+    }
+    return 0;
+}
+
+void core_host_message(struct core *c, struct core_host *h, const uint8_t *data, size_t len)
+{
+    if (host_post(c, CMD_HOST_MESSAGE, h, data ? data : (const uint8_t *)"", len) != 0)
+        log_error("core", "out of memory, or the daemon stops: lost a message of a host");
+}
+
+void core_host_closed(struct core *c, struct core_host *h) { host_post(c, CMD_HOST_CLOSED, h, NULL, 0); }
+
+static void on_host_cmd(struct core *c, struct cmd *m)
+{
+    struct core_host *h = m->host;
+    switch (m->kind) {
+    case CMD_HOST_OPEN:
+        h->next = c->host_handles;
+        if (h->next) h->next->prev = h;
+        c->host_handles = h;
+        if (c->shutting_down || !c->hosts) h->port.end(h->port.arg, GRPC_STATUS_UNAVAILABLE, "the daemon is stopping");
+        else h->sess = hosts_attach(c->hosts, &h->port);
+        break;
+    case CMD_HOST_MESSAGE:
+        if (h->sess) hosts_message(c->hosts, h->sess, m->data, m->len);
+        break;
+    case CMD_HOST_CLOSED:
+        h->port.end(h->port.arg, GRPC_STATUS_OK, ""); /* the app closed its side: so do we */
+        if (h->sess) hosts_gone(c->hosts, h->sess);
+        if (h->prev) h->prev->next = h->next;
+        else c->host_handles = h->next;
+        if (h->next) h->next->prev = h->prev;
+        h->port.release(h->port.arg);
+        free(h);
+        break;
+    default: break;
+    }
+}
+
+/* The reactor stops: every Host stream still open is ended and released. */
+static void hosts_teardown(struct core *c)
+{
+    while (c->host_handles) {
+        struct core_host *h = c->host_handles;
+        c->host_handles = h->next;
+        if (h->sess) {
+            h->port.end(h->port.arg, GRPC_STATUS_UNAVAILABLE, "the daemon is stopping");
+            hosts_gone(c->hosts, h->sess);
+        }
+        h->port.release(h->port.arg);
+        free(h);
+    }
+}
 
 void core_request(struct core *c, enum core_op op, ProtobufCMessage *req, uint64_t deadline_ms, core_done_fn done,
                   void *arg)
@@ -280,6 +375,9 @@ static void on_cmd(void *arg, struct loop_msg *lm)
         reconcile(c);
         break;
     case CMD_METRICS: publish_metrics(c); break;
+    case CMD_HOST_OPEN:
+    case CMD_HOST_MESSAGE:
+    case CMD_HOST_CLOSED: on_host_cmd(c, m); break;
     }
     free_cmd(m);
 }
@@ -397,6 +495,7 @@ static void *reactor(void *arg)
         store_flush(c->store); /* the cache updates of this turn, in one commit */
     }
     loop_close_queue(c->loop); /* answers whatever raced in: UNAVAILABLE */
+    hosts_teardown(c);
     fail_forwards(c, NULL, "is unreachable: the daemon is shutting down");
     requests_fail_held(c);
     bury(c);
@@ -556,6 +655,16 @@ struct core *core_new(const struct config *cfg, struct store *st, char *err, siz
     struct sv_hooks svh;
     reactor_sv_hooks(c, &svh);
     sv_init(&c->sv, sv_os_procs(), &svh, c->loop, cfg->node_name, c->data_dir, (uint64_t)reactor_wall_ms());
+    struct host_limits hl = {.ping_ms = cfg->host_ping_ms,
+                             .timeout_ms = cfg->host_timeout_ms,
+                             .queue_bytes = cfg->host_queue_bytes,
+                             .max_hosts = cfg->max_hosts};
+    if (!(c->hosts = hosts_new(&c->sv, &hl, cfg->node_name))) {
+        snprintf(err, errlen, "cannot set up hosted children: out of memory or timerfd");
+        goto fail;
+    }
+    c->sv.hosted_ops = hosts_ops();
+    c->sv.hosts = c->hosts;
     c->bus = event_bus_new();
     c->sups = calloc(cfg->n_sups, sizeof *c->sups);
     if (!c->bus || !c->sups) {
@@ -664,6 +773,7 @@ void core_free(struct core *c)
         free(c->sups[i].eligible);
     }
     free(c->sups);
+    hosts_free(c->hosts); /* after the children: they leave its lists as they go */
     for (size_t i = 0; i < c->n_nodes; i++) free_node(c->nodes[i]);
     free(c->nodes);
     loop_free(c->loop, free_msg);

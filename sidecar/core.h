@@ -82,6 +82,25 @@ void core_peers_settled(struct core *c);
 void core_request(struct core *c, enum core_op op, ProtobufCMessage *req, uint64_t deadline_ms, core_done_fn done,
                   void *arg);
 
+/* Host streams (hosted children, docs/hosting.md; sidecar/host.h).  The API's side
+ * opens one per Host call with the port the reactor drives it through, hands it each
+ * message the app sends (after the reactor asked for it: port->more), and says
+ * once when the stream is over.  The reactor calls port->release exactly once, after
+ * which the API side must not use the handle again: when it has processed the
+ * stream's end, or when the reactor stops.  A post that fails (the reactor has
+ * stopped) is dropped: the reactor releases every port before core_shutdown returns.
+ * Thread-safe. */
+struct host_port;
+struct core_host;
+/* Sets *out to the stream's handle before the reactor can use the port.  0, or -1
+ * when out of memory or the daemon is stopping (*out is NULL, nothing was posted and
+ * the port will not be released: end the call yourself). */
+int core_host_open(struct core *c, const struct host_port *port, struct core_host **out);
+/* A HostUp as received (copied). */
+void core_host_message(struct core *c, struct core_host *h, const uint8_t *data, size_t len);
+/* The stream is over; the last call for h. */
+void core_host_closed(struct core *c, struct core_host *h);
+
 /* The bus Watch subscribes to. */
 struct event_bus *core_events(struct core *c);
 

@@ -175,13 +175,16 @@ static void start_at(struct core *c, struct sup *s, Distsup__V1__ChildSpec *spec
     }
     free(bytes);
     ch->answer_by = answer_by;
-    if (sv_start(&c->sv, ch, err, sizeof err) != 0) {
+    int rc = sv_start(&c->sv, ch, err, sizeof err);
+    if (rc != 0) {
         log_warn("core", "StartChild %s: %s", ch->name, err);
-        answer_fail(done, arg, GRPC_STATUS_FAILED_PRECONDITION, "cannot start child '%s': %s", ch->name, err);
+        answer_fail(done, arg, rc == SV_SPAWN_WAIT ? GRPC_STATUS_UNAVAILABLE : GRPC_STATUS_FAILED_PRECONDITION,
+                    "cannot start child '%s': %s", ch->name, err);
         remove_child(c, ch, "could not start");
         return;
     }
-    log_info("core", "started child %s (pid %d) in supervisor %s", ch->name, (int)ch->proc.pid, s->cfg->name);
+    if (sv_hosted(ch)) log_debug("core", "started hosted child %s in supervisor %s", ch->name, s->cfg->name);
+    else log_info("core", "started child %s (pid %d) in supervisor %s", ch->name, (int)ch->proc.pid, s->cfg->name);
     ch->start_done = done;
     ch->start_arg = arg;
     if (ch->st == SV_RUNNING) sv_answer_start(&c->sv, ch);
@@ -224,7 +227,7 @@ static void h_event(void *arg, struct child *ch, Distsup__V1__EventKind kind, in
     ev.name = ch->name;
     ev.id = ch->id;
     ev.node = (char *)c->cfg->node_name;
-    ev.os_pid = ch->proc.pid;
+    ev.os_pid = sv_hosted(ch) ? 0 : ch->proc.pid;
     ev.exit_code = exit_code;
     ev.signal = sig;
     ev.reason = (char *)(reason ? reason : "");
@@ -255,6 +258,7 @@ static void h_persist(void *arg, struct child *ch)
 static void h_spawned(void *arg, struct child *ch)
 {
     struct core *c = arg;
+    if (sv_hosted(ch)) return; /* no process: nothing to kill after a crash */
     store_set_child_proc(c->store, ch->cfg->name, ch->name, ch->proc.pid, ch->proc.start_ticks);
 }
 

@@ -32,6 +32,7 @@
 #include "sidecar/answer.h"
 #include "sidecar/config.h"
 #include "sidecar/events.h"
+#include "sidecar/host.h"
 #include "sidecar/loop.h"
 #include "sidecar/placement.h"
 #include "sidecar/registry.h"
@@ -144,6 +145,10 @@ struct core {
     pthread_cond_t metrics_cv;
     uint64_t metrics_gen; /* publications so far, under metrics_mu */
     int metrics_sync;     /* metrics_mu and metrics_cv were initialised */
+    /* hosted children (sidecar/host.h): the sessions, and core.c's handles of the
+     * Host streams (each released once: at its end, or when the reactor stops) */
+    struct hosts *hosts;
+    struct core_host *host_handles;
 };
 
 uint64_t reactor_now_ms(void); /* CLOCK_MONOTONIC in ms */

@@ -663,8 +663,10 @@ static int can_message(struct core *c, struct child *ch, size_t len, int is_call
         return -1;
     default: break;
     }
-    if (!c->sv.ops->stdin_open(ch)) {
-        answer_fail(done, arg, GRPC_STATUS_UNAVAILABLE, "child '%s' closed its stdin", ch->name);
+    if (!sv_open(&c->sv, ch)) {
+        answer_fail(done, arg, GRPC_STATUS_UNAVAILABLE,
+                    sv_hosted(ch) ? "child '%s' lost its host; try again shortly" : "child '%s' closed its stdin",
+                    ch->name);
         return -1;
     }
     if ((is_call && ch->n_calls >= cfg->mailbox) || sv_unsent(ch) + len > cfg->mailbox_bytes) {

@@ -23,6 +23,7 @@
 #include "grpc/health/v1/health.pb-c.h"
 #include "sidecar/apiauth.h"
 #include "sidecar/grpcutil.h"
+#include "sidecar/host.h"
 #include "sidecar/log.h"
 #include "sidecar/ops.h"
 #include "sidecar/reflection.h"
@@ -38,7 +39,7 @@ extern const size_t distsup_descriptor_set_len;
 #define HEALTH_QUOTA (8u << 20) /* ... and for the health listener's */
 #define SUPERVISOR_SERVICE "distsup.v1.Supervisor"
 
-enum method_kind { M_UNARY, M_WATCH, M_HEALTH_CHECK, M_HEALTH_WATCH, M_REFLECT };
+enum method_kind { M_UNARY, M_WATCH, M_HOST, M_HEALTH_CHECK, M_HEALTH_WATCH, M_REFLECT };
 
 struct method {
     const char *path;
@@ -56,6 +57,7 @@ struct method {
 static struct method methods_template[] = {
     DS_PUBLIC_OPS(UNARY_METHOD)
     {"/distsup.v1.Supervisor/Watch", M_WATCH, 0, &distsup__v1__watch_request__descriptor, NULL},
+    {"/distsup.v1.Supervisor/Host", M_HOST, 0, &distsup__v1__host_up__descriptor, NULL},
     {"/grpc.health.v1.Health/Check", M_HEALTH_CHECK, 0, &grpc__health__v1__health_check_request__descriptor, NULL},
     {"/grpc.health.v1.Health/Watch", M_HEALTH_WATCH, 0, &grpc__health__v1__health_check_request__descriptor, NULL},
     {"/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", M_REFLECT, 0, NULL, NULL},
@@ -107,6 +109,15 @@ struct ctx {
     struct event_sub *sub;
     int sending, closed, finishing;
     grpc_byte_buffer *recv;
+    /* Host streams (sidecar/host.h): bytes waiting to go, one send in flight (out),
+     * one receive at a time (recv, asked for by the reactor) */
+    struct core_host *host;
+    uint8_t *hpend;
+    size_t hlen, hcap, hinflight;
+    int hended, hstatus_sent, hreleased, hclosed_posted;
+    int hcode;
+    char *hmsg;
+    struct tag t_status;
 };
 
 struct rpc {
@@ -164,6 +175,8 @@ static void ctx_unref(struct ctx *c)
     if (c->out) grpc_byte_buffer_destroy(c->out);
     if (c->recv) grpc_byte_buffer_destroy(c->recv);
     if (c->have_status_text) grpc_slice_unref(c->status_text);
+    free(c->hpend);
+    free(c->hmsg);
     pthread_mutex_destroy(&c->mu);
     atomic_fetch_sub(&c->r->live_ctx, 1);
     free(c);
@@ -505,6 +518,211 @@ static void handle_health_watch(struct ctx *c)
     ctx_unref(c); /* the close tag keeps it alive now */
 }
 
+/* ---------- Host (bidirectional; hosted children, sidecar/host.h) ---------- */
+
+/* Under c->mu: the next batch to start, if any: the pending bytes as one message,
+ * or, when the stream is ending and nothing is in flight, its status. */
+static int host_next_batch(struct ctx *c, struct gu_batch *b, struct tag **t)
+{
+    if (c->sending || c->hstatus_sent || c->closed) return 0;
+    if (c->hended) {
+        c->hstatus_sent = 1;
+        c->status_text = grpc_slice_from_copied_string(c->hmsg ? c->hmsg : "");
+        c->have_status_text = 1;
+        gu_batch_init(b);
+        gu_send_status(b, (grpc_status_code)c->hcode, &c->status_text);
+        c->t_status.fn = on_finished;
+        c->t_status.ctx = c;
+        c->refs++;
+        *t = &c->t_status;
+        return 1;
+    }
+    if (!c->hlen) return 0;
+    c->out = gu_bb_take(c->hpend, c->hlen);
+    c->hinflight = c->hlen;
+    c->hpend = NULL;
+    c->hlen = c->hcap = 0;
+    c->sending = 1;
+    gu_batch_init(b);
+    gu_send_message(b, c->out);
+    c->refs++;
+    *t = &c->t_send;
+    return 1;
+}
+
+static void host_kick(struct ctx *c)
+{
+    struct gu_batch b;
+    struct tag *t = NULL;
+    pthread_mutex_lock(&c->mu);
+    int go = host_next_batch(c, &b, &t);
+    pthread_mutex_unlock(&c->mu);
+    if (go) start_batch(c, &b, t);
+}
+
+static void on_host_sent(struct rpc *r, void *p, int ok)
+{
+    (void)r;
+    struct ctx *c = p;
+    pthread_mutex_lock(&c->mu);
+    c->sending = 0;
+    c->hinflight = 0;
+    if (c->out) {
+        grpc_byte_buffer_destroy(c->out);
+        c->out = NULL;
+    }
+    if (!ok) c->hended = c->hended ? c->hended : 1; /* the app is gone: nothing more to send */
+    pthread_mutex_unlock(&c->mu);
+    if (ok) host_kick(c);
+    ctx_unref(c);
+}
+
+/* The stream is over for us: tell the core once (unless it released us first). */
+static void host_post_closed(struct ctx *c)
+{
+    pthread_mutex_lock(&c->mu);
+    int post = !c->hclosed_posted && !c->hreleased && c->host;
+    c->hclosed_posted = 1; /* without a handle yet: handle_host posts it */
+    pthread_mutex_unlock(&c->mu);
+    if (post) core_host_closed(c->r->core, c->host);
+}
+
+static void on_host_recv(struct rpc *r, void *p, int ok)
+{
+    struct ctx *c = p;
+    grpc_byte_buffer *in = c->recv;
+    c->recv = NULL;
+    if (ok && in) {
+        grpc_slice s = gu_bb_flatten(in);
+        grpc_byte_buffer_destroy(in);
+        pthread_mutex_lock(&c->mu);
+        int post = !c->hreleased && !c->hclosed_posted;
+        pthread_mutex_unlock(&c->mu);
+        if (post) core_host_message(r->core, c->host, GRPC_SLICE_START_PTR(s), GRPC_SLICE_LENGTH(s));
+        grpc_slice_unref(s);
+    } else { /* the app closed its side, or the call ended */
+        if (in) grpc_byte_buffer_destroy(in);
+        host_post_closed(c);
+    }
+    ctx_unref(c);
+}
+
+static void on_host_close(struct rpc *r, void *p, int ok)
+{
+    (void)r;
+    (void)ok;
+    struct ctx *c = p;
+    pthread_mutex_lock(&c->mu);
+    c->closed = 1;
+    pthread_mutex_unlock(&c->mu);
+    host_post_closed(c);
+    ctx_unref(c);
+}
+
+static int hp_send(void *arg, const uint8_t *data, size_t len)
+{
+    struct ctx *c = arg;
+    size_t cap = c->r->cfg->host_queue_bytes;
+    pthread_mutex_lock(&c->mu);
+    int rc = -1;
+    if (!c->hended && !c->closed && c->hlen + c->hinflight + len <= cap) {
+        if (c->hlen + len > c->hcap) {
+            size_t n = c->hcap ? c->hcap : 4096;
+            while (n < c->hlen + len) n *= 2;
+            uint8_t *b = realloc(c->hpend, n);
+            if (b) {
+                c->hpend = b;
+                c->hcap = n;
+            }
+        }
+        if (c->hlen + len <= c->hcap) {
+            memcpy(c->hpend + c->hlen, data, len);
+            c->hlen += len;
+            rc = 0;
+        }
+    }
+    pthread_mutex_unlock(&c->mu);
+    if (rc == 0) host_kick(c);
+    return rc;
+}
+
+static size_t hp_queued(void *arg)
+{
+    struct ctx *c = arg;
+    pthread_mutex_lock(&c->mu);
+    size_t n = c->hlen + c->hinflight;
+    pthread_mutex_unlock(&c->mu);
+    return n;
+}
+
+static void hp_more(void *arg)
+{
+    struct ctx *c = arg;
+    pthread_mutex_lock(&c->mu);
+    int go = !c->closed && !c->hclosed_posted;
+    if (go) c->refs++;
+    pthread_mutex_unlock(&c->mu);
+    if (!go) return;
+    struct gu_batch b;
+    gu_batch_init(&b);
+    gu_recv_message(&b, &c->recv);
+    c->t_main.fn = on_host_recv;
+    c->t_main.ctx = c;
+    start_batch(c, &b, &c->t_main);
+}
+
+static void hp_end(void *arg, int code, const char *msg)
+{
+    struct ctx *c = arg;
+    pthread_mutex_lock(&c->mu);
+    if (!c->hended) {
+        c->hended = 1;
+        c->hcode = code;
+        free(c->hmsg);
+        c->hmsg = strdup(msg ? msg : "");
+    }
+    pthread_mutex_unlock(&c->mu);
+    host_kick(c);
+}
+
+static void hp_release(void *arg)
+{
+    struct ctx *c = arg;
+    pthread_mutex_lock(&c->mu);
+    c->hreleased = 1;
+    pthread_mutex_unlock(&c->mu);
+    ctx_unref(c); /* the core's reference */
+}
+
+static void handle_host(struct ctx *c)
+{
+    c->t_send.fn = on_host_sent;
+    c->t_send.ctx = c;
+    c->t_close.fn = on_host_close;
+    c->t_close.ctx = c; /* the request's reference is the close tag's now */
+    c->refs++;          /* ... and this one the core's, until it releases the port */
+    struct gu_batch b;
+    gu_batch_init(&b);
+    gu_send_initial_metadata(&b);
+    c->md_sent = 1;
+    gu_recv_close_on_server(&b, &c->cancelled);
+    start_batch(c, &b, &c->t_close);
+    struct host_port port = {c, hp_send, hp_queued, hp_more, hp_end, hp_release};
+    pthread_mutex_lock(&c->mu);
+    int rc = core_host_open(c->r->core, &port, &c->host);
+    pthread_mutex_unlock(&c->mu);
+    if (rc != 0) {
+        hp_end(c, GRPC_STATUS_UNAVAILABLE, "the daemon is stopping");
+        hp_release(c);
+        return;
+    }
+    pthread_mutex_lock(&c->mu);
+    int closed_early = c->hclosed_posted; /* the close came before the handle */
+    c->hclosed_posted = 0;
+    pthread_mutex_unlock(&c->mu);
+    if (closed_early) host_post_closed(c);
+}
+
 /* ---------- reflection (bidirectional) ---------- */
 
 static void reflect_recv(struct ctx *c, int with_md, grpc_byte_buffer *send);
@@ -610,6 +828,7 @@ static void on_request(struct rpc *r, void *p, int ok)
     switch (c->m->kind) {
     case M_UNARY: handle_unary(c); break;
     case M_WATCH: handle_watch(c); break;
+    case M_HOST: handle_host(c); break;
     case M_HEALTH_CHECK: handle_health_check(c); break;
     case M_HEALTH_WATCH: handle_health_watch(c); break;
     case M_REFLECT: reflect_recv(c, 1, NULL); break;
@@ -628,7 +847,7 @@ static void request_one(struct rpc *r, struct listener *l, const struct method *
     c->t_req.ctx = c;
     grpc_call_error e;
     if (m) {
-        int with_payload = m->kind != M_REFLECT;
+        int with_payload = m->kind != M_REFLECT && m->kind != M_HOST;
         e = grpc_server_request_registered_call(l->server, m->handle, &c->call, &c->deadline, &c->md,
                                                 with_payload ? &c->payload : NULL, r->cq, r->cq, &c->t_req);
     } else {
@@ -770,8 +989,9 @@ static void listener_init(struct rpc *r, struct listener *l, struct method *meth
     l->health_only = health_only;
     grpc_server_register_completion_queue(l->server, r->cq, NULL);
     for (size_t i = 0; i < n; i++) {
-        grpc_server_register_method_payload_handling h =
-            methods[i].kind == M_REFLECT ? GRPC_SRM_PAYLOAD_NONE : GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER;
+        grpc_server_register_method_payload_handling h = methods[i].kind == M_REFLECT || methods[i].kind == M_HOST
+            ? GRPC_SRM_PAYLOAD_NONE
+            : GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER;
         methods[i].handle = grpc_server_register_method(l->server, methods[i].path, NULL, h, 0);
     }
 }

@@ -99,8 +99,27 @@ int spec_validate(const Distsup__V1__ChildSpec *s, size_t max_init, char *err, s
         return -1;
     }
     if (s->name[0] && spec_name_check("child name", s->name, err, errlen) != 0) return -1;
-    if (s->n_argv == 0 || s->argv[0][0] == 0) {
-        snprintf(err, errlen, "spec.argv is empty: give the program to run as argv[0]");
+    if (s->kind[0]) { /* a hosted child (docs/hosting.md) */
+        if (s->n_argv) {
+            snprintf(err, errlen,
+                     "spec names both argv and kind: argv is a process child, kind a hosted one; give one");
+            return -1;
+        }
+        if (spec_name_check("spec.kind", s->kind, err, errlen) != 0) return -1;
+        if (s->n_env || s->cwd[0]) {
+            snprintf(err, errlen,
+                     "spec.env and spec.cwd are for process children; a hosted child (kind '%.64s') takes neither",
+                     s->kind);
+            return -1;
+        }
+        if (s->protocol != DISTSUP__V1__PROTOCOL__FRAMES) {
+            snprintf(err, errlen, "a hosted child (kind '%.64s') always speaks frames: leave spec.protocol unset",
+                     s->kind);
+            return -1;
+        }
+        text += strlen(s->kind);
+    } else if (s->n_argv == 0 || s->argv[0][0] == 0) {
+        snprintf(err, errlen, "spec.argv is empty: give the program to run as argv[0], or a kind for a hosted child");
         return -1;
     }
     if (s->n_argv > SPEC_ARGV_MAX) {

@@ -26,7 +26,8 @@ struct sv_input {
     const char *reason; /* SV_EV_STOP */
     char *err;          /* SV_EV_START: why it did not start */
     size_t errlen;
-    int rc; /* SV_EV_START: 0 when it started */
+    int rc;    /* SV_EV_START: 0 when it started */
+    int quiet; /* SV_EV_EXIT: one of many (its host went away): its restart is logged at DEBUG */
 };
 
 typedef void sv_action(struct sv *sv, struct child *ch, const struct sv_input *in);
@@ -39,6 +40,12 @@ static int64_t wall_ms(void)
 }
 
 static uint64_t now_ms(struct sv *sv) { return sv->hooks.now(sv->hooks.arg); }
+
+/* The processes below ch: OS processes, or the hosts of its kind. */
+static const struct sv_proc_ops *ops_of(const struct sv *sv, const struct child *ch)
+{
+    return sv_hosted(ch) && sv->hosted_ops ? sv->hosted_ops : sv->ops;
+}
 
 static void emit(struct sv *sv, struct child *ch, Distsup__V1__EventKind kind, int code, int sig, const char *reason)
 {
@@ -123,11 +130,13 @@ static int spawn_incarnation(struct sv *sv, struct child *ch, char *err, size_t 
     ch->start_timed_out = 0;
     snprintf(ch->id, sizeof ch->id, "%s/%llx.%llu", sv->node, (unsigned long long)sv->boot_ms,
              (unsigned long long)++sv->seq);
-    if (sv->ops->spawn(sv, ch, err, errlen) != 0) { /* nothing ran: it is as it was */
+    int rc = ops_of(sv, ch)->spawn(sv, ch, err, errlen);
+    if (rc != 0) { /* nothing ran: it is as it was */
         ch->incarnation--;
         memcpy(ch->id, old_id, sizeof old_id);
-        return -1;
+        return rc == SV_SPAWN_WAIT ? rc : -1;
     }
+    ch->host_wait = 0;
     sv->live++;
     metrics_sup_inc(sv->metrics, ch->cfg, MC_STARTS);
     ch->started_at_wall = wall_ms();
@@ -166,7 +175,7 @@ static int spawn_incarnation(struct sv *sv, struct child *ch, char *err, size_t 
     Distsup__V1__ChildFrame f = DISTSUP__V1__CHILD_FRAME__INIT;
     f.frame_case = DISTSUP__V1__CHILD_FRAME__FRAME_INIT;
     f.init = &init;
-    if (sv->ops->send(ch, &f) != 0) CH_LOG(LOG_WARN, ch, "child %s: cannot send Init", ch->name);
+    if (ops_of(sv, ch)->send(ch, &f) != 0) CH_LOG(LOG_WARN, ch, "child %s: cannot send Init", ch->name);
     return 0;
 }
 
@@ -202,7 +211,7 @@ static void a_start_timeout(struct sv *sv, struct child *ch, const struct sv_inp
 {
     (void)in;
     ch->start_timed_out = 1;
-    sv->ops->kill(ch, "no Ready frame in time");
+    ops_of(sv, ch)->kill(ch, "no Ready frame in time");
 }
 
 /* Begins an orderly stop: Terminate frame, then SIGTERM, then SIGKILL at shutdown_ms. */
@@ -213,24 +222,24 @@ static void a_stop(struct sv *sv, struct child *ch, const struct sv_input *in)
     ch->why = in->why;
     ch->kill_at = now + grace;
     if (grace == 0) {
-        sv->ops->signal(ch, SIGKILL);
+        ops_of(sv, ch)->signal(ch, SIGKILL);
         ch->st = SV_STOP_KILL;
         ch->timer_at = 0;
         return;
     }
-    if (ch->spec->protocol == DISTSUP__V1__PROTOCOL__FRAMES && sv->ops->stdin_open(ch)) {
+    if (ch->spec->protocol == DISTSUP__V1__PROTOCOL__FRAMES && ops_of(sv, ch)->stdin_open(ch)) {
         Distsup__V1__Terminate t = DISTSUP__V1__TERMINATE__INIT;
         t.reason = (char *)in->reason;
         Distsup__V1__ChildFrame f = DISTSUP__V1__CHILD_FRAME__INIT;
         f.frame_case = DISTSUP__V1__CHILD_FRAME__FRAME_TERMINATE;
         f.terminate = &t;
-        if (sv->ops->send(ch, &f) != 0) CH_LOG(LOG_WARN, ch, "child %s: cannot send Terminate", ch->name);
+        if (ops_of(sv, ch)->send(ch, &f) != 0) CH_LOG(LOG_WARN, ch, "child %s: cannot send Terminate", ch->name);
         ch->st = SV_STOP_FRAME;
         /* Half its shutdown_ms to hand off its state and leave by itself (a loaded
          * host may need more than a moment); SIGTERM then. */
         ch->timer_at = now + grace / 2;
     } else {
-        sv->ops->signal(ch, SIGTERM);
+        ops_of(sv, ch)->signal(ch, SIGTERM);
         ch->st = SV_STOP_TERM;
         ch->timer_at = ch->kill_at;
     }
@@ -249,13 +258,14 @@ static void a_stop_idle(struct sv *sv, struct child *ch, const struct sv_input *
 {
     (void)sv;
     ch->timer_at = 0;
+    ch->host_wait = 0; /* held back, parked or removed: no host starts it */
     if (in->why != SV_WHY_REMOVE) ch->st = SV_IDLE;
 }
 
 static void a_sigterm(struct sv *sv, struct child *ch, const struct sv_input *in)
 {
     (void)in;
-    sv->ops->signal(ch, SIGTERM);
+    ops_of(sv, ch)->signal(ch, SIGTERM);
     ch->st = SV_STOP_TERM;
     ch->timer_at = ch->kill_at;
 }
@@ -265,7 +275,7 @@ static void a_sigkill(struct sv *sv, struct child *ch, const struct sv_input *in
     (void)in;
     CH_LOG(LOG_WARN, ch, "child %s did not stop within shutdown_ms=%u; sending SIGKILL", ch->name,
            spec_shutdown_ms(ch->spec));
-    sv->ops->signal(ch, SIGKILL);
+    ops_of(sv, ch)->signal(ch, SIGKILL);
     ch->st = SV_STOP_KILL;
 }
 
@@ -291,7 +301,7 @@ static void dispatch(struct sv *sv, struct child *ch, enum sv_event ev, const st
 
 /* ---------- exits ---------- */
 
-static void restart_or_fail(struct sv *sv, struct child *ch, int code, int sig, const char *reason)
+static void restart_or_fail(struct sv *sv, struct child *ch, int code, int sig, const char *reason, int quiet)
 {
     const struct sup_config *cfg = ch->cfg;
     unsigned recent;
@@ -312,7 +322,7 @@ static void restart_or_fail(struct sv *sv, struct child *ch, int code, int sig, 
     uint64_t delay = restart_backoff_ms(recent, cfg->backoff_ms, cfg->backoff_max_ms);
     ch->restarts++;
     metrics_sup_inc(sv->metrics, ch->cfg, MC_RESTARTS);
-    CH_LOG(LOG_WARN, ch, "child %s %s; restarting it in %llums (restart %u)", ch->name, reason,
+    CH_LOG(quiet ? LOG_DEBUG : LOG_WARN, ch, "child %s %s; restarting it in %llums (restart %u)", ch->name, reason,
            (unsigned long long)delay, ch->restarts);
     emit(sv, ch, DISTSUP__V1__EVENT_KIND__PROCESS_RESTART, code, sig, reason);
     ch->proc.pid = 0;
@@ -329,8 +339,9 @@ static void exit_outcome(struct sv *sv, struct child *ch, const struct sv_input 
     if (in->reaped && sv->live) sv->live--;
     int code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
     int sig = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
-    char reason[128];
-    if (sig) snprintf(reason, sizeof reason, "killed by signal %d (%s)", sig, strsignal(sig));
+    char reason[160];
+    if (in->reason) snprintf(reason, sizeof reason, "%s", in->reason);
+    else if (sig) snprintf(reason, sizeof reason, "killed by signal %d (%s)", sig, strsignal(sig));
     else snprintf(reason, sizeof reason, "exited with code %d", code);
     int normal = code == 0 && sig == 0;
     if (in->reaped)
@@ -397,12 +408,18 @@ static void exit_outcome(struct sv *sv, struct child *ch, const struct sv_input 
         sv->hooks.remove(sv->hooks.arg, ch, reason);
         return;
     }
-    restart_or_fail(sv, ch, code, sig, reason);
+    restart_or_fail(sv, ch, code, sig, reason, in->quiet);
 }
 
 void sv_exited(struct sv *sv, struct child *ch, int status)
 {
     struct sv_input in = {.status = status, .reaped = 1};
+    dispatch(sv, ch, SV_EV_EXIT, &in);
+}
+
+void sv_exited_why(struct sv *sv, struct child *ch, int status, const char *reason, int quiet)
+{
+    struct sv_input in = {.status = status, .reaped = 1, .reason = reason, .quiet = quiet};
     dispatch(sv, ch, SV_EV_EXIT, &in);
 }
 
@@ -420,7 +437,15 @@ int sv_start(struct sv *sv, struct child *ch, char *err, size_t errlen)
 void sv_start_or_retry(struct sv *sv, struct child *ch, const char *what)
 {
     char err[512];
-    if (sv_start(sv, ch, err, sizeof err) == 0) return;
+    int rc = sv_start(sv, ch, err, sizeof err);
+    if (rc == 0) return;
+    if (rc == SV_SPAWN_WAIT) { /* no host of its kind here: it waits for one */
+        if (!ch->host_wait) CH_LOG(LOG_DEBUG, ch, "child %s: %s; it waits for one", ch->name, err);
+        ch->st = SV_IDLE;
+        ch->timer_at = 0;
+        ch->host_wait = 1;
+        return;
+    }
     CH_LOG(LOG_ERROR, ch, "child %s: %s failed: %s", ch->name, what, err);
     struct sv_input in = {.status = 127 << 8}; /* counts as another abnormal exit */
     exit_outcome(sv, ch, &in);
@@ -532,7 +557,7 @@ int sv_call_traced(struct sv *sv, struct child *ch, ProtobufCBinaryData payload,
     Distsup__V1__ChildFrame f = DISTSUP__V1__CHILD_FRAME__INIT;
     f.frame_case = DISTSUP__V1__CHILD_FRAME__FRAME_CALL;
     f.call = &cf;
-    if (sv->ops->send(ch, &f) != 0) {
+    if (ops_of(sv, ch)->send(ch, &f) != 0) {
         free(p);
         return -1;
     }
@@ -571,12 +596,14 @@ int sv_cast_traced(struct sv *sv, struct child *ch, ProtobufCBinaryData payload,
         f.frame_case = DISTSUP__V1__CHILD_FRAME__FRAME_CAST;
         f.cast = &cf;
     }
-    if (sv->ops->send(ch, &f) != 0) return -1;
+    if (ops_of(sv, ch)->send(ch, &f) != 0) return -1;
     ch->delivered++;
     return 0;
 }
 
 size_t sv_unsent(const struct child *ch) { return proc_unsent(&ch->proc); }
+
+int sv_open(const struct sv *sv, const struct child *ch) { return ops_of(sv, ch)->stdin_open(ch); }
 
 Distsup__V1__ChildState sv_api_state(const struct child *ch)
 {
@@ -600,7 +627,7 @@ void sv_fill_info(const struct sv *sv, const struct child *ch, Distsup__V1__Chil
     info->name = ch->name;
     info->id = (char *)ch->id;
     info->node = (char *)sv->node;
-    info->os_pid = ch->proc.pid;
+    info->os_pid = sv_hosted(ch) ? 0 : ch->proc.pid;
     info->state = sv_api_state(ch);
     info->restarts = ch->restarts;
     info->started_at_ms = ch->started_at_wall;
@@ -649,6 +676,8 @@ void sv_child_free(struct child *ch)
         n = w->next;
         free(w);
     }
+    struct sv *sv = ch->proc.arg;
+    if (sv && sv_hosted(ch) && sv->hosted_ops && sv->hosted_ops->release) sv->hosted_ops->release(ch);
     if (ch->proc.loop) proc_close(&ch->proc);
     if (ch->spec) distsup__v1__child_spec__free_unpacked(ch->spec, NULL);
     free(ch->state_blob);
@@ -694,7 +723,7 @@ static int os_stdin_open(const struct child *ch) { return proc_stdin_open(&ch->p
 
 const struct sv_proc_ops *sv_os_procs(void)
 {
-    static const struct sv_proc_ops ops = {os_spawn, os_send, os_signal, os_kill, os_stdin_open};
+    static const struct sv_proc_ops ops = {os_spawn, os_send, os_signal, os_kill, os_stdin_open, NULL};
     return &ops;
 }
 

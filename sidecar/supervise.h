@@ -117,20 +117,36 @@ struct child {
     struct waiter *term_waiters; /* TerminateChild requests waiting for the exit */
     uint8_t *state_blob;         /* last State frame (handoff) */
     size_t state_len;
-    struct proc proc; /* the OS process (the fake's pid too) */
+    struct proc proc; /* the OS process (the fake's pid too); a running hosted child's
+                         pid is SV_HOSTED_PID */
+    /* A hosted child (spec.kind; sidecar/host.c): the host session running it and its
+     * number there, or, with no session, the list of children waiting for a host. */
+    void *host;
+    uint64_t host_num;
+    struct child *host_next, *host_prev;
+    int host_wait; /* waiting for a host of its kind (SV_IDLE) */
 };
+
+/* proc.pid of a hosted child while its host runs it: "running", never a process. */
+#define SV_HOSTED_PID 1
+
+/* 1 when ch is a hosted child (its spec names a kind, not an argv). */
+static inline int sv_hosted(const struct child *ch) { return ch->spec && ch->spec->kind && ch->spec->kind[0]; }
 
 struct sv;
 
 /* The processes below the machine. */
 struct sv_proc_ops {
-    /* Starts ch's process (ch->proc.pid > 0 after).  0, or -1 with err. */
+    /* Starts ch's process (ch->proc.pid > 0 after).  0, or -1 with err; or
+     * SV_SPAWN_WAIT: nothing can run it now (no host of its kind), it waits. */
     int (*spawn)(struct sv *sv, struct child *ch, char *err, size_t errlen);
     int (*send)(struct child *ch, const Distsup__V1__ChildFrame *f); /* 0 or -1 */
     void (*signal)(struct child *ch, int sig);
     void (*kill)(struct child *ch, const char *why); /* SIGKILL, read no more */
     int (*stdin_open)(const struct child *ch);
+    void (*release)(struct child *ch); /* ch is freed: forget it (may be NULL) */
 };
+#define SV_SPAWN_WAIT (-2)
 
 /* The core above it. */
 struct sv_hooks {
@@ -147,6 +163,8 @@ struct sv_hooks {
 
 struct sv {
     const struct sv_proc_ops *ops;
+    const struct sv_proc_ops *hosted_ops; /* hosted children's (NULL: none can run) */
+    void *hosts;                          /* hosted_ops' state (sidecar/host.c) */
     struct sv_hooks hooks;
     struct loop *loop;
     const char *node;     /* this node's name */
@@ -178,7 +196,9 @@ void sv_fill_info(const struct sv *sv, const struct child *ch, Distsup__V1__Chil
  * err when it is in another state or its process could not start (the child is
  * unchanged then: state, incarnation and id). */
 int sv_start(struct sv *sv, struct child *ch, char *err, size_t errlen);
-/* sv_start; a process that cannot start counts as an abnormal exit (restart policy). */
+/* sv_start; a process that cannot start counts as an abnormal exit (restart policy).
+ * A hosted child with no host of its kind waits instead (SV_IDLE, host_wait set)
+ * until one attaches (sidecar/host.c). */
 void sv_start_or_retry(struct sv *sv, struct child *ch, const char *what);
 
 /* Stops it for why (see enum sv_why); reason goes to its Terminate frame and log.
@@ -190,6 +210,10 @@ int sv_stop(struct sv *sv, struct child *ch, enum sv_why why, const char *reason
 
 /* Its process was reaped (the proc layer's exit hook). */
 void sv_exited(struct sv *sv, struct child *ch, int status);
+/* A hosted child ended (its Exit, or its host went away): status as waitpid gives it,
+ * reason for its events and log (NULL: from status); quiet: one of many that ended
+ * together (the caller logged them once), its restart is logged at DEBUG. */
+void sv_exited_why(struct sv *sv, struct child *ch, int status, const char *reason, int quiet);
 /* A frame from its process. */
 void sv_frame(struct sv *sv, struct child *ch, const Distsup__V1__ChildFrame *f);
 
@@ -215,6 +239,8 @@ struct sv_trace {
 int sv_call_traced(struct sv *sv, struct child *ch, ProtobufCBinaryData payload, const struct sv_trace *tr,
                    uint64_t deadline, answer_fn done, void *arg);
 int sv_cast_traced(struct sv *sv, struct child *ch, ProtobufCBinaryData payload, const struct sv_trace *tr, int info);
+/* 1 while frames can reach it (its stdin is open; a hosted child's host is attached). */
+int sv_open(const struct sv *sv, const struct child *ch);
 /* Bytes of frames it has not read yet. */
 size_t sv_unsent(const struct child *ch);
 
