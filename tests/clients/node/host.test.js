@@ -157,8 +157,6 @@ describe('Host against a real distsupd', () => {
     assert.ok(host.attached);
     assert.equal(host.node, d.node);
     assert.ok(host.session);
-    const nodes = await sup.nodes();
-    assert.deepEqual(nodes.find((x) => x.self).kinds, ['basic']);
 
     const name = uniq('b');
     const c = await sup.startChild(name, null, { kind: 'basic', init: '41' });
@@ -194,6 +192,16 @@ describe('Host against a real distsupd', () => {
     assert.equal((await sup.whereis(name)).id, c.id);
     await sup.terminateChild(name);
     await h.waitFor(() => host.size === 0, 10000, 'the child to leave the host');
+  });
+
+  test('nodes() lists the kinds hosted on a node while a host of them is attached', async () => {
+    const self = async () => (await sup.nodes()).find((x) => x.self);
+    assert.deepEqual((await self()).kinds, []);
+    const host = newHost(d.addr).register('listed1', {}).register('listed2', {});
+    await host.start();
+    assert.deepEqual([...(await self()).kinds].sort(), ['listed1', 'listed2']);
+    await host.close();
+    await h.waitFor(async () => (await self()).kinds.length === 0, 10000, 'the kinds to go');
   });
 
   test('a class handler, worker-style names, a call without a handler', async () => {
@@ -316,7 +324,18 @@ describe('Host against a real distsupd', () => {
     assert.equal((await sup.call(name, 'save')).toString(), '7'); // State = 7
     await sup.cast(name, 'incr');
     assert.equal((await sup.call(name, 'get')).toString(), '8'); // not saved
+    const w = await sup.watch({ kinds: ['process_restart'], timeout: 20000 });
     await sup.cast(name, 'crash');
+    let ev = null;
+    for await (const e of w) {
+      if (e.name === name) {
+        ev = e;
+        break;
+      }
+    }
+    assert.ok(ev, 'no PROCESS_RESTART event');
+    assert.match(ev.reason, /abnormal/);
+    assert.match(ev.reason, /crash requested/); // the exception, as the exit's reason
     const again = await h.waitFor(async () => {
       const w = await sup.whereis(name).catch(() => null);
       return w && w.id !== c.id && w.state === 'RUNNING' ? w : null;
@@ -437,8 +456,13 @@ describe('Host against a real distsupd', () => {
     await sup.startChild(o, null, kindOf('slow'));
     await sup.terminateChild(s);
     await rejectsWith(sup.whereis(s), NotFound);
+    // drop: forgotten at once, while its terminate still runs
+    await h.waitFor(() => host.size === 1, 10000, 'the dropped child to be forgotten');
+    assert.equal(finished, 0, 'the child was forgotten only once its terminate ended');
+    const up = host.stats.upFrames;
     await h.waitFor(() => finished === 1, 10000, 'the slow terminate to finish');
     await h.sleep(300); // whatever it would send is sent by now
+    assert.equal(host.stats.upFrames, up, 'frames went up for a dropped child');
     assert.equal((await sup.call(o, 'still')).toString(), 'still');
     assert.equal(host.session, session, 'the session was ended');
     assert.equal(host.attaches, 1);
@@ -507,11 +531,18 @@ describe('Host against a real distsupd', () => {
     d2.logPath = path.join(dir, 'daemon.log');
     const s2 = new Supervisor(`127.0.0.1:${port}`, { timeout: 20000 });
     const inits = [];
+    const casts = [];
+    let open;
+    const gate = new Promise((r) => { open = r; });
     try {
       await d2.start();
       const host = newHost(`127.0.0.1:${port}`).register('re', {
         init(info) { inits.push(`${info.name}@${String(info.state || '')}`); this.n = 0; },
-        handleCall() { return String(++this.n); },
+        async handleCall(p) {
+          if (String(p) === 'block') await gate;
+          return String(++this.n);
+        },
+        handleCast(p) { casts.push(String(p)); },
       });
       const events = [];
       host.on('attached', () => events.push('attached'));
@@ -520,10 +551,19 @@ describe('Host against a real distsupd', () => {
       const name = uniq('re');
       await s2.startChild(name, null, kindOf('re'));
       assert.equal((await s2.call(name, 'x')).toString(), '1');
+      // A call in its handler, a cast queued behind it, then the daemon dies.
+      const down = host.stats.downFrames;
+      const blocked = s2.call(name, 'block').catch((e) => e);
+      await s2.cast(name, 'late');
+      await h.waitFor(() => host.stats.downFrames >= down + 2, 10000, 'the call and the cast to arrive');
       d2.proc.kill('SIGKILL');
       await new Promise((r) => d2.proc.once('exit', r));
       await h.waitFor(() => !host.attached, 10000, 'the host to see the stream end');
       assert.equal(host.size, 0, 'children of the ended session were kept');
+      assert.ok((await blocked) instanceof DistsupError);
+      open(); // the handler ends; what was queued behind it must not run
+      await h.sleep(100);
+      assert.deepEqual(casts, [], 'a message of the ended session ran');
       fs.rmSync(d2.portFile, { force: true });
       d2.port = null;
       await d2.start();
