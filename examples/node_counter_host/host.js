@@ -20,7 +20,9 @@
 //
 // From the repo root, after `npm ci` in clients/node, with distsupd running:
 //   node examples/node_counter_host/host.js          # DISTSUP_ADDR, DISTSUP_TOKEN(_FILE)
-//   distsupctl start c1 --kind counter --init 10     # or Supervisor.startChild(..., { kind })
+// then, from any client: sup.startChild('c1', null, { kind: 'counter', init: '10' }).
+// It prints "attached to NODE (session ID)" once attached; SIGTERM or SIGINT closes the
+// host (each child's count is handed off as its State) and exits.
 // Options (environment): HOST_NAME (the name in the daemon's logs), HOST_CAPACITY,
 // HOST_AUTOSAVE=1 (save the count after every message).
 'use strict';

@@ -627,6 +627,24 @@ describe('Host against a real distsupd', () => {
     await sup.terminateChild(name);
   });
 
+  test('capacity: the host says how many children it takes (the kinds\' capacities summed)', async () => {
+    const host = newHost(d.addr)
+      .register('capa', { handleCall: () => 'a' }, { capacity: 1 })
+      .register('capb', { handleCall: () => 'b' }, { capacity: 1 });
+    await host.start();
+    const names = [uniq('cp'), uniq('cp'), uniq('cp')];
+    await sup.startChild(names[0], null, kindOf('capa'));
+    await sup.startChild(names[1], null, kindOf('capb'));
+    await rejectsWith(sup.startChild(names[2], null, kindOf('capa')), distsup.Unavailable, /capacity/);
+    assert.equal(host.size, 2);
+    for (const nm of names.slice(0, 2)) await sup.terminateChild(nm);
+    const one = newHost(d.addr, { capacity: 1 }).register('capc', {});
+    await one.start();
+    await sup.startChild(names[2], null, kindOf('capc'));
+    await rejectsWith(sup.startChild(uniq('cp'), null, kindOf('capc')), distsup.Unavailable, /capacity/);
+    await sup.terminateChild(names[2]);
+  });
+
   test('register and start: bad input, and a refused attach rejects start()', async () => {
     const x = newHost(d.addr);
     await assert.rejects(x.start(), TypeError); // no kind
