@@ -6,7 +6,7 @@ const assert = require('node:assert/strict');
 const { describe, it, before, after } = require('node:test');
 const fs = require('fs');
 const path = require('path');
-const { spawn } = require('child_process');
+const { spawn, execFileSync } = require('child_process');
 const h = require('./harness');
 
 const distsup = require(h.paths.client);
@@ -658,16 +658,20 @@ describe('Host against a real distsupd', () => {
   });
 });
 
-describe('Host with an API token', () => {
+describe('Host with an API token, and over mTLS', () => {
   let dt;
   let tokenFile;
+  let dir;
   before(async () => {
-    const dir = h.tmpdir('distsup-host-token-');
+    dir = h.tmpdir('distsup-host-sec-');
     tokenFile = path.join(dir, 'token');
     fs.writeFileSync(tokenFile, 'sekrit-host-token\n', { mode: 0o600 });
     dt = await new h.Daemon('tok', ['--api-token-file', tokenFile]).start();
   });
-  after(async () => { if (dt) await dt.stop(); });
+  after(async () => {
+    if (dt) await dt.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
 
   it('attaches with the token; without it start() rejects Unauthenticated', { timeout: 30000 }, async () => {
     const none = new Host(dt.addr, quiet).register('t', {});
@@ -684,6 +688,41 @@ describe('Host with an API token', () => {
     } finally {
       await ok.close();
       s.close();
+    }
+  });
+
+  it('attaches over TLS with a client certificate (mTLS); without one it is refused', { timeout: 60000 }, async () => {
+    const ossl = (...args) => execFileSync('openssl', args, { cwd: dir, stdio: 'ignore' });
+    ossl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', '/CN=ca',
+      '-keyout', 'ca.key', '-out', 'ca.pem');
+    fs.writeFileSync(path.join(dir, 'server.ext'), 'subjectAltName=IP:127.0.0.1,DNS:localhost\n');
+    fs.writeFileSync(path.join(dir, 'client.ext'), 'extendedKeyUsage=clientAuth\n');
+    for (const [name, ext] of [['server', 'server.ext'], ['client', 'client.ext']]) {
+      ossl('req', '-newkey', 'rsa:2048', '-nodes', '-subj', `/CN=${name}`, '-keyout', `${name}.key`,
+        '-out', `${name}.csr`);
+      ossl('x509', '-req', '-in', `${name}.csr`, '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial',
+        '-days', '2', '-extfile', ext, '-out', `${name}.pem`);
+    }
+    const P = (x) => path.join(dir, x);
+    const dm = await new h.Daemon('mtls', ['--tls-cert', P('server.pem'), '--tls-key', P('server.key'),
+      '--tls-client-ca', P('ca.pem')]).start();
+    const tls = { tlsCaFile: P('ca.pem'), tlsCertFile: P('client.pem'), tlsKeyFile: P('client.key') };
+    const noCert = new Host(dm.addr, { ...quiet, tlsCaFile: P('ca.pem') }).register('m', {});
+    const ok = new Host(dm.addr, { ...quiet, ...tls }).register('m', { handleCall: (p) => `m:${p}` });
+    const s = new Supervisor(dm.addr, tls);
+    try {
+      // No certificate: the handshake fails, which a host retries (it may be transient).
+      await rejectsWith(noCert.start({ timeout: 2000 }), distsup.Unavailable, /still trying/);
+      assert.equal(noCert.attached, false);
+      await ok.start();
+      await s.startChild('mc', null, kindOf('m'));
+      assert.equal((await s.call('mc', 'x')).toString(), 'm:x');
+      await s.terminateChild('mc');
+    } finally {
+      await noCert.close();
+      await ok.close();
+      s.close();
+      await dm.stop();
     }
   });
 });
