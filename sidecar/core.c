@@ -194,6 +194,9 @@ static void on_host_cmd(struct core *c, struct cmd *m)
     }
 }
 
+static void on_kinds_changed(void *arg) { kinds_changed(arg); }
+static void on_hosts_waiting(void *arg, uint64_t now) { rehome_waiting(arg, now); }
+
 /* The reactor stops: every Host stream still open is ended and released. */
 static void hosts_teardown(struct core *c)
 {
@@ -276,6 +279,11 @@ static void publish_metrics(struct core *c)
     metrics_set(m, MG_NODES_UP, up);
     metrics_set(m, MG_NODES_DOWN, (int64_t)c->n_nodes - up);
     metrics_set(m, MG_QUORUM, c->quorum != 0);
+    size_t hs, hr, hw;
+    hosts_stats(c->hosts, &hs, &hr, &hw);
+    metrics_set(m, MG_HOSTS, (int64_t)hs);
+    metrics_set(m, MG_HOSTED_RUNNING, (int64_t)hr);
+    metrics_set(m, MG_HOSTED_WAITING, (int64_t)hw);
     if (pthread_mutex_lock(&c->metrics_mu) != 0) return;
     c->metrics_gen++;
     pthread_cond_broadcast(&c->metrics_cv);
@@ -659,7 +667,8 @@ struct core *core_new(const struct config *cfg, struct store *st, char *err, siz
                              .timeout_ms = cfg->host_timeout_ms,
                              .queue_bytes = cfg->host_queue_bytes,
                              .max_hosts = cfg->max_hosts};
-    if (!(c->hosts = hosts_new(&c->sv, &hl, cfg->node_name))) {
+    struct host_hooks hh = {.arg = c, .kinds_changed = on_kinds_changed, .waiting = on_hosts_waiting};
+    if (!(c->hosts = hosts_new(&c->sv, &hl, cfg->node_name, &hh))) {
         snprintf(err, errlen, "cannot set up hosted children: out of memory or timerfd");
         goto fail;
     }

@@ -53,6 +53,9 @@ struct hosts {
     int tfd;
     struct loop_watch w;
     int armed_ms; /* the timer's period now (0: off) */
+    struct host_hooks hooks;
+    char *kinds_sig;    /* the kinds attached, as last told to hooks.kinds_changed */
+    uint64_t next_scan; /* hooks.waiting runs next then */
 };
 
 static uint64_t now_ms(struct hosts *h) { return h->sv->hooks.now(h->sv->hooks.arg); }
@@ -77,7 +80,10 @@ static void list_unlink(struct child **head, struct child *ch)
     ch->host_num = IN_NO_LIST;
 }
 
-static size_t slot_of(const struct host_sess *s, uint64_t num) { return (size_t)(num * 0x9E3779B97F4A7C15ull) & (s->tab_size - 1); }
+static size_t slot_of(const struct host_sess *s, uint64_t num)
+{
+    return (size_t)(num * 0x9E3779B97F4A7C15ull) & (s->tab_size - 1);
+}
 
 static struct child *tab_find(const struct host_sess *s, uint64_t num)
 {
@@ -155,8 +161,12 @@ static void arm(struct hosts *h, int ms)
     else h->armed_ms = ms;
 }
 
-/* 1 ms while kills are due, HOST_CHECK_MS while sessions are attached, else off. */
-static void rearm(struct hosts *h) { arm(h, h->doomed ? 1 : h->sessions ? HOST_CHECK_MS : 0); }
+/* 1 ms while kills are due, HOST_CHECK_MS while sessions are attached (or children
+ * wait and the core may move them), else off. */
+static void rearm(struct hosts *h)
+{
+    arm(h, h->doomed ? 1 : h->sessions || (h->waiting && h->hooks.waiting) ? HOST_CHECK_MS : 0);
+}
 
 static void on_timer(struct loop_watch *w, uint32_t events)
 {
@@ -199,6 +209,32 @@ static int send_frame(struct host_sess *s, uint64_t num, const Distsup__V1__Chil
 
 /* ---------- sessions ---------- */
 
+/* Tells the core when the kinds attached here changed. */
+static void check_kinds(struct hosts *h)
+{
+    const char **v;
+    size_t n;
+    if (!h->hooks.kinds_changed || hosts_kinds(h, &v, &n) != 0) return;
+    size_t len = 1;
+    for (size_t i = 0; i < n; i++) len += strlen(v[i]) + 1;
+    char *sig = malloc(len);
+    if (!sig) {
+        free(v);
+        return;
+    }
+    sig[0] = 0;
+    size_t at = 0;
+    for (size_t i = 0; i < n; i++) at += (size_t)snprintf(sig + at, len - at, "%s,", v[i]);
+    free(v);
+    if (h->kinds_sig && !strcmp(h->kinds_sig, sig)) {
+        free(sig);
+        return;
+    }
+    free(h->kinds_sig);
+    h->kinds_sig = sig;
+    h->hooks.kinds_changed(h->hooks.arg);
+}
+
 static void sess_free(struct host_sess *s)
 {
     for (size_t i = 0; i < s->n_kinds; i++) free(s->kinds[i]);
@@ -234,8 +270,7 @@ static void sess_drop_children(struct hosts *h, struct host_sess *s, const char 
         return;
     }
     for (size_t i = 0; i < n; i++) tab_del(s, all[i]);
-    log_warn("host", "host session %" PRIu64 " (%s): %s; its %zu children exit", s->id, s->name ? s->name : "",
-             why, n);
+    log_warn("host", "host session %" PRIu64 " (%s): %s; its %zu children exit", s->id, s->name ? s->name : "", why, n);
     for (size_t i = 0; i < n; i++) sv_exited_why(h->sv, all[i], SIGKILL, why, 1);
     free(all);
 }
@@ -246,9 +281,11 @@ static void sess_end(struct hosts *h, struct host_sess *s, int code, const char 
 {
     if (s->ended) return;
     s->ended = 1;
+    metrics_add(h->sv->metrics, code == GRPC_STATUS_UNAVAILABLE ? MN_HOSTS_TIMEOUT : MN_HOSTS_REFUSED, 1);
     log_warn("host", "host session %" PRIu64 " (%s) ended: %s", s->id, s->name ? s->name : "", msg);
     s->port.end(s->port.arg, code, msg);
     sess_drop_children(h, s, "its host went away");
+    check_kinds(h);
 }
 
 struct host_sess *hosts_attach(struct hosts *h, const struct host_port *port)
@@ -256,6 +293,7 @@ struct host_sess *hosts_attach(struct hosts *h, const struct host_port *port)
     if (h->n_sessions >= h->lim.max_hosts) {
         char msg[160];
         snprintf(msg, sizeof msg, "%u hosts are attached to this node already (max_hosts)", h->lim.max_hosts);
+        metrics_add(h->sv->metrics, MN_HOSTS_REFUSED, 1);
         log_warn("host", "refused a host: %s", msg);
         port->end(port->arg, GRPC_STATUS_RESOURCE_EXHAUSTED, msg);
         return NULL;
@@ -281,6 +319,7 @@ void hosts_gone(struct hosts *h, struct host_sess *s)
 {
     if (!s->ended) {
         s->ended = 1;
+        metrics_add(h->sv->metrics, MN_HOSTS_LEFT, 1);
         log_info("host", "host session %" PRIu64 " (%s) left", s->id, s->name ? s->name : "");
         sess_drop_children(h, s, "its host went away");
     }
@@ -289,6 +328,7 @@ void hosts_gone(struct hosts *h, struct host_sess *s)
     if (s->next) s->next->prev = s->prev;
     h->n_sessions--;
     sess_free(s);
+    check_kinds(h);
     rearm(h);
 }
 
@@ -366,6 +406,7 @@ static int on_hello(struct hosts *h, struct host_sess *s, const Distsup__V1__Hos
     log_info("host", "host session %" PRIu64 " (%s) attached: kinds %s, capacity %u", s->id, s->name, kinds,
              s->capacity);
     start_waiting(h, s);
+    check_kinds(h);
     return 0;
 }
 
@@ -434,7 +475,8 @@ void hosts_message(struct hosts *h, struct host_sess *s, const uint8_t *data, si
         snprintf(why, sizeof why, "hello came twice: it is the first message only");
         bad = 1;
     }
-    for (size_t i = 0; !bad && i < m->n_frames && !s->ended; i++) bad = on_frame(h, s, m->frames[i], why, sizeof why) != 0;
+    for (size_t i = 0; !bad && i < m->n_frames && !s->ended; i++)
+        bad = on_frame(h, s, m->frames[i], why, sizeof why) != 0;
     distsup__v1__host_up__free_unpacked(m, NULL);
     if (bad) {
         sess_end(h, s, GRPC_STATUS_INVALID_ARGUMENT, why);
@@ -468,6 +510,10 @@ int hosts_tick(struct hosts *h, uint64_t now)
             s->ping_at = now + h->lim.ping_ms;
         }
     }
+    if (h->waiting && h->hooks.waiting && now >= h->next_scan) {
+        h->next_scan = now + HOST_WAIT_SCAN_MS;
+        h->hooks.waiting(h->hooks.arg, now);
+    }
     rearm(h);
     return h->doomed != NULL;
 }
@@ -489,8 +535,10 @@ static int h_spawn(struct sv *sv, struct child *ch, char *err, size_t errlen)
         if (!best || s->n < best->n) best = s;
     }
     if (!best) {
-        if (full) snprintf(err, errlen, "every host of kind '%s' on node %s is at its capacity", ch->spec->kind, h->node);
+        if (full)
+            snprintf(err, errlen, "every host of kind '%s' on node %s is at its capacity", ch->spec->kind, h->node);
         else snprintf(err, errlen, "no host of kind '%s' is attached to node %s", ch->spec->kind, h->node);
+        if (!ch->host_wait) ch->host_wait_since = now_ms(h);
         ch->host_wait = 1;
         list_push(&h->waiting, ch, IN_WAITING);
         return SV_SPAWN_WAIT;
@@ -551,18 +599,25 @@ static void h_release(struct child *ch)
     detach(h, ch);
 }
 
+static size_t h_unsent(const struct child *ch)
+{
+    const struct host_sess *s = ch->host;
+    return s && !s->ended ? s->port.queued(s->port.arg) : 0;
+}
+
 const struct sv_proc_ops *hosts_ops(void)
 {
-    static const struct sv_proc_ops ops = {h_spawn, h_send, h_signal, h_kill, h_stdin_open, h_release};
+    static const struct sv_proc_ops ops = {h_spawn, h_send, h_signal, h_kill, h_stdin_open, h_release, h_unsent};
     return &ops;
 }
 
 /* ---------- the registry ---------- */
 
-struct hosts *hosts_new(struct sv *sv, const struct host_limits *lim, const char *node)
+struct hosts *hosts_new(struct sv *sv, const struct host_limits *lim, const char *node, const struct host_hooks *hooks)
 {
     struct hosts *h = calloc(1, sizeof *h);
     if (!h) return NULL;
+    if (hooks) h->hooks = *hooks;
     h->sv = sv;
     h->lim = *lim;
     h->node = node;
@@ -589,6 +644,7 @@ void hosts_free(struct hosts *h)
         sess_free(s);
     }
     loop_close_fd(h->sv->loop, &h->tfd);
+    free(h->kinds_sig);
     free(h);
 }
 
@@ -625,3 +681,22 @@ int hosts_kinds(const struct hosts *h, const char ***out, size_t *n)
 }
 
 size_t hosts_count(const struct hosts *h) { return h->n_sessions; }
+
+void hosts_stats(const struct hosts *h, size_t *sessions, size_t *running, size_t *waiting)
+{
+    *sessions = *running = *waiting = 0;
+    for (const struct host_sess *s = h->sessions; s; s = s->next)
+        if (!s->ended) {
+            (*sessions)++;
+            *running += s->n;
+        }
+    for (const struct child *ch = h->waiting; ch; ch = ch->host_next) (*waiting)++;
+}
+
+struct child *hosts_first_waiting(const struct hosts *h) { return h->waiting; }
+
+void hosts_unwait(struct hosts *h, struct child *ch)
+{
+    if (ch->host_num == IN_WAITING && !ch->host) list_unlink(&h->waiting, ch);
+    ch->host_wait = 0;
+}

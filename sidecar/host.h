@@ -49,8 +49,19 @@ struct host_limits {
 struct hosts;
 struct host_sess;
 
+/* The core above (cluster mode; either may be NULL). */
+struct host_hooks {
+    void *arg;
+    /* The kinds attached here changed (a host of a new kind came, the last of one left). */
+    void (*kinds_changed)(void *arg);
+    /* Children wait for a host (hosts_first_waiting): at most every HOST_WAIT_SCAN_MS
+     * while any do, the core may move them to a node that has one. */
+    void (*waiting)(void *arg, uint64_t now);
+};
+#define HOST_WAIT_SCAN_MS 250
+
 /* The hosts of node (for the Welcome).  NULL when out of memory. */
-struct hosts *hosts_new(struct sv *sv, const struct host_limits *lim, const char *node);
+struct hosts *hosts_new(struct sv *sv, const struct host_limits *lim, const char *node, const struct host_hooks *hooks);
 /* Ends every stream (UNAVAILABLE: the daemon stops) and frees the sessions; the
  * children must be gone (or never have a host again). */
 void hosts_free(struct hosts *h);
@@ -75,7 +86,15 @@ int hosts_have_kind(const struct hosts *h, const char *kind);
 /* The kinds attached now, sorted, without repeats; *out is malloc'ed (the strings
  * are the sessions': valid until the next call into hosts).  -1 when out of memory. */
 int hosts_kinds(const struct hosts *h, const char ***out, size_t *n);
+/* The children waiting for a host, oldest last; the next is ch->host_next.  Each has
+ * host_wait set and host_wait_since when it began to wait. */
+struct child *hosts_first_waiting(const struct hosts *h);
+/* Takes ch off the waiting list (it moves elsewhere): host_wait is cleared. */
+void hosts_unwait(struct hosts *h, struct child *ch);
+
 /* Sessions attached (metrics, logs). */
 size_t hosts_count(const struct hosts *h);
+/* For the metrics: sessions attached, children they run, children waiting. */
+void hosts_stats(const struct hosts *h, size_t *sessions, size_t *running, size_t *waiting);
 
 #endif

@@ -382,6 +382,15 @@ char *metrics_render(struct metrics *m, size_t *len)
     node_counter(&b, m, "distsup_moves_total", "Child moves started from this node.", MN_MOVES);
     node_counter(&b, m, "distsup_duplicates_resolved_total", "Duplicate names resolved by stopping this node's copy.",
                  MN_DUPLICATES);
+    node_gauge(&b, m, "distsup_hosts", "Host sessions attached (apps hosting children).", MG_HOSTS);
+    node_gauge(&b, m, "distsup_hosted_children", "Hosted children that a host here runs.", MG_HOSTED_RUNNING);
+    node_gauge(&b, m, "distsup_hosted_waiting", "Hosted children here waiting for a host of their kind.",
+               MG_HOSTED_WAITING);
+    head(&b, "distsup_host_sessions_ended_total", "counter", "Host sessions that ended, by why.");
+    static const char *const hend[3] = {"left", "timeout", "refused"};
+    for (int i = 0; i < 3; i++)
+        put(&b, "distsup_host_sessions_ended_total{reason=\"%s\"} %llu\n", hend[i],
+            (unsigned long long)ld(&m->counter[MN_HOSTS_LEFT + i]));
     process_metrics(&b);
     if (b.oom) {
         free(b.p);

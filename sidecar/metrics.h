@@ -68,19 +68,25 @@ enum metric_counter {
     MN_HS_FAIL_BAD_MESSAGE,
     MN_HS_FAIL_TIMEOUT,
     MN_HS_FAIL_OTHER,
-    MN_FAILOVERS,  /* node-down (not a clean leave) events handled */
-    MN_REHOMED,    /* children of a down node re-homed by this node (their directory) */
-    MN_MOVES,      /* moves started from this node */
-    MN_DUPLICATES, /* duplicate names resolved (this node's copy stopped) */
+    MN_FAILOVERS,     /* node-down (not a clean leave) events handled */
+    MN_REHOMED,       /* children of a down node re-homed by this node (their directory) */
+    MN_MOVES,         /* moves started from this node */
+    MN_DUPLICATES,    /* duplicate names resolved (this node's copy stopped) */
+    MN_HOSTS_LEFT,    /* Host sessions that ended, by why: the app left, */
+    MN_HOSTS_TIMEOUT, /* ... it was silent for host_timeout_ms, */
+    MN_HOSTS_REFUSED, /* ... it broke the protocol (or max_hosts) */
     MN_NCOUNTERS
 };
 
 /* Node-wide gauges. */
 enum metric_gauge {
     MG_PEER_LINKS_UP,
-    MG_NODES_UP,   /* nodes of the cluster up, this one included */
-    MG_NODES_DOWN, /* known nodes that are down */
-    MG_QUORUM,     /* 1 when this node has quorum (always 1 without quorum mode) */
+    MG_NODES_UP,       /* nodes of the cluster up, this one included */
+    MG_NODES_DOWN,     /* known nodes that are down */
+    MG_QUORUM,         /* 1 when this node has quorum (always 1 without quorum mode) */
+    MG_HOSTS,          /* Host sessions attached */
+    MG_HOSTED_RUNNING, /* hosted children on a host here */
+    MG_HOSTED_WAITING, /* hosted children waiting for a host of their kind here */
     MG_NGAUGES
 };
 

@@ -176,6 +176,17 @@ static void start_at(struct core *c, struct sup *s, Distsup__V1__ChildSpec *spec
     free(bytes);
     ch->answer_by = answer_by;
     int rc = sv_start(&c->sv, ch, err, sizeof err);
+    if (rc == SV_SPAWN_WAIT && incarnation) {
+        /* A re-homed or moved hosted child whose host left meanwhile: it is kept, and
+         * waits here for one (or moves on: cluster/moves.c, rehome_waiting). */
+        log_info("core", "child %s came here; %s; it waits for one", ch->name, err);
+        ch->st = SV_IDLE;
+        emit(c, ch, DISTSUP__V1__EVENT_KIND__PROCESS_STOP, 0, 0, err);
+        ch->start_done = done;
+        ch->start_arg = arg;
+        sv_answer_start(&c->sv, ch);
+        return;
+    }
     if (rc != 0) {
         log_warn("core", "StartChild %s: %s", ch->name, err);
         answer_fail(done, arg, rc == SV_SPAWN_WAIT ? GRPC_STATUS_UNAVAILABLE : GRPC_STATUS_FAILED_PRECONDITION,

@@ -68,6 +68,8 @@ struct node {
     uint32_t weight;
     struct ds_label *labels;
     size_t n_labels;
+    char **kinds; /* kinds of hosted children it runs now (NodeKinds; this node: c->hosts) */
+    size_t n_kinds;
     int snapshot_done; /* its Snapshot arrived since it came up */
     /* cluster/authz.c: when it came back after this node had declared it down (0:
      * never), so that copies it made while apart may win over ours for a while */

@@ -880,7 +880,10 @@ static void op_call(struct core *c, Distsup__V1__CallRequest *req, uint64_t dead
     if (can_message(c, ch, req->payload.len, 1, done, arg)) return;
     struct sv_trace tr = {req->traceparent, req->tracestate};
     if (sv_call_traced(&c->sv, ch, req->payload, &tr, dl, done, arg) != 0)
-        answer_fail(done, arg, GRPC_STATUS_UNAVAILABLE, "cannot write to child '%s'", req->name);
+        answer_fail(done, arg, sv_hosted(ch) ? GRPC_STATUS_RESOURCE_EXHAUSTED : GRPC_STATUS_UNAVAILABLE,
+                    sv_hosted(ch) ? "cannot write to child '%s': its host reads too slowly (host_queue_bytes)"
+                                  : "cannot write to child '%s'",
+                    req->name);
 }
 
 static void op_cast(struct core *c, ProtobufCMessage *req, const char *supn, const char *name,
@@ -912,7 +915,10 @@ static void op_cast(struct core *c, ProtobufCMessage *req, const char *supn, con
     }
     if (can_message(c, ch, payload.len, 0, done, arg)) return;
     if (sv_cast_traced(&c->sv, ch, payload, tr, info) != 0) {
-        answer_fail(done, arg, GRPC_STATUS_UNAVAILABLE, "cannot write to child '%s'", name);
+        answer_fail(done, arg, sv_hosted(ch) ? GRPC_STATUS_RESOURCE_EXHAUSTED : GRPC_STATUS_UNAVAILABLE,
+                    sv_hosted(ch) ? "cannot write to child '%s': its host reads too slowly (host_queue_bytes)"
+                                  : "cannot write to child '%s'",
+                    name);
         return;
     }
     if (!info) metrics_sup_inc(c->sv.metrics, ch->cfg, MC_CASTS);
@@ -946,6 +952,13 @@ static void op_nodes(struct core *c, Distsup__V1__NodesRequest *req, answer_fn d
     }
     memcpy(order, c->nodes, c->n_nodes * sizeof *order);
     qsort(order, c->n_nodes, sizeof *order, node_cmp); /* the same list on every node */
+    const char **self_kinds = NULL;
+    size_t n_self_kinds = 0;
+    if (hosts_kinds(c->hosts, &self_kinds, &n_self_kinds) != 0) {
+        free(order);
+        answer_fail(done, arg, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        goto out;
+    }
     size_t k = 0;
     for (size_t i = 0; i < c->n_nodes; i++) {
         struct node *nd = order[i];
@@ -956,6 +969,13 @@ static void op_nodes(struct core *c, Distsup__V1__NodesRequest *req, answer_fn d
         ni->up = nd->up && !nd->leaving;
         ni->self = nd->self;
         ni->children = nd->self ? (uint32_t)s->count : (uint32_t)registry_count_node(s->remote, nd->name);
+        if (nd->self) {
+            ni->n_kinds = n_self_kinds;
+            ni->kinds = (char **)self_kinds;
+        } else if (nd->up) {
+            ni->n_kinds = nd->n_kinds;
+            ni->kinds = nd->kinds;
+        }
         ni->labels = &labp[k];
         for (size_t j = 0; j < nd->n_labels; j++, k++) {
             distsup__v1__node_info__labels_entry__init(&lab[k]);
@@ -971,6 +991,7 @@ static void op_nodes(struct core *c, Distsup__V1__NodesRequest *req, answer_fn d
     r.n_nodes = c->n_nodes;
     r.nodes = ptrs;
     done(arg, GRPC_STATUS_OK, NULL, &r.base);
+    free(self_kinds);
 out:
     free(infos);
     free(ptrs);

@@ -439,11 +439,11 @@ void sv_start_or_retry(struct sv *sv, struct child *ch, const char *what)
     char err[512];
     int rc = sv_start(sv, ch, err, sizeof err);
     if (rc == 0) return;
-    if (rc == SV_SPAWN_WAIT) { /* no host of its kind here: it waits for one */
-        if (!ch->host_wait) CH_LOG(LOG_DEBUG, ch, "child %s: %s; it waits for one", ch->name, err);
+    if (rc == SV_SPAWN_WAIT) { /* no host of its kind here: it waits for one (host.c set host_wait) */
+        CH_LOG(LOG_DEBUG, ch, "child %s: %s; it waits for one", ch->name, err);
         ch->st = SV_IDLE;
         ch->timer_at = 0;
-        ch->host_wait = 1;
+        emit(sv, ch, DISTSUP__V1__EVENT_KIND__PROCESS_STOP, 0, 0, err);
         return;
     }
     CH_LOG(LOG_ERROR, ch, "child %s: %s failed: %s", ch->name, what, err);
@@ -601,7 +601,12 @@ int sv_cast_traced(struct sv *sv, struct child *ch, ProtobufCBinaryData payload,
     return 0;
 }
 
-size_t sv_unsent(const struct child *ch) { return proc_unsent(&ch->proc); }
+size_t sv_unsent(const struct child *ch)
+{
+    const struct sv *sv = ch->proc.arg;
+    const struct sv_proc_ops *ops = sv ? ops_of(sv, ch) : NULL;
+    return ops && ops->unsent ? ops->unsent(ch) : proc_unsent(&ch->proc);
+}
 
 int sv_open(const struct sv *sv, const struct child *ch) { return ops_of(sv, ch)->stdin_open(ch); }
 
@@ -723,7 +728,7 @@ static int os_stdin_open(const struct child *ch) { return proc_stdin_open(&ch->p
 
 const struct sv_proc_ops *sv_os_procs(void)
 {
-    static const struct sv_proc_ops ops = {os_spawn, os_send, os_signal, os_kill, os_stdin_open, NULL};
+    static const struct sv_proc_ops ops = {os_spawn, os_send, os_signal, os_kill, os_stdin_open, NULL, NULL};
     return &ops;
 }
 

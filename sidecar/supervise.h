@@ -124,7 +124,8 @@ struct child {
     void *host;
     uint64_t host_num;
     struct child *host_next, *host_prev;
-    int host_wait; /* waiting for a host of its kind (SV_IDLE) */
+    int host_wait;            /* waiting for a host of its kind (SV_IDLE) */
+    uint64_t host_wait_since; /* ... since then (monotonic ms) */
 };
 
 /* proc.pid of a hosted child while its host runs it: "running", never a process. */
@@ -145,6 +146,9 @@ struct sv_proc_ops {
     void (*kill)(struct child *ch, const char *why); /* SIGKILL, read no more */
     int (*stdin_open)(const struct child *ch);
     void (*release)(struct child *ch); /* ch is freed: forget it (may be NULL) */
+    /* Bytes written for it and not read yet (a hosted child: its host's backlog);
+     * NULL: its process's stdin (proc_unsent). */
+    size_t (*unsent)(const struct child *ch);
 };
 #define SV_SPAWN_WAIT (-2)
 

@@ -45,7 +45,16 @@ struct nodeset {
     struct node **src;
     size_t n;
 };
-int nodeset_build(struct core *c, struct sup *s, int without_self, struct nodeset *ns);
+/* kind: hosted children of this kind (docs/hosting.md): only the nodes a host of it
+ * is attached to (NULL or "": every node). */
+int nodeset_build(struct core *c, struct sup *s, int without_self, const char *kind, struct nodeset *ns);
+/* 1 when node n runs hosted children of kind (a host of it is attached there). */
+int node_has_kind(struct core *c, const struct node *n, const char *kind);
+/* Which kinds nodes host: this node's to one node (NULL: all), a change of this
+ * node's (broadcast, rebalance), another node's NodeKinds. */
+void send_kinds(struct core *c, const char *node);
+void kinds_changed(struct core *c);
+void on_kinds(struct core *c, struct node *from, const Distsup__V1__NodeKinds *k);
 void nodeset_free(struct nodeset *ns);
 
 /* The strategy's view of a child. */
@@ -165,6 +174,8 @@ void plan_moves(struct core *c);
 /* SIGTERM in a cluster: begins handing every child to the other nodes.  1 when the
  * leave began, 0 when it cannot be (alone, no quorum, not synced). */
 int begin_leave(struct core *c);
+/* Hosted children waiting for a host here past host_grace_ms move to a node with one. */
+void rehome_waiting(struct core *c, uint64_t now);
 /* The leave's tick: when the moves are done (or it took too long), says Leave to the
  * peers and stops the rest. */
 void check_leave(struct core *c, uint64_t now);

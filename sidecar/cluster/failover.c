@@ -130,6 +130,11 @@ static int rehome(struct core *c, struct sup *s, struct rentry *e)
         return 0;
     }
     struct node *to = place_child(c, s, info->name, info->spec, 0, err, sizeof err);
+    if (!to && info->spec->kind[0]) {
+        /* a hosted child whose kind no node hosts now: it waits here (SUSPENDED) for a
+         * host, and moves to a node that gets one (cluster/moves.c, rehome_waiting) */
+        to = c->nodes[0];
+    }
     if (!to) {
         log_warn("cluster", "cannot re-home child %s of down node %s now: %s", info->name, info->node, err);
         return 0;

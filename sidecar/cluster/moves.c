@@ -112,23 +112,33 @@ void plan_moves(struct core *c)
         struct sup *s = &c->sups[i];
         if (!s->cfg->monitor_nodes && !c->leaving) continue;
         if (s->moves >= s->cfg->max_moves) continue;
-        struct nodeset ns;
-        if (nodeset_build(c, s, c->leaving, &ns) != 0) continue;
-        if (ns.n == 0) {
-            nodeset_free(&ns);
-            continue;
-        }
-        int self_i = -1;
-        for (size_t k = 0; k < ns.n; k++)
-            if (ns.src[k]->self) self_i = (int)k;
+        struct nodeset all, kns = {0};
+        if (nodeset_build(c, s, c->leaving, NULL, &all) != 0) continue;
+        const char *kns_kind = NULL; /* the kind kns holds the nodes of (hosted children) */
         for (struct child *ch = s->head; ch && s->moves < s->cfg->max_moves; ch = ch->next) {
             if (ch->dead || ch->moving_to || ch->st != SV_RUNNING) continue;
+            struct nodeset *use = &all;
+            if (sv_hosted(ch)) { /* only the nodes with a host of its kind */
+                if (!kns_kind || strcmp(kns_kind, ch->spec->kind)) {
+                    nodeset_free(&kns);
+                    kns_kind = NULL;
+                    if (nodeset_build(c, s, c->leaving, ch->spec->kind, &kns) != 0) break;
+                    kns_kind = ch->spec->kind;
+                }
+                use = &kns;
+            }
+            struct nodeset ns = *use;
+            if (ns.n == 0) continue;
+            int self_i = -1;
+            for (size_t k = 0; k < ns.n; k++)
+                if (ns.src[k]->self) self_i = (int)k;
             if (c->leaving && ch->spec->restart == DISTSUP__V1__RESTART_TYPE__TEMPORARY) continue;
             if (!c->leaving && ch->spec->node[0]) {
                 /* pinned by its spec: it stays, or goes back once its node is usable again
                  * (a failover took it elsewhere) */
                 struct node *home = strcmp(ch->spec->node, c->cfg->node_name) ? find_node(c, ch->spec->node) : NULL;
-                if (home && node_usable(home) && sup_eligible(s, home->name))
+                if (home && node_usable(home) && sup_eligible(s, home->name) &&
+                    (!sv_hosted(ch) || node_has_kind(c, home, ch->spec->kind)))
                     start_move(c, ch, home, "back to the node its spec pins it to");
                 continue;
             }
@@ -142,7 +152,32 @@ void plan_moves(struct core *c)
             if (to < 0 || ns.src[to]->self) continue;
             start_move(c, ch, ns.src[to], c->leaving ? "this node is leaving" : "rebalancing after a join");
         }
-        nodeset_free(&ns);
+        nodeset_free(&kns);
+        nodeset_free(&all);
+    }
+}
+
+/* Hosted children that have waited host_grace_ms for a host of their kind here move
+ * to a node that has one (with their last State), a bounded number at a time. */
+void rehome_waiting(struct core *c, uint64_t now)
+{
+    if (!c->peer || !c->synced || !c->quorum || c->shutting_down || c->leaving) return;
+    for (struct child *ch = hosts_first_waiting(c->hosts), *next; ch; ch = next) {
+        next = ch->host_next;
+        if (ch->dead || ch->moving_to || !ch->host_wait || ch->st != SV_IDLE) continue;
+        if (now - ch->host_wait_since < c->cfg->host_grace_ms) continue;
+        struct sup *s = sup_of(ch);
+        if (s->moves >= s->cfg->max_moves) continue;
+        char err[256];
+        struct node *to = place_child(c, s, ch->name, ch->spec, 1, err, sizeof err);
+        if (!to) continue; /* no node has a host of its kind: it waits here */
+        if (!(ch->moving_to = strdup(to->name))) return;
+        hosts_unwait(c->hosts, ch);
+        s->moves++;
+        metrics_add(c->sv.metrics, MN_MOVES, 1);
+        log_info("cluster", "moving child %s to node %s (no host of kind '%s' here for %ums)", ch->name, to->name,
+                 ch->spec->kind, c->cfg->host_grace_ms);
+        finish_move(c, ch);
     }
 }
 

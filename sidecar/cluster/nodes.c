@@ -9,6 +9,7 @@
 #include "sidecar/log.h"
 #include "sidecar/ops.h"
 #include "sidecar/peer.h"
+#include "sidecar/spec.h"
 
 #define REBALANCE_DELAY_MS 500 /* after a join, before moving children */
 
@@ -30,10 +31,19 @@ static void free_labels(struct node *n)
     n->n_labels = 0;
 }
 
+static void free_kinds(struct node *n)
+{
+    for (size_t i = 0; i < n->n_kinds; i++) free(n->kinds[i]);
+    free(n->kinds);
+    n->kinds = NULL;
+    n->n_kinds = 0;
+}
+
 void free_node(struct node *n)
 {
     if (!n) return;
     free_labels(n);
+    free_kinds(n);
     free(n->name);
     free(n->api);
     free(n->peer_addr);
@@ -136,7 +146,15 @@ void nodeset_free(struct nodeset *ns)
     ns->n = 0;
 }
 
-int nodeset_build(struct core *c, struct sup *s, int without_self, struct nodeset *ns)
+int node_has_kind(struct core *c, const struct node *n, const char *kind)
+{
+    if (n->self) return hosts_have_kind(c->hosts, kind);
+    for (size_t i = 0; i < n->n_kinds; i++)
+        if (!strcmp(n->kinds[i], kind)) return 1;
+    return 0;
+}
+
+int nodeset_build(struct core *c, struct sup *s, int without_self, const char *kind, struct nodeset *ns)
 {
     ns->n = 0;
     ns->v = calloc(c->n_nodes, sizeof *ns->v);
@@ -148,6 +166,7 @@ int nodeset_build(struct core *c, struct sup *s, int without_self, struct nodese
     for (size_t i = 0; i < c->n_nodes; i++) {
         struct node *n = c->nodes[i];
         if (!node_usable(n) || (without_self && n->self) || !sup_eligible(s, n->name)) continue;
+        if (kind && kind[0] && !node_has_kind(c, n, kind)) continue;
         ns->src[ns->n++] = n;
     }
     qsort(ns->src, ns->n, sizeof *ns->src, node_cmp);
@@ -190,13 +209,17 @@ struct node *place_child(struct core *c, struct sup *s, const char *name, const 
 {
     struct nodeset ns;
     struct dchild d;
-    if (nodeset_build(c, s, without_self, &ns) != 0 || dchild_make(&d, s->cfg->name, name, spec) != 0) {
+    const char *kind = spec && spec->kind[0] ? spec->kind : NULL;
+    if (nodeset_build(c, s, without_self, kind, &ns) != 0 || dchild_make(&d, s->cfg->name, name, spec) != 0) {
         nodeset_free(&ns);
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
     struct node *to = NULL;
-    if (ns.n == 0) {
+    if (ns.n == 0 && kind) {
+        snprintf(err, errlen, "no node that is up and eligible for supervisor '%s' has a host of kind '%s' attached",
+                 s->cfg->name, kind);
+    } else if (ns.n == 0) {
         snprintf(err, errlen, "no node is up and eligible for supervisor '%s'%s", s->cfg->name,
                  s->eligible ? " (see its nodes option)" : "");
     } else {
@@ -212,7 +235,7 @@ void strategies_nodes_changed(struct core *c)
 {
     for (size_t i = 0; i < c->n_sups; i++) {
         struct nodeset ns;
-        if (nodeset_build(c, &c->sups[i], 0, &ns) != 0) continue;
+        if (nodeset_build(c, &c->sups[i], 0, NULL, &ns) != 0) continue;
         placement_nodes_changed(c->sups[i].strategy, ns.v, ns.n);
         nodeset_free(&ns);
     }
@@ -270,6 +293,7 @@ void on_node_up(struct core *c, const Distsup__V1__Join *j)
                     if (!strcmp(e->info->node, n->name)) cache_remove(c, &c->sups[i], e);
                 }
         fail_forwards(c, n, "restarted");
+        free_kinds(n); /* it says its kinds again (NodeKinds) */
     } else {
         /* A new link after a broken one: what was in flight on the old one is lost. */
         fail_forwards(c, n, "lost its link");
@@ -291,10 +315,80 @@ void on_node_up(struct core *c, const Distsup__V1__Join *j)
     if (!was_up) node_event(c, DISTSUP__V1__EVENT_KIND__NODE_UP, n->name, "up");
     else if (restarted) node_event(c, DISTSUP__V1__EVENT_KIND__NODE_UP, n->name, "restarted");
     send_snapshot(c, n->name);
+    send_kinds(c, n->name);
     strategies_nodes_changed(c);
     update_quorum(c);
     c->rebalance_at = reactor_now_ms() + REBALANCE_DELAY_MS;
     loop_arm_tick(c->loop);
+}
+
+/* ---------- kinds of hosted children ---------- */
+
+#define KINDS_MAX 4096 /* kinds one node may say it hosts */
+
+/* This node's kinds to one node (NULL: to all). */
+void send_kinds(struct core *c, const char *node)
+{
+    if (!c->peer) return;
+    const char **v;
+    size_t n;
+    if (hosts_kinds(c->hosts, &v, &n) != 0) {
+        log_error("cluster", "out of memory: the peers do not hear which kinds this node hosts");
+        return;
+    }
+    Distsup__V1__NodeKinds k = DISTSUP__V1__NODE_KINDS__INIT;
+    k.n_kinds = n;
+    k.kinds = (char **)v;
+    Distsup__V1__ClusterMsg m = DISTSUP__V1__CLUSTER_MSG__INIT;
+    m.msg_case = DISTSUP__V1__CLUSTER_MSG__MSG_KINDS;
+    m.kinds = &k;
+    if (node) cluster_send(c, node, &m);
+    else cluster_broadcast(c, &m);
+    free(v);
+}
+
+/* Where hosted children may run changed: the strategies see other node sets, the
+ * children of a kind that left wait or move, those that wait may now run. */
+static void kinds_moved(struct core *c)
+{
+    strategies_nodes_changed(c);
+    c->rebalance_at = reactor_now_ms() + REBALANCE_DELAY_MS;
+    c->reconcile_at = reactor_now_ms() + 1;
+    loop_arm_tick(c->loop);
+}
+
+void kinds_changed(struct core *c)
+{
+    if (!c->peer) return;
+    send_kinds(c, NULL);
+    kinds_moved(c);
+}
+
+void on_kinds(struct core *c, struct node *from, const Distsup__V1__NodeKinds *k)
+{
+    char err[256];
+    if (k->n_kinds > KINDS_MAX) {
+        authz_refused(c, from, "NodeKinds with %zu kinds (the limit is %d)", k->n_kinds, KINDS_MAX);
+        return;
+    }
+    for (size_t i = 0; i < k->n_kinds; i++)
+        if (spec_name_check("kind", k->kinds[i], err, sizeof err) != 0) {
+            authz_refused(c, from, "NodeKinds: %s", err);
+            return;
+        }
+    char **v = k->n_kinds ? calloc(k->n_kinds, sizeof *v) : NULL;
+    if (k->n_kinds && !v) return;
+    for (size_t i = 0; i < k->n_kinds; i++)
+        if (!(v[i] = strdup(k->kinds[i]))) {
+            for (size_t j = 0; j < i; j++) free(v[j]);
+            free(v);
+            return;
+        }
+    free_kinds(from);
+    from->kinds = v;
+    from->n_kinds = k->n_kinds;
+    log_info("cluster", "node %s hosts %zu kinds of hosted children now", from->name, k->n_kinds);
+    kinds_moved(c);
 }
 
 void on_node_down(struct core *c, const char *name, int clean)

@@ -386,6 +386,7 @@ void on_cluster_message(struct core *c, const char *node, const uint8_t *data, s
     case DISTSUP__V1__CLUSTER_MSG__MSG_EVENT:
         if (!strcmp(m->event->node, node)) event_bus_publish_remote(c->bus, m->event);
         break;
+    case DISTSUP__V1__CLUSTER_MSG__MSG_KINDS: on_kinds(c, from, m->kinds); break;
     case DISTSUP__V1__CLUSTER_MSG__MSG_LEAVING:
         if (!from->leaving) {
             log_info("cluster", "node %s is leaving: no new children go there", node);

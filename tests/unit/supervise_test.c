@@ -147,7 +147,7 @@ static int f_stdin_open(const struct child *ch)
     return F.stdin_open;
 }
 
-static const struct sv_proc_ops fake_ops = {f_spawn, f_send, f_signal, f_kill, f_stdin_open, NULL};
+static const struct sv_proc_ops fake_ops = {f_spawn, f_send, f_signal, f_kill, f_stdin_open, NULL, NULL};
 
 static uint64_t h_now(void *arg)
 {
