@@ -658,6 +658,44 @@ describe('Host against a real distsupd', () => {
   });
 });
 
+describe('Host flow control', () => {
+  let dq;
+  before(async () => { dq = await new h.Daemon('fc').start(); }); // default host timing
+  after(async () => { if (dq) await dq.stop(); });
+
+  it('past maxQueued waiting messages the host stops reading; it resumes as they drain', { timeout: 60000 }, async () => {
+    const N = 1000;
+    let open;
+    const gate = new Promise((r) => { open = r; });
+    const seen = [];
+    const host = new Host(dq.addr, { ...quiet, maxQueued: 50 }).register('fc', {
+      async handleCast(p) {
+        await gate;
+        seen.push(Number(String(p)));
+      },
+      handleCall: () => String(seen.length),
+    });
+    const s = new Supervisor(dq.addr, { timeout: 20000 });
+    try {
+      await host.start();
+      await s.startChild('fc1', null, kindOf('fc'));
+      const before = host.stats.downFrames;
+      await pool(Array.from({ length: N }, (_, i) => i), 1, (i) => s.cast('fc1', String(i)));
+      await h.sleep(300);
+      const read = host.stats.downFrames - before;
+      assert.ok(read < N / 2, `the host read ${read} of ${N} frames while its child was stuck`);
+      open();
+      await h.waitFor(async () => String(await s.call('fc1', 'n')) === String(N), 30000, 'the casts to drain');
+      assert.deepEqual(seen, Array.from({ length: N }, (_, i) => i));
+      assert.equal(host.attaches, 1);
+      await s.terminateChild('fc1');
+    } finally {
+      await host.close();
+      s.close();
+    }
+  });
+});
+
 describe('Host with an API token, and over mTLS', () => {
   let dt;
   let tokenFile;
