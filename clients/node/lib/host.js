@@ -189,7 +189,6 @@ class Host extends EventEmitter {
     this._backoff = BACKOFF_MIN_MS;
     this._timer = null;
     this._queued = 0;
-    this._firstAttach = null;
     this.attaches = 0; // sessions that got a welcome
     // Counters since construction: HostDown/HostUp messages and the frames in them.
     this.stats = { downMessages: 0, downFrames: 0, upMessages: 0, upFrames: 0 };
@@ -230,15 +229,15 @@ class Host extends EventEmitter {
    * Attaches.  Resolves once the daemon welcomed this host (the host then keeps
    * itself attached: after the stream ends it reconnects, 100 ms doubling to 5 s).
    * Rejects when the daemon refuses the attach for good (a bad kind, a bad token;
-   * the host is then closed), or, with opts.timeout (ms), when no attach succeeded by
-   * then (the host keeps trying: close() it to stop).
+   * the host is then closed), when close() comes first, or, with opts.timeout (ms),
+   * when no attach succeeded by then (the host keeps trying: close() it to stop, or
+   * call start() again to wait on).
    */
   start(opts = {}) {
     if (this._closed) return Promise.reject(new Error('this host is closed'));
-    if (this._started) return this._firstAttach;
     if (!this._kinds.size) return Promise.reject(new TypeError('register at least one kind before start()'));
-    this._started = true;
-    this._firstAttach = new Promise((resolve, reject) => {
+    if (this.attached) return Promise.resolve(this);
+    const waiting = new Promise((resolve, reject) => {
       let timer = null;
       const done = (err) => {
         if (timer) clearTimeout(timer);
@@ -257,8 +256,11 @@ class Host extends EventEmitter {
         opts.timeout);
       }
     });
-    this._connect();
-    return this._firstAttach;
+    if (!this._started) {
+      this._started = true;
+      this._connect();
+    }
+    return waiting;
   }
 
   _hello() {
@@ -618,6 +620,8 @@ class Host extends EventEmitter {
   async close(opts = {}) {
     if (this._closed && !this._session) return;
     this._closed = true;
+    // A start() still waiting for its first attach fails now (no-op once attached).
+    this.emit('refused', new Unavailable('the host was closed before it attached'));
     if (this._timer) {
       clearTimeout(this._timer);
       this._timer = null;

@@ -655,6 +655,13 @@ describe('Host against a real distsupd', () => {
     // A kind that is not a valid name: the daemon refuses, start() rejects for good.
     const bad = newHost(d.addr).register('no such/kind', {});
     await rejectsWith(bad.start(), InvalidArgument);
+    // Nobody listening: start() keeps waiting (the host retries); timeout and close end it.
+    const port = await h.freePort();
+    const away = newHost(`127.0.0.1:${port}`).register('k', {});
+    await rejectsWith(away.start({ timeout: 500 }), distsup.Unavailable, /still trying/);
+    const pending = away.start();
+    await away.close();
+    await rejectsWith(pending, distsup.Unavailable, /closed before it attached/);
   });
 });
 
