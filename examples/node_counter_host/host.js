@@ -76,7 +76,9 @@ class Counter {
   }
 }
 
-const host = new Host(process.env.DISTSUP_ADDR, { name: process.env.HOST_NAME || `counter-host-${process.pid}` });
+const host = new Host(process.env.DISTSUP_ADDR, {
+  name: process.env.HOST_NAME || `counter-host-${process.pid}`,
+});
 host.register('counter', Counter, {
   capacity: Number(process.env.HOST_CAPACITY || 0),
   autoSave: process.env.HOST_AUTOSAVE === '1',

@@ -511,7 +511,9 @@ describe('Host against a real distsupd', () => {
     const names = Array.from({ length: K }, () => uniq('two'));
     await pool(names, 8, (nm) => sup.startChild(nm, null, { kind: 'counter', init: '3' }));
     const b = await startApp(d.addr);
-    for (const nm of names) assert.equal((await sup.call(nm, 'whoami')).toString().split(' ')[3], String(a.pid));
+    for (const nm of names) {
+      assert.equal((await sup.call(nm, 'whoami')).toString().split(' ')[3], String(a.pid));
+    }
     await a.kill('SIGKILL');
     const who = await pool(names, 8, (nm) => callWhenUp(nm, 'whoami', 30000));
     for (const w of who) assert.equal(w.toString().split(' ')[3], String(b.pid));
@@ -670,7 +672,9 @@ describe('Host flow control', () => {
   before(async () => { dq = await new h.Daemon('fc').start(); }); // default host timing
   after(async () => { if (dq) await dq.stop(); });
 
-  it('past maxQueued waiting messages the host stops reading; it resumes as they drain', { timeout: 60000 }, async () => {
+  it('past maxQueued waiting messages the host stops reading; it resumes as they drain', {
+    timeout: 60000,
+  }, async () => {
     const N = 1000;
     let open;
     const gate = new Promise((r) => { open = r; });
@@ -692,7 +696,8 @@ describe('Host flow control', () => {
       const read = host.stats.downFrames - before;
       assert.ok(read < N / 2, `the host read ${read} of ${N} frames while its child was stuck`);
       open();
-      await h.waitFor(async () => String(await s.call('fc1', 'n')) === String(N), 30000, 'the casts to drain');
+      await h.waitFor(async () => String(await s.call('fc1', 'n')) === String(N), 30000,
+        'the casts to drain');
       assert.deepEqual(seen, Array.from({ length: N }, (_, i) => i));
       assert.equal(host.attaches, 1);
       await s.terminateChild('fc1');
@@ -736,7 +741,9 @@ describe('Host with an API token, and over mTLS', () => {
     }
   });
 
-  it('attaches over TLS with a client certificate (mTLS); without one it is refused', { timeout: 60000 }, async () => {
+  it('attaches over TLS with a client certificate (mTLS); without one it is refused', {
+    timeout: 60000,
+  }, async () => {
     const ossl = (...args) => execFileSync('openssl', args, { cwd: dir, stdio: 'ignore' });
     ossl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', '/CN=ca',
       '-keyout', 'ca.key', '-out', 'ca.pem');
