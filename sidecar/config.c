@@ -299,6 +299,11 @@ static int check_api(const struct config *c, char *err, size_t errlen)
         snprintf(err, errlen, "metrics_listen must differ from listen and health_listen (%s)", c->metrics_listen);
         return -1;
     }
+    if (c->host_timeout_ms < 2 * c->host_ping_ms) {
+        snprintf(err, errlen, "host_timeout_ms (%u) must be at least twice host_ping_ms (%u): a host answers each ping",
+                 c->host_timeout_ms, c->host_ping_ms);
+        return -1;
+    }
     return 0;
 }
 
@@ -493,6 +498,13 @@ void config_usage(FILE *out)
             "  --cluster-size N           the cluster's size, for --quorum\n"
             "  --quorum                   stop children and refuse starts without a majority\n"
             "\n"
+            "hosted children (docs/hosting.md):\n"
+            "  --host-ping-ms MS          ping each attached host this often (default 2000)\n"
+            "  --host-timeout-ms MS       a host silent this long is gone (default 10000)\n"
+            "  --host-grace-ms MS         no host of a child's kind here: wait this long, then move it (default 2000)\n"
+            "  --host-queue-bytes N       bytes queued to one host (default 67108864)\n"
+            "  --max-hosts N              Host sessions at once (default 64)\n"
+            "\n"
             "  distsupd keygen FILE [--force]   write a new node key pair, print its public key\n"
             "  --help, --version\n");
 }
@@ -528,6 +540,11 @@ int config_from_args(struct config *c, int argc, char **argv, char *err, size_t 
         {"--api-socket-group", "api_socket_group"},
         {"--health-listen", "health_listen"},
         {"--metrics-listen", "metrics_listen"},
+        {"--host-ping-ms", "host_ping_ms"},
+        {"--host-timeout-ms", "host_timeout_ms"},
+        {"--host-grace-ms", "host_grace_ms"},
+        {"--host-queue-bytes", "host_queue_bytes"},
+        {"--max-hosts", "max_hosts"},
     };
     /* The environment's token file comes before every file and flag. */
     const char *env_token = getenv("DISTSUP_API_TOKEN_FILE");

@@ -270,7 +270,8 @@ static void sess_drop_children(struct hosts *h, struct host_sess *s, const char 
         return;
     }
     for (size_t i = 0; i < n; i++) tab_del(s, all[i]);
-    log_warn("host", "host session %" PRIu64 " (%s): %s; its %zu children exit", s->id, s->name ? s->name : "", why, n);
+    log_warn("host", "host session %" PRIu64 " (%s) is gone: its %zu children exit (%s)", s->id, s->name ? s->name : "",
+             n, why);
     for (size_t i = 0; i < n; i++) sv_exited_why(h->sv, all[i], SIGKILL, why, 1);
     free(all);
 }
@@ -284,7 +285,7 @@ static void sess_end(struct hosts *h, struct host_sess *s, int code, const char 
     metrics_add(h->sv->metrics, code == GRPC_STATUS_UNAVAILABLE ? MN_HOSTS_TIMEOUT : MN_HOSTS_REFUSED, 1);
     log_warn("host", "host session %" PRIu64 " (%s) ended: %s", s->id, s->name ? s->name : "", msg);
     s->port.end(s->port.arg, code, msg);
-    sess_drop_children(h, s, "its host went away");
+    sess_drop_children(h, s, "lost its host");
     check_kinds(h);
 }
 
@@ -321,7 +322,7 @@ void hosts_gone(struct hosts *h, struct host_sess *s)
         s->ended = 1;
         metrics_add(h->sv->metrics, MN_HOSTS_LEFT, 1);
         log_info("host", "host session %" PRIu64 " (%s) left", s->id, s->name ? s->name : "");
-        sess_drop_children(h, s, "its host went away");
+        sess_drop_children(h, s, "lost its host");
     }
     if (s->prev) s->prev->next = s->next;
     else h->sessions = s->next;
@@ -541,6 +542,7 @@ static int h_spawn(struct sv *sv, struct child *ch, char *err, size_t errlen)
         if (!ch->host_wait) ch->host_wait_since = now_ms(h);
         ch->host_wait = 1;
         list_push(&h->waiting, ch, IN_WAITING);
+        rearm(h); /* the core may move it (hooks.waiting) */
         return SV_SPAWN_WAIT;
     }
     ch->host_num = ++best->next_num;

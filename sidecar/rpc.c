@@ -675,14 +675,19 @@ static void hp_end(void *arg, int code, const char *msg)
 {
     struct ctx *c = arg;
     pthread_mutex_lock(&c->mu);
-    if (!c->hended) {
+    int first = !c->hended, stuck = 0;
+    if (first) {
         c->hended = 1;
         c->hcode = code;
         free(c->hmsg);
         c->hmsg = strdup(msg ? msg : "");
+        /* A send still in flight to a host that ends with an error may never finish (a
+         * hung app reads nothing): cancel the call, so that its close comes now. */
+        stuck = c->sending && code != GRPC_STATUS_OK;
     }
     pthread_mutex_unlock(&c->mu);
-    host_kick(c);
+    if (stuck) grpc_call_cancel_with_status(c->call, (grpc_status_code)code, msg ? msg : "", NULL);
+    else host_kick(c);
 }
 
 static void hp_release(void *arg)

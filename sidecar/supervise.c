@@ -27,7 +27,7 @@ struct sv_input {
     char *err;          /* SV_EV_START: why it did not start */
     size_t errlen;
     int rc;    /* SV_EV_START: 0 when it started */
-    int quiet; /* SV_EV_EXIT: one of many (its host went away): its restart is logged at DEBUG */
+    int quiet; /* SV_EV_EXIT: one of many (its host is gone): its restart is logged at DEBUG */
 };
 
 typedef void sv_action(struct sv *sv, struct child *ch, const struct sv_input *in);
@@ -365,8 +365,8 @@ static void exit_outcome(struct sv *sv, struct child *ch, const struct sv_input 
                           "Does it speak the frame protocol? Use protocol NONE for plain programs",
                           ch->name, ch->cfg->start_timeout_ms);
         else
-            sv_fail_start(ch, GRPC_STATUS_FAILED_PRECONDITION,
-                          "child '%s' %s before it was ready (see the daemon log for its stderr)", ch->name, reason);
+            sv_fail_start(ch, GRPC_STATUS_FAILED_PRECONDITION, "child '%s' %s before it was ready%s", ch->name, reason,
+                          sv_hosted(ch) ? "" : " (see the daemon log for its stderr)");
         emit(sv, ch, DISTSUP__V1__EVENT_KIND__PROCESS_STOP, code, sig, reason);
         sv->hooks.remove(sv->hooks.arg, ch, "did not start");
         return;

@@ -85,6 +85,7 @@ struct ctl_opts {
     const char *cwd;
     const char *init;
     ds_protocol protocol;
+    const char *kind; /* a hosted child */
     const char **env; /* "K=V" strings (array owned by the opts) */
     size_t n_env;
     const char **labels;

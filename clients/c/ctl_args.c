@@ -88,7 +88,7 @@ static const struct optdef {
     {"raw", false, B(CMD_CALL), O_RAW},
     {"payload-file", true, B(CMD_CALL) | B(CMD_CAST) | B(CMD_SEND), O_PAYLOAD_FILE},
     {"count", true, B(CMD_WATCH), O_COUNT},
-    {"kind", true, B(CMD_WATCH), O_KIND},
+    {"kind", true, B(CMD_WATCH) | B(CMD_START), O_KIND}, /* start: a hosted child's; watch: event kinds */
     {"cluster", false, B(CMD_WATCH), O_CLUSTER},
     {"service", true, B(CMD_HEALTH), O_SERVICE},
     {"traceparent", true, B(CMD_CALL) | B(CMD_CAST) | B(CMD_SEND), O_TRACEPARENT},
@@ -214,6 +214,11 @@ static int apply(struct ctl_opts *o, const struct optdef *d, const char *v, char
         break;
     }
     case O_KIND: {
+        if (o->cmd == CMD_START) {
+            if (*v == '\0') return usage(errbuf, errlen, "--kind needs a kind");
+            o->kind = v;
+            break;
+        }
         int k = ds_event_kind_parse(v);
         if (k <= 0) return usage(errbuf, errlen, "unknown event kind '%s' (see watch --help)", v);
         if (o->n_kinds == CTL_MAX_KINDS) return usage(errbuf, errlen, "too many --kind");
@@ -334,8 +339,10 @@ int ctl_parse(int argc, char **argv, const char *env_addr, struct ctl_opts *o, c
             rc = usage(errbuf, errlen, "start: one NAME, then the command after '--' (got '%s')", pos[1]);
         } else {
             if (npos == 1) o->name = pos[0];
-            if (o->child_argc == 0 || o->child_argv[0][0] == '\0')
-                rc = usage(errbuf, errlen, "start: the child's command goes after '--'");
+            if (o->kind && o->child_argc)
+                rc = usage(errbuf, errlen, "start: --kind (a hosted child) or a command after '--', not both");
+            else if (!o->kind && (o->child_argc == 0 || o->child_argv[0][0] == '\0'))
+                rc = usage(errbuf, errlen, "start: the child's command goes after '--' (or --kind KIND)");
         }
         break;
     case CMD_STOP:
@@ -423,6 +430,7 @@ static const char help_overview[] =
     "\n"
     "Commands:\n"
     "  start [NAME] [options] -- ARGV...   start a child (NAME generated when omitted)\n"
+    "  start [NAME] --kind KIND [options]  start a hosted child\n"
     "  stop NAME | --id ID                 terminate a child\n"
     "  ls                                  children on every node (alias: children)\n"
     "  whereis NAME                        where a child runs\n"
@@ -442,10 +450,12 @@ static const char help_overview[] =
 
 static const char help_start[] =
     "usage: distsupctl start [NAME] [options] -- ARGV...\n"
+    "       distsupctl start [NAME] --kind KIND [options]\n"
     "\n"
     "Starts a child running ARGV (argv[0] is looked up in PATH when it has no '/'; a\n"
-    "relative path is resolved by the daemon against the child's cwd).  Prints the\n"
-    "child (--json: the child object).\n"
+    "relative path is resolved by the daemon against the child's cwd), or a hosted\n"
+    "child of KIND, run by an app attached to a node with that kind (docs/hosting.md).\n"
+    "Prints the child (--json: the child object).\n"
     "\n"
     "Options:\n"
     "  --restart permanent|transient|temporary   restart policy (default permanent)\n"
@@ -459,10 +469,12 @@ static const char help_start[] =
     "  --init TEXT          init bytes handed to the child in its Init frame\n"
     "  --protocol frames|none   frames (default) speaks the child frame protocol;\n"
     "                       none is a plain process (call/cast answer FAILED_PRECONDITION)\n"
+    "  --kind KIND          a hosted child of KIND instead of a command\n"
     "\n"
     "Example:\n"
     "  distsupctl start counter1 --init 10 -- /path/to/counter\n"
     "  distsupctl start web --protocol none --env PORT=8080 -- python3 -m http.server 8080\n"
+    "  distsupctl start c7 --kind counter --init 5\n"
     "\n" GLOBAL_OPTS;
 
 static const char help_stop[] = "usage: distsupctl stop NAME\n"

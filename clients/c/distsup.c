@@ -508,6 +508,7 @@ static void child_clear(ds_child *ch)
         free((void *)sp->argv);
     }
     kv_array_free(sp->env, sp->n_env);
+    free((void *)sp->kind);
     free((void *)sp->cwd);
     free((void *)sp->node);
     free((void *)sp->key);
@@ -586,7 +587,8 @@ static bool child_from_pb(ds_child *ch, const Distsup__V1__ChildInfo *info)
     sp->cwd = dup_str(s ? s->cwd : NULL);
     sp->node = dup_str(s ? s->node : NULL);
     sp->key = dup_str(s ? s->key : NULL);
-    if (!sp->name || !sp->cwd || !sp->node || !sp->key) bad = true;
+    sp->kind = dup_str(s ? s->kind : NULL);
+    if (!sp->name || !sp->cwd || !sp->node || !sp->key || !sp->kind) bad = true;
     if (s == NULL) return !bad;
     sp->restart = (ds_restart)s->restart;
     sp->shutdown_ms = s->shutdown_ms;
@@ -642,8 +644,11 @@ int ds_start_child(ds_client *c, const char *sup, const ds_child_spec *spec, con
     if (out) *out = NULL;
     if (c == NULL || spec == NULL)
         return fail(err, DS_INVALID_ARGUMENT, "ds_start_child: client and spec are required");
-    if (spec->argc == 0 || spec->argv == NULL || empty(spec->argv[0]))
-        return fail(err, DS_INVALID_ARGUMENT, "ds_start_child: argv[0] is required");
+    int hosted = !empty(spec->kind);
+    if (hosted && spec->argc)
+        return fail(err, DS_INVALID_ARGUMENT, "ds_start_child: a spec has argv (a process) or kind (hosted), not both");
+    if (!hosted && (spec->argc == 0 || spec->argv == NULL || empty(spec->argv[0])))
+        return fail(err, DS_INVALID_ARGUMENT, "ds_start_child: argv[0] (or a kind, for a hosted child) is required");
     if ((spec->n_env && spec->env == NULL) || (spec->n_labels && spec->labels == NULL) ||
         (spec->init_len && spec->init == NULL))
         return fail(err, DS_INVALID_ARGUMENT, "ds_start_child: NULL array with a count");
@@ -653,6 +658,7 @@ int ds_start_child(ds_client *c, const char *sup, const ds_child_spec *spec, con
     ps.cwd = S(spec->cwd);
     ps.node = S(spec->node);
     ps.key = S(spec->key);
+    ps.kind = S(spec->kind);
     ps.restart = (Distsup__V1__RestartType)spec->restart;
     ps.shutdown_ms = spec->shutdown_ms;
     ps.kill_immediately = spec->kill_immediately != 0;
@@ -660,7 +666,7 @@ int ds_start_child(ds_client *c, const char *sup, const ds_child_spec *spec, con
     ps.init.data = (uint8_t *)spec->init;
     ps.init.len = spec->init_len;
 
-    char **argv = calloc(spec->argc, sizeof *argv);
+    char **argv = calloc(spec->argc + 1, sizeof *argv);
     Distsup__V1__ChildSpec__EnvEntry *env = calloc(spec->n_env + 1, sizeof *env);
     Distsup__V1__ChildSpec__EnvEntry **envp = calloc(spec->n_env + 1, sizeof *envp);
     Distsup__V1__ChildSpec__LabelsEntry *lab = calloc(spec->n_labels + 1, sizeof *lab);

@@ -180,6 +180,9 @@ typedef struct ds_child_spec {
     const ds_kv *labels;
     size_t n_labels;
     ds_protocol protocol;
+    /* A hosted child (docs/hosting.md): run by an app attached with the kind; then
+     * argv stays empty (argc 0).  NULL or "": a process child. */
+    const char *kind;
 } ds_child_spec;
 
 /* One child as the daemon reports it.  Every string is non-NULL. */

@@ -99,7 +99,9 @@ static int json_child(FILE *f, const ds_child *c)
     if (ctl_json_bytes(f, "init", s->init, s->init_len) != 0) return -1;
     fputs(",\"labels\":", f);
     json_kvs(f, s->labels, s->n_labels);
-    fprintf(f, ",\"protocol\":\"%s\"}}", ds_protocol_name(s->protocol));
+    fprintf(f, ",\"protocol\":\"%s\",\"kind\":", ds_protocol_name(s->protocol));
+    ctl_json_cstr(f, s->kind);
+    fputs("}}", f);
     return 0;
 }
 
@@ -165,6 +167,7 @@ static int cmd_start(ds_client *c, const struct ctl_opts *o)
         .labels = labels,
         .n_labels = o->n_labels,
         .protocol = o->protocol,
+        .kind = o->kind,
     };
     ds_child *child;
     ds_error err;
@@ -176,7 +179,10 @@ static int cmd_start(ds_client *c, const struct ctl_opts *o)
         if (json_child(stdout, child) != 0) rc = local_failure("out of memory");
         fputc('\n', stdout);
     } else {
-        printf("started %s on %s (pid %" PRId32 ", id %s)\n", child->name, child->node, child->os_pid, child->id);
+        if (child->spec.kind[0])
+            printf("started %s on %s (hosted, kind %s, id %s)\n", child->name, child->node, child->spec.kind,
+                   child->id);
+        else printf("started %s on %s (pid %" PRId32 ", id %s)\n", child->name, child->node, child->os_pid, child->id);
     }
     ds_child_free(child);
 out:
