@@ -20,7 +20,8 @@
 //
 // From the repo root, after `npm ci` in clients/node, with distsupd running:
 //   node examples/node_counter_host/host.js          # DISTSUP_ADDR, DISTSUP_TOKEN(_FILE)
-// then, from any client: sup.startChild('c1', null, { kind: 'counter', init: '10' }).
+// then, from any client: sup.startChild('c1', null, { kind: 'counter', init: '10' }),
+// or `distsupctl start c1 --kind counter --init 10`.
 // It prints "attached to NODE (session ID)" once attached; SIGTERM or SIGINT closes the
 // host (each child's count is handed off as its State) and exits.
 // Options (environment): HOST_NAME (the name in the daemon's logs), HOST_CAPACITY,
