@@ -190,8 +190,8 @@ class Host extends EventEmitter {
     this._timer = null;
     this._queued = 0;
     this.attaches = 0; // sessions that got a welcome
-    // Counters since construction: HostDown/HostUp messages and the frames in them.
-    this.stats = { downMessages: 0, downFrames: 0, upMessages: 0, upFrames: 0 };
+    // Counters since construction: HostDown/HostUp messages, the frames in them, pongs.
+    this.stats = { downMessages: 0, downFrames: 0, upMessages: 0, upFrames: 0, pongs: 0 };
   }
 
   /**
@@ -592,7 +592,10 @@ class Host extends EventEmitter {
     if (s.ended || (s.blocked && !force)) return;
     while (s.out.length || s.pongs.length) {
       const up = {};
-      if (s.pongs.length) up.pong = { seq: s.pongs.shift() };
+      if (s.pongs.length) {
+        up.pong = { seq: s.pongs.shift() };
+        this.stats.pongs++;
+      }
       let n = 0;
       let bytes = 0;
       while (n < s.out.length && (n === 0 || bytes < BATCH_BYTES)) {
