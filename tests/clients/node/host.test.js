@@ -494,9 +494,9 @@ describe('Host against a real distsupd', () => {
       await sup.call(nm, 'save');
     });
     await a.kill('SIGKILL');
-    // No host of the kind anywhere: the children wait (no call can be answered).
-    await h.waitFor(async () => (await sup.whereis(names[0])).state !== 'RUNNING', 15000,
-      'the daemon to notice the lost host');
+    // No host of the kind anywhere: the children wait, SUSPENDED, for one.
+    await h.waitFor(async () => (await sup.whereis(names[0])).state === 'SUSPENDED', 15000,
+      'the children of the lost host to wait for another');
     const b = await startApp(d.addr);
     const got = await pool(names, 16, (nm) => callWhenUp(nm, 'get', 30000));
     got.forEach((r, i) => assert.equal(r.toString(), String(i * 10 + 1), names[i]));
