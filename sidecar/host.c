@@ -411,6 +411,23 @@ static int on_hello(struct hosts *h, struct host_sess *s, const Distsup__V1__Hos
     return 0;
 }
 
+/* A child left s: if s has a capacity, a child waiting for room on a host of its kind
+ * starts now (one at a time, oldest first, while s has room). */
+static void room_freed(struct hosts *h, struct host_sess *s)
+{
+    if (!s->capacity || s->ended) return;
+    struct child *oldest = NULL;
+    while (s->n < s->capacity) {
+        oldest = NULL;
+        for (struct child *ch = h->waiting; ch; ch = ch->host_next)
+            if (ch->host_wait && !ch->dead && ch->st == SV_IDLE && has_kind(s, ch->spec->kind)) oldest = ch;
+        if (!oldest) return;
+        size_t before = s->n;
+        sv_start_or_retry(h->sv, oldest, "start on a host with room");
+        if (s->n == before) return; /* it went elsewhere, or did not start: do not spin */
+    }
+}
+
 /* One frame from the app.  0, or -1 with why: the host broke the protocol. */
 static int on_frame(struct hosts *h, struct host_sess *s, const Distsup__V1__HostFrame *hf, char *why, size_t wl)
 {
@@ -427,6 +444,7 @@ static int on_frame(struct hosts *h, struct host_sess *s, const Distsup__V1__Hos
         else snprintf(reason, sizeof reason, "exited abnormally: %.120s", e->reason[0] ? e->reason : "(no reason)");
         tab_del(s, ch);
         sv_exited_why(h->sv, ch, e->normal ? 0 : 1 << 8, reason, 0);
+        room_freed(h, s);
         return 0;
     }
     if (!hf->frame) {
@@ -574,6 +592,7 @@ static void h_kill(struct child *ch, const char *why)
         log_child(LOG_WARN, "host", ch->cfg ? ch->cfg->name : NULL, ch->name, "child %s killed: %s", ch->name, why);
         send_frame(s, ch->host_num, NULL, NULL, 1);
         tab_del(s, ch);
+        room_freed(h, s);
     }
     list_push(&h->doomed, ch, IN_DOOMED);
     rearm(h);
@@ -599,6 +618,7 @@ static void h_release(struct child *ch)
     struct host_sess *s = ch->host;
     if (s && !s->ended) send_frame(s, ch->host_num, NULL, NULL, 1);
     detach(h, ch);
+    if (s) room_freed(h, s);
 }
 
 static size_t h_unsent(const struct child *ch)
@@ -620,6 +640,10 @@ struct hosts *hosts_new(struct sv *sv, const struct host_limits *lim, const char
     struct hosts *h = calloc(1, sizeof *h);
     if (!h) return NULL;
     if (hooks) h->hooks = *hooks;
+    if (!(h->kinds_sig = strdup(""))) { /* no kinds yet: the first change is from here */
+        free(h);
+        return NULL;
+    }
     h->sv = sv;
     h->lim = *lim;
     h->node = node;
@@ -627,6 +651,7 @@ struct hosts *hosts_new(struct sv *sv, const struct host_limits *lim, const char
     h->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
     if (h->tfd < 0 || loop_add(sv->loop, h->tfd, EPOLLIN, &h->w) != 0) {
         if (h->tfd >= 0) close(h->tfd);
+        free(h->kinds_sig);
         free(h);
         return NULL;
     }

@@ -256,9 +256,11 @@ static void a_restop(struct sv *sv, struct child *ch, const struct sv_input *in)
 /* Nothing runs: settle now. */
 static void a_stop_idle(struct sv *sv, struct child *ch, const struct sv_input *in)
 {
-    (void)sv;
     ch->timer_at = 0;
-    ch->host_wait = 0; /* held back, parked or removed: no host starts it */
+    if (ch->host_wait) { /* held back, parked or removed: no host starts it */
+        ch->host_wait = 0;
+        if (ops_of(sv, ch)->release) ops_of(sv, ch)->release(ch);
+    }
     if (in->why != SV_WHY_REMOVE) ch->st = SV_IDLE;
 }
 

@@ -145,7 +145,8 @@ struct sv_proc_ops {
     void (*signal)(struct child *ch, int sig);
     void (*kill)(struct child *ch, const char *why); /* SIGKILL, read no more */
     int (*stdin_open)(const struct child *ch);
-    void (*release)(struct child *ch); /* ch is freed: forget it (may be NULL) */
+    /* ch is freed, or no longer waits to be started: forget it (may be NULL). */
+    void (*release)(struct child *ch);
     /* Bytes written for it and not read yet (a hosted child: its host's backlog);
      * NULL: its process's stdin (proc_unsent). */
     size_t (*unsent)(const struct child *ch);

@@ -96,7 +96,10 @@ class DocsTest(h.DaemonTest):
         out = self.session("quickstart-python.md")
         for want in ("SERVING", "b'11'", "b'12'", "taken:", "timeout:", "not found:",
                      "crash:", "PROCESS_RESTART pycounter 1", "PROCESS_START pycounter 0",
-                     "Terminated(name='pycounter'", "b'echo:hello'"):
+                     "Terminated(name='pycounter'", "b'echo:hello'",
+                     # Host children in your app (distsup.host)
+                     "hosting 1000", "b'8'", "b'crashing'", "after restart b'8'",
+                     "terminate hc7: asked to"):
             self.assertIn(want, out)
 
     def test_node(self):

@@ -124,7 +124,9 @@ class HostedProtocolTest(h.DaemonTest):
         return d.stub.StartChild(pb.StartChildRequest(spec=pb.ChildSpec(name=name, kind=kind)), timeout=10).child
 
     def test_a_host_that_stops_reading_gets_resource_exhausted_then_is_ended(self):
-        d = self.daemon(config="[daemon]\nhost_ping_ms = 200\nhost_timeout_ms = 1500\n")
+        # max_hosts = 1: the good host below attaches only once the slow one's session is
+        # over, although its last send never finished
+        d = self.daemon(config="[daemon]\nhost_ping_ms = 200\nhost_timeout_ms = 1500\nmax_hosts = 1\n")
         x = self.host(d)
         x.send(hello("counter", name="slow"))
         self.assertTrue(x.first().HasField("welcome"))

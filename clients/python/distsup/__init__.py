@@ -5,7 +5,9 @@
     sup.start_child("c1", ["/path/to/worker"])
     sup.call("c1", b"hello")
 
-distsup.worker helps write the workers themselves (see its docstring)."""
+distsup.worker helps write the workers themselves (see its docstring); distsup.host
+runs hosted children inside your app (distsup.Host, and distsup.host.Child, also
+exported here as HostedChild; see its docstring and docs/hosting.md)."""
 
 from .client import (DEFAULT_ADDRESS, DEFAULT_TIMEOUT, EVENT_KINDS, Child, ChildSpec,
                      Counts, Event, Mine, Node, Supervisor, Terminated, Watch)
@@ -13,12 +15,14 @@ from .errors import (Aborted, AlreadyExists, Cancelled, DataLoss, DeadlineExceed
                      DistsupError, FailedPrecondition, Internal, InvalidArgument, NotFound,
                      OutOfRange, PermissionDenied, ResourceExhausted, Unauthenticated,
                      Unavailable, Unimplemented, Unknown)
+from .host import Child as HostedChild
+from .host import Host
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Supervisor", "ChildSpec", "Child", "Terminated", "Counts", "Node", "Mine", "Event",
-    "Watch", "DEFAULT_ADDRESS", "DEFAULT_TIMEOUT", "EVENT_KINDS",
+    "Watch", "DEFAULT_ADDRESS", "DEFAULT_TIMEOUT", "EVENT_KINDS", "Host", "HostedChild",
     "DistsupError", "Cancelled", "Unknown", "InvalidArgument", "DeadlineExceeded",
     "NotFound", "AlreadyExists", "PermissionDenied", "ResourceExhausted",
     "FailedPrecondition", "Aborted", "OutOfRange", "Unimplemented", "Internal",
