@@ -31,11 +31,13 @@
  * order the messages came, awaiting each before the next; different children run
  * concurrently.
  *
- * Before init runs, `this` has name, id, node, supervisor and kind; during a handler,
- * traceparent and tracestate (also the handler's second argument, ctx, as in the
- * worker helper).  this.stop({ normal, reason }) ends the child after the current
- * handler: terminate(reason) runs, its state is sent, then its exit (normal: true by
- * default; false is a crash, restarted under its restart type).  this.saveState()
+ * Before init runs, `this` has name, id, node, supervisor, kind and host; during a
+ * handler, traceparent and tracestate (also the handler's second argument, ctx, as in
+ * the worker helper).  this.stop({ normal, reason }) ends the child after the current
+ * handler (called from outside its own handlers, from another child say: after the
+ * messages already queued):
+ * terminate(reason) runs, its state is sent, then its exit (normal: true by default;
+ * false is a crash, restarted under its restart type).  this.saveState()
  * sends getState() now (or this.saveState(bytes) sends those): the daemon keeps the
  * last one and gives it to the next incarnation's init (info.state) after a crash, a
  * lost host or a move.  These names (and alive) are the library's on `this`.
@@ -47,6 +49,7 @@
  * as its State, then a normal exit.
  */
 const { EventEmitter } = require('events');
+const { AsyncLocalStorage } = require('async_hooks');
 const grpc = require('@grpc/grpc-js');
 const { api, apiToken, credentials } = require('./client')._internal;
 const { fromGrpcError, Unavailable } = require('./errors');
@@ -60,8 +63,10 @@ const MAX_MESSAGE = 64 * 1024 * 1024;
 // Attach failures that retrying does not cure: start() rejects and the host stops.
 const FATAL = new Set([grpc.status.INVALID_ARGUMENT, grpc.status.UNAUTHENTICATED,
   grpc.status.PERMISSION_DENIED, grpc.status.UNIMPLEMENTED]);
+// The child whose handler the running code belongs to (stop() from its own handler).
+const current = new AsyncLocalStorage();
 const RESERVED = ['name', 'id', 'node', 'supervisor', 'kind', 'traceparent', 'tracestate',
-  'stop', 'saveState', 'alive'];
+  'stop', 'saveState', 'alive', 'host'];
 
 function toBuffer(v) {
   if (v === undefined || v === null) return Buffer.alloc(0);
@@ -98,7 +103,9 @@ class Child {
     this.queue = [];
     this.running = false;
     this.dead = false;
-    this.stopReq = null;
+    this.stopReq = null; // stop() inside a handler: after it, before any other message
+    this.stopQueued = false; // stop() from outside a handler: queued behind its messages
+    this.inHandler = false;
     this.lastState = null; // the bytes the daemon holds for it, as far as we know
   }
 
@@ -404,7 +411,12 @@ class Host extends EventEmitter {
         const f = c.queue.shift();
         if (!f) break;
         this._dequeued();
-        await this._handle(c, f);
+        c.inHandler = true;
+        try {
+          await current.run(c, () => this._handle(c, f));
+        } finally {
+          c.inHandler = false;
+        }
       }
     } catch (e) {
       // Only a bug of the library gets here: the child cannot go on.
@@ -427,12 +439,22 @@ class Host extends EventEmitter {
     for (const k of ['traceparent', 'tracestate']) {
       Object.defineProperty(inst, k, { value: '', writable: true, configurable: true, enumerable: false });
     }
-    Object.defineProperty(inst, 'alive', { get: () => !c.dead && !c.stopReq, configurable: true });
+    Object.defineProperty(inst, 'host', {
+      value: this, writable: true, configurable: true, enumerable: false,
+    });
+    Object.defineProperty(inst, 'alive', {
+      get: () => !c.dead && !c.stopReq && !c.stopQueued, configurable: true,
+    });
     Object.defineProperty(inst, 'stop', {
       value: (o = {}) => {
-        if (c.dead || c.stopReq) return;
-        c.stopReq = { normal: o.normal === undefined ? true : !!o.normal, reason: o.reason || '' };
-        if (!c.running) this._pump(c);
+        if (c.dead || c.stopReq || c.stopQueued) return;
+        const req = { normal: o.normal === undefined ? true : !!o.normal, reason: o.reason || '' };
+        if (c.inHandler && current.getStore() === c) {
+          c.stopReq = req;
+        } else {
+          c.stopQueued = true;
+          this._enqueue(c, { frame: 'stop', stop: req });
+        }
       },
       writable: true, configurable: true, enumerable: false,
     });
@@ -486,6 +508,10 @@ class Host extends EventEmitter {
     const inst = c.inst;
     if (kind === 'terminate') {
       await this._shutdown(c, f.terminate.reason, true, '');
+      return;
+    }
+    if (kind === 'stop') {
+      await this._shutdown(c, f.stop.reason, f.stop.normal, f.stop.reason);
       return;
     }
     const m = f[kind];

@@ -408,6 +408,65 @@ describe('Host against a real distsupd', () => {
     await sup.terminateChild(r);
   });
 
+  test('this.stop(): inside a handler it comes next; from outside, behind the queued messages', async () => {
+    const log = [];
+    const kids = {};
+    let open;
+    const gate = new Promise((r) => { open = r; });
+    let open2;
+    const gate2 = new Promise((r) => { open2 = r; });
+    const host = newHost(d.addr).register('stopper', {
+      init() { kids[this.name] = this; },
+      async handleCall(p) {
+        const q = String(p);
+        log.push(`${this.name}:${q}`);
+        if (q === 'wait') await gate;
+        if (q === 'stop-now') {
+          this.stop({ normal: true, reason: 'asked' });
+          await gate2;
+        }
+        if (q.startsWith('stop-other:')) kids[q.slice(11)].stop({ normal: true, reason: 'from outside' });
+        return `${q}:${this.alive}`;
+      },
+      handleCast(p) { log.push(`${this.name}:cast:${p}`); },
+      terminate(reason) { log.push(`${this.name}:terminate:${reason}`); },
+    });
+    await host.start();
+    const a = uniq('st');
+    const b = uniq('st');
+    await sup.startChild(a, null, { kind: 'stopper', restart: 'transient' });
+    await sup.startChild(b, null, { kind: 'stopper', restart: 'transient' });
+    // a waits in a handler; a cast queues behind; b stops a from outside its handler.
+    const waiting = sup.call(a, 'wait');
+    await h.waitFor(() => log.includes(`${a}:wait`), 10000, 'a to wait');
+    let down = host.stats.downFrames;
+    await sup.cast(a, 'queued');
+    await h.waitFor(() => host.stats.downFrames > down, 10000, 'the cast to reach the host');
+    assert.equal((await sup.call(b, `stop-other:${a}`)).toString(), `stop-other:${a}:true`);
+    assert.equal(kids[a].alive, false);
+    open();
+    assert.equal((await waiting).toString(), 'wait:false');
+    await h.waitFor(() => log.includes(`${a}:terminate:from outside`), 10000, 'a to stop');
+    assert.deepEqual(log.filter((x) => x.startsWith(`${a}:`)),
+      [`${a}:wait`, `${a}:cast:queued`, `${a}:terminate:from outside`]);
+    // Inside a handler: the stop comes right after it; what queued behind never runs.
+    const slow = sup.call(b, 'stop-now');
+    await h.waitFor(() => log.includes(`${b}:stop-now`), 10000, 'b to be in its handler');
+    down = host.stats.downFrames;
+    await sup.cast(b, 'behind');
+    await h.waitFor(() => host.stats.downFrames > down, 10000, 'the cast to reach the host');
+    open2();
+    await h.waitFor(async () => {
+      try { await sup.whereis(b); return false; } catch (e) { return e instanceof NotFound; }
+    }, 10000, 'b to be gone');
+    assert.equal((await slow).toString(), 'stop-now:false');
+    assert.deepEqual(log.filter((x) => x.startsWith(`${b}:`)),
+      [`${b}:stop-other:${a}`, `${b}:stop-now`, `${b}:terminate:asked`]);
+    await h.waitFor(async () => {
+      try { await sup.whereis(a); return false; } catch (e) { return e instanceof NotFound; }
+    }, 10000, 'a to be gone');
+  });
+
   test('TerminateChild runs terminate, then the child is gone from the host', async () => {
     const terms = [];
     const host = newHost(d.addr).register('term', {
