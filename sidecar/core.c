@@ -397,11 +397,12 @@ static void on_tick(void *arg)
     struct core *c = arg;
     uint64_t now = reactor_now_ms();
     int busy = 0;
-    for (size_t i = 0; i < c->n_sups; i++)
-        for (struct child *ch = c->sups[i].head, *next; ch; ch = next) {
-            next = ch->next;
-            busy |= sv_tick(&c->sv, ch, now);
-        }
+    /* Only the children that asked (tick_watch): idle ones cost the tick nothing. */
+    for (struct child *ch = c->ticking, *next; ch; ch = next) {
+        next = ch->tick_next;
+        if (ch->dead || !sv_tick(&c->sv, ch, now) || ch->dead) tick_unwatch(c, ch);
+        else busy = 1;
+    }
     if (expire_forwards(c, now)) busy = 1;
     if (requests_tick(c, now)) busy = 1;
     if (maybe_trim(c, now)) busy = 1;
@@ -467,6 +468,7 @@ static void bury(struct core *c)
     while (c->graveyard) {
         struct child *ch = c->graveyard;
         c->graveyard = ch->dead_next;
+        tick_unwatch(c, ch);
         sv_fail_calls(ch, GRPC_STATUS_UNAVAILABLE, "was removed");
         sv_answer_terminate(ch, 0, 0);
         sv_child_free(ch);

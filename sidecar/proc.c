@@ -170,6 +170,7 @@ static void rate_used(struct proc *p, size_t got)
     p->out_paused = 1;
     set_read_armed(p, 0);
     loop_arm_tick(p->loop);
+    if (p->hooks->held) p->hooks->held(p->arg, p);
     if (!p->out_warned) {
         p->out_warned = 1;
         log_warn("proc", "child %s logs more than %zu bytes a second (max_output_rate): reading it is slowed", p->name,

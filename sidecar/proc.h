@@ -33,6 +33,9 @@ struct proc_hooks {
     /* It was reaped (status as waitpid gives it); every fd is closed by then and
      * what it wrote before dying was read first. */
     void (*exited)(void *arg, struct proc *p, int status);
+    /* Its output is held back (max output rate): proc_throttle_tick must run for it
+     * from the tick.  May be NULL. */
+    void (*held)(void *arg, struct proc *p);
 };
 
 struct proc {

@@ -222,10 +222,32 @@ static uint64_t h_now(void *arg)
     return reactor_now_ms();
 }
 
-static void h_tick(void *arg)
+static void h_tick(void *arg, struct child *ch)
 {
     struct core *c = arg;
+    tick_watch(c, ch);
+}
+
+void tick_watch(struct core *c, struct child *ch)
+{
+    if (!ch->on_tick && !ch->dead) {
+        ch->on_tick = 1;
+        ch->tick_prev = NULL;
+        ch->tick_next = c->ticking;
+        if (c->ticking) c->ticking->tick_prev = ch;
+        c->ticking = ch;
+    }
     loop_arm_tick(c->loop);
+}
+
+void tick_unwatch(struct core *c, struct child *ch)
+{
+    if (!ch->on_tick) return;
+    if (ch->tick_prev) ch->tick_prev->tick_next = ch->tick_next;
+    else c->ticking = ch->tick_next;
+    if (ch->tick_next) ch->tick_next->tick_prev = ch->tick_prev;
+    ch->tick_next = ch->tick_prev = NULL;
+    ch->on_tick = 0;
 }
 
 static void h_event(void *arg, struct child *ch, Distsup__V1__EventKind kind, int exit_code, int sig,
@@ -275,6 +297,14 @@ static void h_spawned(void *arg, struct child *ch)
 
 static void h_remove(void *arg, struct child *ch, const char *reason) { remove_child(arg, ch, reason); }
 
+/* Specs are stored in the turn's batch (one fsync for a burst of starts): committed
+ * before any start is answered. */
+static int h_durable(void *arg)
+{
+    struct core *c = arg;
+    return store_flush(c->store);
+}
+
 static void h_moved_out(void *arg, struct child *ch)
 {
     struct core *c = arg;
@@ -290,7 +320,8 @@ void reactor_sv_hooks(struct core *c, struct sv_hooks *h)
                            .persist = h_persist,
                            .remove = h_remove,
                            .moved_out = h_moved_out,
-                           .spawned = h_spawned};
+                           .spawned = h_spawned,
+                           .durable = h_durable};
 }
 
 /* ---------- copies ---------- */

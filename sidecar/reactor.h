@@ -117,6 +117,7 @@ struct core {
     int thread_started;
     int shutting_down;       /* stop_all ran */
     struct child *graveyard; /* removed children, freed at the end of the turn */
+    struct child *ticking;   /* children with a timer, calls or held output: the tick's (tick_watch) */
     char data_dir[PATH_MAX];
     /* cluster */
     struct peer *peer;   /* NULL: a single node */
@@ -190,6 +191,11 @@ void emit(struct core *c, struct child *ch, Distsup__V1__EventKind kind, int exi
 
 /* Stops every child (each parked: its spec stays on disk), fails what waits on them. */
 void stop_all(struct core *c);
+
+/* The tick runs sv_tick for ch until it answers 0 (the tick visits only these
+ * children, not all of them); unwatch before ch is freed. */
+void tick_watch(struct core *c, struct child *ch);
+void tick_unwatch(struct core *c, struct child *ch);
 
 /* The hooks of struct sv, over this core (reactor.c). */
 void reactor_sv_hooks(struct core *c, struct sv_hooks *h);

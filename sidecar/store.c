@@ -174,6 +174,8 @@ static int run(struct store *s, sqlite3_stmt *st, const char *what)
     return 0;
 }
 
+static int batch(struct store *s);
+
 /* After a write of this node's own children: commit a cache batch it joined. */
 static int durable(struct store *s, int rc)
 {
@@ -183,13 +185,14 @@ static int durable(struct store *s, int rc)
 
 int store_put_child(struct store *s, const struct store_child *c)
 {
+    if (batch(s) != 0) return -1;
     sqlite3_bind_text(s->put, 1, c->supervisor, -1, SQLITE_STATIC);
     sqlite3_bind_text(s->put, 2, c->name, -1, SQLITE_STATIC);
     sqlite3_bind_blob(s->put, 3, c->spec, (int)c->spec_len, SQLITE_STATIC);
     sqlite3_bind_int(s->put, 4, c->state);
     sqlite3_bind_int64(s->put, 5, c->restarts);
     sqlite3_bind_int64(s->put, 6, (sqlite3_int64)c->incarnation);
-    return durable(s, run(s, s->put, "saving a child spec"));
+    return run(s, s->put, "saving a child spec");
 }
 
 int store_set_child_state(struct store *s, const char *supervisor, const char *name, int state, uint32_t restarts,
@@ -202,8 +205,6 @@ int store_set_child_state(struct store *s, const char *supervisor, const char *n
     sqlite3_bind_int64(s->set_state, 5, (sqlite3_int64)incarnation);
     return durable(s, run(s, s->set_state, "updating a child's state"));
 }
-
-static int batch(struct store *s);
 
 int store_set_child_proc(struct store *s, const char *supervisor, const char *name, int64_t pgid, uint64_t pg_start)
 {

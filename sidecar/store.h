@@ -37,7 +37,9 @@ struct store_child {
     uint64_t pg_start;
 };
 
-/* Inserts or replaces.  0, or -1 (logged) on failure. */
+/* Inserts or replaces, in the open batch (group commit): it is on disk only after
+ * the next store_flush, which the caller must run (and check) before it tells
+ * anyone the child exists.  0, or -1 (logged) on failure. */
 int store_put_child(struct store *s, const struct store_child *c);
 int store_set_child_state(struct store *s, const char *supervisor, const char *name, int state, uint32_t restarts,
                           uint64_t incarnation);

@@ -83,6 +83,14 @@ void sv_fail_start(struct child *ch, int code, const char *fmt, ...)
 void sv_answer_start(const struct sv *sv, struct child *ch)
 {
     if (!ch->start_done) return;
+    if (sv->hooks.durable && sv->hooks.durable(sv->hooks.arg) != 0) {
+        CH_LOG(LOG_ERROR, ch, "child %s runs, but its spec is not on disk: its StartChild fails", ch->name);
+        sv_fail_start(ch, GRPC_STATUS_INTERNAL,
+                      "cannot save the spec of '%s' to the database (see the daemon log); it may run until the "
+                      "daemon restarts, but is not kept",
+                      ch->name);
+        return;
+    }
     answer_fn done = ch->start_done;
     ch->start_done = NULL;
     Distsup__V1__ChildInfo info;
@@ -161,7 +169,7 @@ static int spawn_incarnation(struct sv *sv, struct child *ch, char *err, size_t 
     }
     ch->answer_by = 0;
     ch->start_wait_ms = (unsigned)(ch->timer_at - now);
-    sv->hooks.tick(sv->hooks.arg);
+    sv->hooks.tick(sv->hooks.arg, ch);
     Distsup__V1__Init init = DISTSUP__V1__INIT__INIT;
     init.name = ch->name;
     init.node = (char *)sv->node;
@@ -243,7 +251,7 @@ static void a_stop(struct sv *sv, struct child *ch, const struct sv_input *in)
         ch->st = SV_STOP_TERM;
         ch->timer_at = ch->kill_at;
     }
-    sv->hooks.tick(sv->hooks.arg);
+    sv->hooks.tick(sv->hooks.arg, ch);
 }
 
 /* Stopping already: a weightier reason takes over what its exit leads to. */
@@ -331,7 +339,7 @@ static void restart_or_fail(struct sv *sv, struct child *ch, int code, int sig, 
     ch->st = SV_BACKOFF;
     ch->timer_at = now + delay;
     sv->hooks.persist(sv->hooks.arg, ch);
-    sv->hooks.tick(sv->hooks.arg);
+    sv->hooks.tick(sv->hooks.arg, ch);
 }
 
 /* What an exit leads to: by the StartChild waiting for it, then by why it stopped. */
@@ -569,7 +577,7 @@ int sv_call_traced(struct sv *sv, struct child *ch, ProtobufCBinaryData payload,
     ch->calls_tail = p;
     ch->n_calls++;
     ch->delivered++;
-    sv->hooks.tick(sv->hooks.arg);
+    sv->hooks.tick(sv->hooks.arg, ch);
     return 0;
 }
 
@@ -653,7 +661,12 @@ void sv_fill_info(const struct sv *sv, const struct child *ch, Distsup__V1__Chil
 static struct child *child_of(struct proc *p) { return container_of(p, struct child, proc); }
 static void on_proc_frame(void *arg, struct proc *p, Distsup__V1__ChildFrame *f) { sv_frame(arg, child_of(p), f); }
 static void on_proc_exit(void *arg, struct proc *p, int status) { sv_exited(arg, child_of(p), status); }
-static const struct proc_hooks proc_hooks = {on_proc_frame, on_proc_exit};
+static void on_proc_held(void *arg, struct proc *p)
+{
+    struct sv *sv = arg;
+    sv->hooks.tick(sv->hooks.arg, child_of(p));
+}
+static const struct proc_hooks proc_hooks = {on_proc_frame, on_proc_exit, on_proc_held};
 
 struct child *sv_child_new(struct sv *sv, Distsup__V1__ChildSpec *spec, const struct sup_config *cfg, void *owner)
 {

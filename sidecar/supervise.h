@@ -78,9 +78,11 @@ struct waiter {
 
 struct child {
     /* the owner's (a supervisor's table; sidecar/reactor.c) */
-    struct child *hnext;       /* name hash chain */
-    struct child *next, *prev; /* the supervisor's list, in start order */
-    struct child *dead_next;   /* graveyard: freed at the end of a loop turn */
+    struct child *hnext;                 /* name hash chain */
+    struct child *next, *prev;           /* the supervisor's list, in start order */
+    struct child *dead_next;             /* graveyard: freed at the end of a loop turn */
+    struct child *tick_next, *tick_prev; /* the children sv_tick must see (sv_hooks.tick) */
+    int on_tick;
     void *owner;               /* its supervisor */
     int dead;                  /* removed: freed soon, ignore it */
     char *moving_to;           /* a move to this node is under way (cluster/moves.c) */
@@ -157,13 +159,18 @@ struct sv_proc_ops {
 struct sv_hooks {
     void *arg;
     uint64_t (*now)(void *arg); /* monotonic ms */
-    void (*tick)(void *arg);    /* some child has a timer: sv_tick must run soon */
+    /* ch has a timer, calls waiting or its output held back: sv_tick must run for it
+     * (every LOOP_TICK_MS) until it answers 0. */
+    void (*tick)(void *arg, struct child *ch);
     /* A lifecycle event of ch happened (Watch, the cluster). */
     void (*event)(void *arg, struct child *ch, Distsup__V1__EventKind kind, int exit_code, int sig, const char *reason);
     void (*persist)(void *arg, struct child *ch);                    /* its state, restarts, incarnation */
     void (*remove)(void *arg, struct child *ch, const char *reason); /* gone for good: unlink it */
     void (*moved_out)(void *arg, struct child *ch);                  /* stopped to move: place it there */
     void (*spawned)(void *arg, struct child *ch);                    /* a new process runs (ch->proc); may be NULL */
+    /* What was stored so far is on disk (the group commit): before a StartChild is
+     * answered.  0, or -1 (then the start fails INTERNAL).  May be NULL. */
+    int (*durable)(void *arg);
 };
 
 struct sv {

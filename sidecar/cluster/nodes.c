@@ -176,14 +176,9 @@ int nodeset_build(struct core *c, struct sup *s, int without_self, const char *k
                                     .weight = n->weight ? n->weight : 1,
                                     .labels = n->labels,
                                     .n_labels = n->n_labels,
-                                    .children = n->self ? (uint32_t)s->count : 0};
+                                    .children = n->self ? (uint32_t)s->count
+                                                        : (uint32_t)registry_count_node(s->remote, n->name)};
     }
-    for (struct rentry *e = registry_first(s->remote); e; e = registry_next(e))
-        for (size_t i = 0; i < ns->n; i++)
-            if (!ns->src[i]->self && !strcmp(ns->src[i]->name, e->info->node)) {
-                ns->v[i].children++;
-                break;
-            }
     return 0;
 }
 

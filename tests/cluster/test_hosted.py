@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -34,7 +35,9 @@ def hspec(name, kind="counter", **kw):
     return pb.ChildSpec(name=name, kind=kind, **kw)
 
 
-class HostedTest(ClusterTest):
+class HostApps:
+    """Host apps for a cluster test (a mixin): each a real process, killed at tearDown."""
+
     def setUp(self):
         super().setUp()
         self.apps = []
@@ -83,6 +86,10 @@ class HostedTest(ClusterTest):
         return ok
 
 
+class HostedTest(HostApps, ClusterTest):
+    pass
+
+
 class Placement(HostedTest):
     def test_children_go_only_to_nodes_with_a_host_of_their_kind(self):
         n1, n2, n3 = self.make_cluster(3, config=CONFIG)
@@ -121,6 +128,72 @@ class Placement(HostedTest):
         self.assertEqual(e.exception.code(), grpc.StatusCode.UNAVAILABLE)
         self.assertIn("counter", e.exception.details())
         self.assertEqual(n1.children(), {})
+
+
+class Join(HostedTest):
+    def test_a_joining_node_with_a_host_takes_a_share_with_state(self):
+        nodes = self.make_cluster(3, config=CONFIG, start=2)
+        n1, n2, n3 = nodes
+        self.host_app(n1, "app1")
+        self.host_app(n2, "app2")
+        for node in (n1, n2):
+            self.wait_kind([n1, n2], node.node_name, "counter")
+        names = ["j%d" % i for i in range(60)]
+        for name in names:
+            n1.stub.StartChild(pb.StartChildRequest(spec=hspec(name)), timeout=10)
+        for name in names:  # 3, handed off as State
+            for _ in range(3):
+                n1.stub.Cast(pb.CastRequest(name=name, payload=b"incr"))
+            n1.stub.Cast(pb.CastRequest(name=name, payload=b"save"))
+        wait_for(lambda: all(self.call(n1, n, b"get") == b"3" for n in names), timeout=10, what="counts of 3")
+        time.sleep(0.3)
+        n3.start()
+        self.wait_mesh(nodes)
+        # no host on n3 yet: nothing moves there
+        time.sleep(1.5)
+        self.assertFalse(any(c.node == n3.node_name for c in n1.children().values()))
+        self.host_app(n3, "app3")
+        self.wait_kind(nodes, n3.node_name, "counter")
+
+        def share():
+            kids = n1.children()
+            on3 = [k for k, c in kids.items() if c.node == n3.node_name and c.state == pb.RUNNING]
+            return len(kids) == len(names) and len(on3) >= len(names) // 6
+        wait_for(share, timeout=30, what="n3 to take a share of the hosted children")
+        self.wait_synced(nodes, len(names), timeout=30)
+        for name in names:  # every one answers, with its State, wherever it went
+            self.assertEqual(self.call(n2, name, b"get"), b"3", name)
+
+    def test_concurrent_starts_of_one_name_start_it_once(self):
+        nodes = self.make_cluster(3, config=CONFIG)
+        for i, node in enumerate(nodes):
+            self.host_app(node, "app%d" % (i + 1))
+        for node in nodes:
+            self.wait_kind(nodes, node.node_name, "counter")
+        results = {}
+
+        def start(i, name):
+            try:
+                r = nodes[i].stub.StartChild(pb.StartChildRequest(spec=hspec(name)), timeout=10)
+                results[(i, name)] = ("ok", r.child.node)
+            except grpc.RpcError as e:
+                results[(i, name)] = (e.code(), e.details())
+        names = ["c%d" % k for k in range(20)]
+        threads = [threading.Thread(target=start, args=(i, n)) for n in names for i in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(20)
+        for name in names:
+            oks = [results[(i, name)] for i in range(3) if results[(i, name)][0] == "ok"]
+            others = [results[(i, name)] for i in range(3) if results[(i, name)][0] != "ok"]
+            self.assertEqual(len(oks), 1, "%s: %s" % (name, [results[(i, name)] for i in range(3)]))
+            for code, _ in others:
+                self.assertEqual(code, grpc.StatusCode.ALREADY_EXISTS, name)
+        self.wait_synced(nodes, len(names))
+        # each node counts only what runs there: together, each name once
+        own = [x.children for n in nodes for x in n.stub.Nodes(pb.NodesRequest()).nodes if x.self]
+        self.assertEqual(sum(own), len(names))
 
 
 class HostLoss(HostedTest):

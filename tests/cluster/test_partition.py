@@ -14,6 +14,7 @@ import grpc
 from netns import NetnsClusterTest
 from cluster import ClusterTest, main, pb, spec, wait_for
 from test_cluster import Watcher
+from test_hosted import CONFIG as HOSTED_CONFIG, HostApps, hspec
 
 SC = grpc.StatusCode
 NAMES = ["p%02d" % i for i in range(30)]
@@ -165,6 +166,60 @@ class Partition(NetnsClusterTest):
             self.assertEqual(call_retrying(lone, k), b"5", k)
         self.assertIn("not starting it here", lone.read_log())
         self.assertIn("quorum is back", lone.read_log())
+
+
+class HostedPartition(HostApps, NetnsClusterTest):
+    """Hosted children (docs/hosting.md) across a partition: each node has a host app
+    (in the test's namespace, on the node's API link, which the cut leaves alone)."""
+
+    def test_hosted_children_rehome_on_the_majority_and_run_once_after_the_heal(self):
+        nodes = self.make_ns_cluster(3, config=HOSTED_CONFIG)
+        for i, node in enumerate(nodes):
+            self.host_app(node, "app%d" % (i + 1))
+        for node in nodes:
+            self.wait_kind(nodes, node.node_name, "counter")
+        for n in NAMES:
+            nodes[0].stub.StartChild(pb.StartChildRequest(spec=hspec(n, init=b"5")), timeout=10)
+        self.wait_synced(nodes, len(NAMES))
+        for n in NAMES:  # 6, handed off as State ("save"): a copy started from init (5) lost it
+            nodes[0].stub.Cast(pb.CastRequest(name=n, payload=b"incr"))
+            nodes[0].stub.Cast(pb.CastRequest(name=n, payload=b"save"))
+        for n in NAMES:
+            self.assertEqual(call_retrying(nodes[0], n), b"6")
+        lone, majority = nodes[2], nodes[:2]
+        theirs = sorted(k for k, c in nodes[0].children().items() if c.node == lone.node_name)
+        self.assertTrue(theirs, "the lone node should run some children")
+
+        self.net.cut(3)
+        wait_for(lambda: all(n.up_nodes() == ["n1@test", "n2@test"] for n in majority), timeout=15,
+                 what="the majority to see n3 down")
+        # the majority re-homes n3's hosted children onto its own hosts; n3 keeps its own
+        self.wait_synced(majority, len(NAMES), timeout=30)
+        self.assertTrue(all(c.node != "n3@test" for c in majority[0].children().values()))
+        for n in theirs:
+            self.assertIn(b" app1 " if majority[0].children()[n].node == "n1@test" else b" app2 ",
+                          majority[0].stub.Call(pb.CallRequest(name=n, payload=b"whoami")).payload)
+            self.assertIn(b" app3 ", lone.stub.Call(pb.CallRequest(name=n, payload=b"whoami")).payload)
+
+        self.net.heal(3)
+        self.wait_mesh(nodes, timeout=20)
+
+        def settled():  # one RUNNING copy of each name, on a node every node agrees on
+            views = [{k: (c.node, c.state) for k, c in n.children().items()} for n in nodes]
+            if any(len(v) != len(NAMES) or any(st != pb.RUNNING for _, st in v.values()) for v in views):
+                return False
+            if any(v != views[0] for v in views):
+                return False
+            # and each node runs exactly the ones all say it runs (its own count)
+            for node in nodes:
+                mine = sum(1 for nd, _ in views[0].values() if nd == node.node_name)
+                local = node.stub.Nodes(pb.NodesRequest()).nodes
+                if [x.children for x in local if x.self] != [mine]:
+                    return False
+            return True
+        wait_for(settled, timeout=30, interval=0.2, what="every hosted name to run once, agreed by every node")
+        for n in NAMES:  # the copy that kept running survived, with its state
+            self.assertEqual(call_retrying(nodes[1], n), b"6", n)
 
 
 class BrokenLinks(ClusterTest):

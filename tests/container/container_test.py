@@ -537,6 +537,54 @@ class ContainerTest(unittest.TestCase):
         self.assertIn(vols["trust"]["configMap"]["name"], cms)
         self.assertEqual(spec["template"]["spec"]["securityContext"]["runAsUser"], 10001)
 
+    def test_app_container_hosts_the_workers(self):
+        """statefulset.yaml: the app container is the counter host (hosted children,
+        docs/hosting.md), built by deploy/docker/counter-host.Dockerfile from files of
+        this repo, with Debian packages that exist; distsupd's image has no workers."""
+        path = os.path.join(REPO, "deploy", "docker", "counter-host.Dockerfile")
+        stages = dockerfile_stages(path)
+        self.assertEqual(len(stages), 1)
+        instrs = stages[0][1]
+        self.assertEqual(instrs[0], ("FROM", "debian:12-slim"))
+        pkgs = [p for i, a in instrs if i == "RUN" for p in apt_packages(a)]
+        self.assertIn("python3-grpcio", pkgs)
+        for p in pkgs:
+            r = subprocess.run(["apt-cache", "show", "--no-all-versions", p], capture_output=True, text=True,
+                               timeout=60)
+            self.assertEqual(r.returncode, 0, "no Debian package %s: %s" % (p, r.stderr))
+        dests = {}
+        for i, a in instrs:
+            if i == "COPY":
+                src, dst = shlex.split(a)
+                self.assertTrue(os.path.exists(os.path.join(REPO, src)), src)
+                dests[dst] = src
+        entry = exec_form([a for i, a in instrs if i == "ENTRYPOINT"][-1])
+        self.assertIn(entry[-1], dests, "the entrypoint runs a file the image has")
+        self.assertIn("examples/python_counter_host/counter_host.py", dests.values())
+        user = [a for i, a in instrs if i == "USER"][-1]
+        self.assertNotIn(user.split(":")[0], ("root", "0"))
+        env = env_of(instrs)
+        self.assertEqual(env["PYTHONPATH"], "/opt/distsup/python")
+        self.assertIn("/opt/distsup/python/distsup/", dests)
+        # the manifest runs that image as the app, with arguments the host app takes
+        docs = self.k8s_docs()
+        sts = [d for _, d in docs if d["kind"] == "StatefulSet"][0]
+        cs = {c["name"]: c for c in sts["spec"]["template"]["spec"]["containers"]}
+        app = cs["app"]
+        self.assertEqual(app["image"], "distsup-counter-host:latest")
+        args = [re.sub(r"\$\(POD_NAME\)", "distsup-0", a) for a in app.get("args", [])]
+        self.assertIn("--kind", args)
+        r = subprocess.run([h.PYTHON, os.path.join(REPO, "examples", "python_counter_host", "counter_host.py")] + args +
+                           ["--help"], capture_output=True, text=True, timeout=60,
+                           env=dict(os.environ, PYTHONPATH=os.path.join(REPO, "clients", "python")))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("--kind", r.stdout)
+        # distsupd's own image copies no worker (examples/) into the runtime stage
+        runtime = self.stages[-1][1]
+        for i, a in runtime:
+            if i == "COPY":
+                self.assertNotIn("examples", a)
+
     def test_kubernetes_single_node_deployment(self):
         docs = self.k8s_docs()
         deps = [d for _, d in docs if d["kind"] == "Deployment"]

@@ -245,9 +245,10 @@ static uint64_t k_now(void *arg)
     return F.now;
 }
 
-static void k_tick(void *arg)
+static void k_tick(void *arg, struct child *ch)
 {
     (void)arg;
+    assert_non_null(ch);
     F.ticks++;
 }
 
@@ -328,7 +329,8 @@ static int never_stdin_open(const struct child *ch)
     fail_msg("a hosted child reached the OS process ops (stdin_open)");
     return 0;
 }
-static const struct sv_proc_ops never_ops = {never_spawn, never_send, never_signal, never_kill, never_stdin_open, NULL, NULL};
+static const struct sv_proc_ops never_ops = {never_spawn,      never_send, never_signal, never_kill,
+                                             never_stdin_open, NULL,       NULL};
 
 /* The timerfds this process has open. */
 static size_t timerfds(int *out, size_t max)
@@ -375,7 +377,7 @@ static int setup(void **state)
     struct loop_hooks lh = {NULL, NULL, NULL};
     L = loop_new(64, &lh, err, sizeof err);
     assert_non_null(L);
-    struct sv_hooks hooks = {&F, k_now, k_tick, k_event, k_persist, k_remove, k_moved_out, NULL};
+    struct sv_hooks hooks = {&F, k_now, k_tick, k_event, k_persist, k_remove, k_moved_out, NULL, NULL};
     sv_init(&SV, &never_ops, &hooks, L, "node1", "/nonexistent", 0xabc);
     SV.hosted_ops = hosts_ops();
     int before[64], after[64];

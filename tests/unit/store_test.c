@@ -211,6 +211,40 @@ static void test_put_and_load_round_trip(void **state)
     store_close(st);
 }
 
+static char *query_text(sqlite3 *db, const char *sql)
+{
+    sqlite3_stmt *q = NULL;
+    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &q, NULL), SQLITE_OK);
+    char *out = NULL;
+    if (sqlite3_step(q) == SQLITE_ROW && sqlite3_column_text(q, 0))
+        out = strdup((const char *)sqlite3_column_text(q, 0));
+    sqlite3_finalize(q);
+    assert_non_null(out);
+    return out;
+}
+
+/* Specs are group-committed: another connection (a daemon after a crash) sees a
+ * put only once store_flush ran; the daemon flushes before it answers a start. */
+static void test_put_is_on_disk_after_flush(void **state)
+{
+    struct scratch *s = *state;
+    struct store *st = open_ok(s->data);
+    put(st, "default", "g1", "spec-g1", STORE_RUNNING, 0, 1);
+    put(st, "default", "g2", "spec-g2", STORE_RUNNING, 0, 1);
+    sqlite3 *other = NULL;
+    assert_int_equal(sqlite3_open_v2(s->db, &other, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    char *n = query_text(other, "SELECT count(*) FROM children");
+    assert_string_equal(n, "0");
+    free(n);
+    assert_int_equal(store_flush(st), 0);
+    n = query_text(other, "SELECT count(*) FROM children");
+    assert_string_equal(n, "2");
+    free(n);
+    assert_int_equal(store_flush(st), 0); /* nothing pending: a no-op */
+    sqlite3_close(other);
+    store_close(st);
+}
+
 static void test_insertion_order_is_kept(void **state)
 {
     struct scratch *s = *state;
@@ -302,23 +336,12 @@ static void test_reopen_sees_the_data(void **state)
     store_close(st);
 }
 
-static char *query_text(sqlite3 *db, const char *sql)
-{
-    sqlite3_stmt *q = NULL;
-    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &q, NULL), SQLITE_OK);
-    char *out = NULL;
-    if (sqlite3_step(q) == SQLITE_ROW && sqlite3_column_text(q, 0))
-        out = strdup((const char *)sqlite3_column_text(q, 0));
-    sqlite3_finalize(q);
-    assert_non_null(out);
-    return out;
-}
-
 static void test_wal_mode_and_schema(void **state)
 {
     struct scratch *s = *state;
     struct store *st = open_ok(s->data);
     put(st, "default", "a", "x", STORE_RUNNING, 0, 1);
+    assert_int_equal(store_flush(st), 0);
     /* WAL: the write went to distsup.db-wal while the store is open */
     char wal[PATH_MAX + 8];
     snprintf(wal, sizeof wal, "%s-wal", s->db);
@@ -435,7 +458,7 @@ static void assert_rows(sqlite3 *db, const char *table, const char *want)
     free(n);
 }
 
-static void test_cache_writes_are_batched_until_flush_or_an_own_write(void **state)
+static void test_cache_writes_are_batched_until_flush_or_a_durable_write(void **state)
 {
     struct scratch *s = *state;
     struct store *st = open_ok(s->data);
@@ -449,8 +472,12 @@ static void test_cache_writes_are_batched_until_flush_or_an_own_write(void **sta
     }
     /* another connection sees nothing of an open batch ... */
     assert_rows(db, "cache", "0");
-    /* ... until a write of this node's own children commits it with its own */
+    /* ... nor of a spec put in it (group commit: the daemon flushes before it answers) */
     put(st, "default", "own", "spec", STORE_RUNNING, 0, 1);
+    assert_rows(db, "cache", "0");
+    assert_rows(db, "children", "0");
+    /* ... until a durable write of this node's own children commits it with its own */
+    assert_int_equal(store_set_child_state(st, "default", "own", STORE_RUNNING, 1, 2), 0);
     assert_rows(db, "cache", "50");
     assert_rows(db, "children", "1");
     /* and a later batch waits for store_flush */
@@ -602,6 +629,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_put_and_load_round_trip, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_put_is_on_disk_after_flush, setup, teardown),
         cmocka_unit_test_setup_teardown(test_insertion_order_is_kept, setup, teardown),
         cmocka_unit_test_setup_teardown(test_update_state_and_delete, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reopen_sees_the_data, setup, teardown),
@@ -609,7 +637,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_begin_commit_groups_writes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_load_callback_stops_the_walk, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cache_put_replace_delete_and_reload, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_cache_writes_are_batched_until_flush_or_an_own_write, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cache_writes_are_batched_until_flush_or_a_durable_write, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cache_load_callback_stops_the_walk, setup, teardown),
         cmocka_unit_test_setup_teardown(test_garbage_file_is_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_damaged_pages_are_refused, setup, teardown),

@@ -62,6 +62,8 @@ struct fake {
     struct ev ev[MAXREC];
     unsigned n_ev;
     unsigned persists, removes, moved;
+    unsigned durables; /* durable hook calls; durable_fail: it fails */
+    int durable_fail, durable_at_answer;
     char remove_reason[256];
     struct child *removed, *moved_child;
 };
@@ -155,9 +157,10 @@ static uint64_t h_now(void *arg)
     return F.now;
 }
 
-static void h_tick(void *arg)
+static void h_tick(void *arg, struct child *ch)
 {
     assert_ptr_equal(arg, &F);
+    assert_non_null(ch); /* the child that needs the tick */
     F.ticks++;
 }
 
@@ -197,6 +200,13 @@ static void h_moved_out(void *arg, struct child *ch)
     F.moved_child = ch;
 }
 
+static int h_durable(void *arg)
+{
+    assert_ptr_equal(arg, &F);
+    F.durables++;
+    return F.durable_fail ? -1 : 0;
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -211,7 +221,7 @@ static int setup(void **state)
     CFG.backoff_ms = 100;
     CFG.backoff_max_ms = 2000;
     CFG.start_timeout_ms = 1000;
-    struct sv_hooks hooks = {&F, h_now, h_tick, h_event, h_persist, h_remove, h_moved_out, NULL};
+    struct sv_hooks hooks = {&F, h_now, h_tick, h_event, h_persist, h_remove, h_moved_out, NULL, h_durable};
     sv_init(&SV, &fake_ops, &hooks, NULL, "node1", "/nonexistent", 0xabc);
     return 0;
 }
@@ -362,6 +372,7 @@ struct ans {
 static void on_start(void *arg, int code, const char *message, const ProtobufCMessage *reply)
 {
     struct ans *a = arg;
+    F.durable_at_answer = (int)F.durables; /* how many commits came before the answer */
     a->n++;
     a->code = code;
     snprintf(a->msg, sizeof a->msg, "%s", message ? message : "");
@@ -702,6 +713,38 @@ static void test_start_or_retry_failure(void **state)
 }
 
 /* ---------- READY ---------- */
+
+/* A StartChild is answered only once what was stored is on disk (the durable hook,
+ * the store's group commit); when that fails, the start fails INTERNAL. */
+static void test_ready_answers_after_durable(void **state)
+{
+    (void)state;
+    struct child *ch = new_child("d", FRAMES, PERMANENT);
+    start_ok(ch);
+    struct ans a = {0};
+    ch->start_done = on_start;
+    ch->start_arg = &a;
+    F.durables = 0;
+    send_ready(ch);
+    assert_int_equal(a.n, 1);
+    assert_int_equal(a.code, GRPC_STATUS_OK);
+    assert_int_equal(F.durable_at_answer, 1);
+
+    struct child *bad = new_child("e", FRAMES, PERMANENT);
+    start_ok(bad);
+    struct ans b = {0};
+    bad->start_done = on_start;
+    bad->start_arg = &b;
+    F.durable_fail = 1;
+    send_ready(bad);
+    F.durable_fail = 0;
+    assert_int_equal(b.n, 1);
+    assert_int_equal(b.code, GRPC_STATUS_INTERNAL);
+    assert_non_null(strstr(b.msg, "database"));
+    assert_null(bad->start_done);
+    sv_child_free(ch);
+    sv_child_free(bad);
+}
 
 /* STARTING x READY: RUNNING, PROCESS_START "ready", the StartChild answered OK. */
 static void test_ready(void **state)
@@ -1805,6 +1848,7 @@ int main(void)
         T(test_start_spawn_failure),
         T(test_start_or_retry_failure),
         T(test_ready),
+        T(test_ready_answers_after_durable),
         T(test_ready_elsewhere_ignored),
         T(test_ready_timeout),
         T(test_ready_wait_ends_before_the_request_deadline),

@@ -82,6 +82,7 @@ function toChild(c) {
       init: s.init || Buffer.alloc(0),
       labels: s.labels || {},
       protocol: s.protocol,
+      kind: s.kind || '',
     },
   };
 }
@@ -290,15 +291,23 @@ class Supervisor {
    *   await sup.startChild('c1', ['./counter'], { init: '10', restart: 'transient' })
    * opts: env, cwd, restart, shutdownMs, killImmediately, node, key, init, labels,
    * protocol ('frames' | 'none'), supervisor.  name '' or null: generated.
+   * A hosted child (docs/hosting.md) names opts.kind instead of argv:
+   *   await sup.startChild('c2', null, { kind: 'counter', init: '10' })
    * The child resolved has no spec.init and empty env values unless
    * opts.includeSpecData (they can be large: the answer stays small).
    */
   async startChild(name, argv, opts = {}) {
-    if (!Array.isArray(argv) || argv.length === 0) {
-      throw new TypeError('argv must be a non-empty array (program and arguments)');
+    if (opts.kind) {
+      if (argv && (!Array.isArray(argv) || argv.length)) {
+        throw new TypeError('a hosted child (opts.kind) has no argv: pass null');
+      }
+      argv = [];
+    } else if (!Array.isArray(argv) || argv.length === 0) {
+      throw new TypeError('argv must be a non-empty array (program and arguments), or opts.kind set');
     }
     const spec = {
       name: name || '',
+      kind: opts.kind ? String(opts.kind) : '',
       argv: argv.map(String),
       env: opts.env || {},
       cwd: opts.cwd || '',
@@ -396,7 +405,7 @@ class Supervisor {
     const r = await this._unary('Nodes', { supervisor: this._sup(opts) });
     return (r.nodes || []).map((n) => ({
       name: n.name, address: n.address, up: n.up, self: n.self, children: n.children,
-      labels: n.labels || {},
+      labels: n.labels || {}, kinds: n.kinds || [],
     }));
   }
 
@@ -445,5 +454,5 @@ class Supervisor {
 
 module.exports = {
   Supervisor, Watch, DEFAULT_ADDRESS, DEFAULT_TIMEOUT_MS, EVENT_KINDS: ENUMS.kind,
-  _internal: { api, encodeHealthRequest, decodeHealthResponse, toBuffer, path },
+  _internal: { api, apiToken, credentials, encodeHealthRequest, decodeHealthResponse, toBuffer, path },
 };

@@ -12,6 +12,7 @@ const paths = {
   distsupd: path.join(BIN, 'sidecar', 'distsupd'),
   counter: path.join(BIN, 'examples', 'counter', 'counter'),
   nodeCounter: path.join(SRC, 'examples', 'node_counter', 'counter.js'),
+  nodeCounterHost: path.join(SRC, 'examples', 'node_counter_host', 'host.js'),
   client: path.join(SRC, 'clients', 'node'),
   proto: path.join(SRC, 'proto'),
   nodePkg: process.env.DISTSUP_NODE_PKG || path.join(SRC, 'clients', 'node'),

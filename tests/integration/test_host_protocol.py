@@ -190,7 +190,14 @@ class HostedProtocolTest(h.DaemonTest):
         x = self.host(d)
         x.send(hello("other"))
         self.assertTrue(x.first().HasField("welcome"))
-        t = threading.Thread(target=lambda: self.start(d, "o1", kind="other"), daemon=True)
+        refused = []
+
+        def start_o1():  # fails: its host is refused before it is ready
+            try:
+                self.start(d, "o1", kind="other")
+            except grpc.RpcError as e:
+                refused.append(e.code())
+        t = threading.Thread(target=start_o1, daemon=True)
         t.start()
         f = next(x.call).frames[0]
         x.send(pb.HostUp(frames=[pb.HostFrame(child=f.child, frame=cpb.ChildFrame(cast=cpb.CastFrame()))]))
@@ -198,6 +205,7 @@ class HostedProtocolTest(h.DaemonTest):
         self.assertEqual(code, grpc.StatusCode.INVALID_ARGUMENT)
         self.assertIn("ready, reply, state and exit", details)
         t.join(10)
+        self.assertEqual(refused, [grpc.StatusCode.FAILED_PRECONDITION])
         # the good host and its child were not touched
         self.assertEqual(d.stub.Call(pb.CallRequest(name="g1", payload=b"ok"), timeout=5).payload, b"ok")
         self.assertIsNone(good.error)
@@ -227,6 +235,35 @@ class HostedProtocolTest(h.DaemonTest):
                                                                                     metadata=md)
         self.assertTrue(next(ok).HasField("welcome"))
         ok.cancel()
+
+    def test_metrics_count_hosts_and_hosted_children(self):
+        import urllib.request
+        port = h.free_ports(1)[0]
+        d = self.daemon(args=["--metrics-listen", "127.0.0.1:%d" % port, "--max-hosts", "2"])
+
+        def scrape():
+            text = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=5).read().decode()
+            return {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
+                    if line and not line.startswith("#")}
+        good = self.good_host(d)
+        for i in range(3):
+            self.start(d, "m%d" % i)
+        m = scrape()
+        self.assertEqual(m["distsup_hosts"], 1)
+        self.assertEqual(m["distsup_hosted_children"], 3)
+        self.assertEqual(m["distsup_hosted_waiting"], 0)
+        bad = self.host(d, raw=True)  # refused: a frame for a child it was never given
+        bad.send(hello("counter").SerializeToString())
+        bad.send(pb.HostUp(frames=[pb.HostFrame(child=9, exit=pb.HostExit())]).SerializeToString())
+        self.assertEqual(bad.ended()[0], grpc.StatusCode.INVALID_ARGUMENT)
+        good.close()  # the app leaves: its children wait for a host
+        wait_for(lambda: scrape()["distsup_hosted_waiting"] == 3, what="3 children waiting")
+        m = scrape()
+        self.assertEqual(m["distsup_hosts"], 0)
+        self.assertEqual(m["distsup_hosted_children"], 0)
+        self.assertEqual(m['distsup_host_sessions_ended_total{reason="refused"}'], 1)
+        self.assertEqual(m['distsup_host_sessions_ended_total{reason="left"}'], 1)
+        self.assertEqual(m['distsup_host_sessions_ended_total{reason="timeout"}'], 0)
 
     def test_hosted_spec_rules(self):
         d = self.daemon()
