@@ -1,6 +1,7 @@
 #include "sidecar/spec.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 size_t spec_utf8_prefix(const uint8_t *s, size_t n)
@@ -201,12 +202,29 @@ int restart_allow(struct restart_window *w, unsigned max_restarts, uint64_t peri
     w->n = keep;
     *recent = w->n;
     if (w->n >= max_restarts) return 0;
-    if (w->n == RESTART_TRACK) { /* cannot happen while max_restarts <= RESTART_TRACK */
-        memmove(w->at_ms, w->at_ms + 1, (RESTART_TRACK - 1) * sizeof w->at_ms[0]);
+    if (w->n == w->cap && w->cap < RESTART_TRACK) {
+        unsigned cap = w->cap ? w->cap * 2 : 4;
+        if (cap > RESTART_TRACK) cap = RESTART_TRACK;
+        uint64_t *t = realloc(w->at_ms, cap * sizeof *t);
+        if (t) {
+            w->at_ms = t;
+            w->cap = cap;
+        }
+    }
+    if (w->n == w->cap) {      /* full (out of memory, or RESTART_TRACK): forget the oldest */
+        if (!w->cap) return 1; /* nothing can be kept: allowed, unrecorded */
+        memmove(w->at_ms, w->at_ms + 1, (w->cap - 1) * sizeof w->at_ms[0]);
         w->n--;
     }
     w->at_ms[w->n++] = now_ms;
     return 1;
+}
+
+void restart_window_free(struct restart_window *w)
+{
+    free(w->at_ms);
+    w->at_ms = NULL;
+    w->n = w->cap = 0;
 }
 
 uint64_t restart_backoff_ms(unsigned recent, uint64_t base_ms, uint64_t max_ms)

@@ -33,12 +33,16 @@ int spec_validate(const Distsup__V1__ChildSpec *spec, size_t max_init, char *err
 /* The shutdown grace in ms: 0 for kill_immediately, else shutdown_ms or the default. */
 uint32_t spec_shutdown_ms(const Distsup__V1__ChildSpec *spec);
 
-/* OTP's restart intensity: at most max_restarts restarts within period_ms. */
+/* OTP's restart intensity: at most max_restarts restarts within period_ms.  The
+ * times are kept in a buffer that grows as restarts come (a child that never
+ * restarts has none: thousands of children cost a few bytes each here). */
 #define RESTART_TRACK 128
 struct restart_window {
-    uint64_t at_ms[RESTART_TRACK]; /* times of the recent restarts, oldest first */
-    unsigned n;
+    uint64_t *at_ms; /* times of the recent restarts, oldest first (malloc'ed; NULL: none yet) */
+    unsigned n, cap;
 };
+/* Frees the times (the window is empty again). */
+void restart_window_free(struct restart_window *w);
 
 /* Called when a child must be restarted at now_ms.  Forgets restarts older than
  * period_ms; if max_restarts are still within the window, returns 0 (the bound is

@@ -700,6 +700,7 @@ void sv_child_free(struct child *ch)
     if (sv && sv_hosted(ch) && sv->hosted_ops && sv->hosted_ops->release) sv->hosted_ops->release(ch);
     if (ch->proc.loop) proc_close(&ch->proc);
     if (ch->spec) distsup__v1__child_spec__free_unpacked(ch->spec, NULL);
+    restart_window_free(&ch->win);
     free(ch->state_blob);
     free(ch->moving_to);
     free(ch->rehomed_from);

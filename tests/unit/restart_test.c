@@ -43,6 +43,7 @@ static void test_three_in_five_seconds(void **state)
     assert_int_equal(w.n, 3);
     assert_int_equal(w.at_ms[0], 1000);
     assert_int_equal(w.at_ms[2], 1002);
+    restart_window_free(&w);
 }
 
 /* The window is (now - period, now]: a restart exactly period old no longer counts. */
@@ -61,6 +62,7 @@ static void test_exactly_at_the_boundary(void **state)
     assert_int_equal(w.at_ms[2], 6000);
     expect(&w, 3, 5000, 6999, 0, 3);
     expect(&w, 3, 5000, 7000, 1, 2);
+    restart_window_free(&w);
 }
 
 static void test_old_restarts_are_forgotten(void **state)
@@ -83,6 +85,8 @@ static void test_old_restarts_are_forgotten(void **state)
     assert_int_equal(v.at_ms[0], 400);
     assert_int_equal(v.at_ms[1], 800);
     assert_int_equal(v.at_ms[2], 1200);
+    restart_window_free(&w);
+    restart_window_free(&v);
 }
 
 /* A flapping child restarted every 2 s with a bound of 3 in 5 s never reaches it. */
@@ -102,6 +106,7 @@ static void test_steady_rate_below_the_bound(void **state)
     expect(&w, 3, 5000, T + 1, 0, 3);
     expect(&w, 3, 5000, T + 999, 0, 3);
     expect(&w, 3, 5000, T + 1000, 1, 2);
+    restart_window_free(&w);
 }
 
 static void test_max_restarts_zero_never_restarts(void **state)
@@ -110,6 +115,7 @@ static void test_max_restarts_zero_never_restarts(void **state)
     struct restart_window w = {0};
     for (uint64_t t = 0; t < 10; t++) expect(&w, 0, 5000, t * 100000, 0, 0);
     assert_int_equal(w.n, 0);
+    restart_window_free(&w);
 }
 
 static void test_max_restarts_one(void **state)
@@ -119,6 +125,7 @@ static void test_max_restarts_one(void **state)
     expect(&w, 1, 5000, 0, 1, 0);
     expect(&w, 1, 5000, 4999, 0, 1);
     expect(&w, 1, 5000, 5000, 1, 0);
+    restart_window_free(&w);
 }
 
 /* period 0: nothing stays in the window, so any bound above 0 is never reached. */
@@ -128,6 +135,7 @@ static void test_period_zero(void **state)
     struct restart_window w = {0};
     for (int i = 0; i < 10; i++) expect(&w, 1, 0, 500, 1, 0);
     assert_int_equal(w.n, 1);
+    restart_window_free(&w);
 }
 
 /* A clock that steps back keeps the restarts it cannot age (never underflows). */
@@ -140,6 +148,7 @@ static void test_clock_going_back(void **state)
     assert_int_equal(w.n, 2);
     expect(&w, 3, 5000, 60, 1, 2);
     expect(&w, 3, 5000, 70, 0, 3);
+    restart_window_free(&w);
 }
 
 /* The window tracks at most RESTART_TRACK restarts.  The config caps max_restarts at
@@ -147,11 +156,10 @@ static void test_clock_going_back(void **state)
 static void test_restart_track_overflow(void **state)
 {
     (void)state;
-    struct restart_window w;
-    memset(&w, 0xAB, sizeof w); /* garbage beyond n must not matter */
-    w.n = 0;
+    struct restart_window w = {0};
     for (unsigned i = 0; i < RESTART_TRACK; i++) expect(&w, 1000, UINT64_MAX, i, 1, i);
     assert_int_equal(w.n, RESTART_TRACK);
+    assert_int_equal(w.cap, RESTART_TRACK); /* grown as restarts came, never beyond */
     for (unsigned i = RESTART_TRACK; i < 3 * RESTART_TRACK; i++) expect(&w, 1000, UINT64_MAX, i, 1, RESTART_TRACK);
     assert_int_equal(w.n, RESTART_TRACK);
     /* the newest RESTART_TRACK remain, oldest first */
@@ -162,6 +170,8 @@ static void test_restart_track_overflow(void **state)
     for (unsigned i = 0; i < RESTART_TRACK; i++) expect(&v, RESTART_TRACK, 1u << 20, i, 1, i);
     expect(&v, RESTART_TRACK, 1u << 20, RESTART_TRACK, 0, RESTART_TRACK);
     assert_int_equal(v.n, RESTART_TRACK);
+    restart_window_free(&v);
+    restart_window_free(&w);
 }
 
 /* ---------- restart_backoff_ms ---------- */
@@ -252,6 +262,7 @@ static void test_core_sequence(void **state)
     unsigned recent;
     assert_int_equal(restart_allow(&w, 3, 5000, now, &recent), 0);
     assert_int_equal(recent, 3);
+    restart_window_free(&w);
 }
 
 int main(void)
