@@ -496,10 +496,12 @@ static void *reactor(void *arg)
             }
         c->synced = 1;
     }
+    answer_stored(c);
     bury(c);
     for (;;) {
         if (c->shutting_down && c->sv.live == 0) break;
         if (loop_run_once(c->loop, -1) != 0) break;
+        answer_stored(c); /* the turn's starts: one commit, then their answers */
         bury(c);
         maybe_trim(c, reactor_now_ms());
         store_flush(c->store); /* the cache updates of this turn, in one commit */
@@ -508,6 +510,7 @@ static void *reactor(void *arg)
     hosts_teardown(c);
     fail_forwards(c, NULL, "is unreachable: the daemon is shutting down");
     requests_fail_held(c);
+    answer_stored(c);
     bury(c);
     store_flush(c->store);
     return NULL;

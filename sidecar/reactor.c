@@ -297,12 +297,29 @@ static void h_spawned(void *arg, struct child *ch)
 
 static void h_remove(void *arg, struct child *ch, const char *reason) { remove_child(arg, ch, reason); }
 
-/* Specs are stored in the turn's batch (one fsync for a burst of starts): committed
- * before any start is answered. */
-static int h_durable(void *arg)
+/* Specs are stored in the turn's batch: the starts of a turn are answered together
+ * after its one commit (answer_stored), not one fsync each. */
+static void h_answer_durable(void *arg, struct child *ch)
 {
     struct core *c = arg;
-    return store_flush(c->store);
+    if (ch->stored_wait) return;
+    ch->stored_wait = 1;
+    ch->stored_next = c->stored_wait;
+    c->stored_wait = ch;
+}
+
+void answer_stored(struct core *c)
+{
+    if (!c->stored_wait) return;
+    int ok = store_flush(c->store) == 0;
+    while (c->stored_wait) {
+        struct child *ch = c->stored_wait;
+        c->stored_wait = ch->stored_next;
+        ch->stored_next = NULL;
+        ch->stored_wait = 0;
+        if (ch->dead) sv_fail_start(ch, GRPC_STATUS_UNAVAILABLE, "child '%s' was removed as it started", ch->name);
+        else sv_answer_start_stored(&c->sv, ch, ok);
+    }
 }
 
 static void h_moved_out(void *arg, struct child *ch)
@@ -321,7 +338,7 @@ void reactor_sv_hooks(struct core *c, struct sv_hooks *h)
                            .remove = h_remove,
                            .moved_out = h_moved_out,
                            .spawned = h_spawned,
-                           .durable = h_durable};
+                           .answer_durable = h_answer_durable};
 }
 
 /* ---------- copies ---------- */

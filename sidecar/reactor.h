@@ -115,9 +115,10 @@ struct core {
     size_t n_sups;
     pthread_t thread;
     int thread_started;
-    int shutting_down;       /* stop_all ran */
-    struct child *graveyard; /* removed children, freed at the end of the turn */
-    struct child *ticking;   /* children with a timer, calls or held output: the tick's (tick_watch) */
+    int shutting_down;         /* stop_all ran */
+    struct child *graveyard;   /* removed children, freed at the end of the turn */
+    struct child *ticking;     /* children with a timer, calls or held output: the tick's (tick_watch) */
+    struct child *stored_wait; /* started children whose StartChild waits for the turn's commit */
     char data_dir[PATH_MAX];
     /* cluster */
     struct peer *peer;   /* NULL: a single node */
@@ -196,6 +197,11 @@ void stop_all(struct core *c);
  * children, not all of them); unwatch before ch is freed. */
 void tick_watch(struct core *c, struct child *ch);
 void tick_unwatch(struct core *c, struct child *ch);
+
+/* Commits the turn's batch, then answers the StartChild of every child started in
+ * the turn (sv_hooks.answer_durable): one fsync for all of them.  At the end of
+ * each turn, before its removed children are freed. */
+void answer_stored(struct core *c);
 
 /* The hooks of struct sv, over this core (reactor.c). */
 void reactor_sv_hooks(struct core *c, struct sv_hooks *h);

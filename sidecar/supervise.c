@@ -80,10 +80,19 @@ void sv_fail_start(struct child *ch, int code, const char *fmt, ...)
     done(ch->start_arg, code, msg, NULL);
 }
 
+static void answer_start_now(const struct sv *sv, struct child *ch);
+
 void sv_answer_start(const struct sv *sv, struct child *ch)
 {
     if (!ch->start_done) return;
-    if (sv->hooks.durable && sv->hooks.durable(sv->hooks.arg) != 0) {
+    if (sv->hooks.answer_durable) sv->hooks.answer_durable(sv->hooks.arg, ch);
+    else answer_start_now(sv, ch);
+}
+
+void sv_answer_start_stored(const struct sv *sv, struct child *ch, int stored)
+{
+    if (!ch->start_done) return;
+    if (!stored) {
         CH_LOG(LOG_ERROR, ch, "child %s runs, but its spec is not on disk: its StartChild fails", ch->name);
         sv_fail_start(ch, GRPC_STATUS_INTERNAL,
                       "cannot save the spec of '%s' to the database (see the daemon log); it may run until the "
@@ -91,6 +100,11 @@ void sv_answer_start(const struct sv *sv, struct child *ch)
                       ch->name);
         return;
     }
+    answer_start_now(sv, ch);
+}
+
+static void answer_start_now(const struct sv *sv, struct child *ch)
+{
     answer_fn done = ch->start_done;
     ch->start_done = NULL;
     Distsup__V1__ChildInfo info;

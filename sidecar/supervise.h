@@ -83,6 +83,8 @@ struct child {
     struct child *dead_next;             /* graveyard: freed at the end of a loop turn */
     struct child *tick_next, *tick_prev; /* the children sv_tick must see (sv_hooks.tick) */
     int on_tick;
+    struct child *stored_next; /* its StartChild waits for the turn's commit (answer_durable) */
+    int stored_wait;
     void *owner;               /* its supervisor */
     int dead;                  /* removed: freed soon, ignore it */
     char *moving_to;           /* a move to this node is under way (cluster/moves.c) */
@@ -168,9 +170,10 @@ struct sv_hooks {
     void (*remove)(void *arg, struct child *ch, const char *reason); /* gone for good: unlink it */
     void (*moved_out)(void *arg, struct child *ch);                  /* stopped to move: place it there */
     void (*spawned)(void *arg, struct child *ch);                    /* a new process runs (ch->proc); may be NULL */
-    /* What was stored so far is on disk (the group commit): before a StartChild is
-     * answered.  0, or -1 (then the start fails INTERNAL).  May be NULL. */
-    int (*durable)(void *arg);
+    /* ch's StartChild may be answered once what was stored is on disk: the core
+     * commits (one commit for every start of its turn, the group commit) and then
+     * calls sv_answer_start_stored.  NULL: answered at once. */
+    void (*answer_durable)(void *arg, struct child *ch);
 };
 
 struct sv {
@@ -262,7 +265,11 @@ void sv_fail_calls(struct child *ch, int code, const char *why);
 void sv_fail_start(struct child *ch, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* Answers the TerminateChild requests waiting for its exit. */
 void sv_answer_terminate(struct child *ch, int code, int sig);
-/* Answers the StartChild waiting for it with the child as it is now. */
+/* Answers the StartChild waiting for it with the child as it is now: once its spec is
+ * on disk (sv_hooks.answer_durable), or at once. */
 void sv_answer_start(const struct sv *sv, struct child *ch);
+/* The core's commit after answer_durable: stored, the StartChild is answered OK;
+ * not, it fails INTERNAL (the child runs, but would not survive a restart). */
+void sv_answer_start_stored(const struct sv *sv, struct child *ch, int stored);
 
 #endif

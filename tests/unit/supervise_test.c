@@ -62,8 +62,8 @@ struct fake {
     struct ev ev[MAXREC];
     unsigned n_ev;
     unsigned persists, removes, moved;
-    unsigned durables; /* durable hook calls; durable_fail: it fails */
-    int durable_fail, durable_at_answer;
+    unsigned durables; /* answer_durable hook calls, and the last child it got */
+    struct child *durable_child;
     char remove_reason[256];
     struct child *removed, *moved_child;
 };
@@ -200,11 +200,11 @@ static void h_moved_out(void *arg, struct child *ch)
     F.moved_child = ch;
 }
 
-static int h_durable(void *arg)
+static void h_answer_durable(void *arg, struct child *ch)
 {
     assert_ptr_equal(arg, &F);
     F.durables++;
-    return F.durable_fail ? -1 : 0;
+    F.durable_child = ch;
 }
 
 static int setup(void **state)
@@ -221,7 +221,7 @@ static int setup(void **state)
     CFG.backoff_ms = 100;
     CFG.backoff_max_ms = 2000;
     CFG.start_timeout_ms = 1000;
-    struct sv_hooks hooks = {&F, h_now, h_tick, h_event, h_persist, h_remove, h_moved_out, NULL, h_durable};
+    struct sv_hooks hooks = {&F, h_now, h_tick, h_event, h_persist, h_remove, h_moved_out, NULL, NULL};
     sv_init(&SV, &fake_ops, &hooks, NULL, "node1", "/nonexistent", 0xabc);
     return 0;
 }
@@ -372,7 +372,6 @@ struct ans {
 static void on_start(void *arg, int code, const char *message, const ProtobufCMessage *reply)
 {
     struct ans *a = arg;
-    F.durable_at_answer = (int)F.durables; /* how many commits came before the answer */
     a->n++;
     a->code = code;
     snprintf(a->msg, sizeof a->msg, "%s", message ? message : "");
@@ -714,11 +713,13 @@ static void test_start_or_retry_failure(void **state)
 
 /* ---------- READY ---------- */
 
-/* A StartChild is answered only once what was stored is on disk (the durable hook,
- * the store's group commit); when that fails, the start fails INTERNAL. */
+/* A StartChild is answered only once what was stored is on disk: READY hands it to
+ * the core (answer_durable), which answers after its commit (sv_answer_start_stored);
+ * a failed commit fails the start INTERNAL. */
 static void test_ready_answers_after_durable(void **state)
 {
     (void)state;
+    SV.hooks.answer_durable = h_answer_durable; /* the other tests answer at once (NULL) */
     struct child *ch = new_child("d", FRAMES, PERMANENT);
     start_ok(ch);
     struct ans a = {0};
@@ -726,18 +727,24 @@ static void test_ready_answers_after_durable(void **state)
     ch->start_arg = &a;
     F.durables = 0;
     send_ready(ch);
+    assert_int_equal(ch->st, SV_RUNNING);
+    assert_int_equal(F.durables, 1);
+    assert_ptr_equal(F.durable_child, ch);
+    assert_int_equal(a.n, 0); /* not yet: the commit comes first */
+    sv_answer_start_stored(&SV, ch, 1);
     assert_int_equal(a.n, 1);
     assert_int_equal(a.code, GRPC_STATUS_OK);
-    assert_int_equal(F.durable_at_answer, 1);
+    assert_int_equal(a.state, DISTSUP__V1__CHILD_STATE__RUNNING);
+    sv_answer_start_stored(&SV, ch, 1); /* answered once only */
+    assert_int_equal(a.n, 1);
 
     struct child *bad = new_child("e", FRAMES, PERMANENT);
     start_ok(bad);
     struct ans b = {0};
     bad->start_done = on_start;
     bad->start_arg = &b;
-    F.durable_fail = 1;
     send_ready(bad);
-    F.durable_fail = 0;
+    sv_answer_start_stored(&SV, bad, 0);
     assert_int_equal(b.n, 1);
     assert_int_equal(b.code, GRPC_STATUS_INTERNAL);
     assert_non_null(strstr(b.msg, "database"));
