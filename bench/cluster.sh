@@ -9,7 +9,8 @@
 #       (one section; the daemons' logs at info, their directory kept and named)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bazel build //bench:echo_server //bench:call_bench //sidecar:distsupd //examples/counter //strategies/... \
+bazel build //bench:echo_server //bench:call_bench //sidecar:distsupd //examples/counter //examples/counter_host \
+  //strategies/... \
   //proto:py_stubs >&2
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 DISTSUP_BIN=$(bazel info bazel-bin 2>/dev/null) exec /usr/bin/python3 -u bench/cluster_bench.py

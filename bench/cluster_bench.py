@@ -37,6 +37,8 @@ import grpc  # noqa: E402
 
 CALL_BENCH = os.path.join(ROOT_BIN, "bench", "call_bench")
 ECHO = os.path.join(ROOT_BIN, "bench", "echo_server")
+COUNTER_HOST = os.path.join(ROOT_BIN, "examples", "counter_host", "counter_host")
+N_HOSTED = int(os.environ.get("HOSTED_CHILDREN", "10000"))  # per node (hosted failover), per host (host loss)
 N_FAIL = int(os.environ.get("FAILOVER_CHILDREN", "1000"))
 SECS = os.environ.get("BENCH_SECONDS", "3")
 LARGE = 256 * 1024  # bytes of the large-payload Calls, each way
@@ -303,6 +305,135 @@ class Bench:
         for node in nodes:
             node.cleanup()
 
+    # ------------------------------------------------------- hosted children
+
+    def host_app(self, node, name):
+        """A C counter host (examples/counter_host) attached to node; waits for it."""
+        out = os.path.join(self.work, name + ".out")
+        p = subprocess.Popen([COUNTER_HOST, "--target", node.addr, "--name", name], stdout=open(out, "w"),
+                             stderr=subprocess.STDOUT)
+        self.procs.append(p)
+        wait_for(lambda: "attached" in open(out).read(), 10, name + " to attach")
+        return p
+
+    def start_hosted(self, node, names, conc=64, init=b"7"):
+        futs, errors = [], []
+        for name in names:
+            futs.append(node.stub.StartChild.future(
+                pb.StartChildRequest(spec=pb.ChildSpec(name=name, kind="counter", init=init)), timeout=120))
+            if len(futs) >= conc:
+                f = futs.pop(0)
+                if f.exception():
+                    errors.append(f.exception())
+        for f in futs:
+            if f.exception():
+                errors.append(f.exception())
+        if errors:
+            raise SystemExit("cluster_bench: %d hosted starts failed, first: %s" % (len(errors), errors[0]))
+
+    def follow_starts(self, node, names):
+        """A Watch (cluster-wide) on node: the time each of names starts (Ready) again.
+        Returns (started dict, done event, the call to cancel)."""
+        started, done = {}, threading.Event()
+        watch = node.stub.Watch(pb.WatchRequest(cluster=True, kinds=[pb.PROCESS_START]))
+
+        def follow():
+            try:
+                for ev in watch:
+                    if ev.name in names and ev.name not in started:
+                        started[ev.name] = time.monotonic()
+                        if len(started) == len(names):
+                            done.set()
+            except grpc.RpcError:
+                pass
+        threading.Thread(target=follow, daemon=True).start()
+        time.sleep(0.3)  # subscribed before the kill
+        return started, done, watch
+
+    def answer_all(self, node, names, t0, limit=120, conc=256):
+        """Seconds from t0 until every name has answered a Call "get" through node (each
+        asked again until it does), and how many Calls failed meanwhile."""
+        pending, failed = sorted(names), 0
+        while pending and time.monotonic() - t0 < limit:
+            nxt = []
+            for i in range(0, len(pending), conc):
+                batch = [(k, node.stub.Call.future(pb.CallRequest(name=k, payload=b"get"), timeout=10))
+                         for k in pending[i:i + conc]]
+                for k, f in batch:
+                    try:
+                        f.result()
+                    except grpc.RpcError:
+                        failed += 1
+                        nxt.append(k)
+            pending = nxt
+        if pending:
+            raise SystemExit("cluster_bench: %d hosted children never answered" % len(pending))
+        return time.monotonic() - t0, failed
+
+    def hosted_failover(self):
+        """kill -9 of a node whose host app runs N_HOSTED hosted children (3 nodes, a
+        host app on each): until every one of them answers through a survivor."""
+        nodes = self.cluster(3, "h")
+        for i, n in enumerate(nodes):
+            self.host_app(n, "happ%d" % (i + 1))
+        for n in nodes:
+            wait_for(lambda: all("counter" in x.kinds for x in n.stub.Nodes(pb.NodesRequest()).nodes), 15,
+                     "every node to list every node's kind")
+        names = ["hc%05d" % i for i in range(3 * N_HOSTED)]
+        t0 = time.monotonic()
+        self.start_hosted(nodes[0], names)
+        result("hosted failover", "StartChild through one node, %d hosted children over 3 nodes" % len(names),
+               "%.0f" % (len(names) / (time.monotonic() - t0)), "1/s")
+        wait_for(lambda: nodes[2].stub.CountChildren(pb.CountChildrenRequest()).active == len(names), 120,
+                 "every hosted start to be known cluster-wide")
+        where = {c.name: c.node for c in all_children(nodes[0].stub)}
+        victim = max(nodes, key=lambda n: sum(1 for v in where.values() if v == n.node_name))
+        lost = {k for k, v in where.items() if v == victim.node_name}
+        survivor = nodes[0] if victim is not nodes[0] else nodes[1]
+        time.sleep(0.5)
+        started, done, watch = self.follow_starts(survivor, lost)
+        log("killing %s, whose host runs %d hosted children" % (victim.node_name, len(lost)))
+        t_kill = time.monotonic()
+        victim.kill9()
+        if not done.wait(60):
+            raise SystemExit("cluster_bench: only %d of %d hosted children started again" % (len(started), len(lost)))
+        t_started = max(started.values()) - t_kill
+        t_answer, failed = self.answer_all(survivor, lost, t_kill)
+        watch.cancel()
+        result("hosted failover", "hosted children on the killed node", len(lost), "")
+        result("hosted failover", "kill -9 to the last one running again on a survivor (aim: 2 s)",
+               "%.2f" % t_started, "s")
+        result("hosted failover", "kill -9 to every one having answered a Call (a sweep of Calls)",
+               "%.2f" % t_answer, "s")
+        for n in nodes:
+            n.cleanup()
+
+    def hosted_host_loss(self):
+        """kill -9 of a host app running N_HOSTED children while another host of the kind
+        is attached to the node: until every one of them answers again."""
+        node, = self.cluster(1, "g")
+        a = self.host_app(node, "gapp1")
+        names = ["gc%05d" % i for i in range(N_HOSTED)]
+        self.start_hosted(node, names)  # all on gapp1: the only host yet
+        self.host_app(node, "gapp2")
+        time.sleep(0.5)
+        started, done, watch = self.follow_starts(node, set(names))
+        log("killing the host app that runs %d hosted children" % len(names))
+        t_kill = time.monotonic()
+        a.kill()
+        a.wait()
+        if not done.wait(60):
+            raise SystemExit("cluster_bench: only %d of %d hosted children started again" % (len(started), len(names)))
+        t_started = max(started.values()) - t_kill
+        t_answer, failed = self.answer_all(node, names, t_kill)
+        watch.cancel()
+        result("hosted host loss", "hosted children of the killed host app", len(names), "")
+        result("hosted host loss", "kill -9 to the last one running again on the other host (aim: 1 s)",
+               "%.2f" % t_started, "s")
+        result("hosted host loss", "kill -9 to every one having answered a Call (a sweep of Calls)",
+               "%.2f" % t_answer, "s")
+        node.cleanup()
+
     def four_to_one_quarter(self):
         """Keys moved when a 4th node joins 3: placement alone, through NodeFor."""
         nodes = self.cluster(4, "k", start=False)
@@ -336,7 +467,8 @@ def main():
     b = Bench()
     only = os.environ.get("BENCH_ONLY", "")  # e.g. BENCH_ONLY=failover_and_join
     try:
-        for section in ("latency", "failover_and_join", "four_to_one_quarter", "convergence"):
+        for section in ("latency", "failover_and_join", "four_to_one_quarter", "convergence", "hosted_failover",
+                        "hosted_host_loss"):
             if not only or section in only.split(","):
                 getattr(b, section)()
     finally:

@@ -550,11 +550,22 @@ out:
     free(ptrs);
 }
 
+/* Another node's child runs now: it has a process, or it is a hosted child (no pid)
+ * that is starting, running or stopping on its host. */
+static int remote_active(const Distsup__V1__ChildInfo *info)
+{
+    if (info->os_pid > 0) return 1;
+    if (!info->spec || !info->spec->kind[0]) return 0;
+    return info->state == DISTSUP__V1__CHILD_STATE__STARTING || info->state == DISTSUP__V1__CHILD_STATE__RUNNING ||
+        info->state == DISTSUP__V1__CHILD_STATE__STOPPING;
+}
+
 static void op_count(struct core *c, Distsup__V1__CountChildrenRequest *req, answer_fn done, void *arg)
 {
     struct sup *s = need_sup(c, req->supervisor, done, arg);
     if (!s || check_node(c, req->node, done, arg)) return;
     Distsup__V1__CountChildrenResponse r = DISTSUP__V1__COUNT_CHILDREN_RESPONSE__INIT;
+    /* (a hosted child has no pid: its state says whether it runs) */
     if (node_matches(req->node, c->cfg->node_name))
         for (struct child *ch = s->head; ch; ch = ch->next) {
             r.specs++;
@@ -566,7 +577,7 @@ static void op_count(struct core *c, Distsup__V1__CountChildrenRequest *req, ans
         if (!node_matches(req->node, e->info->node)) continue;
         r.specs++;
         r.workers++;
-        if (e->info->os_pid > 0) r.active++;
+        if (remote_active(e->info)) r.active++;
         if (e->info->state == DISTSUP__V1__CHILD_STATE__FAILED) r.failed++;
     }
     done(arg, GRPC_STATUS_OK, NULL, &r.base);

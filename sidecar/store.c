@@ -198,12 +198,13 @@ int store_put_child(struct store *s, const struct store_child *c)
 int store_set_child_state(struct store *s, const char *supervisor, const char *name, int state, uint32_t restarts,
                           uint64_t incarnation)
 {
+    if (batch(s) != 0) return -1;
     sqlite3_bind_text(s->set_state, 1, supervisor, -1, SQLITE_STATIC);
     sqlite3_bind_text(s->set_state, 2, name, -1, SQLITE_STATIC);
     sqlite3_bind_int(s->set_state, 3, state);
     sqlite3_bind_int64(s->set_state, 4, restarts);
     sqlite3_bind_int64(s->set_state, 5, (sqlite3_int64)incarnation);
-    return durable(s, run(s, s->set_state, "updating a child's state"));
+    return run(s, s->set_state, "updating a child's state");
 }
 
 int store_set_child_proc(struct store *s, const char *supervisor, const char *name, int64_t pgid, uint64_t pg_start)

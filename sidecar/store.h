@@ -41,6 +41,9 @@ struct store_child {
  * the next store_flush, which the caller must run (and check) before it tells
  * anyone the child exists.  0, or -1 (logged) on failure. */
 int store_put_child(struct store *s, const struct store_child *c);
+/* A child's state, restarts and incarnation: in the open batch too (the reactor
+ * commits it at the end of its turn: a burst of restarts, thousands of hosted
+ * children whose host went away, costs one fsync). */
 int store_set_child_state(struct store *s, const char *supervisor, const char *name, int state, uint32_t restarts,
                           uint64_t incarnation);
 int store_delete_child(struct store *s, const char *supervisor, const char *name);

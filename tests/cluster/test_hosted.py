@@ -105,6 +105,9 @@ class Placement(HostedTest):
             self.assertEqual(r.child.os_pid, 0)
         where = {c.name: c.node for c in n3.children().values()}
         self.assertEqual(set(where), set(names))
+        # n3 runs none of them, yet counts them all as running (they have no pid)
+        wait_for(lambda: n3.stub.CountChildren(pb.CountChildrenRequest()).active == len(names), timeout=10,
+                 what="n3 to count the hosted children of n1 and n2 as active")
         self.assertNotIn(n3.node_name, where.values())
         self.assertTrue(any(v == n1.node_name for v in where.values()), where)
         self.assertTrue(any(v == n2.node_name for v in where.values()), where)

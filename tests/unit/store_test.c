@@ -476,8 +476,11 @@ static void test_cache_writes_are_batched_until_flush_or_a_durable_write(void **
     put(st, "default", "own", "spec", STORE_RUNNING, 0, 1);
     assert_rows(db, "cache", "0");
     assert_rows(db, "children", "0");
-    /* ... until a durable write of this node's own children commits it with its own */
+    /* ... nor of a state update (batched as well) ... */
     assert_int_equal(store_set_child_state(st, "default", "own", STORE_RUNNING, 1, 2), 0);
+    assert_rows(db, "children", "0");
+    /* ... until a durable write (a delete: TerminateChild) commits it with its own */
+    assert_int_equal(store_delete_child(st, "default", "nobody"), 0);
     assert_rows(db, "cache", "50");
     assert_rows(db, "children", "1");
     /* and a later batch waits for store_flush */
