@@ -380,6 +380,7 @@ static void on_cmd(void *arg, struct loop_msg *lm)
     case CMD_REQUEST: run_op(c, m->op, m->req, m->deadline, 0, m->done, m->arg); break;
     case CMD_RECONCILE:
         c->reconcile_posted = 0;
+        c->reconcile_continuing = 1; /* it may resume where the last batch stopped */
         reconcile(c);
         break;
     case CMD_METRICS: publish_metrics(c); break;
@@ -788,6 +789,7 @@ void core_free(struct core *c)
     }
     free(c->sups);
     hosts_free(c->hosts); /* after the children: they leave its lists as they go */
+    free(c->reconcile_from);
     for (size_t i = 0; i < c->n_nodes; i++) free_node(c->nodes[i]);
     free(c->nodes);
     loop_free(c->loop, free_msg);

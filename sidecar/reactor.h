@@ -133,9 +133,15 @@ struct core {
     int quorum;          /* 1 unless quorum mode and a minority */
     int leaving;         /* graceful leave under way */
     uint64_t leave_deadline;
-    uint64_t rebalance_at;     /* 0: none due */
-    uint64_t reconcile_at;     /* 0: none due */
-    int reconcile_posted;      /* a continuation of reconcile is queued */
+    uint64_t rebalance_at; /* 0: none due */
+    uint64_t reconcile_at; /* 0: none due */
+    int reconcile_posted;  /* a continuation of reconcile is queued */
+    /* where the continuation resumes (cluster/failover.c): a supervisor and the name
+     * of the registry entry the last batch stopped before (NULL: from the start) */
+    size_t reconcile_sup;
+    char *reconcile_from;
+    int reconcile_resume;      /* a cursor is set */
+    int reconcile_continuing;  /* this reconcile is the queued continuation (only it resumes) */
     struct held *held;         /* messages to moving children, to ask again (requests.c) */
     _Atomic size_t news_bytes; /* bytes of peer messages queued for the reactor (core.c) */
     uint64_t regained_at;      /* quorum came back then: the nodes still down get time to reappear */

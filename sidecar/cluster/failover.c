@@ -15,7 +15,7 @@
  * taken over a batch at a time, each next batch a message of the reactor's cluster
  * lane, so the survivors' API requests (the other lane), timers and children are
  * served in between (each re-home here may be a process start). */
-#define REHOME_BATCH 8
+#define REHOME_BATCH 32
 /* A node asked to run a re-homed child that has not yet seen its owner down is asked
  * again this often, this many times, before the plain RETRY_MS. */
 #define REHOME_ASK_AGAIN_MS 50
@@ -181,13 +181,33 @@ static int rehome(struct core *c, struct sup *s, struct rentry *e)
  * drop their temporary children, and (later, see rebalance_at) move children. */
 void reconcile(struct core *c)
 {
+    /* A continuation resumes where the last batch stopped (a failover of thousands of
+     * children would otherwise walk the whole registry again for every batch); any
+     * other call starts from the beginning. */
+    size_t first_sup = 0;
+    struct rentry *resume = NULL;
+    if (c->reconcile_continuing && c->reconcile_resume && c->reconcile_from && c->reconcile_sup < c->n_sups) {
+        first_sup = c->reconcile_sup;
+        resume = registry_get(c->sups[first_sup].remote, c->reconcile_from);
+        if (!resume) first_sup = 0; /* that entry is gone: from the start */
+    }
+    c->reconcile_resume = c->reconcile_continuing = 0;
+    free(c->reconcile_from);
+    c->reconcile_from = NULL;
     if (!c->peer || !c->synced || !c->quorum || c->shutting_down) return;
     uint64_t now = reactor_now_ms();
     int unseen_wait = now < c->started + 2ull * c->cfg->sync_timeout_ms;
     size_t begun = 0;
-    for (size_t i = 0; i < c->n_sups && begun < REHOME_BATCH; i++) {
+    for (size_t i = first_sup; i < c->n_sups && begun < REHOME_BATCH; i++) {
         struct sup *s = &c->sups[i];
-        for (struct rentry *e = registry_first(s->remote), *n; e && begun < REHOME_BATCH; e = n) {
+        struct rentry *e0 = resume && i == first_sup ? resume : registry_first(s->remote);
+        for (struct rentry *e = e0, *n; e; e = n) {
+            if (begun >= REHOME_BATCH) { /* the next batch starts here */
+                c->reconcile_sup = i;
+                c->reconcile_from = strdup(e->info->name);
+                c->reconcile_resume = c->reconcile_from != NULL;
+                break;
+            }
             n = registry_next(e);
             struct node *owner = find_node(c, e->info->node);
             if (owner && owner->up) continue;

@@ -54,6 +54,14 @@ struct member {
     uint64_t next_dial, backoff;
     uint64_t probe_id, probe_deadline, quiet_until;
     int probe_alive;
+    /* Its link closed (the other end went away: a killed process's sockets close at
+     * once) and no other link took its place: the indirect check starts now, not after
+     * down_after_ms of silence, and it is down as soon as every node asked says its own
+     * link to it closed too (PingAck.lost; probe_denied == probe_asked).  A node that
+     * never had a link to it (a peer that talks to one node only) does not count: then
+     * its silence decides, as before. */
+    int link_lost;
+    unsigned probe_asked, probe_denied;
     struct retiring ret[RETIRING_MAX];
     size_t n_ret;
     struct held_msg *held, *held_tail; /* from the kept link, while a replaced one drains */
@@ -593,6 +601,8 @@ static void on_peer_msg(struct peer *p, struct link *l, Distsup__V1__PeerMsg *pm
         a.id = pm->ping_req->id;
         a.target = pm->ping_req->target;
         a.alive = t && t->state == M_UP && t->link && now_ms() - t->last_heard <= p->cfg->down_after_ms;
+        /* lost: its link here closed too (it may be down here already, for that) */
+        a.lost = !a.alive && t && t->state != M_LEFT && !t->link && t->link_lost;
         Distsup__V1__PeerMsg r = DISTSUP__V1__PEER_MSG__INIT;
         r.msg_case = DISTSUP__V1__PEER_MSG__MSG_PING_ACK;
         r.ping_ack = &a;
@@ -604,6 +614,12 @@ static void on_peer_msg(struct peer *p, struct link *l, Distsup__V1__PeerMsg *pm
         if (t && t->probe_id == pm->ping_ack->id && pm->ping_ack->alive) {
             t->probe_alive = 1;
             log_info("peer", "node %s is silent to this node but %s hears it; not down", t->name, m->name);
+        } else if (t && t->probe_id == pm->ping_ack->id && pm->ping_ack->lost && t->link_lost && !t->link &&
+                   t->state == M_UP && !t->probe_alive && ++t->probe_denied >= t->probe_asked) {
+            /* its link closed here, and every node asked lost it too: it is gone */
+            char why[128];
+            snprintf(why, sizeof why, "its link closed, and the %u other nodes asked lost it too", t->probe_asked);
+            member_down(p, t, 0, why);
         }
         break;
     }
@@ -627,7 +643,10 @@ static void on_heard(void *arg, struct link *l)
 {
     (void)arg;
     struct member *m = link_user(l);
-    if (m) m->last_heard = now_ms();
+    if (m) {
+        m->last_heard = now_ms();
+        if (l == m->link) m->link_lost = 0;
+    }
 }
 
 /* A whole PeerMsg.  An app message (by far the largest) is handed on where it lies;
@@ -671,7 +690,10 @@ static void on_closed(void *arg, struct link *l)
 {
     struct peer *p = arg;
     struct member *m = link_user(l);
-    if (m && m->link == l) m->link = NULL;
+    if (m && m->link == l) {
+        m->link = NULL;
+        if (m->state == M_UP) m->link_lost = 1; /* the ticker checks it now (see struct member) */
+    }
     struct retiring *r = m ? find_retiring(m, l) : NULL;
     if (r) {
         int broke = !r->got_retire || (r->mine && !r->got_ack);
@@ -755,7 +777,9 @@ static void tick(struct peer *p, uint64_t now)
     for (size_t i = 0; i < p->n_members; i++) {
         struct member *m = p->members[i];
         if (m->state != M_UP) continue;
-        if (now - m->last_heard <= c->down_after_ms) {
+        int lost = m->link_lost && !m->link; /* its link closed and none replaced it */
+        int recent = now - m->last_heard <= c->down_after_ms;
+        if (!lost && recent) {
             m->probe_id = 0; /* it spoke for itself: a check still open is over */
             continue;
         }
@@ -763,6 +787,7 @@ static void tick(struct peer *p, uint64_t now)
         if (!m->probe_id) {
             m->probe_id = ++p->probe_seq;
             m->probe_alive = 0;
+            m->probe_asked = m->probe_denied = 0;
             uint64_t wait = c->down_after_ms / 2;
             if (wait < 2u * c->heartbeat_ms) wait = 2u * c->heartbeat_ms;
             m->probe_deadline = now + wait;
@@ -778,12 +803,37 @@ static void tick(struct peer *p, uint64_t now)
                 if (o == m || o->state != M_UP || !o->link || !link_is_open(o->link)) continue;
                 if (send_ctl(o->link, &q) == 0) asked++;
             }
+            m->probe_asked = (unsigned)asked;
+            if (lost && !asked && recent) {
+                /* nobody to ask: its silence decides, as for any other node (a blip of
+                 * this node's own network must not take every peer down at once) */
+                m->probe_id = 0;
+                m->link_lost = 0;
+                continue;
+            }
             if (!asked) m->probe_deadline = now; /* nobody to ask */
-            log_info("peer", "node %s silent for %llums; asked %zu other nodes", m->name,
-                     (unsigned long long)(now - m->last_heard), asked);
+            if (lost)
+                log_info("peer", "node %s: its link closed; asked %zu other nodes whether they hear it", m->name,
+                         asked);
+            else
+                log_info("peer", "node %s silent for %llums; asked %zu other nodes", m->name,
+                         (unsigned long long)(now - m->last_heard), asked);
         } else if (m->probe_alive) {
             m->probe_id = 0;
-            m->quiet_until = now + c->down_after_ms;
+            if (lost && recent) {
+                /* another node still hears it, maybe only because its own link has not
+                 * closed yet: ask again in a moment, while the silence rule runs on */
+                m->quiet_until = now + c->heartbeat_ms;
+            } else {
+                m->link_lost = 0; /* silence decides from here */
+                m->quiet_until = now + c->down_after_ms;
+            }
+        }
+        if (lost && recent && m->probe_id && !m->probe_alive && now >= m->probe_deadline) {
+            /* not every node asked answered that it lost it too: ask again in a moment */
+            m->probe_id = 0;
+            m->quiet_until = now + c->heartbeat_ms;
+            continue;
         }
         if (m->probe_id && !m->probe_alive && now >= m->probe_deadline) {
             char why[128];

@@ -296,6 +296,22 @@ class BigChildren(ClusterTest):
 
 
 class Failover(ClusterTest):
+    def test_a_killed_node_is_down_when_every_link_to_it_closes_not_after_its_silence(self):
+        # down_after_ms of 30 s: only the closed links can take n3 down within the wait
+        nodes = self.make_cluster(3, config="[daemon]\ndown_after_ms = 30000\n")
+        n1, n2, n3 = nodes
+        n1.stub.StartChild(pb.StartChildRequest(spec=spec("k1", node=n3.node_name)))
+        self.wait_synced(nodes, 1)
+        n3.kill9()
+        for n in (n1, n2):
+            wait_for(lambda: n.up_nodes() == ["n1@test", "n2@test"], timeout=10,
+                     what="%s to take n3 down from its closed links" % n.node_name)
+            self.assertIn("its link closed, and the 1 other nodes asked lost it too", n.read_log())
+        # and its child is re-homed on a survivor
+        wait_for(lambda: n1.stub.WhereIs(pb.WhereIsRequest(name="k1")).child.node in ("n1@test", "n2@test")
+                 and n1.stub.WhereIs(pb.WhereIsRequest(name="k1")).child.state == pb.RUNNING, timeout=15,
+                 what="k1 re-homed")
+
     def test_kill9_rehomes_once_and_the_restarted_node_runs_nothing_twice(self):
         nodes = self.make_cluster(3)
         restart = {}
@@ -315,6 +331,9 @@ class Failover(ClusterTest):
         self.assertTrue(lost and temporary, "the victim should run some of each kind")
         victim.kill9()
         expect = 100 - len(temporary)
+        # (the temporary ones are dropped at once; the others are re-homed a moment later)
+        wait_for(lambda: all(all(c.node != victim.node_name for c in s.children().values()) for s in survivors),
+                 timeout=30, what="every child of the victim re-homed")
         self.wait_synced(survivors, expect, timeout=30)
         for s in survivors:
             kids = s.children()

@@ -194,8 +194,9 @@ class HostedPartition(HostApps, NetnsClusterTest):
         wait_for(lambda: all(n.up_nodes() == ["n1@test", "n2@test"] for n in majority), timeout=15,
                  what="the majority to see n3 down")
         # the majority re-homes n3's hosted children onto its own hosts; n3 keeps its own
+        wait_for(lambda: all(all(c.node != "n3@test" for c in n.children().values()) for n in majority),
+                 timeout=30, what="the majority to re-home every child of n3")
         self.wait_synced(majority, len(NAMES), timeout=30)
-        self.assertTrue(all(c.node != "n3@test" for c in majority[0].children().values()))
         for n in theirs:
             self.assertIn(b" app1 " if majority[0].children()[n].node == "n1@test" else b" app2 ",
                           majority[0].stub.Call(pb.CallRequest(name=n, payload=b"whoami")).payload)
