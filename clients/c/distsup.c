@@ -1,5 +1,6 @@
 /* libdistsup: see distsup.h for the contract. */
 #include "distsup.h"
+#include "connect.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -264,8 +265,7 @@ static char *read_small_file(const char *what, const char *path, ds_error *err, 
     return buf;
 }
 
-/* The token (from the option or its file) as "Bearer TOKEN" metadata. */
-static int set_token(ds_client *c, const ds_connect_options *opts, ds_error *err)
+int ds_token_metadata(const ds_connect_options *opts, grpc_metadata *auth, size_t *n_md, ds_error *err)
 {
     char *owned = NULL;
     const char *t = opts->token;
@@ -290,9 +290,9 @@ static int set_token(ds_client *c, const ds_connect_options *opts, ds_error *err
     }
     memcpy(value, "Bearer ", 7);
     memcpy(value + 7, t, n);
-    c->auth.key = grpc_slice_from_static_string("authorization");
-    c->auth.value = grpc_slice_from_copied_buffer(value, n + 7);
-    c->n_md = 1;
+    auth->key = grpc_slice_from_static_string("authorization");
+    auth->value = grpc_slice_from_copied_buffer(value, n + 7);
+    *n_md = 1;
     memset(value, 0, n + 7);
     free(value);
     if (owned) memset(owned, 0, strlen(owned));
@@ -300,8 +300,7 @@ static int set_token(ds_client *c, const ds_connect_options *opts, ds_error *err
     return DS_OK;
 }
 
-/* Plaintext, or TLS with the given roots and client key pair. */
-static grpc_channel_credentials *make_creds(const ds_connect_options *opts, ds_error *err, int *rc)
+grpc_channel_credentials *ds_channel_credentials(const ds_connect_options *opts, ds_error *err, int *rc)
 {
     if (!opts || (!opts->tls && empty(opts->tls_ca_file) && empty(opts->tls_cert_file) && empty(opts->tls_key_file)))
         return grpc_insecure_credentials_create();
@@ -345,13 +344,13 @@ int ds_connect(const char *address, const ds_connect_options *opts, ds_client **
 
     grpc_init();
     int rc = DS_OK;
-    if (opts && (rc = set_token(c, opts, err)) != DS_OK) {
+    if (opts && (rc = ds_token_metadata(opts, &c->auth, &c->n_md, err)) != DS_OK) {
         free(c->address);
         free(c);
         grpc_shutdown();
         return rc;
     }
-    grpc_channel_credentials *creds = make_creds(opts, err, &rc);
+    grpc_channel_credentials *creds = ds_channel_credentials(opts, err, &rc);
     if (creds == NULL) {
         if (c->n_md) grpc_slice_unref(c->auth.value);
         free(c->address);

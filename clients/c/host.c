@@ -10,6 +10,8 @@
  * pong) and can be cut at any field boundary. */
 #include "host.h"
 
+#include "connect.h"
+
 #include <errno.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -173,100 +175,6 @@ static void cancel_call(grpc_call *call)
     if (e != GRPC_CALL_OK) fprintf(stderr, "distsup host: grpc_call_cancel: %s\n", grpc_call_error_to_string(e));
 }
 
-/* ---- credentials (the same options as ds_connect) ----------------------------- */
-
-static char *read_small_file(const char *what, const char *path, ds_error *err, int *rc)
-{
-    FILE *f = fopen(path, "re");
-    if (f == NULL) {
-        *rc = fail(err, DS_INVALID_ARGUMENT, "%s %s: %s", what, path, strerror(errno));
-        return NULL;
-    }
-    size_t cap = 1 << 20;
-    char *b = malloc(cap + 1);
-    if (b == NULL) {
-        fclose(f);
-        *rc = fail(err, DS_RESOURCE_EXHAUSTED, "out of memory");
-        return NULL;
-    }
-    size_t n = fread(b, 1, cap + 1, f);
-    int bad = ferror(f);
-    fclose(f);
-    if (bad || n == 0 || n > cap) {
-        free(b);
-        *rc = fail(err, DS_INVALID_ARGUMENT, "%s %s: %s", what, path,
-                   bad          ? "read error"
-                       : n == 0 ? "the file is empty"
-                                : "the file is larger than 1 MiB");
-        return NULL;
-    }
-    b[n] = '\0';
-    return b;
-}
-
-static bool is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
-
-static int set_token(ds_host *h, const ds_connect_options *o, ds_error *err)
-{
-    char *owned = NULL;
-    const char *t = o->token;
-    int rc = DS_OK;
-    if (empty(t) && !empty(o->token_file)) {
-        if ((owned = read_small_file("token file", o->token_file, err, &rc)) == NULL) return rc;
-        t = owned;
-    }
-    if (empty(t)) return DS_OK;
-    while (is_space(*t)) t++;
-    size_t n = strlen(t);
-    while (n > 0 && is_space(t[n - 1])) n--;
-    if (n == 0) {
-        free(owned);
-        return fail(err, DS_INVALID_ARGUMENT, "the token%s%s is empty", owned ? " file " : "",
-                    owned ? o->token_file : "");
-    }
-    char *v = malloc(n + 8);
-    if (v == NULL) {
-        free(owned);
-        return fail(err, DS_RESOURCE_EXHAUSTED, "out of memory");
-    }
-    memcpy(v, "Bearer ", 7);
-    memcpy(v + 7, t, n);
-    h->auth.key = grpc_slice_from_static_string("authorization");
-    h->auth.value = grpc_slice_from_copied_buffer(v, n + 7);
-    h->n_md = 1;
-    memset(v, 0, n + 7);
-    free(v);
-    if (owned) memset(owned, 0, strlen(owned));
-    free(owned);
-    return DS_OK;
-}
-
-static grpc_channel_credentials *make_creds(const ds_connect_options *o, ds_error *err, int *rc)
-{
-    if (!o->tls && empty(o->tls_ca_file) && empty(o->tls_cert_file) && empty(o->tls_key_file))
-        return grpc_insecure_credentials_create();
-    if (empty(o->tls_cert_file) != empty(o->tls_key_file)) {
-        *rc = fail(err, DS_INVALID_ARGUMENT, "a client certificate needs both tls_cert_file and tls_key_file");
-        return NULL;
-    }
-    char *ca = NULL, *cert = NULL, *key = NULL;
-    grpc_channel_credentials *creds = NULL;
-    if (!empty(o->tls_ca_file) && (ca = read_small_file("TLS CA file", o->tls_ca_file, err, rc)) == NULL) goto out;
-    if (!empty(o->tls_cert_file) &&
-        ((cert = read_small_file("TLS certificate", o->tls_cert_file, err, rc)) == NULL ||
-         (key = read_small_file("TLS key", o->tls_key_file, err, rc)) == NULL))
-        goto out;
-    grpc_ssl_pem_key_cert_pair pair = {key, cert};
-    creds = grpc_ssl_credentials_create(ca, cert ? &pair : NULL, NULL, NULL);
-    if (creds == NULL) *rc = fail(err, DS_INVALID_ARGUMENT, "cannot make TLS credentials");
-out:
-    if (key) memset(key, 0, strlen(key));
-    free(ca);
-    free(cert);
-    free(key);
-    return creds;
-}
-
 /* ---- host ---------------------------------------------------------------------- */
 
 int ds_host_new(const char *target, const ds_host_options *opts, ds_host **out, ds_error *err)
@@ -332,8 +240,8 @@ int ds_host_new(const char *target, const ds_host_options *opts, ds_host **out, 
             }
         }
     }
-    if ((rc = set_token(h, &opts->connect, err)) != DS_OK) goto bad;
-    grpc_channel_credentials *creds = make_creds(&opts->connect, err, &rc);
+    if ((rc = ds_token_metadata(&opts->connect, &h->auth, &h->n_md, err)) != DS_OK) goto bad;
+    grpc_channel_credentials *creds = ds_channel_credentials(&opts->connect, err, &rc);
     if (creds == NULL) goto bad;
     /* gRPC's own reconnect backoff (1 s growing to 120 s by default) would hold a
      * session attempt back long after the daemon is back: make it ours. */

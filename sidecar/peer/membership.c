@@ -54,13 +54,14 @@ struct member {
     uint64_t next_dial, backoff;
     uint64_t probe_id, probe_deadline, quiet_until;
     int probe_alive;
-    /* Its link closed (the other end went away: a killed process's sockets close at
-     * once) and no other link took its place: the indirect check starts now, not after
-     * down_after_ms of silence, and it is down as soon as every node asked says its own
-     * link to it closed too (PingAck.lost; probe_denied == probe_asked).  A node that
-     * never had a link to it (a peer that talks to one node only) does not count: then
-     * its silence decides, as before. */
-    int link_lost;
+    /* Its link closed and a dial to it failed since (a killed process: its sockets
+     * closed at once and its port refuses), with no other link to it open: the
+     * indirect check starts now, not after down_after_ms of silence, and it is down as
+     * soon as every node asked says the same of its own link to it (PingAck.lost;
+     * probe_denied == probe_asked).  A link that closes and is dialled again at once (a
+     * reset connection) takes no one down; nor does a peer that no other node ever had
+     * a link to (a peer that talks to one node only): silence decides then. */
+    int link_lost, redial_failed;
     unsigned probe_asked, probe_denied;
     struct retiring ret[RETIRING_MAX];
     size_t n_ret;
@@ -602,7 +603,7 @@ static void on_peer_msg(struct peer *p, struct link *l, Distsup__V1__PeerMsg *pm
         a.target = pm->ping_req->target;
         a.alive = t && t->state == M_UP && t->link && now_ms() - t->last_heard <= p->cfg->down_after_ms;
         /* lost: its link here closed too (it may be down here already, for that) */
-        a.lost = !a.alive && t && t->state != M_LEFT && !t->link && t->link_lost;
+        a.lost = !a.alive && t && t->state != M_LEFT && !t->link && t->link_lost && t->redial_failed;
         Distsup__V1__PeerMsg r = DISTSUP__V1__PEER_MSG__INIT;
         r.msg_case = DISTSUP__V1__PEER_MSG__MSG_PING_ACK;
         r.ping_ack = &a;
@@ -614,8 +615,8 @@ static void on_peer_msg(struct peer *p, struct link *l, Distsup__V1__PeerMsg *pm
         if (t && t->probe_id == pm->ping_ack->id && pm->ping_ack->alive) {
             t->probe_alive = 1;
             log_info("peer", "node %s is silent to this node but %s hears it; not down", t->name, m->name);
-        } else if (t && t->probe_id == pm->ping_ack->id && pm->ping_ack->lost && t->link_lost && !t->link &&
-                   t->state == M_UP && !t->probe_alive && ++t->probe_denied >= t->probe_asked) {
+        } else if (t && t->probe_id == pm->ping_ack->id && pm->ping_ack->lost && t->link_lost && t->redial_failed &&
+                   !t->link && t->state == M_UP && !t->probe_alive && ++t->probe_denied >= t->probe_asked) {
             /* its link closed here, and every node asked lost it too: it is gone */
             char why[128];
             snprintf(why, sizeof why, "its link closed, and the %u other nodes asked lost it too", t->probe_asked);
@@ -645,7 +646,7 @@ static void on_heard(void *arg, struct link *l)
     struct member *m = link_user(l);
     if (m) {
         m->last_heard = now_ms();
-        if (l == m->link) m->link_lost = 0;
+        if (l == m->link) m->link_lost = m->redial_failed = 0;
     }
 }
 
@@ -692,7 +693,11 @@ static void on_closed(void *arg, struct link *l)
     struct member *m = link_user(l);
     if (m && m->link == l) {
         m->link = NULL;
-        if (m->state == M_UP) m->link_lost = 1; /* the ticker checks it now (see struct member) */
+        if (m->state == M_UP) { /* see struct member: the next failed dial starts a check */
+            m->link_lost = 1;
+            m->redial_failed = 0;
+            m->next_dial = 0; /* dial it again now */
+        }
     }
     struct retiring *r = m ? find_retiring(m, l) : NULL;
     if (r) {
@@ -710,6 +715,7 @@ static void on_closed(void *arg, struct link *l)
     if (d) {
         d->dial = NULL;
         d->tried = 1;
+        if (d->link_lost && !d->link) d->redial_failed = 1; /* it is not there (see struct member) */
     }
 }
 
@@ -777,7 +783,7 @@ static void tick(struct peer *p, uint64_t now)
     for (size_t i = 0; i < p->n_members; i++) {
         struct member *m = p->members[i];
         if (m->state != M_UP) continue;
-        int lost = m->link_lost && !m->link; /* its link closed and none replaced it */
+        int lost = m->link_lost && m->redial_failed && !m->link; /* see struct member */
         int recent = now - m->last_heard <= c->down_after_ms;
         if (!lost && recent) {
             m->probe_id = 0; /* it spoke for itself: a check still open is over */
@@ -851,7 +857,7 @@ static void tick(struct peer *p, uint64_t now)
         m->next_dial = now + m->backoff;
         /* the larger-named end redials later, so that after a heal the link both keep
          * (the one the smaller-named node dialed) is usually the only one */
-        if (strcmp(c->node_name, m->name) > 0) m->next_dial += 4ull * c->heartbeat_ms;
+        if (strcmp(c->node_name, m->name) > 0 && !m->link_lost) m->next_dial += 4ull * c->heartbeat_ms;
         if (!(m->dial = link_dial(p->ls, m->addr))) {
             m->tried = 1;
         }

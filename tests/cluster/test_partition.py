@@ -100,8 +100,9 @@ class Partition(NetnsClusterTest):
                  what="the majority to see n3 down")
         wait_for(lambda: lone.up_nodes() == ["n3@test"], timeout=15, what="n3 to see the others down")
         # The majority re-homes n3's children; n3 keeps running its own (AP): two copies.
+        wait_for(lambda: all(all(c.node != "n3@test" for c in n.children().values()) for n in majority),
+                 timeout=30, what="the majority to re-home every child of n3")
         self.wait_synced(majority, len(NAMES), timeout=30)
-        self.assertTrue(all(c.node != "n3@test" for c in majority[0].children().values()))
         where = nodes_running(theirs)
         for n in theirs:
             self.assertIn("n3@test", where[n])
@@ -146,8 +147,9 @@ class Partition(NetnsClusterTest):
         # The majority keeps quorum: it re-homes n3's children and still starts new ones.
         wait_for(lambda: all(n.up_nodes() == ["n1@test", "n2@test"] for n in majority), timeout=15,
                  what="the majority to see n3 down")
+        wait_for(lambda: all(all(c.node != "n3@test" for c in n.children().values()) for n in majority),
+                 timeout=30, what="the majority to re-home every child of n3")
         self.wait_synced(majority, len(NAMES), timeout=30)
-        self.assertTrue(all(c.node != "n3@test" for c in majority[0].children().values()))
         majority[0].stub.StartChild(pb.StartChildRequest(spec=spec("p-extra", init=b"5")))
         self.assertEqual(majority[1].stub.Call(pb.CallRequest(name="p-extra", payload=b"get")).payload, b"5")
         majority[0].stub.TerminateChild(pb.TerminateChildRequest(name="p-extra"))
