@@ -67,7 +67,7 @@ from .client import DEFAULT_ADDRESS, _read, _token
 from .v1 import child_pb2 as cpb
 from .v1 import supervisor_pb2 as pb
 from .v1 import supervisor_pb2_grpc as pbg
-from .worker import CallError, InitInfo
+from .worker import CallError, InitInfo, callbacks_class
 
 __all__ = ["Host", "Child", "CallError", "InitInfo"]
 
@@ -132,37 +132,8 @@ class Child:
         slot.host._request(slot, ("save",))
 
 
-class _Callbacks(Child):
-    """register(kind, on_call=...): one set of functions for every child of a kind."""
-
-    def __init__(self, on_init=None, on_call=None, on_cast=None, on_info=None,
-                 get_state=None, on_terminate=None):
-        self._f = dict(init=on_init, call=on_call, cast=on_cast, info=on_info,
-                       state=get_state, terminate=on_terminate)
-
-    def init(self, info):
-        if self._f["init"]:
-            self._f["init"](info)
-
-    def handle_call(self, payload):
-        if not self._f["call"]:
-            return Child.handle_call(self, payload)
-        return self._f["call"](payload)
-
-    def handle_cast(self, payload):
-        if self._f["cast"]:
-            self._f["cast"](payload)
-
-    def handle_info(self, payload):
-        if self._f["info"]:
-            self._f["info"](payload)
-
-    def get_state(self):
-        return self._f["state"]() if self._f["state"] else None
-
-    def terminate(self, reason):
-        if self._f["terminate"]:
-            self._f["terminate"](reason)
+# register(kind, on_call=...): one set of functions for every child of a kind.
+_Callbacks = callbacks_class(Child)
 
 
 _CALLBACKS = ("on_init", "on_call", "on_cast", "on_info", "get_state", "on_terminate")

@@ -106,35 +106,44 @@ class Worker:
         pass
 
 
-class _Callbacks(Worker):
-    def __init__(self, on_init=None, on_call=None, on_cast=None, on_info=None,
-                 get_state=None, on_terminate=None):
-        self._f = dict(init=on_init, call=on_call, cast=on_cast, info=on_info,
-                       state=get_state, terminate=on_terminate)
+def callbacks_class(base):
+    """A handler class over base (Worker, or distsup.host.Child) whose methods call the
+    functions it is made with (on_init, on_call, on_cast, on_info, get_state,
+    on_terminate); a missing one does what base does."""
 
-    def init(self, info):
-        if self._f["init"]:
-            self._f["init"](info)
+    class _Callbacks(base):
+        def __init__(self, on_init=None, on_call=None, on_cast=None, on_info=None,
+                     get_state=None, on_terminate=None):
+            self._f = dict(init=on_init, call=on_call, cast=on_cast, info=on_info,
+                           state=get_state, terminate=on_terminate)
 
-    def handle_call(self, payload):
-        if not self._f["call"]:
-            return Worker.handle_call(self, payload)
-        return self._f["call"](payload)
+        def init(self, info):
+            if self._f["init"]:
+                self._f["init"](info)
 
-    def handle_cast(self, payload):
-        if self._f["cast"]:
-            self._f["cast"](payload)
+        def handle_call(self, payload):
+            if not self._f["call"]:
+                return base.handle_call(self, payload)
+            return self._f["call"](payload)
 
-    def handle_info(self, payload):
-        if self._f["info"]:
-            self._f["info"](payload)
+        def handle_cast(self, payload):
+            if self._f["cast"]:
+                self._f["cast"](payload)
 
-    def get_state(self):
-        return self._f["state"]() if self._f["state"] else None
+        def handle_info(self, payload):
+            if self._f["info"]:
+                self._f["info"](payload)
 
-    def terminate(self, reason):
-        if self._f["terminate"]:
-            self._f["terminate"](reason)
+        def get_state(self):
+            return self._f["state"]() if self._f["state"] else None
+
+        def terminate(self, reason):
+            if self._f["terminate"]:
+                self._f["terminate"](reason)
+    return _Callbacks
+
+
+_Callbacks = callbacks_class(Worker)
 
 
 class ProtocolError(Exception):
