@@ -53,7 +53,7 @@ const { AsyncLocalStorage } = require('async_hooks');
 const grpc = require('@grpc/grpc-js');
 const { api, apiToken, credentials } = require('./client')._internal;
 const { fromGrpcError, Unavailable } = require('./errors');
-const { CallError } = require('./worker');
+const { CallError, toBuffer } = require('./worker');
 
 const DEFAULT_ADDRESS = '127.0.0.1:50051';
 const BACKOFF_MIN_MS = 100;
@@ -67,14 +67,6 @@ const FATAL = new Set([grpc.status.INVALID_ARGUMENT, grpc.status.UNAUTHENTICATED
 const current = new AsyncLocalStorage();
 const RESERVED = ['name', 'id', 'node', 'supervisor', 'kind', 'traceparent', 'tracestate',
   'stop', 'saveState', 'alive', 'host'];
-
-function toBuffer(v) {
-  if (v === undefined || v === null) return Buffer.alloc(0);
-  if (typeof v === 'string') return Buffer.from(v, 'utf8');
-  if (Buffer.isBuffer(v)) return v;
-  if (v instanceof Uint8Array) return Buffer.from(v.buffer, v.byteOffset, v.byteLength);
-  return Buffer.from(String(v), 'utf8');
-}
 
 function describe(e) {
   if (e && e.stack) return e.stack;

@@ -265,4 +265,4 @@ function run(handler = {}) {
   serve(handler).then((code) => process.exit(code));
 }
 
-module.exports = { run, serve, CallError, MAX_FRAME, encodeFrame, splitFrames };
+module.exports = { run, serve, CallError, MAX_FRAME, encodeFrame, splitFrames, toBuffer };
