@@ -8,6 +8,7 @@
 #include <netdb.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,28 +48,47 @@ struct metrics {
     metrics_collect_fn collect;
     void *collect_arg;
     struct MHD_Daemon *httpd;
+    /* the peers' round trips (metrics_set_peer_rtt), names escaped for a label value */
+    pthread_mutex_t rtt_mu;
+    int rtt_mu_ok;
+    struct peer_rtt {
+        char *label;
+        double seconds;
+    } * rtt;
+    size_t n_rtt;
 };
+
+/* name as a label value: the exposition format escapes \, " and newline.  NULL when out of memory. */
+static char *label_escape(const char *n)
+{
+    char *o0 = malloc(2 * strlen(n) + 1), *o = o0;
+    if (!o) return NULL;
+    for (; *n; n++) {
+        if (*n == '\\' || *n == '"') *o++ = '\\';
+        if (*n == '\n') {
+            *o++ = '\\';
+            *o++ = 'n';
+        } else *o++ = *n;
+    }
+    *o = 0;
+    return o0;
+}
 
 struct metrics *metrics_new(const struct config *cfg)
 {
     struct metrics *m = calloc(1, sizeof *m);
     if (!m) return NULL;
     m->cfg = cfg;
+    if (pthread_mutex_init(&m->rtt_mu, NULL) != 0) {
+        free(m);
+        return NULL;
+    }
+    m->rtt_mu_ok = 1;
     for (size_t i = 0; i < cfg->n_sups; i++) {
-        const char *n = cfg->sups[i].name;
-        char *o = m->label[i] = malloc(2 * strlen(n) + 1);
-        if (!o) {
+        if (!(m->label[i] = label_escape(cfg->sups[i].name))) {
             metrics_free(m);
             return NULL;
         }
-        for (; *n; n++) { /* the exposition format escapes \, " and newline */
-            if (*n == '\\' || *n == '"') *o++ = '\\';
-            if (*n == '\n') {
-                *o++ = '\\';
-                *o++ = 'n';
-            } else *o++ = *n;
-        }
-        *o = 0;
     }
     atomic_store_explicit(&m->gauge[MG_QUORUM], 1, memory_order_relaxed);
     atomic_store_explicit(&m->gauge[MG_NODES_UP], 1, memory_order_relaxed);
@@ -358,6 +378,12 @@ char *metrics_render(struct metrics *m, size_t *len)
     put_hist(&b, "distsup_store_write_duration_seconds", "", &m->store_write);
     node_counter(&b, m, "distsup_store_write_failures_total", "SQLite writes that failed.", MN_STORE_WRITES_FAILED);
     node_gauge(&b, m, "distsup_peer_links_up", "Peer links with a finished handshake.", MG_PEER_LINKS_UP);
+    head(&b, "distsup_peer_rtt_seconds", "gauge",
+         "Round trip to another node on its peer link (heartbeats, smoothed), by node.");
+    pthread_mutex_lock(&m->rtt_mu);
+    for (size_t i = 0; i < m->n_rtt; i++)
+        put(&b, "distsup_peer_rtt_seconds{peer=\"%s\"} %.6f\n", m->rtt[i].label, m->rtt[i].seconds);
+    pthread_mutex_unlock(&m->rtt_mu);
     node_counter(&b, m, "distsup_peer_sent_bytes_total", "Bytes of sealed packets sent to peers.", MN_PEER_BYTES_SENT);
     node_counter(&b, m, "distsup_peer_received_bytes_total", "Bytes of sealed packets received from peers.",
                  MN_PEER_BYTES_RECEIVED);
@@ -494,5 +520,37 @@ void metrics_free(struct metrics *m)
     if (!m) return;
     metrics_stop(m);
     for (size_t i = 0; i < CONFIG_MAX_SUPERVISORS; i++) free(m->label[i]);
+    for (size_t i = 0; i < m->n_rtt; i++) free(m->rtt[i].label);
+    free(m->rtt);
+    if (m->rtt_mu_ok) pthread_mutex_destroy(&m->rtt_mu);
     free(m);
+}
+
+void metrics_set_peer_rtt(struct metrics *m, const char *peer, double seconds)
+{
+    if (!m) return;
+    char *label = label_escape(peer);
+    if (!label) return;
+    pthread_mutex_lock(&m->rtt_mu);
+    size_t i = 0;
+    while (i < m->n_rtt && strcmp(m->rtt[i].label, label)) i++;
+    if (seconds < 0) {
+        if (i < m->n_rtt) {
+            free(m->rtt[i].label);
+            m->rtt[i] = m->rtt[--m->n_rtt];
+        }
+    } else if (i < m->n_rtt) {
+        m->rtt[i].seconds = seconds;
+    } else if (m->n_rtt < METRICS_MAX_PEERS) {
+        struct peer_rtt *g = realloc(m->rtt, (m->n_rtt + 1) * sizeof *g);
+        if (g) {
+            m->rtt = g;
+            g[m->n_rtt].label = label;
+            g[m->n_rtt].seconds = seconds;
+            m->n_rtt++;
+            label = NULL;
+        }
+    }
+    pthread_mutex_unlock(&m->rtt_mu);
+    free(label);
 }

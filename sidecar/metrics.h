@@ -117,6 +117,12 @@ void metrics_set_mailbox(struct metrics *m, const struct sup_config *sup, uint64
 void metrics_add(struct metrics *m, enum metric_counter k, uint64_t n);
 void metrics_set(struct metrics *m, enum metric_gauge g, int64_t v);
 void metrics_gauge_add(struct metrics *m, enum metric_gauge g, int64_t d);
+/* The round trip to another node, measured on its link (distsup_peer_rtt_seconds{peer});
+ * seconds < 0 forgets the node (it is down).  At most METRICS_MAX_PEERS nodes; the
+ * rest are not shown.  Thread-safe (a mutex: the peer ticker calls it, a few times a
+ * second). */
+#define METRICS_MAX_PEERS 1024
+void metrics_set_peer_rtt(struct metrics *m, const char *peer, double seconds);
 void metrics_store_write(struct metrics *m, uint64_t ns); /* one SQLite write (or commit) */
 
 /* The whole exposition as it would be scraped now (without calling the collector);

@@ -8,6 +8,7 @@
 
 #include "sidecar/handshake.h"
 #include "sidecar/log.h"
+#include "sidecar/metrics.h"
 #include "sidecar/peer/link.h"
 #include "sidecar/spec.h"
 
@@ -42,6 +43,8 @@ struct held_msg {
     uint8_t d[];
 };
 
+#define HB_SENT 8 /* heartbeats remembered per member for the round trip */
+
 struct member {
     char name[NAME_MAX_];
     char addr[NAME_MAX_]; /* peer address it advertises */
@@ -63,6 +66,11 @@ struct member {
      * a link to (a peer that talks to one node only): silence decides then. */
     int link_lost, redial_failed;
     unsigned probe_asked, probe_denied;
+    /* the link's round trip, from heartbeats: ours it echoed (Heartbeat.echo and
+     * held_us) against when we sent them (the last HB_SENT of them) */
+    uint64_t hb_sent_seq[HB_SENT], hb_sent_us[HB_SENT];
+    uint64_t hb_rx_seq, hb_rx_us; /* its last heartbeat to us, and when it came */
+    int64_t rtt_us;               /* smoothed; 0: none yet */
     struct retiring ret[RETIRING_MAX];
     size_t n_ret;
     struct held_msg *held, *held_tail; /* from the kept link, while a replaced one drains */
@@ -98,12 +106,20 @@ struct peer {
     uint64_t hb_seq, probe_seq, started, last_beat;
     uint64_t last_tick; /* when the ticker last ran: a long gap means this node was paused */
     int stopping, leaving, settled;
+    struct metrics *metrics; /* the links' round trips go there (NULL: off) */
 };
 
 /* Why a link is closed when the core is too far behind on a node's messages. */
 #define BEHIND "this node is too far behind on that node's messages; the link reopens and they resync"
 
 /* ---------- helpers ---------- */
+
+static uint64_t now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
 
 static uint64_t now_ms(void)
 {
@@ -580,7 +596,27 @@ static void member_down(struct peer *p, struct member *m, int clean, const char 
         link_close(l, clean ? "it left" : "it is down");
     }
     free_held(m);
+    m->rtt_us = 0;
+    m->hb_rx_seq = 0;
+    metrics_set_peer_rtt(p->metrics, m->name, -1);
     p->cb.down(p->cb.arg, m->name, clean);
+}
+
+/* A heartbeat: remembered for the echo of ours, and the round trip of one of ours it
+ * echoes (an old release sends no echo: no figure). */
+static void on_heartbeat(struct peer *p, struct member *m, const Distsup__V1__Heartbeat *hb)
+{
+    uint64_t now = now_us();
+    m->hb_rx_seq = hb->seq;
+    m->hb_rx_us = now;
+    if (!hb->echo) return;
+    size_t k = (size_t)(hb->echo % HB_SENT);
+    if (m->hb_sent_seq[k] != hb->echo) return; /* too old */
+    uint64_t took = now - m->hb_sent_us[k];
+    if (took < hb->held_us) return; /* its clock and ours disagree: no figure */
+    int64_t rtt = (int64_t)(took - hb->held_us);
+    m->rtt_us = m->rtt_us ? (7 * m->rtt_us + rtt) / 8 : (rtt ? rtt : 1);
+    metrics_set_peer_rtt(p->metrics, m->name, (double)m->rtt_us / 1e6);
 }
 
 static void on_peer_msg(struct peer *p, struct link *l, Distsup__V1__PeerMsg *pm)
@@ -595,7 +631,7 @@ static void on_peer_msg(struct peer *p, struct link *l, Distsup__V1__PeerMsg *pm
         return;
     }
     switch (pm->msg_case) {
-    case DISTSUP__V1__PEER_MSG__MSG_HEARTBEAT: break;
+    case DISTSUP__V1__PEER_MSG__MSG_HEARTBEAT: on_heartbeat(p, m, pm->heartbeat); break;
     case DISTSUP__V1__PEER_MSG__MSG_PING_REQ: {
         struct member *t = find_member(p, pm->ping_req->target);
         Distsup__V1__PingAck a = DISTSUP__V1__PING_ACK__INIT;
@@ -742,12 +778,23 @@ static void tick(struct peer *p, uint64_t now)
     int beat = now - p->last_beat >= c->heartbeat_ms;
     if (beat) p->last_beat = now;
     Distsup__V1__Heartbeat hb = DISTSUP__V1__HEARTBEAT__INIT;
-    hb.seq = ++p->hb_seq;
     Distsup__V1__PeerMsg msg = DISTSUP__V1__PEER_MSG__INIT;
     msg.msg_case = DISTSUP__V1__PEER_MSG__MSG_HEARTBEAT;
     msg.heartbeat = &hb;
-    for (size_t i = 0; beat && i < p->n_members; i++)
-        if (p->members[i]->link && link_is_open(p->members[i]->link)) send_ctl(p->members[i]->link, &msg);
+    for (size_t i = 0; beat && i < p->n_members; i++) {
+        struct member *m = p->members[i];
+        if (!m->link || !link_is_open(m->link)) continue;
+        uint64_t us = now_us();
+        hb.seq = ++p->hb_seq;
+        /* its last heartbeat, and how long we held it (none when that is too long) */
+        int fresh = m->hb_rx_seq && us - m->hb_rx_us < UINT32_MAX;
+        hb.echo = fresh ? m->hb_rx_seq : 0;
+        hb.held_us = fresh ? (uint32_t)(us - m->hb_rx_us) : 0;
+        size_t k = (size_t)(hb.seq % HB_SENT);
+        m->hb_sent_seq[k] = hb.seq;
+        m->hb_sent_us[k] = us;
+        send_ctl(m->link, &msg);
+    }
     linkset_tick(p->ls, now);
     for (size_t i = 0; i < p->n_members; i++) { /* replaced links that do not drain */
         struct member *m = p->members[i];
@@ -795,7 +842,7 @@ static void tick(struct peer *p, uint64_t now)
             m->probe_alive = 0;
             m->probe_asked = m->probe_denied = 0;
             uint64_t wait = c->down_after_ms / 2;
-            if (wait < 2u * c->heartbeat_ms) wait = 2u * c->heartbeat_ms;
+            if (wait < 2u * c->heartbeat_ms || lost) wait = 2u * c->heartbeat_ms; /* lost: asked again soon */
             m->probe_deadline = now + wait;
             Distsup__V1__PingReq pr = DISTSUP__V1__PING_REQ__INIT;
             pr.id = m->probe_id;
@@ -939,6 +986,7 @@ struct peer *peer_start(const struct config *cfg, const struct identity *id, uin
     p->cfg = cfg;
     p->id = id;
     p->cb = *cb;
+    p->metrics = metrics;
     p->boot_id = boot_id;
     p->started = now_ms();
     copy_str(p->api_address, sizeof p->api_address, api_address);

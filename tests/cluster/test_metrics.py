@@ -94,6 +94,9 @@ class Metrics(ClusterTest):
         names = [n.node_name for n in nodes]
         self.wait_query("up", {n: 1.0 for n in names}, "every node scraped")
         self.wait_query("distsup_peer_links_up", {n: 2.0 for n in names}, "two links up on every node")
+        # each node measures its round trip to each of the two others (loopback: > 0, < 1 s)
+        self.wait_query("count by (node) (distsup_peer_rtt_seconds > 0 < 1)", {n: 2.0 for n in names},
+                        "a round trip to each of the two other nodes, on every node")
 
         # Children: started through n1, spread by placement; one of them crashes once.
         for i in range(N_CHILDREN):
