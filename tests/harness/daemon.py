@@ -268,8 +268,12 @@ class DaemonTest(unittest.TestCase):
             rc = d.proc.poll() if d.proc else None  # before cleanup kills it: did it die on its own?
             d.cleanup()
             if failed:
-                sys.stderr.write("---- log of %s%s ----\n%s\n" % (
-                    d.log_path, "" if rc is None else " (it had exited with %d)" % rc, d.read_log()[-6000:]))
+                log = d.read_log()
+                # the peer links' lines in full (a cluster's story), then the tail
+                peer = [ln for ln in log.splitlines() if " peer: " in ln][:400]
+                sys.stderr.write("---- log of %s%s: its peer lines ----\n%s\n---- its last lines ----\n%s\n" % (
+                    d.log_path, "" if rc is None else " (it had exited with %d)" % rc, "\n".join(peer),
+                    log[-6000:]))
         shutil.rmtree(self.workdir, ignore_errors=True)
 
     def daemon(self, name="d", config=None, args=(), start=True):
