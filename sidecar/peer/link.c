@@ -90,7 +90,8 @@ struct link {
     struct lane lanes[2]; /* enum link_lane */
     size_t qbytes;
     int sending;
-    uint8_t *rx_msg; /* a fragmented message being put together */
+    const char *close_drained; /* link_close_drained: close once nothing is left to send (a static string) */
+    uint8_t *rx_msg;           /* a fragmented message being put together */
     size_t rx_len, rx_total, rx_cap;
     struct ltag t_recv, t_send, t_close, t_start;
     grpc_metadata_array md_a, md_b;
@@ -371,8 +372,21 @@ static void on_sent(struct link *l, int ok)
     }
     if (!ok) link_close(l, "send failed");
     else pump_send(l);
+    if (l->close_drained && l->state != L_CLOSED && !l->sending && !l->lanes[LANE_CONTROL].head &&
+        !l->lanes[LANE_BULK].head)
+        link_close(l, l->close_drained);
     if (!l->sending) pthread_cond_broadcast(l->ls->cond);
     link_unref(l);
+}
+
+void link_close_drained(struct link *l, const char *why)
+{
+    if (l->state == L_CLOSED) return;
+    if (!l->sending && !l->lanes[LANE_CONTROL].head && !l->lanes[LANE_BULK].head) {
+        link_close(l, why);
+        return;
+    }
+    l->close_drained = why ? why : "everything sent";
 }
 
 static int queue_out(struct link *l, enum link_lane lane, struct link_out *o)

@@ -92,6 +92,10 @@ struct link *link_dial(struct linkset *ls, const char *addr);
 /* Drops l (why: logged at debug level, may be NULL): cancels its stream; the closed
  * hook runs before this returns.  No effect on a closed link. */
 void link_close(struct link *l, const char *why);
+/* link_close once what is queued on l has been sent (at once when nothing is): the
+ * last messages of a link being retired (an ack) reach the other end before the
+ * stream is cancelled.  why: a static string. */
+void link_close_drained(struct link *l, const char *why);
 
 /* Queues o on lane (taking it).  0, or -1 if l is not open or the queue would pass
  * 256 MiB (the link is then dropped: its node does not read).  A message of more than

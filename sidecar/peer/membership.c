@@ -250,7 +250,9 @@ static int retire_done(struct member *m, struct retiring *r)
     struct link *l = r->l;
     forget_retiring(m, r);
     log_debug("peer", "the replaced link with node %s is drained; closing it", m->name);
-    link_close(l, "replaced by a link dialed by the smaller-named node; drained");
+    /* the ack of its Retire may still be queued: it goes out first, or the other end
+     * takes the close for a break and resyncs (failing the requests in flight) */
+    link_close_drained(l, "replaced by a link dialed by the smaller-named node; drained");
     return 1;
 }
 

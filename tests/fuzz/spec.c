@@ -3,7 +3,8 @@
  * same bytes as a bare ChildSpec, as the store and a peer's ChildInfo carry it.
  *
  * What must hold: a spec spec_validate accepts is one the core can start without
- * further checks (argv[0] set, bounded counts and text, known enums, names without
+ * further checks (a process child: argv[0] set; a hosted child: a kind that is a
+ * name, and no argv, env or cwd; bounded counts and text, known enums, names without
  * spaces), and that the store and the peers read back after packing it; a refusal
  * comes with a message. */
 #include <string.h>
@@ -22,9 +23,15 @@ static void check_spec(const Distsup__V1__ChildSpec *s)
         return;
     }
     /* accepted: what the core relies on */
-    FUZZ_CHECK(s->n_argv >= 1 && s->n_argv <= SPEC_ARGV_MAX && s->argv[0][0] != 0);
+    if (s->kind[0]) { /* a hosted child (docs/hosting.md) */
+        FUZZ_CHECK(s->n_argv == 0 && s->n_env == 0 && !s->cwd[0]);
+        FUZZ_CHECK(s->protocol == DISTSUP__V1__PROTOCOL__FRAMES);
+        FUZZ_CHECK(spec_name_check("kind", s->kind, err, sizeof err) == 0);
+    } else {
+        FUZZ_CHECK(s->n_argv >= 1 && s->n_argv <= SPEC_ARGV_MAX && s->argv[0][0] != 0);
+    }
     FUZZ_CHECK(s->n_env <= SPEC_ENV_MAX);
-    size_t text = strlen(s->cwd) + strlen(s->key);
+    size_t text = strlen(s->cwd) + strlen(s->key) + strlen(s->kind);
     for (size_t i = 0; i < s->n_argv; i++) text += strlen(s->argv[i]);
     for (size_t i = 0; i < s->n_env; i++) {
         FUZZ_CHECK(s->env[i]->key[0] && !strchr(s->env[i]->key, '='));
