@@ -276,6 +276,24 @@ static void attack(struct seal *s, const char *mode, const char *self, int argc,
         m.msg_case = DISTSUP__V1__PEER_MSG__MSG_LEAVE;
         m.leave = &lv;
         send_sealed(s, &m);
+    } else if (!strcmp(mode, "kinds")) { /* NodeKinds: a1 kinds named "k0".., or the one name a2 */
+        size_t n = (size_t)atol(a1);
+        char **v = calloc(n + 1, sizeof *v);
+        char(*names)[32] = calloc(n + 1, sizeof *names);
+        if (!v || !names) exit(1);
+        for (size_t i = 0; i < n; i++) {
+            snprintf(names[i], sizeof names[i], "k%zu", i);
+            v[i] = a2[0] ? (char *)a2 : names[i];
+        }
+        Distsup__V1__NodeKinds k = DISTSUP__V1__NODE_KINDS__INIT;
+        k.n_kinds = n;
+        k.kinds = v;
+        Distsup__V1__ClusterMsg cm = DISTSUP__V1__CLUSTER_MSG__INIT;
+        cm.msg_case = DISTSUP__V1__CLUSTER_MSG__MSG_KINDS;
+        cm.kinds = &k;
+        send_app(s, &cm);
+        free(v);
+        free(names);
     } else if (!strcmp(mode, "gossip")) {
         size_t n = (size_t)atol(a1);
         Distsup__V1__Member *arr = calloc(n + 1, sizeof *arr);

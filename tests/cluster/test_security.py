@@ -15,6 +15,8 @@ import time
 
 from cluster import DISTSUPD, ROOT_BIN, ClusterTest, keygen, main, pb, pid_alive, spec, wait_for
 
+import grpc  # noqa: E402
+
 EVILPEER = os.path.join(ROOT_BIN, "tests", "cluster", "evilpeer")
 
 
@@ -218,6 +220,24 @@ class ForgedClusterMessages(ClusterTest):
         self.assertNotIn("duplicate: the copy on node n4@test", self.target.read_log())
         self.assert_unharmed()
         self.assertGreaterEqual(self.target.read_log().count("refused a ChildInfo"), 2)
+
+    def test_node_kinds_too_many_or_not_names_are_refused_and_place_nothing(self):
+        # hosted children (docs/hosting.md): what a peer says it hosts is checked
+        for args in (["5000"], ["1", "bad kind"], ["1", "x" * 300]):
+            r = self.evil("kinds", *args)
+            self.assertEqual(r["handshake"], "ok")
+        self.assertGreaterEqual(self.target.read_log().count("NodeKinds"), 3)
+        self.assertIn("NodeKinds with 5000 kinds (the limit is 4096)", self.target.read_log())
+        # nothing was learned: the target knows no node that hosts a kind, so a hosted
+        # start is refused rather than placed on the peer
+        details = self.assertCode(grpc.StatusCode.UNAVAILABLE, self.target.stub.StartChild,
+                                  pb.StartChildRequest(spec=pb.ChildSpec(name="h1", kind="k0")))
+        self.assertIn("k0", details)
+        self.assert_unharmed()
+        # a valid NodeKinds is taken, but only about its sender
+        r = self.evil("kinds", "2")
+        self.assertEqual(r["handshake"], "ok")
+        self.assertIn("node n4@test hosts 2 kinds", self.target.read_log())
 
     def test_a_childgone_for_another_nodes_child_erases_nothing(self):
         r = self.evil("gone", "v3", "n3@test")
