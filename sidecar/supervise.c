@@ -517,7 +517,7 @@ void sv_frame(struct sv *sv, struct child *ch, const Distsup__V1__ChildFrame *f)
                    f->state->state.len);
             break;
         }
-        memcpy(b, f->state->state.data, f->state->state.len);
+        if (f->state->state.len) memcpy(b, f->state->state.data, f->state->state.len); /* empty: data may be NULL */
         free(ch->state_blob);
         ch->state_blob = b;
         ch->state_len = f->state->state.len;

@@ -5,7 +5,7 @@
 #   tools/fuzz.sh [--merge] [SECONDS] [TARGET...]
 #
 #   SECONDS   how long each target runs (libFuzzer -max_total_time; default 5)
-#   TARGET    frame, peer, spec, config, identity, reflection (default: all)
+#   TARGET    frame, peer, spec, config, identity, reflection, host (default: all)
 #   --merge   afterwards, add the inputs that found new coverage to the committed
 #             corpus tests/fuzz/corpus/TARGET/ (libFuzzer -merge=1); without it the
 #             committed corpus is never changed
@@ -22,7 +22,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-ALL_TARGETS=(frame peer spec config identity reflection)
+ALL_TARGETS=(frame peer spec config identity reflection host)
 CC=${CC:-clang}
 jobs=${FUZZ_JOBS:-2}
 merge=0 build_only=0 seeds=0 seconds=5 targets=()

@@ -344,8 +344,8 @@ static void send_reply(struct child *ch, uint64_t ref, const char *payload, cons
 static void send_state(struct child *ch, const char *bytes)
 {
     Distsup__V1__StateFrame s = DISTSUP__V1__STATE_FRAME__INIT;
-    s.state.data = (uint8_t *)bytes;
     s.state.len = strlen(bytes);
+    s.state.data = s.state.len ? (uint8_t *)bytes : NULL; /* as protobuf-c unpacks an empty one */
     Distsup__V1__ChildFrame f = DISTSUP__V1__CHILD_FRAME__INIT;
     f.frame_case = DISTSUP__V1__CHILD_FRAME__FRAME_STATE;
     f.state = &s;
