@@ -1,6 +1,6 @@
-/* connect: what a client (distsup.c) and a host (host.c) of libdistsup share to reach
- * a daemon with the options of ds_connect_options.  Internal to clients/c: not part
- * of the installed API.
+/* connect: what a client (distsup.c) and a host (host.c) of libdistsup share: errors,
+ * strings, and reaching a daemon with the options of ds_connect_options.  Internal to
+ * clients/c: not part of the installed API.
  *
  * Ownership: the caller's.  Secrets read from files are wiped once used. */
 #ifndef DISTSUP_CLIENT_CONNECT_H
@@ -11,6 +11,14 @@
 #include <stddef.h>
 
 #include "distsup.h"
+
+/* Sets err (when given) to code and the formatted message; returns code. */
+int ds_err_set(ds_error *err, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Sets err (when given) to DS_OK; returns DS_OK. */
+int ds_err_clear(ds_error *err);
+/* A malloc'ed copy of s ("" for NULL), or NULL when out of memory. */
+char *ds_strdup0(const char *s);
+static inline int ds_empty(const char *s) { return s == NULL || s[0] == '\0'; }
 
 /* The API token (opts->token, else the content of opts->token_file, blanks trimmed)
  * as "authorization: Bearer TOKEN" in *auth with *n_md = 1; with no token, *n_md

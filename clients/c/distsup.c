@@ -48,8 +48,7 @@ const char *ds_status_name(int code)
     return status_names[code];
 }
 
-/* Sets err (when given) and returns code. */
-static int fail(ds_error *err, int code, const char *fmt, ...)
+int ds_err_set(ds_error *err, int code, const char *fmt, ...)
 {
     if (err) {
         err->code = code;
@@ -62,7 +61,7 @@ static int fail(ds_error *err, int code, const char *fmt, ...)
     return code;
 }
 
-static int ok(ds_error *err)
+int ds_err_clear(ds_error *err)
 {
     if (err) {
         err->code = DS_OK;
@@ -71,12 +70,10 @@ static int ok(ds_error *err)
     return DS_OK;
 }
 
-static int oom(ds_error *err) { return fail(err, DS_RESOURCE_EXHAUSTED, "out of memory"); }
+static int oom(ds_error *err) { return ds_err_set(err, DS_RESOURCE_EXHAUSTED, "out of memory"); }
 
 static char *S(const char *s) { return (char *)(s ? s : ""); }
-static bool empty(const char *s) { return s == NULL || s[0] == '\0'; }
-
-static char *dup_str(const char *s)
+char *ds_strdup0(const char *s)
 {
     if (s == NULL) s = "";
     size_t n = strlen(s);
@@ -124,9 +121,9 @@ static ProtobufCMessage *unpack_message(grpc_byte_buffer *bb, const ProtobufCMes
 static int status_error(ds_error *err, grpc_status_code st, grpc_slice details)
 {
     size_t n = GRPC_SLICE_LENGTH(details);
-    if (n == 0) return fail(err, (int)st, "%s", ds_status_name((int)st));
+    if (n == 0) return ds_err_set(err, (int)st, "%s", ds_status_name((int)st));
     if (n > DS_ERROR_MESSAGE_MAX - 1) n = DS_ERROR_MESSAGE_MAX - 1;
-    return fail(err, (int)st, "%.*s", (int)n, (const char *)GRPC_SLICE_START_PTR(details));
+    return ds_err_set(err, (int)st, "%.*s", (int)n, (const char *)GRPC_SLICE_START_PTR(details));
 }
 
 /* One unary RPC: method is a full path ("/pkg.Service/Method").  On DS_OK *resp is
@@ -137,14 +134,14 @@ static int rpc_unary(ds_client *c, const char *method, const ProtobufCMessage *r
 {
     *resp = NULL;
     grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
-    if (cq == NULL) return fail(err, DS_INTERNAL, "cannot create a completion queue");
+    if (cq == NULL) return ds_err_set(err, DS_INTERNAL, "cannot create a completion queue");
     grpc_slice path = grpc_slice_from_static_string(method);
     grpc_call *call = grpc_channel_create_call(c->channel, NULL, GRPC_PROPAGATE_DEFAULTS, cq, path, NULL,
                                                deadline_in(timeout_ms), NULL);
     if (call == NULL) {
         grpc_completion_queue_shutdown(cq);
         grpc_completion_queue_destroy(cq);
-        return fail(err, DS_INTERNAL, "cannot create a call for %s", method);
+        return ds_err_set(err, DS_INTERNAL, "cannot create a call for %s", method);
     }
 
     grpc_byte_buffer *send_bb = pack_message(req);
@@ -176,19 +173,19 @@ static int rpc_unary(ds_client *c, const char *method, const ProtobufCMessage *r
     void *tag = &ops;
     grpc_call_error ce = grpc_call_start_batch(call, ops, 6, tag, NULL);
     if (ce != GRPC_CALL_OK) {
-        rc = fail(err, DS_INTERNAL, "grpc_call_start_batch: %s", grpc_call_error_to_string(ce));
+        rc = ds_err_set(err, DS_INTERNAL, "grpc_call_start_batch: %s", grpc_call_error_to_string(ce));
     } else {
         grpc_event ev = grpc_completion_queue_pluck(cq, tag, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
         if (ev.type != GRPC_OP_COMPLETE) {
-            rc = fail(err, DS_INTERNAL, "completion queue failed");
+            rc = ds_err_set(err, DS_INTERNAL, "completion queue failed");
         } else if (status != GRPC_STATUS_OK) {
             rc = status_error(err, status, details);
         } else if (recv_bb == NULL) {
-            rc = fail(err, DS_INTERNAL, "%s: the server sent no reply message", method);
+            rc = ds_err_set(err, DS_INTERNAL, "%s: the server sent no reply message", method);
         } else {
             *resp = unpack_message(recv_bb, resp_desc);
-            rc =
-                *resp ? ok(err) : fail(err, DS_INTERNAL, "%s: the reply does not parse as %s", method, resp_desc->name);
+            rc = *resp ? ds_err_clear(err)
+                       : ds_err_set(err, DS_INTERNAL, "%s: the reply does not parse as %s", method, resp_desc->name);
         }
     }
 
@@ -209,19 +206,19 @@ static int rpc_unary(ds_client *c, const char *method, const ProtobufCMessage *r
 static int wait_connected(grpc_channel *ch, uint32_t timeout_ms, ds_error *err, const char *address)
 {
     grpc_completion_queue *cq = grpc_completion_queue_create_for_next(NULL);
-    if (cq == NULL) return fail(err, DS_INTERNAL, "cannot create a completion queue");
+    if (cq == NULL) return ds_err_set(err, DS_INTERNAL, "cannot create a completion queue");
     gpr_timespec deadline = deadline_in(timeout_ms);
     int rc = DS_OK;
     grpc_connectivity_state st = grpc_channel_check_connectivity_state(ch, 1);
     while (st != GRPC_CHANNEL_READY) {
         if (st == GRPC_CHANNEL_SHUTDOWN) {
-            rc = fail(err, DS_UNAVAILABLE, "channel to %s shut down", address);
+            rc = ds_err_set(err, DS_UNAVAILABLE, "channel to %s shut down", address);
             break;
         }
         grpc_channel_watch_connectivity_state(ch, st, deadline, cq, cq);
         grpc_event ev = grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
         if (ev.type != GRPC_OP_COMPLETE || !ev.success) {
-            rc = fail(err, DS_UNAVAILABLE, "cannot connect to %s within %u ms", address, (unsigned)timeout_ms);
+            rc = ds_err_set(err, DS_UNAVAILABLE, "cannot connect to %s within %u ms", address, (unsigned)timeout_ms);
             break;
         }
         st = grpc_channel_check_connectivity_state(ch, 1);
@@ -232,7 +229,7 @@ static int wait_connected(grpc_channel *ch, uint32_t timeout_ms, ds_error *err, 
         if (ev.type == GRPC_QUEUE_SHUTDOWN) break;
     }
     grpc_completion_queue_destroy(cq);
-    return rc == DS_OK ? ok(err) : rc;
+    return rc == DS_OK ? ds_err_clear(err) : rc;
 }
 
 /* Reads a whole small file (a token or a PEM) into a new NUL-terminated string. */
@@ -240,7 +237,7 @@ static char *read_small_file(const char *what, const char *path, ds_error *err, 
 {
     FILE *f = fopen(path, "re");
     if (f == NULL) {
-        *rc = fail(err, DS_INVALID_ARGUMENT, "%s %s: %s", what, path, strerror(errno));
+        *rc = ds_err_set(err, DS_INVALID_ARGUMENT, "%s %s: %s", what, path, strerror(errno));
         return NULL;
     }
     size_t cap = 1 << 20;
@@ -255,10 +252,10 @@ static char *read_small_file(const char *what, const char *path, ds_error *err, 
     fclose(f);
     if (bad || n == 0 || n > cap) {
         free(buf);
-        *rc = fail(err, DS_INVALID_ARGUMENT, "%s %s: %s", what, path,
-                   bad          ? "read error"
-                       : n == 0 ? "the file is empty"
-                                : "the file is larger than 1 MiB");
+        *rc = ds_err_set(err, DS_INVALID_ARGUMENT, "%s %s: %s", what, path,
+                         bad          ? "read error"
+                             : n == 0 ? "the file is empty"
+                                      : "the file is larger than 1 MiB");
         return NULL;
     }
     buf[n] = '\0';
@@ -270,18 +267,18 @@ int ds_token_metadata(const ds_connect_options *opts, grpc_metadata *auth, size_
     char *owned = NULL;
     const char *t = opts->token;
     int rc = DS_OK;
-    if (empty(t) && !empty(opts->token_file)) {
+    if (ds_empty(t) && !ds_empty(opts->token_file)) {
         if ((owned = read_small_file("token file", opts->token_file, err, &rc)) == NULL) return rc;
         t = owned;
     }
-    if (empty(t)) return DS_OK;
+    if (ds_empty(t)) return DS_OK;
     while (*t == ' ' || *t == '\t' || *t == '\n' || *t == '\r') t++;
     size_t n = strlen(t);
     while (n > 0 && (t[n - 1] == ' ' || t[n - 1] == '\t' || t[n - 1] == '\n' || t[n - 1] == '\r')) n--;
     if (n == 0) {
         free(owned);
-        return fail(err, DS_INVALID_ARGUMENT, "the token%s%s is empty", owned ? " file " : "",
-                    owned ? opts->token_file : "");
+        return ds_err_set(err, DS_INVALID_ARGUMENT, "the token%s%s is empty", owned ? " file " : "",
+                          owned ? opts->token_file : "");
     }
     char *value = malloc(n + 8);
     if (value == NULL) {
@@ -302,23 +299,24 @@ int ds_token_metadata(const ds_connect_options *opts, grpc_metadata *auth, size_
 
 grpc_channel_credentials *ds_channel_credentials(const ds_connect_options *opts, ds_error *err, int *rc)
 {
-    if (!opts || (!opts->tls && empty(opts->tls_ca_file) && empty(opts->tls_cert_file) && empty(opts->tls_key_file)))
+    if (!opts ||
+        (!opts->tls && ds_empty(opts->tls_ca_file) && ds_empty(opts->tls_cert_file) && ds_empty(opts->tls_key_file)))
         return grpc_insecure_credentials_create();
-    if (empty(opts->tls_cert_file) != empty(opts->tls_key_file)) {
-        *rc = fail(err, DS_INVALID_ARGUMENT, "a client certificate needs both tls_cert_file and tls_key_file");
+    if (ds_empty(opts->tls_cert_file) != ds_empty(opts->tls_key_file)) {
+        *rc = ds_err_set(err, DS_INVALID_ARGUMENT, "a client certificate needs both tls_cert_file and tls_key_file");
         return NULL;
     }
     char *ca = NULL, *cert = NULL, *key = NULL;
     grpc_channel_credentials *creds = NULL;
-    if (!empty(opts->tls_ca_file) && (ca = read_small_file("TLS CA file", opts->tls_ca_file, err, rc)) == NULL)
+    if (!ds_empty(opts->tls_ca_file) && (ca = read_small_file("TLS CA file", opts->tls_ca_file, err, rc)) == NULL)
         goto out;
-    if (!empty(opts->tls_cert_file) &&
+    if (!ds_empty(opts->tls_cert_file) &&
         ((cert = read_small_file("TLS certificate", opts->tls_cert_file, err, rc)) == NULL ||
          (key = read_small_file("TLS key", opts->tls_key_file, err, rc)) == NULL))
         goto out;
     grpc_ssl_pem_key_cert_pair pair = {key, cert};
     creds = grpc_ssl_credentials_create(ca, cert ? &pair : NULL, NULL, NULL);
-    if (creds == NULL) *rc = fail(err, DS_INVALID_ARGUMENT, "cannot make TLS credentials");
+    if (creds == NULL) *rc = ds_err_set(err, DS_INVALID_ARGUMENT, "cannot make TLS credentials");
 out:
     if (key) memset(key, 0, strlen(key));
     free(ca);
@@ -329,12 +327,12 @@ out:
 
 int ds_connect(const char *address, const ds_connect_options *opts, ds_client **out, ds_error *err)
 {
-    if (out == NULL) return fail(err, DS_INVALID_ARGUMENT, "ds_connect: out is NULL");
+    if (out == NULL) return ds_err_set(err, DS_INVALID_ARGUMENT, "ds_connect: out is NULL");
     *out = NULL;
-    if (empty(address)) address = DS_DEFAULT_ADDRESS;
+    if (ds_empty(address)) address = DS_DEFAULT_ADDRESS;
     ds_client *c = calloc(1, sizeof *c);
     if (c == NULL) return oom(err);
-    c->address = dup_str(address);
+    c->address = ds_strdup0(address);
     if (c->address == NULL) {
         free(c);
         return oom(err);
@@ -370,7 +368,7 @@ int ds_connect(const char *address, const ds_connect_options *opts, ds_client **
         free(c->address);
         free(c);
         grpc_shutdown();
-        return fail(err, DS_INVALID_ARGUMENT, "cannot create a channel to %s", address);
+        return ds_err_set(err, DS_INVALID_ARGUMENT, "cannot create a channel to %s", address);
     }
     if (opts && opts->wait_connected) {
         rc = wait_connected(c->channel, t, err, address);
@@ -380,7 +378,7 @@ int ds_connect(const char *address, const ds_connect_options *opts, ds_client **
         }
     }
     *out = c;
-    return ok(err);
+    return ds_err_clear(err);
 }
 
 void ds_close(ds_client *c)
@@ -540,8 +538,8 @@ static ds_kv *copy_env(Distsup__V1__ChildSpec__EnvEntry **e, size_t n, bool *bad
         return NULL;
     }
     for (size_t i = 0; i < n; i++) {
-        kv[i].key = dup_str(e[i]->key);
-        kv[i].value = dup_str(e[i]->value);
+        kv[i].key = ds_strdup0(e[i]->key);
+        kv[i].value = ds_strdup0(e[i]->value);
         if (!kv[i].key || !kv[i].value) *bad = true;
     }
     return kv;
@@ -556,8 +554,8 @@ static ds_kv *copy_labels(Distsup__V1__ChildSpec__LabelsEntry **e, size_t n, boo
         return NULL;
     }
     for (size_t i = 0; i < n; i++) {
-        kv[i].key = dup_str(e[i]->key);
-        kv[i].value = dup_str(e[i]->value);
+        kv[i].key = ds_strdup0(e[i]->key);
+        kv[i].value = ds_strdup0(e[i]->value);
         if (!kv[i].key || !kv[i].value) *bad = true;
     }
     return kv;
@@ -568,10 +566,10 @@ static ds_kv *copy_labels(Distsup__V1__ChildSpec__LabelsEntry **e, size_t n, boo
 static bool child_from_pb(ds_child *ch, const Distsup__V1__ChildInfo *info)
 {
     bool bad = false;
-    ch->supervisor = dup_str(info->supervisor);
-    ch->name = dup_str(info->name);
-    ch->id = dup_str(info->id);
-    ch->node = dup_str(info->node);
+    ch->supervisor = ds_strdup0(info->supervisor);
+    ch->name = ds_strdup0(info->name);
+    ch->id = ds_strdup0(info->id);
+    ch->node = ds_strdup0(info->node);
     if (!ch->supervisor || !ch->name || !ch->id || !ch->node) bad = true;
     ch->os_pid = info->os_pid;
     ch->state = (ds_child_state)info->state;
@@ -582,11 +580,11 @@ static bool child_from_pb(ds_child *ch, const Distsup__V1__ChildInfo *info)
 
     const Distsup__V1__ChildSpec *s = info->spec;
     ds_child_spec *sp = &ch->spec;
-    sp->name = dup_str(s ? s->name : NULL);
-    sp->cwd = dup_str(s ? s->cwd : NULL);
-    sp->node = dup_str(s ? s->node : NULL);
-    sp->key = dup_str(s ? s->key : NULL);
-    sp->kind = dup_str(s ? s->kind : NULL);
+    sp->name = ds_strdup0(s ? s->name : NULL);
+    sp->cwd = ds_strdup0(s ? s->cwd : NULL);
+    sp->node = ds_strdup0(s ? s->node : NULL);
+    sp->key = ds_strdup0(s ? s->key : NULL);
+    sp->kind = ds_strdup0(s ? s->kind : NULL);
     if (!sp->name || !sp->cwd || !sp->node || !sp->key || !sp->kind) bad = true;
     if (s == NULL) return !bad;
     sp->restart = (ds_restart)s->restart;
@@ -601,7 +599,7 @@ static bool child_from_pb(ds_child *ch, const Distsup__V1__ChildInfo *info)
             sp->argv = (const char *const *)argv;
             sp->argc = s->n_argv;
             for (size_t i = 0; i < s->n_argv; i++)
-                if ((argv[i] = dup_str(s->argv[i])) == NULL) bad = true;
+                if ((argv[i] = ds_strdup0(s->argv[i])) == NULL) bad = true;
         }
     }
     sp->env = copy_env(s->env, s->n_env, &bad);
@@ -623,8 +621,8 @@ static bool child_from_pb(ds_child *ch, const Distsup__V1__ChildInfo *info)
 
 static int child_out(const Distsup__V1__ChildInfo *info, const char *what, ds_child **out, ds_error *err)
 {
-    if (out == NULL) return ok(err);
-    if (info == NULL) return fail(err, DS_INTERNAL, "%s: the reply has no child", what);
+    if (out == NULL) return ds_err_clear(err);
+    if (info == NULL) return ds_err_set(err, DS_INTERNAL, "%s: the reply has no child", what);
     ds_child *ch = calloc(1, sizeof *ch);
     if (ch == NULL) return oom(err);
     if (!child_from_pb(ch, info)) {
@@ -632,7 +630,7 @@ static int child_out(const Distsup__V1__ChildInfo *info, const char *what, ds_ch
         return oom(err);
     }
     *out = ch;
-    return ok(err);
+    return ds_err_clear(err);
 }
 
 /* ---- children: RPCs ------------------------------------------------------------ */
@@ -642,15 +640,17 @@ int ds_start_child(ds_client *c, const char *sup, const ds_child_spec *spec, con
 {
     if (out) *out = NULL;
     if (c == NULL || spec == NULL)
-        return fail(err, DS_INVALID_ARGUMENT, "ds_start_child: client and spec are required");
-    int hosted = !empty(spec->kind);
+        return ds_err_set(err, DS_INVALID_ARGUMENT, "ds_start_child: client and spec are required");
+    int hosted = !ds_empty(spec->kind);
     if (hosted && spec->argc)
-        return fail(err, DS_INVALID_ARGUMENT, "ds_start_child: a spec has argv (a process) or kind (hosted), not both");
-    if (!hosted && (spec->argc == 0 || spec->argv == NULL || empty(spec->argv[0])))
-        return fail(err, DS_INVALID_ARGUMENT, "ds_start_child: argv[0] (or a kind, for a hosted child) is required");
+        return ds_err_set(err, DS_INVALID_ARGUMENT,
+                          "ds_start_child: a spec has argv (a process) or kind (hosted), not both");
+    if (!hosted && (spec->argc == 0 || spec->argv == NULL || ds_empty(spec->argv[0])))
+        return ds_err_set(err, DS_INVALID_ARGUMENT,
+                          "ds_start_child: argv[0] (or a kind, for a hosted child) is required");
     if ((spec->n_env && spec->env == NULL) || (spec->n_labels && spec->labels == NULL) ||
         (spec->init_len && spec->init == NULL))
-        return fail(err, DS_INVALID_ARGUMENT, "ds_start_child: NULL array with a count");
+        return ds_err_set(err, DS_INVALID_ARGUMENT, "ds_start_child: NULL array with a count");
 
     Distsup__V1__ChildSpec ps = DISTSUP__V1__CHILD_SPEC__INIT;
     ps.name = S(spec->name);
@@ -677,7 +677,7 @@ int ds_start_child(ds_client *c, const char *sup, const ds_child_spec *spec, con
     }
     for (size_t i = 0; i < spec->argc; i++) {
         if (spec->argv[i] == NULL) {
-            rc = fail(err, DS_INVALID_ARGUMENT, "ds_start_child: argv[%zu] is NULL", i);
+            rc = ds_err_set(err, DS_INVALID_ARGUMENT, "ds_start_child: argv[%zu] is NULL", i);
             goto out;
         }
         argv[i] = (char *)spec->argv[i];
@@ -735,13 +735,13 @@ int ds_terminate_child(ds_client *c, const char *sup, const char *name, const ch
                        ds_error *err)
 {
     if (out) *out = NULL;
-    if (c == NULL) return fail(err, DS_INVALID_ARGUMENT, "ds_terminate_child: no client");
-    if (empty(name) && empty(id))
-        return fail(err, DS_INVALID_ARGUMENT, "ds_terminate_child: a name or an id is required");
+    if (c == NULL) return ds_err_set(err, DS_INVALID_ARGUMENT, "ds_terminate_child: no client");
+    if (ds_empty(name) && ds_empty(id))
+        return ds_err_set(err, DS_INVALID_ARGUMENT, "ds_terminate_child: a name or an id is required");
     Distsup__V1__TerminateChildRequest req = DISTSUP__V1__TERMINATE_CHILD_REQUEST__INIT;
     req.supervisor = S(sup);
     req.name = S(name);
-    req.id = empty(name) ? S(id) : "";
+    req.id = ds_empty(name) ? S(id) : "";
     ProtobufCMessage *resp;
     int rc = rpc_unary(c, SVC "TerminateChild", PM(&req), &distsup__v1__terminate_child_response__descriptor, &resp,
                        client_timeout(c), err);
@@ -749,7 +749,7 @@ int ds_terminate_child(ds_client *c, const char *sup, const char *name, const ch
     Distsup__V1__TerminateChildResponse *r = (Distsup__V1__TerminateChildResponse *)resp;
     if (out) {
         ds_terminated *t = calloc(1, sizeof *t);
-        char *n = dup_str(empty(r->name) ? name : r->name);
+        char *n = ds_strdup0(ds_empty(r->name) ? name : r->name);
         if (t == NULL || n == NULL) {
             free(t);
             free(n);
@@ -767,9 +767,9 @@ int ds_terminate_child(ds_client *c, const char *sup, const char *name, const ch
 
 int ds_children(ds_client *c, const char *sup, const char *node, ds_child_list **out, ds_error *err)
 {
-    if (out == NULL) return fail(err, DS_INVALID_ARGUMENT, "ds_children: out is NULL");
+    if (out == NULL) return ds_err_set(err, DS_INVALID_ARGUMENT, "ds_children: out is NULL");
     *out = NULL;
-    if (c == NULL) return fail(err, DS_INVALID_ARGUMENT, "ds_children: no client");
+    if (c == NULL) return ds_err_set(err, DS_INVALID_ARGUMENT, "ds_children: no client");
     ds_child_list *list = calloc(1, sizeof *list);
     if (list == NULL) return oom(err);
     char *token = NULL;
@@ -803,7 +803,8 @@ int ds_children(ds_client *c, const char *sup, const char *node, ds_child_list *
                 }
             }
         }
-        if (rc == DS_OK && !empty(r->next_page_token) && (token = dup_str(r->next_page_token)) == NULL) rc = oom(err);
+        if (rc == DS_OK && !ds_empty(r->next_page_token) && (token = ds_strdup0(r->next_page_token)) == NULL)
+            rc = oom(err);
         protobuf_c_message_free_unpacked(resp, NULL);
     } while (rc == DS_OK && token);
     free(token);
@@ -812,14 +813,14 @@ int ds_children(ds_client *c, const char *sup, const char *node, ds_child_list *
         return rc;
     }
     *out = list;
-    return ok(err);
+    return ds_err_clear(err);
 }
 
 int ds_count_children(ds_client *c, const char *sup, const char *node, ds_counts *out, ds_error *err)
 {
-    if (out == NULL) return fail(err, DS_INVALID_ARGUMENT, "ds_count_children: out is NULL");
+    if (out == NULL) return ds_err_set(err, DS_INVALID_ARGUMENT, "ds_count_children: out is NULL");
     memset(out, 0, sizeof *out);
-    if (c == NULL) return fail(err, DS_INVALID_ARGUMENT, "ds_count_children: no client");
+    if (c == NULL) return ds_err_set(err, DS_INVALID_ARGUMENT, "ds_count_children: no client");
     Distsup__V1__CountChildrenRequest req = DISTSUP__V1__COUNT_CHILDREN_REQUEST__INIT;
     req.supervisor = S(sup);
     req.node = S(node);
@@ -834,15 +835,15 @@ int ds_count_children(ds_client *c, const char *sup, const char *node, ds_counts
     out->workers = r->workers;
     out->failed = r->failed;
     protobuf_c_message_free_unpacked(resp, NULL);
-    return ok(err);
+    return ds_err_clear(err);
 }
 
 int ds_whereis(ds_client *c, const char *sup, const char *name, ds_child **out, ds_error *err)
 {
-    if (out == NULL) return fail(err, DS_INVALID_ARGUMENT, "ds_whereis: out is NULL");
+    if (out == NULL) return ds_err_set(err, DS_INVALID_ARGUMENT, "ds_whereis: out is NULL");
     *out = NULL;
-    if (c == NULL) return fail(err, DS_INVALID_ARGUMENT, "ds_whereis: no client");
-    if (empty(name)) return fail(err, DS_INVALID_ARGUMENT, "ds_whereis: a name is required");
+    if (c == NULL) return ds_err_set(err, DS_INVALID_ARGUMENT, "ds_whereis: no client");
+    if (ds_empty(name)) return ds_err_set(err, DS_INVALID_ARGUMENT, "ds_whereis: a name is required");
     Distsup__V1__WhereIsRequest req = DISTSUP__V1__WHERE_IS_REQUEST__INIT;
     req.supervisor = S(sup);
     req.name = S(name);
@@ -858,10 +859,10 @@ int ds_whereis(ds_client *c, const char *sup, const char *name, ds_child **out, 
 
 int ds_whois(ds_client *c, const char *sup, const char *id, ds_child **out, ds_error *err)
 {
-    if (out == NULL) return fail(err, DS_INVALID_ARGUMENT, "ds_whois: out is NULL");
+    if (out == NULL) return ds_err_set(err, DS_INVALID_ARGUMENT, "ds_whois: out is NULL");
     *out = NULL;
-    if (c == NULL) return fail(err, DS_INVALID_ARGUMENT, "ds_whois: no client");
-    if (empty(id)) return fail(err, DS_INVALID_ARGUMENT, "ds_whois: an id is required");
+    if (c == NULL) return ds_err_set(err, DS_INVALID_ARGUMENT, "ds_whois: no client");
+    if (ds_empty(id)) return ds_err_set(err, DS_INVALID_ARGUMENT, "ds_whois: an id is required");
     Distsup__V1__WhoIsRequest req = DISTSUP__V1__WHO_IS_REQUEST__INIT;
     req.supervisor = S(sup);
     req.id = S(id);
@@ -873,8 +874,8 @@ int ds_whois(ds_client *c, const char *sup, const char *id, ds_child **out, ds_e
     Distsup__V1__WhoIsResponse *r = (Distsup__V1__WhoIsResponse *)resp;
     if (r->child) {
         rc = child_out(r->child, "WhoIs", out, err);
-        if (rc == DS_OK && empty((*out)->name) && !empty(r->name)) {
-            char *n = dup_str(r->name);
+        if (rc == DS_OK && ds_empty((*out)->name) && !ds_empty(r->name)) {
+            char *n = ds_strdup0(r->name);
             if (n == NULL) {
                 ds_child_free(*out);
                 *out = NULL;
@@ -909,9 +910,9 @@ void ds_call_result_free(ds_call_result *r)
 /* The options' trace context in a request's traceparent and tracestate fields. */
 static void set_trace(const ds_message_options *opts, char **parent, char **state)
 {
-    if (opts == NULL || empty(opts->traceparent)) return;
+    if (opts == NULL || ds_empty(opts->traceparent)) return;
     *parent = (char *)opts->traceparent;
-    if (!empty(opts->tracestate)) *state = (char *)opts->tracestate;
+    if (!ds_empty(opts->tracestate)) *state = (char *)opts->tracestate;
 }
 
 int ds_call(ds_client *c, const char *sup, const char *name, const void *payload, size_t len, uint32_t timeout_ms,
@@ -924,9 +925,9 @@ int ds_call_opts(ds_client *c, const char *sup, const char *name, const void *pa
                  const ds_message_options *opts, ds_call_result **out, ds_error *err)
 {
     if (out) *out = NULL;
-    if (c == NULL) return fail(err, DS_INVALID_ARGUMENT, "ds_call: no client");
-    if (empty(name)) return fail(err, DS_INVALID_ARGUMENT, "ds_call: a name is required");
-    if (len && payload == NULL) return fail(err, DS_INVALID_ARGUMENT, "ds_call: NULL payload");
+    if (c == NULL) return ds_err_set(err, DS_INVALID_ARGUMENT, "ds_call: no client");
+    if (ds_empty(name)) return ds_err_set(err, DS_INVALID_ARGUMENT, "ds_call: a name is required");
+    if (len && payload == NULL) return ds_err_set(err, DS_INVALID_ARGUMENT, "ds_call: NULL payload");
     Distsup__V1__CallRequest req = DISTSUP__V1__CALL_REQUEST__INIT;
     req.supervisor = S(sup);
     req.name = S(name);
@@ -942,7 +943,7 @@ int ds_call_opts(ds_client *c, const char *sup, const char *name, const void *pa
     if (out) {
         ds_call_result *res = calloc(1, sizeof *res);
         uint8_t *data = malloc(r->payload.len + 1);
-        char *node = dup_str(r->node);
+        char *node = ds_strdup0(r->node);
         if (!res || !data || !node) {
             free(res);
             free(data);
@@ -969,9 +970,9 @@ int ds_cast(ds_client *c, const char *sup, const char *name, const void *payload
 int ds_cast_opts(ds_client *c, const char *sup, const char *name, const void *payload, size_t len,
                  const ds_message_options *opts, ds_error *err)
 {
-    if (c == NULL) return fail(err, DS_INVALID_ARGUMENT, "ds_cast: no client");
-    if (empty(name)) return fail(err, DS_INVALID_ARGUMENT, "ds_cast: a name is required");
-    if (len && payload == NULL) return fail(err, DS_INVALID_ARGUMENT, "ds_cast: NULL payload");
+    if (c == NULL) return ds_err_set(err, DS_INVALID_ARGUMENT, "ds_cast: no client");
+    if (ds_empty(name)) return ds_err_set(err, DS_INVALID_ARGUMENT, "ds_cast: a name is required");
+    if (len && payload == NULL) return ds_err_set(err, DS_INVALID_ARGUMENT, "ds_cast: NULL payload");
     Distsup__V1__CastRequest req = DISTSUP__V1__CAST_REQUEST__INIT;
     req.supervisor = S(sup);
     req.name = S(name);
@@ -992,9 +993,9 @@ int ds_send(ds_client *c, const char *sup, const char *name, const void *payload
 int ds_send_opts(ds_client *c, const char *sup, const char *name, const void *payload, size_t len,
                  const ds_message_options *opts, ds_error *err)
 {
-    if (c == NULL) return fail(err, DS_INVALID_ARGUMENT, "ds_send: no client");
-    if (empty(name)) return fail(err, DS_INVALID_ARGUMENT, "ds_send: a name is required");
-    if (len && payload == NULL) return fail(err, DS_INVALID_ARGUMENT, "ds_send: NULL payload");
+    if (c == NULL) return ds_err_set(err, DS_INVALID_ARGUMENT, "ds_send: no client");
+    if (ds_empty(name)) return ds_err_set(err, DS_INVALID_ARGUMENT, "ds_send: a name is required");
+    if (len && payload == NULL) return ds_err_set(err, DS_INVALID_ARGUMENT, "ds_send: NULL payload");
     Distsup__V1__SendRequest req = DISTSUP__V1__SEND_REQUEST__INIT;
     req.supervisor = S(sup);
     req.name = S(name);
@@ -1023,9 +1024,9 @@ void ds_node_list_free(ds_node_list *list)
 
 int ds_nodes(ds_client *c, const char *sup, ds_node_list **out, ds_error *err)
 {
-    if (out == NULL) return fail(err, DS_INVALID_ARGUMENT, "ds_nodes: out is NULL");
+    if (out == NULL) return ds_err_set(err, DS_INVALID_ARGUMENT, "ds_nodes: out is NULL");
     *out = NULL;
-    if (c == NULL) return fail(err, DS_INVALID_ARGUMENT, "ds_nodes: no client");
+    if (c == NULL) return ds_err_set(err, DS_INVALID_ARGUMENT, "ds_nodes: no client");
     Distsup__V1__NodesRequest req = DISTSUP__V1__NODES_REQUEST__INIT;
     req.supervisor = S(sup);
     ProtobufCMessage *resp;
@@ -1042,8 +1043,8 @@ int ds_nodes(ds_client *c, const char *sup, ds_node_list **out, ds_error *err)
             const Distsup__V1__NodeInfo *n = r->nodes[i];
             ds_node *d = &list->items[i];
             list->count = i + 1;
-            d->name = dup_str(n->name);
-            d->address = dup_str(n->address);
+            d->name = ds_strdup0(n->name);
+            d->address = ds_strdup0(n->address);
             d->up = n->up ? 1 : 0;
             d->self = n->self ? 1 : 0;
             d->children = n->children;
@@ -1056,8 +1057,8 @@ int ds_nodes(ds_client *c, const char *sup, ds_node_list **out, ds_error *err)
                 }
                 d->n_labels = n->n_labels;
                 for (size_t j = 0; j < n->n_labels; j++) {
-                    d->labels[j].key = dup_str(n->labels[j]->key);
-                    d->labels[j].value = dup_str(n->labels[j]->value);
+                    d->labels[j].key = ds_strdup0(n->labels[j]->key);
+                    d->labels[j].value = ds_strdup0(n->labels[j]->value);
                     if (!d->labels[j].key || !d->labels[j].value) bad = true;
                 }
             }
@@ -1069,14 +1070,14 @@ int ds_nodes(ds_client *c, const char *sup, ds_node_list **out, ds_error *err)
         return oom(err);
     }
     *out = list;
-    return ok(err);
+    return ds_err_clear(err);
 }
 
 int ds_node_for(ds_client *c, const char *sup, const char *key, char **node_out, ds_error *err)
 {
-    if (node_out == NULL) return fail(err, DS_INVALID_ARGUMENT, "ds_node_for: out is NULL");
+    if (node_out == NULL) return ds_err_set(err, DS_INVALID_ARGUMENT, "ds_node_for: out is NULL");
     *node_out = NULL;
-    if (c == NULL) return fail(err, DS_INVALID_ARGUMENT, "ds_node_for: no client");
+    if (c == NULL) return ds_err_set(err, DS_INVALID_ARGUMENT, "ds_node_for: no client");
     Distsup__V1__NodeForRequest req = DISTSUP__V1__NODE_FOR_REQUEST__INIT;
     req.supervisor = S(sup);
     req.key = S(key);
@@ -1084,19 +1085,19 @@ int ds_node_for(ds_client *c, const char *sup, const char *key, char **node_out,
     int rc = rpc_unary(c, SVC "NodeFor", PM(&req), &distsup__v1__node_for_response__descriptor, &resp,
                        client_timeout(c), err);
     if (rc != DS_OK) return rc;
-    char *n = dup_str(((Distsup__V1__NodeForResponse *)resp)->node);
+    char *n = ds_strdup0(((Distsup__V1__NodeForResponse *)resp)->node);
     protobuf_c_message_free_unpacked(resp, NULL);
     if (n == NULL) return oom(err);
     *node_out = n;
-    return ok(err);
+    return ds_err_clear(err);
 }
 
 int ds_mine(ds_client *c, const char *sup, const char *key, int *mine, char **node_out, ds_error *err)
 {
     if (node_out) *node_out = NULL;
-    if (mine == NULL) return fail(err, DS_INVALID_ARGUMENT, "ds_mine: mine is NULL");
+    if (mine == NULL) return ds_err_set(err, DS_INVALID_ARGUMENT, "ds_mine: mine is NULL");
     *mine = 0;
-    if (c == NULL) return fail(err, DS_INVALID_ARGUMENT, "ds_mine: no client");
+    if (c == NULL) return ds_err_set(err, DS_INVALID_ARGUMENT, "ds_mine: no client");
     Distsup__V1__MineRequest req = DISTSUP__V1__MINE_REQUEST__INIT;
     req.supervisor = S(sup);
     req.key = S(key);
@@ -1105,7 +1106,7 @@ int ds_mine(ds_client *c, const char *sup, const char *key, int *mine, char **no
     if (rc != DS_OK) return rc;
     Distsup__V1__MineResponse *r = (Distsup__V1__MineResponse *)resp;
     if (node_out) {
-        *node_out = dup_str(r->node);
+        *node_out = ds_strdup0(r->node);
         if (*node_out == NULL) rc = oom(err);
     }
     if (rc == DS_OK) *mine = r->mine ? 1 : 0;
@@ -1117,9 +1118,9 @@ int ds_mine(ds_client *c, const char *sup, const char *key, int *mine, char **no
 
 int ds_health_check(ds_client *c, const char *service, ds_health_status *status, ds_error *err)
 {
-    if (status == NULL) return fail(err, DS_INVALID_ARGUMENT, "ds_health_check: status is NULL");
+    if (status == NULL) return ds_err_set(err, DS_INVALID_ARGUMENT, "ds_health_check: status is NULL");
     *status = DS_HEALTH_UNKNOWN;
-    if (c == NULL) return fail(err, DS_INVALID_ARGUMENT, "ds_health_check: no client");
+    if (c == NULL) return ds_err_set(err, DS_INVALID_ARGUMENT, "ds_health_check: no client");
     Grpc__Health__V1__HealthCheckRequest req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
     req.service = S(service);
     ProtobufCMessage *resp;
@@ -1128,7 +1129,7 @@ int ds_health_check(ds_client *c, const char *service, ds_health_status *status,
     if (rc != DS_OK) return rc;
     *status = (ds_health_status)((Grpc__Health__V1__HealthCheckResponse *)resp)->status;
     protobuf_c_message_free_unpacked(resp, NULL);
-    return ok(err);
+    return ds_err_clear(err);
 }
 
 /* ---- watch --------------------------------------------------------------------- */
@@ -1138,11 +1139,12 @@ enum { TAG_SEND = 1, TAG_META, TAG_STATUS, TAG_MSG };
 
 int ds_watch(ds_client *c, const ds_watch_options *opts, ds_watch_fn fn, void *arg, ds_error *err)
 {
-    if (c == NULL || fn == NULL) return fail(err, DS_INVALID_ARGUMENT, "ds_watch: client and callback are required");
+    if (c == NULL || fn == NULL)
+        return ds_err_set(err, DS_INVALID_ARGUMENT, "ds_watch: client and callback are required");
     ds_watch_options none = {0};
     if (opts == NULL) opts = &none;
     if (opts->n_kinds && opts->kinds == NULL)
-        return fail(err, DS_INVALID_ARGUMENT, "ds_watch: NULL kinds with a count");
+        return ds_err_set(err, DS_INVALID_ARGUMENT, "ds_watch: NULL kinds with a count");
 
     Distsup__V1__WatchRequest req = DISTSUP__V1__WATCH_REQUEST__INIT;
     req.supervisor = S(opts->supervisor);
@@ -1161,7 +1163,7 @@ int ds_watch(ds_client *c, const ds_watch_options *opts, ds_watch_fn fn, void *a
     grpc_completion_queue *cq = grpc_completion_queue_create_for_next(NULL);
     if (cq == NULL) {
         grpc_byte_buffer_destroy(send_bb);
-        return fail(err, DS_INTERNAL, "cannot create a completion queue");
+        return ds_err_set(err, DS_INTERNAL, "cannot create a completion queue");
     }
     gpr_timespec deadline = opts->timeout_ms ? deadline_in(opts->timeout_ms) : gpr_inf_future(GPR_CLOCK_REALTIME);
     grpc_call *call = grpc_channel_create_call(c->channel, NULL, GRPC_PROPAGATE_DEFAULTS, cq,
@@ -1170,7 +1172,7 @@ int ds_watch(ds_client *c, const ds_watch_options *opts, ds_watch_fn fn, void *a
         grpc_byte_buffer_destroy(send_bb);
         grpc_completion_queue_shutdown(cq);
         grpc_completion_queue_destroy(cq);
-        return fail(err, DS_INTERNAL, "cannot create a call for Watch");
+        return ds_err_set(err, DS_INTERNAL, "cannot create a call for Watch");
     }
 
     grpc_metadata_array initial_md, trailing_md;
@@ -1214,7 +1216,7 @@ int ds_watch(ds_client *c, const ds_watch_options *opts, ds_watch_fn fn, void *a
     if (ce == GRPC_CALL_OK && (ce = grpc_call_start_batch(call, &msg_op, 1, TAG(TAG_MSG), NULL)) == GRPC_CALL_OK)
         pending++;
     if (ce != GRPC_CALL_OK) {
-        local_rc = fail(err, DS_INTERNAL, "grpc_call_start_batch: %s", grpc_call_error_to_string(ce));
+        local_rc = ds_err_set(err, DS_INTERNAL, "grpc_call_start_batch: %s", grpc_call_error_to_string(ce));
         grpc_call_cancel(call, NULL);
         cancelled = true;
     }
@@ -1239,7 +1241,7 @@ int ds_watch(ds_client *c, const ds_watch_options *opts, ds_watch_fn fn, void *a
             recv_bb = NULL;
             if (e == NULL) {
                 if (!cancelled) {
-                    local_rc = fail(err, DS_INTERNAL, "Watch: an event does not parse");
+                    local_rc = ds_err_set(err, DS_INTERNAL, "Watch: an event does not parse");
                     grpc_call_cancel(call, NULL);
                     cancelled = true;
                 }
@@ -1271,7 +1273,7 @@ int ds_watch(ds_client *c, const ds_watch_options *opts, ds_watch_fn fn, void *a
                 if (ce == GRPC_CALL_OK) {
                     pending++;
                 } else {
-                    local_rc = fail(err, DS_INTERNAL, "grpc_call_start_batch: %s", grpc_call_error_to_string(ce));
+                    local_rc = ds_err_set(err, DS_INTERNAL, "grpc_call_start_batch: %s", grpc_call_error_to_string(ce));
                     grpc_call_cancel(call, NULL);
                     cancelled = true;
                 }
@@ -1283,10 +1285,10 @@ int ds_watch(ds_client *c, const ds_watch_options *opts, ds_watch_fn fn, void *a
     }
 
     int rc;
-    if (stopped) rc = ok(err);
+    if (stopped) rc = ds_err_clear(err);
     else if (local_rc != DS_OK) rc = local_rc;
     else if (status != GRPC_STATUS_OK) rc = status_error(err, status, details);
-    else rc = ok(err);
+    else rc = ds_err_clear(err);
 
     if (recv_bb) grpc_byte_buffer_destroy(recv_bb);
     grpc_byte_buffer_destroy(send_bb);

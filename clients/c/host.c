@@ -103,39 +103,6 @@ struct ds_host {
 
 /* ---- errors and small helpers ------------------------------------------------- */
 
-static int fail(ds_error *err, int code, const char *fmt, ...)
-{
-    if (err) {
-        err->code = code;
-        va_list ap;
-        va_start(ap, fmt);
-        int n = vsnprintf(err->message, sizeof err->message, fmt, ap);
-        va_end(ap);
-        if (n < 0) err->message[0] = '\0';
-    }
-    return code;
-}
-
-static int ok(ds_error *err)
-{
-    if (err) {
-        err->code = DS_OK;
-        err->message[0] = '\0';
-    }
-    return DS_OK;
-}
-
-static bool empty(const char *s) { return s == NULL || s[0] == '\0'; }
-
-static char *dup_str(const char *s)
-{
-    if (s == NULL) s = "";
-    size_t n = strlen(s);
-    char *p = malloc(n + 1);
-    if (p) memcpy(p, s, n + 1);
-    return p;
-}
-
 static uint64_t now_ms(void)
 {
     struct timespec ts;
@@ -179,32 +146,32 @@ static void cancel_call(grpc_call *call)
 
 int ds_host_new(const char *target, const ds_host_options *opts, ds_host **out, ds_error *err)
 {
-    if (out == NULL) return fail(err, DS_INVALID_ARGUMENT, "ds_host_new: out is NULL");
+    if (out == NULL) return ds_err_set(err, DS_INVALID_ARGUMENT, "ds_host_new: out is NULL");
     *out = NULL;
     ds_host_options none = {0};
     if (opts == NULL) opts = &none;
     if (opts->n_labels && opts->labels == NULL)
-        return fail(err, DS_INVALID_ARGUMENT, "ds_host_new: NULL labels with a count");
-    if (empty(target)) target = DS_DEFAULT_ADDRESS;
+        return ds_err_set(err, DS_INVALID_ARGUMENT, "ds_host_new: NULL labels with a count");
+    if (ds_empty(target)) target = DS_DEFAULT_ADDRESS;
     ds_host *h = calloc(1, sizeof *h);
-    if (h == NULL) return fail(err, DS_RESOURCE_EXHAUSTED, "out of memory");
+    if (h == NULL) return ds_err_set(err, DS_RESOURCE_EXHAUSTED, "out of memory");
     int rc = DS_OK;
     pthread_condattr_t ca;
     if (pthread_condattr_init(&ca) != 0) {
         free(h);
-        return fail(err, DS_INTERNAL, "pthread_condattr_init failed");
+        return ds_err_set(err, DS_INTERNAL, "pthread_condattr_init failed");
     }
     int e1 = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     int e2 = e1 == 0 ? pthread_cond_init(&h->cv, &ca) : e1;
     (void)pthread_condattr_destroy(&ca); /* cannot fail on an initialised attribute */
     if (e2 != 0) {
         free(h);
-        return fail(err, DS_INTERNAL, "pthread_cond_init: %s", strerror(e2));
+        return ds_err_set(err, DS_INTERNAL, "pthread_cond_init: %s", strerror(e2));
     }
     if ((e1 = pthread_mutex_init(&h->mu, NULL)) != 0) {
         (void)pthread_cond_destroy(&h->cv);
         free(h);
-        return fail(err, DS_INTERNAL, "pthread_mutex_init: %s", strerror(e1));
+        return ds_err_set(err, DS_INTERNAL, "pthread_mutex_init: %s", strerror(e1));
     }
     atomic_init(&h->stop, false);
     atomic_init(&h->running, false);
@@ -217,25 +184,25 @@ int ds_host_new(const char *target, const ds_host_options *opts, ds_host **out, 
     h->backoff_min = opts->backoff_min_ms ? opts->backoff_min_ms : 100;
     h->backoff_max = opts->backoff_max_ms ? opts->backoff_max_ms : 5000;
     if (h->backoff_max < h->backoff_min) h->backoff_max = h->backoff_min;
-    h->target = dup_str(target);
-    h->name = dup_str(opts->name);
+    h->target = ds_strdup0(target);
+    h->name = ds_strdup0(opts->name);
     if (!h->target || !h->name) {
-        rc = fail(err, DS_RESOURCE_EXHAUSTED, "out of memory");
+        rc = ds_err_set(err, DS_RESOURCE_EXHAUSTED, "out of memory");
         goto bad;
     }
     if (opts->n_labels) {
         h->label_k = calloc(opts->n_labels, sizeof *h->label_k);
         h->label_v = calloc(opts->n_labels, sizeof *h->label_v);
         if (!h->label_k || !h->label_v) {
-            rc = fail(err, DS_RESOURCE_EXHAUSTED, "out of memory");
+            rc = ds_err_set(err, DS_RESOURCE_EXHAUSTED, "out of memory");
             goto bad;
         }
         h->n_labels = opts->n_labels;
         for (size_t i = 0; i < opts->n_labels; i++) {
-            h->label_k[i] = dup_str(opts->labels[i].key);
-            h->label_v[i] = dup_str(opts->labels[i].value);
+            h->label_k[i] = ds_strdup0(opts->labels[i].key);
+            h->label_v[i] = ds_strdup0(opts->labels[i].value);
             if (!h->label_k[i] || !h->label_v[i]) {
-                rc = fail(err, DS_RESOURCE_EXHAUSTED, "out of memory");
+                rc = ds_err_set(err, DS_RESOURCE_EXHAUSTED, "out of memory");
                 goto bad;
             }
         }
@@ -266,11 +233,11 @@ int ds_host_new(const char *target, const ds_host_options *opts, ds_host **out, 
     h->channel = grpc_channel_create(h->target, creds, &chargs);
     grpc_channel_credentials_release(creds);
     if (h->channel == NULL) {
-        rc = fail(err, DS_INVALID_ARGUMENT, "cannot create a channel to %s", h->target);
+        rc = ds_err_set(err, DS_INVALID_ARGUMENT, "cannot create a channel to %s", h->target);
         goto bad;
     }
     *out = h;
-    return ok(err);
+    return ds_err_clear(err);
 bad:
     ds_host_free(h);
     return rc;
@@ -294,7 +261,7 @@ int ds_host_register(ds_host *h, const char *kind, const struct ds_host_kind *vt
     if (check_kind_name(kind) != 0 || h->n_kinds == MAX_KINDS) return DS_INVALID_ARGUMENT;
     for (size_t i = 0; i < h->n_kinds; i++)
         if (strcmp(h->kinds[i].name, kind) == 0) return DS_INVALID_ARGUMENT;
-    char *name = dup_str(kind);
+    char *name = ds_strdup0(kind);
     if (name == NULL) return DS_RESOURCE_EXHAUSTED;
     h->kinds[h->n_kinds].name = name;
     h->kinds[h->n_kinds].vt = *vt;
@@ -746,7 +713,7 @@ int ds_host_reply_set(ds_host_reply *r, const void *payload, size_t n)
 int ds_host_reply_error(ds_host_reply *r, unsigned code, const char *message)
 {
     if (r == NULL) return -1;
-    char *m = dup_str(empty(message) ? "error" : message);
+    char *m = ds_strdup0(ds_empty(message) ? "error" : message);
     if (m == NULL) return -1;
     free(r->error);
     r->error = m;
@@ -757,7 +724,7 @@ int ds_host_reply_error(ds_host_reply *r, unsigned code, const char *message)
 int ds_host_child_stop(ds_host_child *self, int normal, const char *reason)
 {
     if (self == NULL) return -1;
-    char *m = dup_str(empty(reason) ? "stopped" : reason);
+    char *m = ds_strdup0(ds_empty(reason) ? "stopped" : reason);
     if (m == NULL) return -1;
     free(self->stop_reason);
     self->stop_reason = m;
@@ -954,13 +921,13 @@ static int session(ds_host *h, bool *welcomed, bool *from_daemon, ds_error *err)
     h->sess_msg[0] = '\0';
     h->out.len = 0;
     s.cq = grpc_completion_queue_create_for_next(NULL);
-    if (s.cq == NULL) return fail(err, DS_INTERNAL, "cannot create a completion queue");
+    if (s.cq == NULL) return ds_err_set(err, DS_INTERNAL, "cannot create a completion queue");
     s.call = grpc_channel_create_call(h->channel, NULL, GRPC_PROPAGATE_DEFAULTS, s.cq,
                                       grpc_slice_from_static_string(HOST_METHOD), NULL,
                                       gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
     int rc = DS_OK;
     if (s.call == NULL) {
-        rc = fail(err, DS_INTERNAL, "cannot create a call for %s", HOST_METHOD);
+        rc = ds_err_set(err, DS_INTERNAL, "cannot create a call for %s", HOST_METHOD);
         goto out;
     }
     lock(&h->mu);
@@ -1026,18 +993,18 @@ static int session(ds_host *h, bool *welcomed, bool *from_daemon, ds_error *err)
     }
     *welcomed = s.welcomed;
     if (atomic_load(&h->stop)) {
-        rc = fail(err, DS_OK, "stopped by ds_host_stop");
+        rc = ds_err_set(err, DS_OK, "stopped by ds_host_stop");
     } else if (h->sess_code != DS_OK) {
-        rc = fail(err, h->sess_code, "%s", h->sess_msg);
+        rc = ds_err_set(err, h->sess_code, "%s", h->sess_msg);
     } else {
         *from_daemon = true;
         size_t n = GRPC_SLICE_LENGTH(s.details);
         if (n > DS_ERROR_MESSAGE_MAX - 1) n = DS_ERROR_MESSAGE_MAX - 1;
         if (s.status == GRPC_STATUS_OK)
-            rc = fail(err, DS_UNAVAILABLE, "the daemon ended the session%s%.*s", n ? ": " : "", (int)n,
-                      (const char *)GRPC_SLICE_START_PTR(s.details));
-        else if (n) rc = fail(err, (int)s.status, "%.*s", (int)n, (const char *)GRPC_SLICE_START_PTR(s.details));
-        else rc = fail(err, (int)s.status, "%s", ds_status_name((int)s.status));
+            rc = ds_err_set(err, DS_UNAVAILABLE, "the daemon ended the session%s%.*s", n ? ": " : "", (int)n,
+                            (const char *)GRPC_SLICE_START_PTR(s.details));
+        else if (n) rc = ds_err_set(err, (int)s.status, "%.*s", (int)n, (const char *)GRPC_SLICE_START_PTR(s.details));
+        else rc = ds_err_set(err, (int)s.status, "%s", ds_status_name((int)s.status));
     }
     lock(&h->mu);
     h->call = NULL;
@@ -1083,11 +1050,11 @@ static bool hopeless(int code)
 
 int ds_host_run(ds_host *h, ds_error *err)
 {
-    if (h == NULL) return fail(err, DS_INVALID_ARGUMENT, "ds_host_run: no host");
-    if (h->n_kinds == 0) return fail(err, DS_FAILED_PRECONDITION, "ds_host_run: no kind registered");
+    if (h == NULL) return ds_err_set(err, DS_INVALID_ARGUMENT, "ds_host_run: no host");
+    if (h->n_kinds == 0) return ds_err_set(err, DS_FAILED_PRECONDITION, "ds_host_run: no kind registered");
     bool expected = false;
     if (!atomic_compare_exchange_strong(&h->running, &expected, true))
-        return fail(err, DS_FAILED_PRECONDITION, "ds_host_run: already running");
+        return ds_err_set(err, DS_FAILED_PRECONDITION, "ds_host_run: already running");
     uint32_t backoff = h->backoff_min;
     int rc = DS_OK;
     ds_error e;
@@ -1102,7 +1069,7 @@ int ds_host_run(ds_host *h, ds_error *err)
             break;
         }
         if (!welcomed && from_daemon && hopeless(rc)) {
-            fail(err, rc, "%s", e.message);
+            ds_err_set(err, rc, "%s", e.message);
             break;
         }
         if (welcomed) backoff = h->backoff_min;
@@ -1111,5 +1078,5 @@ int ds_host_run(ds_host *h, ds_error *err)
     }
     atomic_store(&h->stop, false);
     atomic_store(&h->running, false);
-    return rc == DS_OK ? ok(err) : rc;
+    return rc == DS_OK ? ds_err_clear(err) : rc;
 }

@@ -89,8 +89,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct loop *l = loop_new(1024, &lh, err, sizeof err);
     FUZZ_CHECK(l != NULL);
     struct sv sv;
-    struct sv_hooks hooks = {.now = f_now, .tick = f_tick, .event = f_event, .persist = f_persist,
-                             .remove = f_remove, .moved_out = f_moved_out};
+    struct sv_hooks hooks = {.now = f_now,
+                             .tick = f_tick,
+                             .event = f_event,
+                             .persist = f_persist,
+                             .remove = f_remove,
+                             .moved_out = f_moved_out};
     sv_init(&sv, &never, &hooks, l, "fuzz@node", "/nonexistent", 1);
     struct host_limits lim = {.ping_ms = 1000, .timeout_ms = 10000, .queue_bytes = 1 << 20, .max_hosts = 4};
     struct hosts *h = hosts_new(&sv, &lim, "fuzz@node", NULL);
