@@ -38,6 +38,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench/latency.h"
 #include "distsup/v1/supervisor.pb-c.h"
 
 #define MAX_LIST 8
@@ -107,14 +108,6 @@ struct job {
     unsigned conc;
 };
 
-struct stats {
-    size_t ok, failed;
-    double elapsed_s;
-    uint64_t *lat; /* ns, one per successful call */
-    size_t n_lat, cap_lat;
-    char first_error[300];
-};
-
 struct slot {
     grpc_call *call;
     grpc_metadata_array im, tm;
@@ -168,15 +161,7 @@ static void finish_slot(const struct job *j, struct slot *s, struct stats *st, u
         gpr_free(d);
     }
     if (ok) {
-        st->ok++;
-        if (st->n_lat == st->cap_lat) {
-            size_t cap = st->cap_lat ? st->cap_lat * 2 : 65536;
-            uint64_t *p = realloc(st->lat, cap * sizeof *p);
-            if (!p) die("out of memory%s", "");
-            st->lat = p;
-            st->cap_lat = cap;
-        }
-        st->lat[st->n_lat++] = t - s->t0;
+        if (stats_ok(st, t - s->t0) != 0) die("out of memory%s", "");
     } else {
         st->failed++;
     }
@@ -229,34 +214,20 @@ static void run_job(const struct job *j, struct stats *st)
     }
 }
 
-static int cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double pct_us(struct stats *st, double q)
-{
-    if (!st->n_lat) return 0;
-    size_t i = (size_t)(q * (double)(st->n_lat - 1) + 0.5);
-    return (double)st->lat[i] / 1000.0;
-}
-
 static void report(const char *section, const char *label, struct stats *st, int with_latency)
 {
     char fig[160];
-    qsort(st->lat, st->n_lat, sizeof *st->lat, cmp_u64);
+    stats_sort(st);
     snprintf(fig, sizeof fig, "%s calls/s", label);
     result(section, fig, (double)st->ok / st->elapsed_s, "1/s");
     if (with_latency) {
         snprintf(fig, sizeof fig, "%s p50", label);
-        result(section, fig, pct_us(st, 0.50), "us");
+        result(section, fig, stats_pct_us(st, 0.50), "us");
         snprintf(fig, sizeof fig, "%s p99", label);
-        result(section, fig, pct_us(st, 0.99), "us");
+        result(section, fig, stats_pct_us(st, 0.99), "us");
     }
     fprintf(stderr, "call_bench: %s / %s: %zu calls in %.2f s\n", section, label, st->ok, st->elapsed_s);
-    free(st->lat);
-    st->lat = NULL;
+    stats_free(st);
 }
 
 /* ---------- channels ---------- */
@@ -479,7 +450,7 @@ static void timed_series(const char *section, struct job *j, const struct opts *
     j->seconds = 0.5;
     j->n = 0;
     run_job(j, &st);
-    free(st.lat);
+    stats_free(&st);
     /* sequential: latency */
     j->conc = 1;
     j->seconds = o->seconds;
@@ -575,7 +546,7 @@ int main(int argc, char **argv)
         j.n = o.workers;
         j.conc = 1;
         run_job(&j, &st);
-        free(st.lat);
+        stats_free(&st);
         if (st.failed) die("cannot start the workers (is a bench-w0 left from an earlier run?)%s", "");
         size_t plen = o.payload < 5 ? 5 : o.payload;
         struct workers w = {.n = o.workers, .reply_len = plen};
@@ -609,7 +580,7 @@ int main(int argc, char **argv)
         j.n = o.workers;
         j.conc = 1;
         run_job(&j, &st);
-        free(st.lat);
+        stats_free(&st);
     } else if (!strcmp(cmd, "start")) {
         if (!o.counter) usage();
         struct starts s = {.counter = o.counter, .prefix = "bench-seq-"};

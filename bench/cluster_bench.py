@@ -190,21 +190,7 @@ class Bench:
         victim = max(nodes[:3], key=lambda n: sum(1 for v in where.values() if v == n.node_name))
         lost = {k for k, v in where.items() if v == victim.node_name}
         survivor = nodes[0] if victim is not nodes[0] else nodes[1]
-        started = {}
-        done = threading.Event()
-        watch = survivor.stub.Watch(pb.WatchRequest(cluster=True, kinds=[pb.PROCESS_START]))
-
-        def follow():
-            try:
-                for ev in watch:
-                    if ev.name in lost and ev.name not in started:
-                        started[ev.name] = time.monotonic()
-                        if len(started) == len(lost):
-                            done.set()
-            except grpc.RpcError:
-                pass
-        th = threading.Thread(target=follow, daemon=True)
-        th.start()
+        started, done, watch = self.follow_starts(survivor, lost)
         # the survivor's API while it takes over: sequential Calls to a child that ran on
         # it all along, from the kill until the last lost child has started elsewhere
         steady = next(k for k, v in where.items() if v == survivor.node_name)
@@ -218,7 +204,7 @@ class Bench:
                 except (grpc.RpcError, ValueError):  # ValueError: the bench is ending
                     return
                 probe_lat.append(time.monotonic() - t)
-        time.sleep(0.5)
+        time.sleep(0.2)
         log("killing %s, which holds %d children" % (victim.node_name, len(lost)))
         t_kill = time.monotonic()
         victim.kill9()

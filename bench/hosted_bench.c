@@ -34,6 +34,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench/latency.h"
 #include "distsup/v1/supervisor.pb-c.h"
 
 #define SVC "/distsup.v1.Supervisor/"
@@ -80,14 +81,6 @@ struct run {
     size_t n;       /* calls; 0: as many as fit in seconds */
     double seconds; /* with n == 0 */
     unsigned conc;
-};
-
-struct stats {
-    size_t ok, failed;
-    double elapsed_s;
-    uint64_t *lat; /* ns of every successful call */
-    size_t n_lat, cap_lat;
-    char first_error[300];
 };
 
 struct call_slot {
@@ -147,15 +140,7 @@ static void slot_finish(const struct run *r, struct call_slot *s, struct stats *
         gpr_free(d);
     }
     if (good) {
-        st->ok++;
-        if (st->n_lat == st->cap_lat) {
-            size_t cap = st->cap_lat ? st->cap_lat * 2 : 65536;
-            uint64_t *p = realloc(st->lat, cap * sizeof *p);
-            if (p == NULL) die("out of memory");
-            st->lat = p;
-            st->cap_lat = cap;
-        }
-        st->lat[st->n_lat++] = t - s->t0;
+        if (stats_ok(st, t - s->t0) != 0) die("out of memory");
     } else {
         st->failed++;
     }
@@ -203,32 +188,19 @@ static void run(const struct run *r, struct stats *st)
     }
 }
 
-static int cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double pct_us(const struct stats *st, double q)
-{
-    if (st->n_lat == 0) return 0;
-    return (double)st->lat[(size_t)(q * (double)(st->n_lat - 1) + 0.5)] / 1000.0;
-}
-
 /* rate (label + " /s"), p50 and p99; frees the latencies */
 static void report(const char *section, const char *label, struct stats *st)
 {
     char fig[200];
-    qsort(st->lat, st->n_lat, sizeof *st->lat, cmp_u64);
+    stats_sort(st);
     snprintf(fig, sizeof fig, "%s: per second", label);
     result(section, fig, (double)st->ok / st->elapsed_s, "1/s");
     snprintf(fig, sizeof fig, "%s: p50", label);
-    result(section, fig, pct_us(st, 0.50), "us");
+    result(section, fig, stats_pct_us(st, 0.50), "us");
     snprintf(fig, sizeof fig, "%s: p99", label);
-    result(section, fig, pct_us(st, 0.99), "us");
+    result(section, fig, stats_pct_us(st, 0.99), "us");
     fprintf(stderr, "hosted_bench: %s / %s: %zu calls in %.2f s\n", section, label, st->ok, st->elapsed_s);
-    free(st->lat);
-    st->lat = NULL;
+    stats_free(st);
 }
 
 /* ---- requests ------------------------------------------------------------------------ */
@@ -452,7 +424,7 @@ static void cmd_call(grpc_channel *ch, const char *name, double seconds, const u
     r.conc = 4; /* warm-up */
     r.seconds = 0.5;
     run(&r, &st);
-    free(st.lat);
+    stats_free(&st);
     char section[160], fig[64];
     snprintf(section, sizeof section, "Call, %s", label);
     for (size_t k = 0; k < n_conc; k++) {
