@@ -47,6 +47,8 @@ void gu_send_status(struct gu_batch *b, grpc_status_code code, grpc_slice *detai
     op->data.send_status_from_server.status_details = details;
 }
 
+void gu_send_close_from_client(struct gu_batch *b) { add(b, GRPC_OP_SEND_CLOSE_FROM_CLIENT); }
+
 void gu_recv_close_on_server(struct gu_batch *b, int *cancelled)
 {
     add(b, GRPC_OP_RECV_CLOSE_ON_SERVER)->data.recv_close_on_server.cancelled = cancelled;

@@ -32,6 +32,8 @@ void gu_recv_initial_metadata(struct gu_batch *b, grpc_metadata_array *md);
 void gu_send_message(struct gu_batch *b, grpc_byte_buffer *msg);
 void gu_recv_message(struct gu_batch *b, grpc_byte_buffer **msg);
 void gu_send_status(struct gu_batch *b, grpc_status_code code, grpc_slice *details);
+/* The client's half-close: it sends nothing more (what it sent before still arrives). */
+void gu_send_close_from_client(struct gu_batch *b);
 void gu_recv_close_on_server(struct gu_batch *b, int *cancelled);
 void gu_recv_status_on_client(struct gu_batch *b, grpc_metadata_array *trailing, grpc_status_code *status,
                               grpc_slice *details);

@@ -20,6 +20,7 @@
 
 #define METHOD "/distsup.v1.Peer/Link"
 #define HANDSHAKE_TIMEOUT_MS 5000
+#define END_TIMEOUT_MS 5000      /* an ended link whose other end does not end its side is cancelled then */
 #define MAX_HANDSHAKING 64       /* accepted links in handshake at once; a new one replaces the oldest */
 #define MAX_PER_SOURCE 4         /* ... and from one address */
 #define SENDQ_MAX (256u << 20)   /* bytes queued to one peer before it is dropped */
@@ -90,10 +91,12 @@ struct link {
     struct lane lanes[2]; /* enum link_lane */
     size_t qbytes;
     int sending;
-    const char *close_drained; /* link_close_drained: close once nothing is left to send (a static string) */
-    uint8_t *rx_msg;           /* a fragmented message being put together */
+    const char *close_drained; /* link_close_drained: end once nothing is left to send (a static string) */
+    int ending;                /* the stream is being ended in order (link_end): nothing more goes out */
+    uint64_t ending_since;
+    uint8_t *rx_msg; /* a fragmented message being put together */
     size_t rx_len, rx_total, rx_cap;
-    struct ltag t_recv, t_send, t_close, t_start;
+    struct ltag t_recv, t_send, t_close, t_start, t_end;
     grpc_metadata_array md_a, md_b;
     gpr_timespec deadline;
     grpc_status_code status;
@@ -324,7 +327,7 @@ static void on_sent(struct link *l, int ok);
 /* Seals the next packet in place and hands it to gRPC: control first, then bulk. */
 static void pump_send(struct link *l)
 {
-    if (l->sending || l->state == L_CLOSED) return;
+    if (l->sending || l->state == L_CLOSED || l->ending) return;
     struct lane *q = l->lanes[LANE_CONTROL].head ? &l->lanes[LANE_CONTROL] : &l->lanes[LANE_BULK];
     struct link_out *o = q->head;
     if (!o) return;
@@ -363,6 +366,33 @@ static void pump_send(struct link *l)
     }
 }
 
+static void on_ended(struct link *l, int ok)
+{
+    if (!ok) link_close(l, "its end could not be sent");
+    link_unref(l);
+}
+
+/* Ends l's stream in order, after what was sent: the dialer half-closes, the acceptor
+ * sends status OK.  Unlike a cancel, which may drop what gRPC had not yet handed to
+ * the other end, this reaches the other end after every message sent before it; the
+ * other end then ends its side, and the link closes here when the stream is over (or
+ * after END_TIMEOUT_MS, see linkset_tick). */
+static void link_end(struct link *l, const char *why)
+{
+    if (l->state != L_OPEN || l->ending) {
+        if (l->state != L_OPEN) link_close(l, why);
+        return;
+    }
+    log_debug("peer", "ending link with %s: %s", link_who(l), why);
+    l->ending = 1;
+    l->ending_since = now_ms();
+    struct gu_batch b;
+    gu_batch_init(&b);
+    if (l->initiator) gu_send_close_from_client(&b);
+    else gu_send_status(&b, GRPC_STATUS_OK, NULL);
+    if (start_batch(l, &b, &l->t_end, on_ended) != 0) link_close(l, why);
+}
+
 static void on_sent(struct link *l, int ok)
 {
     l->sending = 0;
@@ -374,7 +404,7 @@ static void on_sent(struct link *l, int ok)
     else pump_send(l);
     if (l->close_drained && l->state != L_CLOSED && !l->sending && !l->lanes[LANE_CONTROL].head &&
         !l->lanes[LANE_BULK].head)
-        link_close(l, l->close_drained);
+        link_end(l, l->close_drained);
     if (!l->sending) pthread_cond_broadcast(l->ls->cond);
     link_unref(l);
 }
@@ -382,16 +412,17 @@ static void on_sent(struct link *l, int ok)
 void link_close_drained(struct link *l, const char *why)
 {
     if (l->state == L_CLOSED) return;
+    if (!why) why = "everything sent";
     if (!l->sending && !l->lanes[LANE_CONTROL].head && !l->lanes[LANE_BULK].head) {
-        link_close(l, why);
+        link_end(l, why);
         return;
     }
-    l->close_drained = why ? why : "everything sent";
+    l->close_drained = why;
 }
 
 static int queue_out(struct link *l, enum link_lane lane, struct link_out *o)
 {
-    if (l->state == L_CLOSED || (lane == LANE_CONTROL && o->n_pkts != 1)) {
+    if (l->state == L_CLOSED || l->ending || (lane == LANE_CONTROL && o->n_pkts != 1)) {
         link_out_free(o);
         return -1;
     }
@@ -698,8 +729,9 @@ static void on_recv(struct link *l, int ok)
     l->rbuf = NULL;
     if (!ok || !bb || l->state == L_CLOSED) {
         if (bb) grpc_byte_buffer_destroy(bb);
-        if (l->state == L_OPEN && l->name[0]) log_info("peer", "link with %s closed by the other end", link_who(l));
-        link_close(l, "the stream ended");
+        if (l->state == L_OPEN && l->name[0] && !l->ending)
+            log_info("peer", "link with %s closed by the other end", link_who(l));
+        link_close(l, l->ending ? "ended" : "the stream ended");
         link_unref(l);
         return;
     }
@@ -723,7 +755,15 @@ static void on_recv(struct link *l, int ok)
 static void on_closed(struct link *l, int ok)
 {
     (void)ok;
-    link_close(l, "the call ended");
+    if (l->initiator && l->state == L_OPEN && l->status == GRPC_STATUS_OK) {
+        /* The other end ended the stream in order (link_end): the messages before its
+         * status may still wait to be read; the pending receive ends the link after
+         * them (or linkset_tick does). */
+        if (!l->ending) l->ending_since = now_ms();
+        l->ending = 1;
+    } else {
+        link_close(l, "the call ended");
+    }
     link_unref(l);
 }
 
@@ -881,6 +921,11 @@ void linkset_tick(struct linkset *ls, uint64_t now)
 {
     for (struct link *l = ls->links, *next; l; l = next) {
         next = l->next; /* taken first: closing l may free it */
+        if (l->ending && l->state == L_OPEN && now - l->ending_since > END_TIMEOUT_MS) {
+            log_warn("peer", "link with %s did not end within %dms; cancelled", link_who(l), END_TIMEOUT_MS);
+            link_close(l, NULL);
+            continue;
+        }
         if (l->state == L_HANDSHAKE && l->addr[0] && now - l->opened > HANDSHAKE_TIMEOUT_MS) {
             log_warn("peer", "handshake with %s took longer than %dms; dropped", l->addr, HANDSHAKE_TIMEOUT_MS);
             metrics_add(ls->metrics, MN_HS_FAIL_TIMEOUT, 1);
@@ -891,7 +936,7 @@ void linkset_tick(struct linkset *ls, uint64_t now)
 
 /* ---------- accessors ---------- */
 
-int link_is_open(const struct link *l) { return l->state == L_OPEN; }
+int link_is_open(const struct link *l) { return l->state == L_OPEN && !l->ending; }
 int link_initiator(const struct link *l) { return l->initiator; }
 const char *link_addr(const struct link *l) { return l->addr; }
 const char *link_name(const struct link *l) { return l->name; }

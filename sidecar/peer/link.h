@@ -92,9 +92,12 @@ struct link *link_dial(struct linkset *ls, const char *addr);
 /* Drops l (why: logged at debug level, may be NULL): cancels its stream; the closed
  * hook runs before this returns.  No effect on a closed link. */
 void link_close(struct link *l, const char *why);
-/* link_close once what is queued on l has been sent (at once when nothing is): the
- * last messages of a link being retired (an ack) reach the other end before the
- * stream is cancelled.  why: a static string. */
+/* Ends l in order once what is queued on l has been sent (at once when nothing is):
+ * the dialer half-closes the stream, the acceptor sends status OK, so the other end
+ * reads every message sent before the end (a cancel may drop the last ones: the ack
+ * of a link being retired) and then sees the link close.  Nothing more can be queued
+ * on l after the end goes out.  l closes here (the closed hook runs) when the other
+ * end has ended its side too, or after 5 s.  why: a static string. */
 void link_close_drained(struct link *l, const char *why);
 
 /* Queues o on lane (taking it).  0, or -1 if l is not open or the queue would pass
