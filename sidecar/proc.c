@@ -358,8 +358,9 @@ void proc_kill(struct proc *p, const char *why)
 
 /* ---------- leftovers ---------- */
 
-/* pgrp (field 5) and starttime (field 22) of /proc/PID/stat.  0 or -1. */
-static int read_stat(pid_t pid, pid_t *pgrp, unsigned long long *start)
+/* pgrp (field 5) and starttime (field 22) of /proc/PID/stat; *dead (when not NULL):
+ * 1 for a process that has exited and waits to be reaped (state Z or X).  0 or -1. */
+static int read_stat_dead(pid_t pid, pid_t *pgrp, unsigned long long *start, int *dead)
 {
     char path[64], buf[1024];
     snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
@@ -376,6 +377,7 @@ static int read_stat(pid_t pid, pid_t *pgrp, unsigned long long *start)
     long long pg = -1;
     for (char *save = NULL, *tok = strtok_r(s + 1, " ", &save); tok; tok = strtok_r(NULL, " ", &save)) {
         field++;
+        if (field == 3 && dead) *dead = tok[0] == 'Z' || tok[0] == 'X';
         if (field == 5) pg = strtoll(tok, NULL, 10);
         if (field == 22) {
             *pgrp = (pid_t)pg;
@@ -384,6 +386,11 @@ static int read_stat(pid_t pid, pid_t *pgrp, unsigned long long *start)
         }
     }
     return -1;
+}
+
+static int read_stat(pid_t pid, pid_t *pgrp, unsigned long long *start)
+{
+    return read_stat_dead(pid, pgrp, start, NULL);
 }
 
 int proc_start_ticks(pid_t pid, unsigned long long *ticks)
@@ -408,7 +415,10 @@ size_t proc_kill_leftovers(const struct proc_group *g, size_t n)
         if (*end || pid <= 0 || pid == (long)getpid()) continue;
         pid_t pg;
         unsigned long long start;
-        if (read_stat((pid_t)pid, &pg, &start) != 0) continue;
+        int dead = 0;
+        /* a zombie (the previous run's child, killed with it, not yet reaped by its new
+         * parent) is gone already */
+        if (read_stat_dead((pid_t)pid, &pg, &start, &dead) != 0 || dead) continue;
         for (size_t i = 0; i < n; i++) {
             if (g[i].pgid != pg || start < g[i].start_ticks) continue;
             /* A live leader with another start time: the pid was reused, a new group. */

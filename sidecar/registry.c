@@ -79,6 +79,7 @@ struct rentry *registry_get(struct registry *r, const char *name)
 
 struct rentry *registry_find_id(struct registry *r, const char *id)
 {
+    if (!id[0]) return NULL; /* a child with no incarnation yet has no id */
     for (struct rentry *e = r->itable[rhash(r, id) & (r->size - 1)]; e; e = e->inext)
         if (!strcmp(e->info->id, id)) return e;
     return NULL;
@@ -86,6 +87,7 @@ struct rentry *registry_find_id(struct registry *r, const char *id)
 
 static void id_link(struct registry *r, struct rentry *e)
 {
+    if (!e->info->id[0]) return; /* not indexed (see registry_find_id) */
     size_t i = rhash(r, e->info->id) & (r->size - 1);
     e->inext = r->itable[i];
     r->itable[i] = e;
@@ -93,6 +95,7 @@ static void id_link(struct registry *r, struct rentry *e)
 
 static void id_unlink(struct registry *r, struct rentry *e)
 {
+    if (!e->info->id[0]) return;
     struct rentry **pp = &r->itable[rhash(r, e->info->id) & (r->size - 1)];
     while (*pp && *pp != e) pp = &(*pp)->inext;
     if (*pp) *pp = e->inext;
@@ -132,6 +135,7 @@ static int grow(struct registry *r)
         size_t i = rhash(r, e->info->name) & (n - 1);
         e->hnext = t[i];
         t[i] = e;
+        if (!e->info->id[0]) continue;
         i = rhash(r, e->info->id) & (n - 1);
         e->inext = it[i];
         it[i] = e;

@@ -191,9 +191,13 @@ int authz_child_info(struct core *c, struct node *from, struct sup *s, const Dis
         return AUTHZ_REFUSE;
     }
     /* Its id is the sender's (NODE/...) and of the size the daemon makes them: a long or
-     * borrowed id would cost memory and divert lookups by id to the sender. */
+     * borrowed id would cost memory and divert lookups by id to the sender.  A child
+     * with no process (held back while its node syncs after a restart, waiting for a
+     * host, or FAILED) has had no incarnation this run: its id is empty. */
     size_t nl = strlen(from->name), il = strlen(info->id);
-    if (il >= 320 || il <= nl || strncmp(info->id, from->name, nl) || info->id[nl] != '/') {
+    int idle = info->state == DISTSUP__V1__CHILD_STATE__SUSPENDED || info->state == DISTSUP__V1__CHILD_STATE__FAILED;
+    if (il >= 320 || (il == 0 && !idle) ||
+        (il > 0 && (il <= nl || strncmp(info->id, from->name, nl) || info->id[nl] != '/'))) {
         snprintf(err, errlen, "refused a ChildInfo of child %.200s: its id is not one of node %s's", info->name,
                  from->name);
         return AUTHZ_REFUSE;
@@ -225,7 +229,11 @@ int authz_child_info(struct core *c, struct node *from, struct sup *s, const Dis
     if (e && strcmp(e->info->node, info->node)) {
         struct node *owner = find_node(c, e->info->node);
         copy_of_info(e->info, &other);
-        if (owner && owner->up && copy_wins(&theirs, &other) && !returning(c, from) && !returning(c, owner)) {
+        /* A held-back copy (SUSPENDED: its node syncs after a restart) does not run: a
+         * failover copy of it, re-homed while that node was away, is the one its node
+         * will find and give way to. */
+        int held = !other.running && copy_derives(&theirs, &other);
+        if (owner && owner->up && !held && copy_wins(&theirs, &other) && !returning(c, from) && !returning(c, owner)) {
             snprintf(err, errlen,
                      "refused a ChildInfo of child %.200s (incarnation %llu): node %s runs it (incarnation %llu) and "
                      "is up; kept until that node says it is gone",

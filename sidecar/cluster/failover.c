@@ -80,6 +80,7 @@ void suspend_children(struct core *c)
 struct rehome_ctx {
     struct core *c;
     char *sup, *name, *to;
+    uint64_t incarnation; /* the one asked for */
 };
 
 static void rehome_done(void *arg, int code, const char *message, const ProtobufCMessage *reply)
@@ -96,7 +97,13 @@ static void rehome_done(void *arg, int code, const char *message, const Protobuf
         struct node *to = find_node(c, x->to);
         if (info && to && !to->self) apply_remote_info(c, to, info);
         else if (info) distsup__v1__child_info__free_unpacked(info, NULL);
-    } else if (code == ANSWER_MOVED && e && e->rehome_tries < REHOME_ASK_AGAIN) {
+    } else if (code == ANSWER_MOVED && (!e || e->info->incarnation + 1 != x->incarnation)) {
+        /* its entry is gone or newer here: its node came back (and says afresh what it
+         * holds) or another copy took the name; there is nothing to re-home now */
+        log_debug("cluster", "re-homing child %s on node %s: %s; not asking again (its entry changed here)", x->name,
+                  x->to, message);
+        if (e) e->rehoming = 0;
+    } else if (code == ANSWER_MOVED && e->rehome_tries < REHOME_ASK_AGAIN) {
         /* the node asked has not seen the owner down yet: ask again soon */
         log_debug("cluster", "re-homing child %s on node %s: %s; asking again", x->name, x->to, message);
         e->rehoming = 0;
@@ -149,6 +156,7 @@ static int rehome(struct core *c, struct sup *s, struct rentry *e)
         return 0;
     }
     x->c = c;
+    x->incarnation = info->incarnation + 1;
     e->rehoming = 1;
     if (!e->rehome_tries)
         log_info("cluster", "re-homing child %s of down node %s on node %s", info->name, info->node, to->name);

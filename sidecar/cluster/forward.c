@@ -276,7 +276,10 @@ static void run_forwarded(struct core *c, struct node *from, const struct fwd_vi
     if (v->op_or_code == CORE_PLACE) {
         int code;
         if (authz_place(c, from, (const Distsup__V1__Place *)req, &code, err, sizeof err) != 0) {
-            authz_refused(c, from, "%s", err);
+            /* "not yet" (the child's node is still up here) is an ordinary race of who
+             * sees a node down first, not a bad message */
+            if (code == ANSWER_MOVED) log_debug("cluster", "a Place from node %s: %s", from->name, err);
+            else authz_refused(c, from, "%s", err);
             answer_fail(reply_remote, rr, code, "node %s %s", c->cfg->node_name, err);
             protobuf_c_message_free_unpacked(req, NULL);
             return;

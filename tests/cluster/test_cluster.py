@@ -374,6 +374,10 @@ class Failover(ClusterTest):
         self.assertEqual(len(copies), expect)
         self.assertEqual([k for k, p in copies.items() if len(p) != 1], [])
         self.assertIn("not starting it here", victim.read_log())
+        # what the restarted node said of the children it held back (SUSPENDED, no id yet)
+        # is taken, not refused as a peer's bad message
+        for s in survivors:
+            self.assertEqual([ln for ln in s.read_log().splitlines() if "refused" in ln and " WARN " in ln], [])
         for n in lost:
             if restart[n] != pb.TEMPORARY:
                 self.assertEqual(victim.stub.Call(pb.CallRequest(name=n, payload=b"get")).payload, b"7")
@@ -517,6 +521,10 @@ class RestartDuringRehome(ClusterTest):
                 dups = [ln for lg in logs for ln in lg.splitlines() if "too; duplicate" in ln]
                 self.assertFalse(dups, "%d copies stopped as duplicates (two ran at once), first: %s" % (
                     len(dups), dups[:3]))
+                # nothing of this is a peer's bad message: no warning (refusals are warnings)
+                # but the victim's loss
+                self.assertEqual([ln for lg in logs for ln in lg.splitlines()
+                                  if ln.split(" ")[1:2] in (["WARN"], ["ERROR"]) and "is down" not in ln], [])
                 inflight = set().union(*(rehomes_in_flight_at_return(lg, victim.node_name) for lg in logs[:2]))
                 if inflight:
                     hit += 1

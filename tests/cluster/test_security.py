@@ -205,10 +205,14 @@ class ForgedClusterMessages(ClusterTest):
         self.assertEqual(r["handshake"], "ok")
         r = self.evil("badid", "long", "n4@test/" + "x" * 900)
         self.assertEqual(r["handshake"], "ok")
-        wait_for(lambda: self.target.read_log().count("its id is not one of node n4@test's") >= 2,
-                 what="both refusals in the log")
+        # no id at all passes only for a child with no process (SUSPENDED or FAILED)
+        r = self.evil("badid", "noid", "")
+        self.assertEqual(r["handshake"], "ok")
+        wait_for(lambda: self.target.read_log().count("its id is not one of node n4@test's") >= 3,
+                 what="the three refusals in the log")
         self.assertNotIn("borrowed", self.target.children())
         self.assertNotIn("long", self.target.children())
+        self.assertNotIn("noid", self.target.children())
         self.assertEqual(self.target.stub.WhoIs(pb.WhoIsRequest(id=v1.id)).name, "v1")
         self.assert_unharmed()
 

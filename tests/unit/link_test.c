@@ -36,10 +36,10 @@ struct side {
     struct identity id;
     struct linkset *ls;
     int port;
-    struct link *cur;          /* the link of this round, once open */
-    unsigned got;              /* messages of this round */
+    struct link *cur;           /* the link of this round, once open */
+    unsigned got;               /* messages of this round */
     uint8_t seen[MESSAGES + 2]; /* which sequence numbers came */
-    int closed;                /* the closed hook ran for cur */
+    int closed;                 /* the closed hook ran for cur */
     unsigned got_at_close;
 };
 
