@@ -4,6 +4,7 @@ import collections
 import json
 import os
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -540,6 +541,56 @@ class RestartDuringRehome(ClusterTest):
         self.assertEqual([k for k, p in copies.items() if len(p) != 1], [])
         for n in names[:: 50]:
             self.assertEqual(nodes[0].stub.Call(pb.CallRequest(name=n, payload=b"get")).payload, b"5", n)
+
+
+class HeldNames(ClusterTest):
+    def test_a_restarting_nodes_held_children_are_known_to_its_peers_while_it_syncs(self):
+        # A node that restarts holds its stored children back (SUSPENDED, no process, no
+        # id yet) until it is in sync.  Its snapshot says so; the peers must take that
+        # and keep answering for those names (before: they refused every such entry for
+        # its empty id and dropped the names, so WhereIs said NOT_FOUND).  n1 is stopped
+        # while n2 is killed and restarted (so n1 re-homes nothing: it sees a restart),
+        # and n2 also lists a seed that accepts TCP and never answers, which holds its
+        # sync open (sync_timeout_ms 20 s) until the test closes that seed.
+        nodes = self.make_cluster(2)
+        a, b = nodes
+        names = ["h%02d" % i for i in range(10)]
+        for n in names:
+            a.stub.StartChild(pb.StartChildRequest(spec=spec(n, init=b"3"), node=b.node_name))
+        self.wait_synced(nodes, len(names))
+        hole = socket.socket()
+        hole.bind(("127.0.0.1", 0))
+        hole.listen(8)
+        try:
+            os.kill(a.proc.pid, signal.SIGSTOP)
+            try:
+                b.kill9()
+                bmark = len(b.read_log())
+                b.args += ["--seeds", "%s,127.0.0.1:%d" % (a.peer_addr, hole.getsockname()[1]),
+                           "--sync-timeout-ms", "20000"]
+                b.start()
+                time.sleep(0.3)
+                mark = len(a.read_log())
+            finally:
+                os.kill(a.proc.pid, signal.SIGCONT)
+            wait_for(lambda: "synced with node n2@test" in a.read_log()[mark:], timeout=10,
+                     what="n1 to have n2's snapshot")
+            self.assertNotIn("in sync with the cluster", b.read_log()[bmark:], "n2 should still hold its children")
+            for n in names:
+                c = a.stub.WhereIs(pb.WhereIsRequest(name=n)).child
+                self.assertEqual((c.node, c.state), (b.node_name, pb.SUSPENDED), n)
+            with self.assertRaises(grpc.RpcError) as cm:
+                a.stub.StartChild(pb.StartChildRequest(spec=spec(names[0])), timeout=10)
+            self.assertEqual(cm.exception.code(), SC.ALREADY_EXISTS, cm.exception.details())
+            self.assertEqual([ln for ln in a.read_log()[mark:].splitlines() if "refused" in ln and " WARN " in ln],
+                             [])
+        finally:
+            hole.close()
+        # the unanswering seed is closed: n2 has tried every seed, is in sync, starts them
+        self.wait_synced(nodes, len(names), timeout=30)
+        for n in names:
+            self.assertEqual(a.stub.Call(pb.CallRequest(name=n, payload=b"get")).payload, b"3")
+            self.assertEqual(a.stub.WhereIs(pb.WhereIsRequest(name=n)).child.node, b.node_name)
 
 
 class Pause(ClusterTest):
