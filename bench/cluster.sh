@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The cluster benchmarks of docs/performance.md, in one run, on loopback: builds, then
 # runs bench/cluster_bench.py (remote Call latency against local and the bare echo,
-# failover time of a node holding 1,000 children, moves on a join, 5-node convergence).
+# failover time of a node holding 1,000 children, moves on a join, a rolling restart,
+# 5-node convergence).
 #
 #   bench/cluster.sh                          (about two minutes)
 #   FAILOVER_CHILDREN=300 BENCH_SECONDS=2 bench/cluster.sh

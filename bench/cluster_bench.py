@@ -14,7 +14,10 @@ Real distsupd processes with real keys and the C counter worker, default setting
    every one has answered a Call.
 3. Keys moved when a 4th node joins, against the ideal 1/4, and the time for the
    moves to finish.
-4. A 5-node cluster started at once (each seeded with the first): time until every
+4. A rolling restart of 3 nodes holding ROLLING_CHILDREN (300) children: each node in
+   turn is stopped (SIGTERM: a graceful leave) and started again; Calls through the
+   other nodes throughout, and how many failed; children whose state was lost.
+5. A 5-node cluster started at once (each seeded with the first): time until every
    node sees all 5 up.
 
 Everything it starts is killed on exit, also on failure.  Prints one RESULT line per
@@ -40,6 +43,7 @@ ECHO = os.path.join(ROOT_BIN, "bench", "echo_server")
 COUNTER_HOST = os.path.join(ROOT_BIN, "examples", "counter_host", "counter_host")
 N_HOSTED = int(os.environ.get("HOSTED_CHILDREN", "10000"))  # per node (hosted failover), per host (host loss)
 N_FAIL = int(os.environ.get("FAILOVER_CHILDREN", "1000"))
+N_ROLL = int(os.environ.get("ROLLING_CHILDREN", "300"))
 SECS = os.environ.get("BENCH_SECONDS", "3")
 LARGE = 256 * 1024  # bytes of the large-payload Calls, each way
 
@@ -73,6 +77,56 @@ def wait_for(pred, timeout, what):
             return
         time.sleep(0.01)
     raise SystemExit("cluster_bench: timed out waiting for " + what)
+
+
+class CallLoad:
+    """Threads that Call names in turn (a read: "get") through the nodes in `via`, a list
+    the bench may change meanwhile (a node about to stop is taken out first: a client
+    behind a load balancer stops using it), counting calls and keeping each failure."""
+
+    def __init__(self, via, names, threads=2):
+        self.via, self.names = via, sorted(names)
+        self.calls, self.failed = 0, []
+        self.lock = threading.Lock()
+        self.busy = {}  # node -> Calls in flight through it
+        self.stopping = threading.Event()
+        self.threads = [threading.Thread(target=self.run, args=(k,), daemon=True) for k in range(threads)]
+        for th in self.threads:
+            th.start()
+
+    def run(self, k):
+        i = k
+        while not self.stopping.is_set():
+            with self.lock:
+                node, name = self.via[i % len(self.via)], self.names[(i * 7919) % len(self.names)]
+                self.busy[node] = self.busy.get(node, 0) + 1
+            i += 1
+            try:
+                node.stub.Call(pb.CallRequest(name=name, payload=b"get"), timeout=10)
+                self.calls += 1
+            except grpc.RpcError as e:
+                self.failed.append("%s via %s: %s %s" % (name, node.node_name, e.code(), e.details()))
+            with self.lock:
+                self.busy[node] -= 1
+
+    def take_out(self, node):
+        """No new Calls through node, and none left in flight through it."""
+        with self.lock:
+            self.via.remove(node)
+        wait_for(lambda: self.busy.get(node, 0) == 0, 20, "the Calls through %s to end" % node.node_name)
+
+    def put_back(self, node):
+        with self.lock:
+            self.via.append(node)
+
+    def stop(self, section, what):
+        self.stopping.set()
+        for th in self.threads:
+            th.join(15)
+        result(section, "Calls during " + what, self.calls + len(self.failed), "")
+        result(section, "... of which failed", len(self.failed), "")
+        if self.failed:
+            log("first failed call: " + self.failed[0])
 
 
 class Bench:
@@ -248,22 +302,7 @@ class Bench:
         before = {c.name: c.node for c in all_children(rest[0].stub)}
         new = nodes[3]
         # clients keep calling children through the two nodes throughout the join
-        names_all = sorted(before)
-        calls, failed, stop = [0], [], threading.Event()
-
-        def caller(k):
-            i = k
-            while not stop.is_set():
-                node, name = rest[i % 2], names_all[(i * 7919) % len(names_all)]
-                i += 1
-                try:
-                    node.stub.Call(pb.CallRequest(name=name, payload=b"get"), timeout=10)
-                    calls[0] += 1
-                except grpc.RpcError as e:
-                    failed.append("%s %s" % (e.code(), e.details()))
-        callers = [threading.Thread(target=caller, args=(k,), daemon=True) for k in range(2)]
-        for th in callers:
-            th.start()
+        load = CallLoad(rest, before)
         t_join = time.monotonic()
         new.start()
         self.mesh(rest + [new])
@@ -274,9 +313,6 @@ class Bench:
             return sum(1 for c in kids if c.node == new.node_name and c.state == pb.RUNNING) == len(target)
         wait_for(settled, 120, "the moves to the new node")
         t_moved = time.monotonic() - t_join
-        stop.set()
-        for th in callers:
-            th.join(15)
         after = {c.name: c.node for c in all_children(new.stub)}
         moved = sum(1 for k in before if after.get(k) != before[k])
         n = len(before)
@@ -284,10 +320,42 @@ class Bench:
         result("join", "moved to the new node", moved, "")
         result("join", "moved fraction (ideal 1/3 with 2 -> 3 nodes)", "%.3f" % (moved / n), "")
         result("join", "join to the last move done", "%.2f" % t_moved, "s")
-        result("join", "Calls during the join", calls[0] + len(failed), "")
-        result("join", "... of which failed", len(failed), "")
-        if failed:
-            log("first failed call: " + failed[0])
+        load.stop("join", "the join")
+        for node in nodes:
+            node.cleanup()
+
+    def rolling_restart(self):
+        """Each of 3 nodes in turn: SIGTERM (a graceful leave hands its children over
+        with their state), restarted with its data, back in the mesh and the moves back
+        to it done; clients call every child throughout, through the nodes not being
+        restarted."""
+        nodes = self.cluster(3, "r")
+        names = ["r%04d" % i for i in range(N_ROLL)]
+        self.start_children(nodes[0], names)
+        wait_for(lambda: all(n.stub.CountChildren(pb.CountChildrenRequest()).active == len(names) for n in nodes),
+                 120, "every start to be known cluster-wide")
+        for k in names:  # state 8, where a child started again from its init would say 7
+            nodes[0].stub.Call(pb.CallRequest(name=k, payload=b"incr"))
+        load = CallLoad(list(nodes), names)
+        t0 = time.monotonic()
+        for node in nodes:
+            load.take_out(node)
+            node.stop()
+            node.start()
+            self.mesh(nodes)
+            load.put_back(node)
+
+            def settled():  # all running, and the node has its share back
+                kids = all_children(node.stub)
+                mine = sum(1 for c in kids if c.node == node.node_name)
+                return len(kids) == len(names) and all(c.state == pb.RUNNING for c in kids) and mine > 0
+            wait_for(settled, 120, "%s to have children again" % node.node_name)
+        t = time.monotonic() - t0
+        result("rolling restart", "children (3 nodes)", len(names), "")
+        result("rolling restart", "the 3 nodes restarted one after another", "%.2f" % t, "s")
+        load.stop("rolling restart", "the rolling restart")
+        state = [k for k in names if nodes[0].stub.Call(pb.CallRequest(name=k, payload=b"get")).payload != b"8"]
+        result("rolling restart", "children whose state was lost", len(state), "")
         for node in nodes:
             node.cleanup()
 
@@ -453,8 +521,8 @@ def main():
     b = Bench()
     only = os.environ.get("BENCH_ONLY", "")  # e.g. BENCH_ONLY=failover_and_join
     try:
-        for section in ("latency", "failover_and_join", "four_to_one_quarter", "convergence", "hosted_failover",
-                        "hosted_host_loss"):
+        for section in ("latency", "failover_and_join", "rolling_restart", "four_to_one_quarter", "convergence",
+                        "hosted_failover", "hosted_host_loss"):
             if not only or section in only.split(","):
                 getattr(b, section)()
     finally:
