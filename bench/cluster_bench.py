@@ -34,7 +34,7 @@ import shutil
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "cluster"))
 
-from cluster import COUNTER, ROOT_BIN, Node, free_ports, keygen, pb  # noqa: E402
+from cluster import COUNTER, ROOT_BIN, Callers, Node, free_ports, keygen, pb  # noqa: E402
 
 import grpc  # noqa: E402
 
@@ -70,6 +70,15 @@ def all_children(stub):
             return out
 
 
+def calls_result(load, section, what):
+    """Stops a cluster.Callers and reports its Calls and failures."""
+    load.stop()
+    result(section, "Calls during " + what, load.calls + len(load.errors), "")
+    result(section, "... of which failed", len(load.errors), "")
+    if load.errors:
+        log("first failed call: " + load.errors[0])
+
+
 def wait_for(pred, timeout, what):
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -77,56 +86,6 @@ def wait_for(pred, timeout, what):
             return
         time.sleep(0.01)
     raise SystemExit("cluster_bench: timed out waiting for " + what)
-
-
-class CallLoad:
-    """Threads that Call names in turn (a read: "get") through the nodes in `via`, a list
-    the bench may change meanwhile (a node about to stop is taken out first: a client
-    behind a load balancer stops using it), counting calls and keeping each failure."""
-
-    def __init__(self, via, names, threads=2):
-        self.via, self.names = via, sorted(names)
-        self.calls, self.failed = 0, []
-        self.lock = threading.Lock()
-        self.busy = {}  # node -> Calls in flight through it
-        self.stopping = threading.Event()
-        self.threads = [threading.Thread(target=self.run, args=(k,), daemon=True) for k in range(threads)]
-        for th in self.threads:
-            th.start()
-
-    def run(self, k):
-        i = k
-        while not self.stopping.is_set():
-            with self.lock:
-                node, name = self.via[i % len(self.via)], self.names[(i * 7919) % len(self.names)]
-                self.busy[node] = self.busy.get(node, 0) + 1
-            i += 1
-            try:
-                node.stub.Call(pb.CallRequest(name=name, payload=b"get"), timeout=10)
-                self.calls += 1
-            except grpc.RpcError as e:
-                self.failed.append("%s via %s: %s %s" % (name, node.node_name, e.code(), e.details()))
-            with self.lock:
-                self.busy[node] -= 1
-
-    def take_out(self, node):
-        """No new Calls through node, and none left in flight through it."""
-        with self.lock:
-            self.via.remove(node)
-        wait_for(lambda: self.busy.get(node, 0) == 0, 20, "the Calls through %s to end" % node.node_name)
-
-    def put_back(self, node):
-        with self.lock:
-            self.via.append(node)
-
-    def stop(self, section, what):
-        self.stopping.set()
-        for th in self.threads:
-            th.join(15)
-        result(section, "Calls during " + what, self.calls + len(self.failed), "")
-        result(section, "... of which failed", len(self.failed), "")
-        if self.failed:
-            log("first failed call: " + self.failed[0])
 
 
 class Bench:
@@ -302,7 +261,7 @@ class Bench:
         before = {c.name: c.node for c in all_children(rest[0].stub)}
         new = nodes[3]
         # clients keep calling children through the two nodes throughout the join
-        load = CallLoad(rest, before)
+        load = Callers(rest, before)
         t_join = time.monotonic()
         new.start()
         self.mesh(rest + [new])
@@ -320,7 +279,7 @@ class Bench:
         result("join", "moved to the new node", moved, "")
         result("join", "moved fraction (ideal 1/3 with 2 -> 3 nodes)", "%.3f" % (moved / n), "")
         result("join", "join to the last move done", "%.2f" % t_moved, "s")
-        load.stop("join", "the join")
+        calls_result(load, "join", "the join")
         for node in nodes:
             node.cleanup()
 
@@ -336,7 +295,7 @@ class Bench:
                  120, "every start to be known cluster-wide")
         for k in names:  # state 8, where a child started again from its init would say 7
             nodes[0].stub.Call(pb.CallRequest(name=k, payload=b"incr"))
-        load = CallLoad(list(nodes), names)
+        load = Callers(nodes, names)
         t0 = time.monotonic()
         for node in nodes:
             load.take_out(node)
@@ -353,7 +312,7 @@ class Bench:
         t = time.monotonic() - t0
         result("rolling restart", "children (3 nodes)", len(names), "")
         result("rolling restart", "the 3 nodes restarted one after another", "%.2f" % t, "s")
-        load.stop("rolling restart", "the rolling restart")
+        calls_result(load, "rolling restart", "the rolling restart")
         state = [k for k in names if nodes[0].stub.Call(pb.CallRequest(name=k, payload=b"get")).payload != b"8"]
         result("rolling restart", "children whose state was lost", len(state), "")
         for node in nodes:

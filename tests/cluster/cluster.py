@@ -9,6 +9,7 @@ as in the example configuration).  Every process is killed at tearDown."""
 import os
 import subprocess
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
@@ -17,6 +18,54 @@ from harness import (COUNTER, DISTSUPD, ROOT as ROOT_BIN, Daemon, DaemonTest, fr
                      pbg, pid_alive, wait_for)
 
 import grpc  # noqa: E402
+
+
+class Callers:
+    """Threads that Call names in turn (a read: "get") through the nodes in a list the
+    caller may change meanwhile (take_out: a node about to stop leaves the list and its
+    Calls in flight end first, as a load balancer drains a backend), counting the Calls
+    and keeping every error: a planned move must show the callers none.  Used by the
+    cluster tests and bench/cluster_bench.py."""
+
+    def __init__(self, nodes, names, threads=2):
+        self.via, self.names = list(nodes), sorted(names)
+        self.calls, self.errors = 0, []
+        self.lock = threading.Lock()
+        self.busy = {}  # node -> Calls in flight through it
+        self.stopping = threading.Event()
+        self.threads = [threading.Thread(target=self._run, args=(k,), daemon=True) for k in range(threads)]
+        for t in self.threads:
+            t.start()
+
+    def _run(self, k):
+        i = k
+        while not self.stopping.is_set():
+            with self.lock:
+                node, name = self.via[i % len(self.via)], self.names[(i * 7919) % len(self.names)]
+                self.busy[node] = self.busy.get(node, 0) + 1
+            i += 1
+            try:
+                node.stub.Call(pb.CallRequest(name=name, payload=b"get"), timeout=10)
+                self.calls += 1
+            except grpc.RpcError as e:
+                self.errors.append("%s via %s: %s %s" % (name, node.node_name, e.code(), e.details()))
+            with self.lock:
+                self.busy[node] -= 1
+
+    def take_out(self, node):
+        """No new Calls through node, and none left in flight through it."""
+        with self.lock:
+            self.via.remove(node)
+        wait_for(lambda: self.busy.get(node, 0) == 0, timeout=20, what="the Calls through %s to end" % node.node_name)
+
+    def put_back(self, node):
+        with self.lock:
+            self.via.append(node)
+
+    def stop(self):
+        self.stopping.set()
+        for t in self.threads:
+            t.join(20)
 
 
 def keygen(path):

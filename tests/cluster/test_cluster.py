@@ -11,7 +11,7 @@ import time
 
 import grpc
 
-from cluster import ClusterTest, main, pb, spec, wait_for
+from cluster import Callers, ClusterTest, main, pb, spec, wait_for
 
 import daemon  # the shared harness (tests/harness), on the path since cluster's import
 
@@ -61,39 +61,6 @@ class Watcher:
     def close(self):
         self.call.cancel()
         self.thread.join(5)
-
-
-class Callers:
-    """Threads that Call every name in turn through the given nodes (a read: "get") until
-    stopped, counting the calls and keeping every error: a planned move must show the
-    callers none."""
-
-    def __init__(self, nodes, names, threads=2):
-        self.nodes, self.names = nodes, list(names)
-        self.calls, self.errors = 0, []
-        self.stopping = threading.Event()
-        self.threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(threads)]
-        for t in self.threads:
-            t.start()
-
-    def _run(self, k):
-        i = k
-        while not self.stopping.is_set():
-            node = self.nodes[i % len(self.nodes)]
-            name = self.names[i % len(self.names)]
-            i += 1
-            try:
-                node.stub.Call(pb.CallRequest(name=name, payload=b"get"), timeout=10)
-                self.calls += 1
-            except grpc.RpcError as e:
-                if e.code() == grpc.StatusCode.UNAVAILABLE and "shutting down" in (e.details() or ""):
-                    continue  # the node called is the one leaving: its API goes away
-                self.errors.append("%s via %s: %s %s" % (name, node.node_name, e.code(), e.details()))
-
-    def stop(self):
-        self.stopping.set()
-        for t in self.threads:
-            t.join(20)
 
 
 class ClusterFormation(ClusterTest):
