@@ -274,6 +274,13 @@ class DaemonTest(unittest.TestCase):
                 sys.stderr.write("---- log of %s%s: its peer lines ----\n%s\n---- its last lines ----\n%s\n" % (
                     d.log_path, "" if rc is None else " (it had exited with %d)" % rc, "\n".join(peer),
                     log[-6000:]))
+        keep = os.environ.get("DISTSUP_KEEP_LOGS")  # a directory: every daemon's log is copied there
+        if keep:
+            dest = os.path.join(keep, self.id().split(".", 1)[-1])
+            os.makedirs(dest, exist_ok=True)
+            for d in self.daemons:
+                if os.path.exists(d.log_path):
+                    shutil.copy(d.log_path, dest)
         shutil.rmtree(self.workdir, ignore_errors=True)
 
     def daemon(self, name="d", config=None, args=(), start=True):
