@@ -58,6 +58,12 @@ class Callers:
             self.via.remove(node)
         wait_for(lambda: self.busy.get(node, 0) == 0, timeout=20, what="the Calls through %s to end" % node.node_name)
 
+    def running(self, n=10, timeout=10):
+        """Waits until n Calls have been answered: the threads are under way.  Returns
+        the count then (compare it with .calls later: calls made in between)."""
+        wait_for(lambda: self.calls >= n or self.errors, timeout=timeout, what="%d Calls answered" % n)
+        return self.calls
+
     def put_back(self, node):
         with self.lock:
             self.via.append(node)

@@ -399,11 +399,15 @@ class Failover(ClusterTest):
         w = Watcher(nodes[0].stub, supervisor="*", cluster=True)
         time.sleep(0.2)
         rest = nodes[:2]
+        # the callers call every child (the leaving node's move) through the others; they
+        # are under way before the leave begins, and answer throughout it
         callers = Callers(rest, ["g%02d" % i for i in range(30)])
+        warm = callers.running()
         self.assertEqual(leaving.stop(signal.SIGTERM), 0)
+        during = callers.calls
         self.wait_synced(rest, 30)
         callers.stop()
-        self.assertGreater(callers.calls, 10)  # calls were made throughout (how many depends on the load)
+        self.assertGreater(during, warm, "no Call was answered while the node left")
         self.assertEqual(callers.errors, [], "a graceful leave must fail no Call through the other nodes")
         for i in range(30):
             self.assertEqual(nodes[1].stub.Call(pb.CallRequest(name="g%02d" % i, payload=b"get")).payload, b"101",
@@ -612,6 +616,7 @@ class Redistribution(ClusterTest):
         w = Watcher(nodes[0].stub, cluster=True, kinds=[pb.PROCESS_MOVED])
         time.sleep(0.2)
         callers = Callers(nodes[:3], names)
+        warm = callers.running()
         nodes[3].start()
         self.wait_mesh(nodes)
 
@@ -623,9 +628,10 @@ class Redistribution(ClusterTest):
             return len(kids) == 200 and all(c.state == pb.RUNNING for c in kids.values()) and \
                 {k for k, c in kids.items() if c.node == "n4@test"} == theirs
         wait_for(settled, timeout=30, what="moves to the 4th node to finish")
+        during = callers.calls
         self.wait_synced(nodes, 200)
         callers.stop()
-        self.assertGreater(callers.calls, 20)  # calls were made throughout (how many depends on the load)
+        self.assertGreater(during, warm, "no Call was answered while the children moved")
         self.assertEqual(callers.errors, [], "a join's moves must fail no Call")
         after = {k: c.node for k, c in nodes[0].children().items()}
         moved = [k for k in names if before[k] != after[k]]
