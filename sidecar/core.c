@@ -464,14 +464,23 @@ static int maybe_trim(struct core *c, uint64_t now)
 }
 
 /* Frees the children removed in this turn. */
+/* Frees the turn's removed children; their removals are on disk first (one commit for
+ * all of them, like the starts' group commit), then their TerminateChild requests
+ * are answered. */
 static void bury(struct core *c)
 {
+    if (!c->graveyard) return;
+    int stored = store_flush(c->store) == 0;
     while (c->graveyard) {
         struct child *ch = c->graveyard;
         c->graveyard = ch->dead_next;
         tick_unwatch(c, ch);
         sv_fail_calls(ch, GRPC_STATUS_UNAVAILABLE, "was removed");
-        sv_answer_terminate(ch, 0, 0);
+        if (stored && !ch->unsaved) sv_answer_terminate(ch, ch->term_code, ch->term_sig);
+        else
+            sv_fail_terminate(ch, GRPC_STATUS_INTERNAL,
+                              "the child stopped, but its removal could not be saved to the database (see the daemon "
+                              "log): it would start again after a restart");
         sv_child_free(ch);
     }
 }

@@ -106,7 +106,8 @@ void remove_child(struct core *c, struct child *ch, const char *reason)
         ch->moving_to = NULL;
         if (s->moves) s->moves--;
     }
-    store_delete_child(c->store, s->cfg->name, ch->name);
+    /* in the turn's batch: bury commits it before it answers a TerminateChild */
+    if (store_delete_child(c->store, s->cfg->name, ch->name) != 0) ch->unsaved = 1;
     c->hooks.announce_gone(c, ch, reason);
     sup_unlink(s, ch);
     ch->dead_next = c->graveyard;

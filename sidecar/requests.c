@@ -400,14 +400,6 @@ static void op_terminate(struct core *c, Distsup__V1__TerminateChildRequest *req
                     ch->moving_to);
         return;
     }
-    if (ch->proc.pid <= 0) { /* FAILED, RESTARTING or SUSPENDED: nothing runs */
-        emit(c, ch, DISTSUP__V1__EVENT_KIND__PROCESS_STOP, 0, 0, "terminated while not running");
-        Distsup__V1__TerminateChildResponse r = DISTSUP__V1__TERMINATE_CHILD_RESPONSE__INIT;
-        r.name = ch->name;
-        done(arg, GRPC_STATUS_OK, NULL, &r.base);
-        remove_child(c, ch, "terminated");
-        return;
-    }
     struct waiter *w = malloc(sizeof *w);
     if (!w) {
         answer_fail(done, arg, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
@@ -417,6 +409,12 @@ static void op_terminate(struct core *c, Distsup__V1__TerminateChildRequest *req
     w->arg = arg;
     w->next = ch->term_waiters;
     ch->term_waiters = w;
+    if (ch->proc.pid <= 0) { /* FAILED, RESTARTING or SUSPENDED: nothing runs */
+        emit(c, ch, DISTSUP__V1__EVENT_KIND__PROCESS_STOP, 0, 0, "terminated while not running");
+        ch->term_code = ch->term_sig = 0;
+        remove_child(c, ch, "terminated"); /* answered once that is on disk (bury) */
+        return;
+    }
     sv_fail_start(ch, GRPC_STATUS_ABORTED, "child '%s' was terminated while starting", ch->name);
     sv_stop(&c->sv, ch, SV_WHY_REMOVE, "terminated by request");
 }

@@ -176,13 +176,6 @@ static int run(struct store *s, sqlite3_stmt *st, const char *what)
 
 static int batch(struct store *s);
 
-/* After a write of this node's own children: commit a cache batch it joined. */
-static int durable(struct store *s, int rc)
-{
-    if (s->in_batch && !s->in_txn && store_flush(s) != 0) return -1;
-    return rc;
-}
-
 int store_put_child(struct store *s, const struct store_child *c)
 {
     if (batch(s) != 0) return -1;
@@ -219,9 +212,10 @@ int store_set_child_proc(struct store *s, const char *supervisor, const char *na
 
 int store_delete_child(struct store *s, const char *supervisor, const char *name)
 {
+    if (batch(s) != 0) return -1;
     sqlite3_bind_text(s->del, 1, supervisor, -1, SQLITE_STATIC);
     sqlite3_bind_text(s->del, 2, name, -1, SQLITE_STATIC);
-    return durable(s, run(s, s->del, "deleting a child"));
+    return run(s, s->del, "deleting a child");
 }
 
 int store_load_children(struct store *s, store_child_fn fn, void *arg)

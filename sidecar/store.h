@@ -1,9 +1,11 @@
 /* store: each node's durable state in one SQLite file (WAL) under the data dir.
  *
  * Holds the specs of the children this node runs, with their state, restart count
- * and incarnation, and (in cluster mode) a cache of the other nodes' children.  Every write is committed with
- * synchronous=FULL before the call returns, so what the caller acknowledges afterwards is on disk.  One connection,
- * used by one thread at a time (the supervisor core's reactor). */
+ * and incarnation, and (in cluster mode) a cache of the other nodes' children.  Writes
+ * join an open batch (group commit): store_flush commits it with synchronous=FULL, and
+ * the caller flushes (and checks) before it acknowledges anything the batch holds, so
+ * what it acknowledged is on disk.  One connection, used by one thread at a time (the
+ * supervisor core's reactor, which flushes once a turn). */
 #ifndef DISTSUP_STORE_H
 #define DISTSUP_STORE_H
 
@@ -46,6 +48,8 @@ int store_put_child(struct store *s, const struct store_child *c);
  * children whose host went away, costs one fsync). */
 int store_set_child_state(struct store *s, const char *supervisor, const char *name, int state, uint32_t restarts,
                           uint64_t incarnation);
+/* Deletes a child: in the open batch too (the reactor commits the turn's removals
+ * together, then answers their TerminateChild requests). */
 int store_delete_child(struct store *s, const char *supervisor, const char *name);
 /* Records the process group of its new process.  It joins the open batch (below):
  * committed by store_flush or the next write of a child, at the latest at the end of
@@ -62,10 +66,9 @@ int store_begin(struct store *s);
 int store_commit(struct store *s);
 
 /* The cluster child cache: the other nodes' children as they last told us, each a
- * packed distsup.v1.ChildInfo.  Cache writes are batched: they join a transaction
- * that stays open until store_flush or the next write of this node's own children
- * (which commits at once, as above), so a burst of updates costs one fsync.  The
- * cache can always be rebuilt from the peers; losing a batch to a crash is harmless. */
+ * packed distsup.v1.ChildInfo.  Cache writes join the same batch, so a burst of
+ * updates costs one fsync.  The cache can always be rebuilt from the peers; losing a
+ * batch to a crash is harmless. */
 int store_cache_put(struct store *s, const char *supervisor, const char *name, const char *node, const uint8_t *info,
                     size_t len);
 int store_cache_delete(struct store *s, const char *supervisor, const char *name);

@@ -130,6 +130,18 @@ void sv_answer_terminate(struct child *ch, int code, int sig)
     }
 }
 
+void sv_fail_terminate(struct child *ch, int code, const char *msg)
+{
+    struct waiter *w = ch->term_waiters;
+    ch->term_waiters = NULL;
+    while (w) {
+        struct waiter *n = w->next;
+        w->done(w->arg, code, msg, NULL);
+        free(w);
+        w = n;
+    }
+}
+
 static void unlink_call(struct child *ch, struct pending_call *p)
 {
     if (p->prev) p->prev->next = p->next;
@@ -392,6 +404,8 @@ static void exit_outcome(struct sv *sv, struct child *ch, const struct sv_input 
             sv_fail_start(ch, GRPC_STATUS_FAILED_PRECONDITION, "child '%s' %s before it was ready%s", ch->name, reason,
                           sv_hosted(ch) ? "" : " (see the daemon log for its stderr)");
         emit(sv, ch, DISTSUP__V1__EVENT_KIND__PROCESS_STOP, code, sig, reason);
+        ch->term_code = code;
+        ch->term_sig = sig;
         sv->hooks.remove(sv->hooks.arg, ch, "did not start");
         return;
     }
@@ -413,10 +427,13 @@ static void exit_outcome(struct sv *sv, struct child *ch, const struct sv_input 
         const char *w = ch->stop_reason ? ch->stop_reason : reason;
         CH_LOG(LOG_INFO, ch, "child %s stopped (%s)", ch->name, w);
         emit(sv, ch, DISTSUP__V1__EVENT_KIND__PROCESS_STOP, code, sig, w);
-        sv_answer_terminate(ch, code, sig);
         if (why == SV_WHY_REMOVE) {
+            /* its TerminateChild answers wait until the removal is on disk (the remover's) */
+            ch->term_code = code;
+            ch->term_sig = sig;
             sv->hooks.remove(sv->hooks.arg, ch, w);
         } else {
+            sv_answer_terminate(ch, code, sig);
             ch->proc.pid = 0;
             ch->st = SV_IDLE;
         }
@@ -429,6 +446,8 @@ static void exit_outcome(struct sv *sv, struct child *ch, const struct sv_input 
     if (!restart) {
         CH_LOG(LOG_INFO, ch, "child %s %s; its restart type says it stays down", ch->name, reason);
         emit(sv, ch, DISTSUP__V1__EVENT_KIND__PROCESS_STOP, code, sig, reason);
+        ch->term_code = code;
+        ch->term_sig = sig;
         sv->hooks.remove(sv->hooks.arg, ch, reason);
         return;
     }

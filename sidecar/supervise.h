@@ -119,6 +119,9 @@ struct child {
     answer_fn start_done; /* the StartChild waiting for Ready */
     void *start_arg;
     struct waiter *term_waiters; /* TerminateChild requests waiting for the exit */
+    int term_code, term_sig;     /* a removed child's exit: its TerminateChild answers, sent by the
+                                    remover once the removal is on disk (sv_hooks.remove) */
+    int unsaved;                 /* the remover could not delete it from the store */
     uint8_t *state_blob;         /* last State frame (handoff) */
     size_t state_len;
     struct proc proc; /* the OS process (the fake's pid too); a running hosted child's
@@ -166,10 +169,13 @@ struct sv_hooks {
     void (*tick)(void *arg, struct child *ch);
     /* A lifecycle event of ch happened (Watch, the cluster). */
     void (*event)(void *arg, struct child *ch, Distsup__V1__EventKind kind, int exit_code, int sig, const char *reason);
-    void (*persist)(void *arg, struct child *ch);                    /* its state, restarts, incarnation */
-    void (*remove)(void *arg, struct child *ch, const char *reason); /* gone for good: unlink it */
-    void (*moved_out)(void *arg, struct child *ch);                  /* stopped to move: place it there */
-    void (*spawned)(void *arg, struct child *ch);                    /* a new process runs (ch->proc); may be NULL */
+    void (*persist)(void *arg, struct child *ch); /* its state, restarts, incarnation */
+    /* Gone for good: unlink it.  Its TerminateChild requests (term_waiters) are the
+     * remover's to answer, once the removal is on disk: sv_answer_terminate(ch,
+     * ch->term_code, ch->term_sig), or sv_fail_terminate. */
+    void (*remove)(void *arg, struct child *ch, const char *reason);
+    void (*moved_out)(void *arg, struct child *ch); /* stopped to move: place it there */
+    void (*spawned)(void *arg, struct child *ch);   /* a new process runs (ch->proc); may be NULL */
     /* ch's StartChild may be answered once what was stored is on disk: the core
      * commits (one commit for every start of its turn, the group commit) and then
      * calls sv_answer_start_stored.  NULL: answered at once. */
@@ -265,6 +271,8 @@ void sv_fail_calls(struct child *ch, int code, const char *why);
 void sv_fail_start(struct child *ch, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* Answers the TerminateChild requests waiting for its exit. */
 void sv_answer_terminate(struct child *ch, int code, int sig);
+/* ... or fails them with code and msg. */
+void sv_fail_terminate(struct child *ch, int code, const char *msg);
 /* Answers the StartChild waiting for it with the child as it is now: once its spec is
  * on disk (sv_hooks.answer_durable), or at once. */
 void sv_answer_start(const struct sv *sv, struct child *ch);

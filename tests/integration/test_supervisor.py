@@ -308,6 +308,29 @@ class SupervisorTest(DaemonTest):
         stored = pb.ChildSpec.FromString(rows[0][2])
         self.assertEqual((stored.init, dict(stored.labels), list(stored.argv)), (b"5", {"team": "a"}, [COUNTER]))
 
+    def test_children_are_off_disk_when_terminate_child_answers(self):
+        # The removals of one reactor turn are committed together, then answered: each
+        # answer finds its row gone, a running child's and a FAILED one's alike.
+        d = self.daemon()
+        names = ["t%02d" % i for i in range(40)]
+        for n in names:
+            d.stub.StartChild(pb.StartChildRequest(spec=spec(n)))
+        d.stub.StartChild(pb.StartChildRequest(spec=sh("exit 1", "bad")))
+        wait_for(lambda: d.stub.WhereIs(pb.WhereIsRequest(name="bad")).child.state == pb.FAILED, what="failed")
+        db = sqlite3.connect(os.path.join(d.data_dir, "distsup.db"))
+        rows = lambda: {r[0] for r in db.execute("SELECT name FROM children").fetchall()}  # noqa: E731
+        self.assertEqual(rows(), set(names) | {"bad"})
+        futs = [(n, d.stub.TerminateChild.future(pb.TerminateChildRequest(name=n))) for n in names + ["bad"]]
+        for n, f in futs:
+            self.assertEqual(f.result(timeout=30).name, n)
+            self.assertNotIn(n, rows(), "%s answered before its removal was on disk" % n)
+        db.close()
+        d.kill9()
+        d2 = self.daemon("d", start=False)
+        d2.data_dir = d.data_dir
+        d2.start()
+        self.assertEqual(list(d2.stub.Children(pb.ChildrenRequest()).children), [])
+
     def test_kill9_then_restart_restores_children(self):
         d = self.daemon()
         pids = {}

@@ -458,7 +458,7 @@ static void assert_rows(sqlite3 *db, const char *table, const char *want)
     free(n);
 }
 
-static void test_cache_writes_are_batched_until_flush_or_a_durable_write(void **state)
+static void test_every_write_is_batched_until_flush(void **state)
 {
     struct scratch *s = *state;
     struct store *st = open_ok(s->data);
@@ -479,10 +479,18 @@ static void test_cache_writes_are_batched_until_flush_or_a_durable_write(void **
     /* ... nor of a state update (batched as well) ... */
     assert_int_equal(store_set_child_state(st, "default", "own", STORE_RUNNING, 1, 2), 0);
     assert_rows(db, "children", "0");
-    /* ... until a durable write (a delete: TerminateChild) commits it with its own */
+    /* ... nor of a delete (TerminateChild: the reactor commits the turn's removals,
+     * then answers them) ... */
     assert_int_equal(store_delete_child(st, "default", "nobody"), 0);
+    assert_rows(db, "children", "0");
+    /* ... until store_flush commits them all in one */
+    assert_int_equal(store_flush(st), 0);
     assert_rows(db, "cache", "50");
     assert_rows(db, "children", "1");
+    assert_int_equal(store_delete_child(st, "default", "own"), 0);
+    assert_rows(db, "children", "1");
+    assert_int_equal(store_flush(st), 0);
+    assert_rows(db, "children", "0");
     /* and a later batch waits for store_flush */
     assert_int_equal(store_cache_delete(st, "default", "c0"), 0);
     assert_rows(db, "cache", "50");
@@ -640,7 +648,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_begin_commit_groups_writes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_load_callback_stops_the_walk, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cache_put_replace_delete_and_reload, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_cache_writes_are_batched_until_flush_or_a_durable_write, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_every_write_is_batched_until_flush, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cache_load_callback_stops_the_walk, setup, teardown),
         cmocka_unit_test_setup_teardown(test_garbage_file_is_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_damaged_pages_are_refused, setup, teardown),

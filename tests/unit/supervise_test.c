@@ -65,6 +65,7 @@ struct fake {
     unsigned durables; /* answer_durable hook calls, and the last child it got */
     struct child *durable_child;
     char remove_reason[256];
+    int waiting_at_remove; /* TerminateChild requests were still waiting when it was removed */
     struct child *removed, *moved_child;
 };
 
@@ -182,7 +183,9 @@ static void h_persist(void *arg, struct child *ch)
     F.persists++;
 }
 
-/* As the reactor does: mark it dead; it is freed later (here: by the test). */
+/* As the reactor does: mark it dead; it is freed later (here: by the test).  Its
+ * TerminateChild requests are the remover's to answer once the removal is on disk:
+ * here at once, with the exit the machine recorded. */
 static void h_remove(void *arg, struct child *ch, const char *reason)
 {
     (void)arg;
@@ -190,7 +193,9 @@ static void h_remove(void *arg, struct child *ch, const char *reason)
     ch->dead = 1;
     F.removes++;
     F.removed = ch;
+    F.waiting_at_remove = ch->term_waiters != NULL;
     snprintf(F.remove_reason, sizeof F.remove_reason, "%s", reason ? reason : "");
+    sv_answer_terminate(ch, ch->term_code, ch->term_sig);
 }
 
 static void h_moved_out(void *arg, struct child *ch)
@@ -310,6 +315,7 @@ static void clear_records(void)
     F.ticks = 0;
     F.n_sent = F.n_sigs = F.kills = F.n_ev = 0;
     F.persists = F.removes = F.moved = 0;
+    F.waiting_at_remove = 0;
     F.spawns = 0;
     F.removed = F.moved_child = NULL;
 }
@@ -1348,6 +1354,7 @@ static void test_outcome_remove(void **state)
     assert_string_equal(F.ev[0].reason, "duplicate: node2 runs it");
     assert_int_equal(F.removes, 1);
     assert_string_equal(F.remove_reason, "duplicate: node2 runs it");
+    assert_int_equal(F.waiting_at_remove, 1); /* the machine left them to the remover */
     assert_int_equal(t1.n, 1);
     assert_int_equal(t2.n, 1);
     assert_string_equal(t1.name, "rm");
