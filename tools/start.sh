@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/setup.sh
-bazel build //sidecar:distsupd //clients/c:distsupctl //clients/c:distsup //examples/counter //strategies/... \
+bazel build //sidecar:distsupd //clients/c:distsupctl //clients/c:distsup //clients/c:host //examples/counter //strategies/... \
     //proto:all >&2
 echo "distsupd: serving on 127.0.0.1:50051 (data in ./data); try:" >&2
 echo "  .bazel/bin/clients/c/distsupctl start c1 -- $PWD/.bazel/bin/examples/counter/counter" >&2

@@ -115,6 +115,11 @@ class DocsTest(h.DaemonTest):
                      "not found:", "ccounter %s RUNNING" % self.d.node, "stopped ccounter",
                      "PROCESS_START ccounter", "PROCESS_STOP ccounter"):
             self.assertIn(want, out)
+        # Host children in your app: the page's app, built from the page, hosts hc1
+        lines = out.splitlines()
+        at = next(i for i, l in enumerate(lines) if l.startswith("started hc1 on "))
+        self.assertEqual(lines[at + 1:at + 6], ["ok", "11", "11", "11", "exit 13"])
+        self.assertTrue(any(l.startswith("stopped hc1") for l in lines[at + 6:]), lines[at + 6:])
 
     def test_grpcurl_page_matches_the_api(self):
         text = open(os.path.join(DOCS, "quickstart-grpcurl.md")).read()
