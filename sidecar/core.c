@@ -463,7 +463,6 @@ static int maybe_trim(struct core *c, uint64_t now)
     return 0;
 }
 
-/* Frees the children removed in this turn. */
 /* Frees the turn's removed children; their removals are on disk first (one commit for
  * all of them, like the starts' group commit), then their TerminateChild requests
  * are answered. */

@@ -921,7 +921,7 @@ void linkset_tick(struct linkset *ls, uint64_t now)
 {
     for (struct link *l = ls->links, *next; l; l = next) {
         next = l->next; /* taken first: closing l may free it */
-        if (l->ending && l->state == L_OPEN && now - l->ending_since > END_TIMEOUT_MS) {
+        if (l->ending && l->state == L_OPEN && now > l->ending_since && now - l->ending_since > END_TIMEOUT_MS) {
             log_warn("peer", "link with %s did not end within %dms; cancelled", link_who(l), END_TIMEOUT_MS);
             link_close(l, NULL);
             continue;

@@ -270,7 +270,8 @@ static void k_persist(void *arg, struct child *ch)
     F.persists++;
 }
 
-/* As the reactor does: mark it dead; it is freed later (here: at teardown). */
+/* As the reactor does: mark it dead; it is freed later (here: at teardown).  Its
+ * TerminateChild requests are the remover's to answer (the reactor: once on disk). */
 static void k_remove(void *arg, struct child *ch, const char *reason)
 {
     (void)arg;
@@ -279,6 +280,7 @@ static void k_remove(void *arg, struct child *ch, const char *reason)
     F.removes++;
     F.removed = ch;
     snprintf(F.remove_reason, sizeof F.remove_reason, "%s", reason ? reason : "");
+    sv_answer_terminate(ch, ch->term_code, ch->term_sig);
 }
 
 static void k_moved_out(void *arg, struct child *ch)
