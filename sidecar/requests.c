@@ -638,6 +638,14 @@ static void op_whois(struct core *c, Distsup__V1__WhoIsRequest *req, answer_fn d
     answer_with_child(done, arg, &r.base, &r.child, req->include_spec_data);
 }
 
+/* A child held back while this node syncs with the cluster after its start: in a
+ * moment it runs here, or it goes (its copy elsewhere won), so a message to it waits
+ * as one to a moving child does.  Not one held for want of quorum (that may last). */
+static int syncing(const struct core *c, const struct child *ch)
+{
+    return ch->st == SV_IDLE && c->peer && !c->synced && c->quorum && !c->shutting_down && !ch->host_wait;
+}
+
 /* Checks that a message can go to the child now.  0, or fails the request. */
 static int can_message(struct core *c, struct child *ch, size_t len, int is_call, answer_fn done, void *arg)
 {
@@ -881,8 +889,11 @@ static void op_call(struct core *c, Distsup__V1__CallRequest *req, uint64_t dead
         message_to_owner(c, e, CORE_CALL, &req->base, req->timeout_ms, dl, flags, done, arg);
         return;
     }
-    if (ch->moving_to) {
-        snprintf(why, sizeof why, "child '%s' is moving to node %s", ch->name, ch->moving_to);
+    if (ch->moving_to || syncing(c, ch)) {
+        if (ch->moving_to) snprintf(why, sizeof why, "child '%s' is moving to node %s", ch->name, ch->moving_to);
+        else
+            snprintf(why, sizeof why, "child '%s' waits on node %s, which syncs with the cluster", ch->name,
+                     c->cfg->node_name);
         moved(c, CORE_CALL, &req->base, dl, flags, done, arg, why);
         return;
     }
@@ -917,8 +928,11 @@ static void op_cast(struct core *c, ProtobufCMessage *req, const char *supn, con
         else message_to_owner(c, e, op, req, 0, 0, flags, done, arg);
         return;
     }
-    if (ch->moving_to) {
-        snprintf(why, sizeof why, "child '%s' is moving to node %s", ch->name, ch->moving_to);
+    if (ch->moving_to || syncing(c, ch)) {
+        if (ch->moving_to) snprintf(why, sizeof why, "child '%s' is moving to node %s", ch->name, ch->moving_to);
+        else
+            snprintf(why, sizeof why, "child '%s' waits on node %s, which syncs with the cluster", ch->name,
+                     c->cfg->node_name);
         moved(c, op, req, 0, flags, done, arg, why);
         return;
     }

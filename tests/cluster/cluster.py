@@ -118,6 +118,45 @@ class Node(Daemon):
 class ClusterTest(DaemonTest):
     """A test case that builds clusters; everything it starts is cleaned up."""
 
+    def children_processes(self, names=None):
+        """[(name, supervisor, node, pid)] of every live process some distsupd of this test
+        started (one read of each /proc/PID/environ: the DISTSUP_* variables it got, and
+        TMPDIR, the test's workdir), so that a copy nobody admits to (an orphan of a
+        killed daemon) is found too, and another test's processes are not."""
+        out, mine = [], self.workdir.encode()
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit():
+                continue
+            try:
+                with open("/proc/%s/stat" % pid) as f:
+                    if f.read().split(")")[-1].split()[0] == "Z":
+                        continue
+                with open("/proc/%s/environ" % pid, "rb") as f:
+                    env = dict(kv.split(b"=", 1) for kv in f.read().split(b"\0") if b"=" in kv)
+            except OSError:
+                continue
+            if b"DISTSUP_NAME" not in env or env.get(b"TMPDIR") != mine:
+                continue
+            name = env[b"DISTSUP_NAME"].decode()
+            if names is None or name in names:
+                out.append((name, env.get(b"DISTSUP_SUPERVISOR", b"").decode(), env.get(b"DISTSUP_NODE", b"").decode(),
+                            int(pid)))
+        return out
+
+    def running_copies(self, names=None):
+        """{(supervisor, name): [pid...]} of the live processes of names (all: None)."""
+        found = {}
+        for name, sup, _, pid in self.children_processes(names):
+            found.setdefault((sup, name), []).append(pid)
+        return found
+
+    def nodes_running(self, names):
+        """{name: [node of each running copy]}."""
+        found = {}
+        for name, _, node, _ in self.children_processes(names):
+            found.setdefault(name, []).append(node)
+        return found
+
     def make_cluster(self, n, config=None, args=(), start=True, names=None, keys_trusted=None, all_seeds=False):
         """n nodes n1@test..nN@test, all with keys in the trust file; node 0 is the seed
         of the others (all_seeds: every node has every other one as a seed).  start:

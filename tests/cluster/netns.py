@@ -9,20 +9,25 @@
 Peer links run over the bridge; the test reaches each node's API over a link of its
 own, so cutting a node's bridge port (cut) partitions it from the other nodes while
 the test can still ask it what it thinks.  Every name carries the test's pid and a
-count of the Nets it made, and N (200..249) comes from both, so that neither two runs
-nor two tests of one run share a name or an address (the kernel may take a while to
-free a deleted namespace's veths).  remove() kills
+count of the Nets it made, so that neither two runs nor two tests of one run share a
+name.  N (200..249) is one no address of the root namespace uses yet, chosen and taken
+under a lock file (two runs at once, as with --runs_per_test, once drew the same N
+from their pids and routed each other's traffic); it starts from the pid and the count
+(the kernel may take a while to free a deleted namespace's veths).  remove() kills
 what still runs in the namespaces and deletes them, which deletes every veth with them,
 and waits until they are gone.  Needs root and iproute2.  Addresses stay inside
 namespaces this test made itself."""
 
+import fcntl
 import os
+import re
 import subprocess
 import time
 
 from cluster import ClusterTest, Node, keygen
 
 API_PORT, PEER_PORT = 7100, 7101
+LOCK = "/tmp/distsup-netns.lock"  # held while a Net picks its N and makes its root-ns addresses
 
 
 def ip(*args, ns=None):
@@ -38,14 +43,22 @@ class Net:
     def __init__(self, n):
         Net.made_here += 1
         self.p = "ds%x%c" % (os.getpid() & 0xfffff, ord("a") + Net.made_here % 26)
-        self.net = 200 + (os.getpid() + Net.made_here) % 50
         self.n = n
         self.made = []
-        try:
-            self._make()
-        except BaseException:
-            self.remove()
-            raise
+        with open(LOCK, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+            out = subprocess.run(["ip", "-o", "-4", "addr", "show"], capture_output=True, text=True).stdout
+            used = {int(m) for m in re.findall(r"inet 10\.(\d+)\.", out)}
+            first = (os.getpid() + Net.made_here) % 50
+            free = [200 + (first + k) % 50 for k in range(50) if 200 + (first + k) % 50 not in used]
+            if not free:
+                raise AssertionError("no free 10.N.0.0/16 (N in 200..249) for a test network: %s" % sorted(used))
+            self.net = free[0]
+            try:
+                self._make()
+            except BaseException:
+                self.remove()
+                raise
 
     def ns(self, i):
         return "%sn%d" % (self.p, i)

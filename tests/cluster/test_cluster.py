@@ -18,29 +18,6 @@ import daemon  # the shared harness (tests/harness), on the path since cluster's
 SC = grpc.StatusCode
 
 
-def running_copies(names=None):
-    """{(supervisor, name): [pid...]} of every process started by some distsupd, found by
-    the DISTSUP_* variables in /proc/PID/environ (so a copy nobody admits to is found too)."""
-    found = collections.defaultdict(list)
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            with open("/proc/%s/environ" % pid, "rb") as f:
-                env = dict(kv.split(b"=", 1) for kv in f.read().split(b"\0") if b"=" in kv)
-            with open("/proc/%s/stat" % pid) as f:
-                if f.read().split(")")[-1].split()[0] == "Z":
-                    continue
-        except OSError:
-            continue
-        if b"DISTSUP_NAME" not in env:
-            continue
-        key = (env[b"DISTSUP_SUPERVISOR"].decode(), env[b"DISTSUP_NAME"].decode())
-        if names is None or key[1] in names:
-            found[key].append(int(pid))
-    return found
-
-
 class Watcher:
     def __init__(self, stub, **req):
         self.events = []
@@ -128,7 +105,7 @@ class ClusterRegistry(ClusterTest):
         only = nodes[1].stub.Children(pb.ChildrenRequest(node=nodes[2].node_name)).children
         self.assertEqual(len(only), per_node[nodes[2].node_name])
         # one process per name, cluster-wide
-        copies = running_copies(set(names))
+        copies = self.running_copies(set(names))
         self.assertEqual(len(copies), 300)
         self.assertTrue(all(len(p) == 1 for p in copies.values()))
 
@@ -150,7 +127,7 @@ class ClusterRegistry(ClusterTest):
         other.stub.TerminateChild(pb.TerminateChildRequest(name="x5"))
         for n in nodes:
             wait_for(lambda: "x5" not in n.children(), what="x5 gone everywhere")
-        self.assertEqual(running_copies({"x5"}), {})
+        self.assertEqual(self.running_copies({"x5"}), {})
         # errors from afar are the same errors
         err = self.assertCode(SC.ALREADY_EXISTS, other.stub.StartChild, pb.StartChildRequest(spec=spec("x3")))
         self.assertIn(nodes[0].children()["x3"].node, err)
@@ -236,7 +213,7 @@ class ClusterRegistry(ClusterTest):
             self.assertEqual(sorted(map(str, results[name])),
                              sorted(["ok", str(SC.ALREADY_EXISTS), str(SC.ALREADY_EXISTS)]), name)
         self.wait_synced(nodes, 50)
-        copies = running_copies(set(names))
+        copies = self.running_copies(set(names))
         self.assertEqual(sorted(k[1] for k in copies), names)
         self.assertEqual([k for k, p in copies.items() if len(p) != 1], [])
 
@@ -314,7 +291,7 @@ class Failover(ClusterTest):
             r = survivors[0].stub.Call(pb.CallRequest(name=n, payload=b"get"))
             self.assertEqual(r.payload, b"7")
             self.assertNotEqual(r.node, victim.node_name)
-        copies = running_copies(set(restart))
+        copies = self.running_copies(set(restart))
         self.assertEqual(len(copies), expect)
         self.assertEqual([k for k, p in copies.items() if len(p) != 1], [])
         # each lost child is re-homed by one node (its directory), once: one node asks
@@ -338,7 +315,7 @@ class Failover(ClusterTest):
         self.wait_synced(nodes, expect, timeout=30)
         time.sleep(1.0)  # moves back to it (hash ring) settle
         self.wait_synced(nodes, expect, timeout=30)
-        copies = running_copies(set(restart))
+        copies = self.running_copies(set(restart))
         self.assertEqual(len(copies), expect)
         self.assertEqual([k for k, p in copies.items() if len(p) != 1], [])
         self.assertIn("not starting it here", victim.read_log())
@@ -364,7 +341,7 @@ class Failover(ClusterTest):
         self.wait_mesh(nodes)
         wait_for(lambda: all(where(n).node == "n3@test" and where(n).state == pb.RUNNING for n in nodes),
                  timeout=20, what="the pinned child back on its node")
-        self.assertEqual(len(running_copies({"pinned"})), 1)
+        self.assertEqual(len(self.running_copies({"pinned"})), 1)
         self.assertIn("back to the node its spec pins it to", nodes[0].read_log() + nodes[1].read_log())
 
     def test_a_failed_child_is_not_restarted_by_failover(self):
@@ -384,7 +361,7 @@ class Failover(ClusterTest):
             self.assertNotIn("crasher", n.children())
         self.assertTrue(any("failed child crasher went down with node n3@test; dropped" in n.read_log()
                             for n in survivors))
-        self.assertEqual(len(running_copies({"crasher"})), 0)
+        self.assertEqual(len(self.running_copies({"crasher"})), 0)
 
     def test_graceful_leave_hands_children_over_with_their_state(self):
         nodes = self.make_cluster(3)
@@ -416,7 +393,7 @@ class Failover(ClusterTest):
         wait_for(lambda: sorted(e.name for e in w.of(pb.PROCESS_MOVED)) == sorted(theirs), timeout=10,
                  what="a PROCESS_MOVED event for each child of the leaving node")
         self.assertTrue(all(e.node == leaving.node_name for e in w.of(pb.PROCESS_MOVED)))
-        self.assertEqual(len(running_copies({"g%02d" % i for i in range(30)})), 30)
+        self.assertEqual(len(self.running_copies({"g%02d" % i for i in range(30)})), 30)
         w.close()
 
 
@@ -466,7 +443,7 @@ class RestartDuringRehome(ClusterTest):
         def sampler():  # every process of a name, however briefly two ran
             end = time.monotonic() + 300
             while not stop.is_set() and time.monotonic() < end:
-                for k, pids in running_copies(set(names)).items():
+                for k, pids in self.running_copies(set(names)).items():
                     if len(pids) > 1:
                         twice.setdefault(k[1], sorted(pids))
                 samples[0] += 1
@@ -507,7 +484,7 @@ class RestartDuringRehome(ClusterTest):
         self.assertEqual(hit, 1, "no restart landed while re-homes were in flight")
         self.assertGreater(samples[0], 5)
         self.assertEqual(twice, {}, "names that ran on two nodes at once")
-        copies = running_copies(set(names))
+        copies = self.running_copies(set(names))
         self.assertEqual(len(copies), len(names))
         self.assertEqual([k for k, p in copies.items() if len(p) != 1], [])
         for n in names[:: 50]:
@@ -522,7 +499,8 @@ class HeldNames(ClusterTest):
         # its empty id and dropped the names, so WhereIs said NOT_FOUND).  n1 is stopped
         # while n2 is killed and restarted (so n1 re-homes nothing: it sees a restart),
         # and n2 also lists a seed that accepts TCP and never answers, which holds its
-        # sync open (sync_timeout_ms 20 s) until the test closes that seed.
+        # sync open (sync_timeout_ms 20 s) until the test closes that seed.  Calls and
+        # casts to those children meanwhile wait for them (before: UNAVAILABLE at once).
         nodes = self.make_cluster(2)
         a, b = nodes
         names = ["h%02d" % i for i in range(10)]
@@ -553,14 +531,23 @@ class HeldNames(ClusterTest):
             with self.assertRaises(grpc.RpcError) as cm:
                 a.stub.StartChild(pb.StartChildRequest(spec=spec(names[0])), timeout=10)
             self.assertEqual(cm.exception.code(), SC.ALREADY_EXISTS, cm.exception.details())
+            # a Call (through either node) and a Cast wait for the child instead of failing
+            calls = [n.stub.Call.future(pb.CallRequest(name=names[1], payload=b"get"), timeout=15) for n in (a, b)]
+            cast = a.stub.Cast.future(pb.CastRequest(name=names[2], payload=b"incr"), timeout=15)
+            time.sleep(0.5)
+            self.assertFalse(any(f.done() for f in calls + [cast]),
+                             [f.exception() for f in calls + [cast] if f.done()])
             self.assertEqual([ln for ln in a.read_log()[mark:].splitlines() if "refused" in ln and " WARN " in ln],
                              [])
         finally:
             hole.close()
         # the unanswering seed is closed: n2 has tried every seed, is in sync, starts them
+        self.assertEqual([f.result().payload for f in calls], [b"3", b"3"])
+        cast.result()
         self.wait_synced(nodes, len(names), timeout=30)
         for n in names:
-            self.assertEqual(a.stub.Call(pb.CallRequest(name=n, payload=b"get")).payload, b"3")
+            self.assertEqual(a.stub.Call(pb.CallRequest(name=n, payload=b"get")).payload,
+                             b"4" if n == names[2] else b"3", n)
             self.assertEqual(a.stub.WhereIs(pb.WhereIsRequest(name=n)).child.node, b.node_name)
 
 
@@ -598,7 +585,7 @@ class Pause(ClusterTest):
             c = b.children()[k]
             self.assertEqual((c.node, c.id), (b.node_name, ids[k]), "%s ran on n2 all along: never replaced" % k)
             self.assertEqual(a.stub.Call(pb.CallRequest(name=k, payload=b"get")).payload, b"8", k)
-        copies = running_copies({"p%02d" % i for i in range(20)})
+        copies = self.running_copies({"p%02d" % i for i in range(20)})
         self.assertEqual([k for k, p in copies.items() if len(p) != 1], [])
         self.assertEqual(len(copies), 20)
 
@@ -643,7 +630,7 @@ class Redistribution(ClusterTest):
             self.assertEqual(nodes[3].stub.Call(pb.CallRequest(name=k, payload=b"get")).payload, b"11",
                              "%s lost its state in the move" % k)
         self.assertEqual(sorted(e.name for e in w.events), sorted(moved))
-        copies = running_copies(set(names))
+        copies = self.running_copies(set(names))
         self.assertEqual([k for k, p in copies.items() if len(p) != 1], [])
         self.assertEqual(len(copies), 200)
         w.close()
@@ -726,7 +713,7 @@ class Links(ClusterTest):
             return all(v == views[0] for v in views) and set(running) <= set(views[0]) and \
                 all(st == pb.RUNNING for st in views[0].values())
         wait_for(agreed, timeout=30, what="every node to agree on the children")
-        copies = running_copies(names)
+        copies = self.running_copies(names)
         self.assertEqual([k for k, p in copies.items() if len(p) != 1], [], "names running twice")
         self.assertEqual(sorted(running - {k[1] for k in copies}), [], "acknowledged children not running")
         self.assertEqual(sorted(k[1] for k in copies if k[1] in terminated), [], "terminated children running")

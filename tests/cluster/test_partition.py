@@ -3,7 +3,6 @@ one is cut off from the other two and then healed.  Broken links: every peer TCP
 connection of a loopback cluster destroyed while a child restarts.  Needs root (it
 makes the namespaces, and ss -K needs CAP_NET_ADMIN)."""
 
-import collections
 import os
 import signal
 import subprocess
@@ -18,27 +17,6 @@ from test_hosted import CONFIG as HOSTED_CONFIG, HostApps, hspec
 
 SC = grpc.StatusCode
 NAMES = ["p%02d" % i for i in range(30)]
-
-
-def nodes_running(names):
-    """{name: [node of each running copy]} from the processes themselves: one read of
-    each /proc/PID/environ (a process may exit, and its pid be reused, between reads)."""
-    found = collections.defaultdict(list)
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            with open("/proc/%s/stat" % pid) as f:
-                if f.read().split(")")[-1].split()[0] == "Z":
-                    continue
-            with open("/proc/%s/environ" % pid, "rb") as f:
-                env = dict(kv.split(b"=", 1) for kv in f.read().split(b"\0") if b"=" in kv)
-        except OSError:
-            continue
-        name, node = env.get(b"DISTSUP_NAME", b"").decode(), env.get(b"DISTSUP_NODE", b"").decode()
-        if name in names and node:
-            found[name].append(node)
-    return found
 
 
 def call_retrying(node, name, tries=20):
@@ -72,7 +50,7 @@ class Partition(NetnsClusterTest):
         rejoined node gets its children back by moves, with their state), and every
         node agrees; every child still has the state it had before the cut."""
         def settled():
-            where = nodes_running(NAMES)
+            where = self.nodes_running(NAMES)
             if len(where) != len(NAMES) or any(len(v) != 1 for v in where.values()):
                 return False
             for node in nodes:
@@ -103,7 +81,7 @@ class Partition(NetnsClusterTest):
         wait_for(lambda: all(all(c.node != "n3@test" for c in n.children().values()) for n in majority),
                  timeout=30, what="the majority to re-home every child of n3")
         self.wait_synced(majority, len(NAMES), timeout=30)
-        where = nodes_running(theirs)
+        where = self.nodes_running(theirs)
         for n in theirs:
             self.assertIn("n3@test", where[n])
             self.assertEqual(len(where[n]), 2, "%s should run on both sides: %s" % (n, where[n]))
@@ -137,7 +115,7 @@ class Partition(NetnsClusterTest):
         ids = {k: c.id for k, c in majority[0].children().items() if c.node != lone.node_name}
 
         self.net.cut(3)
-        wait_for(lambda: "n3@test" not in sum(nodes_running(NAMES).values(), []), timeout=15,
+        wait_for(lambda: "n3@test" not in sum(self.nodes_running(NAMES).values(), []), timeout=15,
                  what="n3, without quorum, to stop its children")
         details = self.assertCode(SC.UNAVAILABLE, lone.stub.StartChild,
                                   pb.StartChildRequest(spec=spec("while-cut")))

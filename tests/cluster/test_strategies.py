@@ -13,7 +13,7 @@ import time
 import grpc
 
 from cluster import DISTSUPD, ROOT_BIN, ClusterTest, main, pb, spec, wait_for
-from test_cluster import Watcher, running_copies
+from test_cluster import Watcher
 
 SC = grpc.StatusCode
 RENDEZVOUS = os.path.abspath(os.path.join(ROOT_BIN, "examples", "rendezvous", "rendezvous.so"))
@@ -139,7 +139,7 @@ class Strategies(ClusterTest):
                                           pb.StartChildRequest(supervisor="least", spec=spec(n)))
                 self.assertIn("on node n1@test", details)
         self.wait_synced(self.nodes, len(names), sup="least")
-        copies = running_copies(set(names))
+        copies = self.running_copies(set(names))
         self.assertEqual(sorted(k[1] for k in copies), names)
         self.assertEqual([k for k, p in copies.items() if len(p) != 1], [])
 

@@ -136,7 +136,10 @@ class Daemon:
     config, when given, is written to NAME.ini and passed with --config; node_name,
     when given, is passed with --node-name; args come last (a later flag wins).
     Subclasses may set prefix (a command that runs distsupd elsewhere, e.g.
-    `ip netns exec NS`).  start() may be called again after stop()."""
+    `ip netns exec NS`).  start() may be called again after stop().  The daemon runs
+    with TMPDIR = workdir, which its children inherit (an allowlisted variable): the
+    processes of one test are told apart from another's running at the same time by
+    it (cluster.ClusterTest.running_copies)."""
 
     prefix = ()
 
@@ -171,7 +174,8 @@ class Daemon:
         if os.path.exists(self.port_file):
             os.unlink(self.port_file)
         self.log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(self.command(), stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(self.command(), stdout=self.log, stderr=subprocess.STDOUT,
+                                     env=dict(os.environ, TMPDIR=self.workdir))
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             if self.proc.poll() is not None:
