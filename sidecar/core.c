@@ -522,6 +522,7 @@ static void *reactor(void *arg)
     answer_stored(c);
     bury(c);
     store_flush(c->store);
+    if (c->leave_at_end) peer_leave(c->peer, 1000); /* a graceful leave: every child has stopped */
     return NULL;
 }
 

@@ -132,6 +132,7 @@ struct core {
     int synced;          /* our own children may run (cluster: after sync) */
     int quorum;          /* 1 unless quorum mode and a minority */
     int leaving;         /* graceful leave under way */
+    int leave_at_end;    /* ... handed off: say Leave once what could not move has stopped */
     uint64_t leave_deadline;
     uint64_t rebalance_at; /* 0: none due */
     uint64_t reconcile_at; /* 0: none due */

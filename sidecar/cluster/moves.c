@@ -225,9 +225,14 @@ void check_leave(struct core *c, uint64_t now)
     size_t left = 0;
     for (size_t i = 0; i < c->n_sups; i++)
         for (struct child *ch = c->sups[i].head; ch; ch = ch->next) left += !ch->dead && ch->why != SV_WHY_REMOVE;
-    log_info("cluster", "handed off; %zu children could not move and stop here (their specs are kept)", left);
+    /* The peers re-home what could not move once they hear Leave: it stops here first,
+     * so that no copy of it runs elsewhere while this one still does (the reactor says
+     * Leave when the last has stopped). */
+    log_info("cluster",
+             "handed off; %zu children could not move: they stop here first (their specs are kept), then this node "
+             "says Leave",
+             left);
     c->leaving = 0;
-    store_flush(c->store);
-    peer_leave(c->peer, 1000);
+    c->leave_at_end = 1;
     stop_all(c);
 }

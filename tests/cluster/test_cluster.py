@@ -551,6 +551,48 @@ class HeldNames(ClusterTest):
             self.assertEqual(a.stub.WhereIs(pb.WhereIsRequest(name=n)).child.node, b.node_name)
 
 
+class LeaveOrder(ClusterTest):
+    def test_a_child_that_could_not_move_stops_before_the_peers_hear_leave(self):
+        # A child that is starting again when its node leaves (it crashed just before)
+        # does not move; it stops with its node.  The peers re-home it once they hear
+        # Leave, so that must come after it is gone: here it ignores SIGTERM and lives
+        # its whole shutdown_ms (2 s), and a copy elsewhere must not start meanwhile.
+        nodes = self.make_cluster(2)
+        a, b = nodes
+        slow = os.path.join(self.workdir, "slow-start")
+        script = 'trap "" TERM; if [ -e %s ]; then sleep 30; fi; exec %s' % (slow, daemon.COUNTER)
+        a.stub.StartChild(pb.StartChildRequest(spec=spec("lv", argv=["sh", "-c", script], shutdown_ms=2000),
+                                               node=a.node_name))
+        self.wait_synced(nodes, 1)
+        open(slow, "w").close()  # from now on it takes 30 s to be ready
+        with self.assertRaises(grpc.RpcError):
+            a.stub.Call(pb.CallRequest(name="lv", payload=b"crash"))
+        wait_for(lambda: a.stub.WhereIs(pb.WhereIsRequest(name="lv")).child.state == pb.STARTING, timeout=10,
+                 what="lv to be starting again on n1")
+        most, stopped = [0], threading.Event()
+
+        def sample():
+            end = time.monotonic() + 30
+            while not stopped.is_set() and time.monotonic() < end:
+                # (each copy is sh and its sleep: count the nodes that started one)
+                most[0] = max(most[0], len(set(self.nodes_running({"lv"}).get("lv", []))))
+                time.sleep(0.01)
+        th = threading.Thread(target=sample, daemon=True)
+        th.start()
+        try:
+            self.assertEqual(a.stop(signal.SIGTERM), 0)
+            wait_for(lambda: b.up_nodes() == [b.node_name], timeout=10, what="n2 to see n1 gone")
+            wait_for(lambda: self.running_copies({"lv"}), timeout=10, what="lv re-homed on n2")
+            time.sleep(0.5)
+        finally:
+            stopped.set()
+            th.join(10)
+        self.assertIn("could not move", a.read_log())
+        self.assertEqual(most[0], 1, "lv ran on both nodes while n1 stopped it")
+        self.assertEqual(set(self.nodes_running({"lv"})["lv"]), {b.node_name})
+        os.unlink(slow)
+
+
 class Pause(ClusterTest):
     def test_a_paused_node_does_not_declare_its_healthy_peers_down_when_it_resumes(self):
         # n1 is stopped (SIGSTOP, as a VM freeze or a long stall) for longer than
