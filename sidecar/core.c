@@ -479,7 +479,7 @@ static void bury(struct core *c)
         else
             sv_fail_terminate(ch, GRPC_STATUS_INTERNAL,
                               "the child stopped, but its removal could not be saved to the database (see the daemon "
-                              "log): it would start again after a restart");
+                              "log: a full disk?): it may start again after a restart");
         sv_child_free(ch);
     }
 }
@@ -510,6 +510,7 @@ static void *reactor(void *arg)
     for (;;) {
         if (c->shutting_down && c->sv.live == 0) break;
         if (loop_run_once(c->loop, -1) != 0) break;
+        repair_store(c, reactor_now_ms());
         answer_stored(c); /* the turn's starts: one commit, then their answers */
         bury(c);
         maybe_trim(c, reactor_now_ms());

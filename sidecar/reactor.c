@@ -131,6 +131,16 @@ static void start_at(struct core *c, struct sup *s, Distsup__V1__ChildSpec *spec
         distsup__v1__child_spec__free_unpacked(spec, NULL);
         return;
     }
+    if (store_dirty(c->store)) {
+        /* it could not be acknowledged (answer_stored), and its writes would take the
+         * room the rewrite of what was lost needs (repair_store) */
+        answer_fail(done, arg, GRPC_STATUS_INTERNAL,
+                    "cannot save the spec of '%s': the database lacks writes that failed (see the daemon log: a "
+                    "full disk?); not started",
+                    spec->name);
+        distsup__v1__child_spec__free_unpacked(spec, NULL);
+        return;
+    }
     struct child *ch = sv_child_new(&c->sv, spec, s->cfg, s);
     if (!ch || sup_insert(s, ch) != 0) {
         if (ch) sv_child_free(ch);
@@ -318,9 +328,62 @@ void answer_stored(struct core *c)
         c->stored_wait = ch->stored_next;
         ch->stored_next = NULL;
         ch->stored_wait = 0;
-        if (ch->dead) sv_fail_start(ch, GRPC_STATUS_UNAVAILABLE, "child '%s' was removed as it started", ch->name);
-        else sv_answer_start_stored(&c->sv, ch, ok);
+        if (ch->dead) {
+            sv_fail_start(ch, GRPC_STATUS_UNAVAILABLE, "child '%s' was removed as it started", ch->name);
+        } else {
+            sv_answer_start_stored(&c->sv, ch, ok);
+            /* a failed StartChild leaves nothing running */
+            if (!ok && sv_stop(&c->sv, ch, SV_WHY_REMOVE, "its spec could not be saved") == 0)
+                remove_child(c, ch, "its spec could not be saved");
+        }
     }
+}
+
+/* One child as the store holds it (store_rewrite_children). */
+static int rewrite_child(struct core *c, struct child *ch)
+{
+    size_t len = distsup__v1__child_spec__get_packed_size(ch->spec);
+    uint8_t *bytes = malloc(len ? len : 1);
+    if (!bytes) return -1;
+    distsup__v1__child_spec__pack(ch->spec, bytes);
+    struct store_child sc = {.supervisor = ch->cfg->name,
+                             .name = ch->name,
+                             .spec = bytes,
+                             .spec_len = len,
+                             .state = ch->st == SV_FAILED ? STORE_FAILED : STORE_RUNNING,
+                             .restarts = ch->restarts,
+                             .incarnation = ch->incarnation};
+    int rc = store_put_child(c->store, &sc);
+    free(bytes);
+    if (rc == 0 && ch->proc.pid > 0 && !sv_hosted(ch))
+        rc = store_set_child_proc(c->store, ch->cfg->name, ch->name, ch->proc.pid, ch->proc.start_ticks);
+    return rc;
+}
+
+static int rewrite_all(void *arg)
+{
+    struct core *c = arg;
+    for (size_t i = 0; i < c->n_sups; i++)
+        for (struct child *ch = c->sups[i].head; ch; ch = ch->next)
+            if (!ch->dead && rewrite_child(c, ch) != 0) return -1;
+    return 0;
+}
+
+#define REWRITE_EVERY_MS 1000
+
+void repair_store(struct core *c, uint64_t now)
+{
+    if (!store_dirty(c->store) || now < c->rewrite_at) return;
+    c->rewrite_at = now + REWRITE_EVERY_MS;
+    size_t n = 0;
+    for (size_t i = 0; i < c->n_sups; i++) n += c->sups[i].count;
+    if (store_rewrite_children(c->store, rewrite_all, c) == 0)
+        log_info("store", "the database holds this node's %zu children again, after a failed write", n);
+    else
+        log_error("store",
+                  "the database still lacks writes that failed (a full disk?): StartChild and "
+                  "TerminateChild answer INTERNAL until it can be rewritten; next try in %d ms",
+                  REWRITE_EVERY_MS);
 }
 
 static void h_moved_out(void *arg, struct child *ch)

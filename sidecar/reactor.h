@@ -150,6 +150,7 @@ struct core {
     /* memory back to the system after churn (core.c, maybe_trim) */
     size_t trim_peak;    /* most processes running since the last trim */
     uint64_t trimmed_at; /* when the last trim ran */
+    uint64_t rewrite_at; /* the store is dirty: when to rewrite its children next (store_rewrite_children) */
     int trim_due;        /* the count dropped a lot: trim when the rate allows */
     /* metrics (core.c): a scrape asks the reactor to publish its gauges and waits */
     pthread_mutex_t metrics_mu;
@@ -209,6 +210,9 @@ void tick_unwatch(struct core *c, struct child *ch);
  * the turn (sv_hooks.answer_durable): one fsync for all of them.  At the end of
  * each turn, before its removed children are freed. */
 void answer_stored(struct core *c);
+/* When a write or a commit failed (store_dirty): every child is written again (at most
+ * once a second), so that what is acknowledged from then on is on disk. */
+void repair_store(struct core *c, uint64_t now);
 
 /* The hooks of struct sv, over this core (reactor.c). */
 void reactor_sv_hooks(struct core *c, struct sv_hooks *h);

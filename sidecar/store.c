@@ -13,10 +13,11 @@
 
 struct store {
     sqlite3 *db;
-    sqlite3_stmt *put, *set_state, *set_proc, *del, *load, *begin, *commit;
+    sqlite3_stmt *put, *set_state, *set_proc, *del, *del_all, *load, *begin, *commit, *rollback;
     sqlite3_stmt *c_put, *c_del, *c_load;
     int in_txn;              /* store_begin .. store_commit */
     int in_batch;            /* a cache batch is open */
+    int dirty;               /* a write or a commit of a batch failed: the file lacks some of it */
     struct metrics *metrics; /* write latency (NULL: off) */
 };
 
@@ -119,6 +120,7 @@ struct store *store_open(const char *dir, char *err, size_t errlen)
         prep(s, "UPDATE children SET pgid = ?3, pg_start = ?4 WHERE supervisor = ?1 AND name = ?2", &s->set_proc, err,
              errlen) ||
         prep(s, "DELETE FROM children WHERE supervisor = ?1 AND name = ?2", &s->del, err, errlen) ||
+        prep(s, "DELETE FROM children", &s->del_all, err, errlen) || prep(s, "ROLLBACK", &s->rollback, err, errlen) ||
         prep(s,
              "SELECT supervisor, name, spec, state, restarts, incarnation, pgid, pg_start FROM children "
              "ORDER BY seq",
@@ -148,6 +150,8 @@ void store_close(struct store *s)
     sqlite3_finalize(s->load);
     sqlite3_finalize(s->begin);
     sqlite3_finalize(s->commit);
+    sqlite3_finalize(s->rollback);
+    sqlite3_finalize(s->del_all);
     sqlite3_finalize(s->c_put);
     sqlite3_finalize(s->c_del);
     sqlite3_finalize(s->c_load);
@@ -169,9 +173,19 @@ static int run(struct store *s, sqlite3_stmt *st, const char *what)
     if (rc != SQLITE_DONE) {
         metrics_add(s->metrics, MN_STORE_WRITES_FAILED, 1);
         log_error("store", "%s failed: %s", what, sqlite3_errmsg(s->db));
+        if (s->in_batch) s->dirty = 1; /* the batch lacks this write, whatever becomes of it */
         return -1;
     }
     return 0;
+}
+
+/* Ends a failed transaction (SQLite may have rolled it back already: a disk full). */
+static void abandon(struct store *s)
+{
+    s->in_batch = 0;
+    if (sqlite3_get_autocommit(s->db)) return;
+    sqlite3_step(s->rollback);
+    sqlite3_reset(s->rollback);
 }
 
 static int batch(struct store *s);
@@ -270,9 +284,36 @@ static int batch(struct store *s)
 
 int store_flush(struct store *s)
 {
-    if (!s->in_batch) return 0;
+    if (s->in_batch) {
+        if (run(s, s->commit, "COMMIT") != 0) {
+            abandon(s); /* the whole batch is lost */
+            s->dirty = 1;
+        }
+        s->in_batch = 0;
+    }
+    return s->dirty ? -1 : 0;
+}
+
+int store_dirty(const struct store *s) { return s->dirty; }
+
+int store_rewrite_children(struct store *s, int (*fill)(void *arg), void *arg)
+{
+    if (s->in_txn) return -1;
+    if (s->in_batch) abandon(s);
+    /* The WAL only grows between checkpoints (every 1,000 pages): on a full disk it is
+     * what took the room; copying it into the database and truncating it gives that
+     * back before the rewrite needs it. */
+    int rc = sqlite3_wal_checkpoint_v2(s->db, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
+    if (rc != SQLITE_OK) log_warn("store", "checkpoint before the rewrite: %s", sqlite3_errmsg(s->db));
+    if (batch(s) != 0) return -1;
+    if (run(s, s->del_all, "clearing the children table for its rewrite") != 0 || fill(arg) != 0 ||
+        run(s, s->commit, "COMMIT (rewrite)") != 0) {
+        abandon(s);
+        return -1;
+    }
     s->in_batch = 0;
-    return run(s, s->commit, "COMMIT (cache)");
+    s->dirty = 0;
+    return 0;
 }
 
 int store_cache_put(struct store *s, const char *supervisor, const char *name, const char *node, const uint8_t *info,

@@ -75,7 +75,19 @@ int store_cache_delete(struct store *s, const char *supervisor, const char *name
 typedef int (*store_cache_fn)(void *arg, const char *supervisor, const char *name, const char *node,
                               const uint8_t *info, size_t len);
 int store_cache_load(struct store *s, store_cache_fn fn, void *arg);
-/* Commits an open cache batch.  0 or -1 (logged). */
+/* Commits the open batch.  0, or -1 (logged) when this commit failed or an earlier
+ * write or commit did (the store is dirty, below): what is acknowledged after a -1
+ * may not be on disk. */
 int store_flush(struct store *s);
+
+/* A write or a commit failed (a disk full, an I/O error): the file lacks writes the
+ * caller made, and store_flush fails until store_rewrite_children succeeds. */
+int store_dirty(const struct store *s);
+/* Replaces every stored child with what fill writes (store_put_child and
+ * store_set_child_proc of each child the caller has), in one transaction, after a
+ * checkpoint that truncates the WAL (the room a full disk lacks); on success
+ * the store is clean again.  0, or -1 (the store stays dirty).  Cache writes of a lost
+ * batch stay lost: the cache is rebuilt from the peers. */
+int store_rewrite_children(struct store *s, int (*fill)(void *arg), void *arg);
 
 #endif

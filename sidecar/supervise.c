@@ -93,10 +93,11 @@ void sv_answer_start_stored(const struct sv *sv, struct child *ch, int stored)
 {
     if (!ch->start_done) return;
     if (!stored) {
-        CH_LOG(LOG_ERROR, ch, "child %s runs, but its spec is not on disk: its StartChild fails", ch->name);
+        CH_LOG(LOG_ERROR, ch, "child %s runs, but its spec is not on disk: its StartChild fails, and it stops",
+               ch->name);
         sv_fail_start(ch, GRPC_STATUS_INTERNAL,
-                      "cannot save the spec of '%s' to the database (see the daemon log); it may run until the "
-                      "daemon restarts, but is not kept",
+                      "cannot save the spec of '%s' to the database (see the daemon log: a full disk?); it "
+                      "was stopped",
                       ch->name);
         return;
     }
